@@ -1,0 +1,161 @@
+//! The `sluice` command: a thin layer of flags and output over the library
+//! crates. Exit codes: 0 clean, 1 findings (invalid policies), 2 usage or
+//! input errors.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use policy_lang::diag::Code;
+use policy_lang::{LoadOptions, Loaded};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Compile, simulate and lint Kubernetes and Cilium network policy offline"
+)]
+struct Cli {
+    /// When to colour output.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    color: Color,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate policies: report everything Cilium or the
+    /// Kubernetes API would reject, with file:line:col.
+    Validate {
+        /// Files or directories (recursive: .yaml, .yml, .json); `-` is stdin.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Largest accepted file, in MiB.
+        #[arg(long, default_value_t = 32)]
+        max_file_size: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let color = match cli.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    match cli.command {
+        Command::Validate {
+            paths,
+            output,
+            max_file_size,
+        } => {
+            let opts = LoadOptions {
+                max_file_size: max_file_size.saturating_mul(1024 * 1024),
+                ..LoadOptions::default()
+            };
+            let loaded = policy_lang::load_paths(&paths, &opts);
+            validate_report(&loaded, output, color)
+        }
+    }
+}
+
+/// Whether any diagnostic is an input problem (unreadable file) rather than
+/// a finding about a policy.
+fn has_input_error(loaded: &Loaded) -> bool {
+    loaded
+        .diagnostics
+        .iter()
+        .any(|d| matches!(d.code, Code::Io))
+}
+
+fn validate_report(loaded: &Loaded, output: Output, color: bool) -> ExitCode {
+    let valid = loaded.valid_count();
+    let total = loaded.policy_count();
+    let invalid = total - valid;
+    let errors = loaded.error_count();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = match output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "schemaVersion": 1,
+                "files": loaded.files,
+                "policies": total,
+                "valid": valid,
+                "invalid": invalid,
+                "skippedObjects": loaded.skipped_objects,
+                "diagnostics": loaded
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.to_json(&loaded.sources))
+                    .collect::<Vec<_>>(),
+            });
+            writeln!(out, "{doc:#}")
+        }
+        Output::Text => {
+            let mut err = std::io::stderr().lock();
+            for d in &loaded.diagnostics {
+                let _ = write!(err, "{}", d.render(&loaded.sources, color));
+            }
+            let other = if errors > 0 && invalid == 0 {
+                format!(" ({errors} errors outside policies)")
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "{total} {} in {} {}: {valid} valid, {invalid} invalid{other}",
+                plural(total, "policy", "policies"),
+                loaded.files,
+                plural(loaded.files, "file", "files"),
+            )
+        }
+    };
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return ExitCode::from(2);
+        }
+    }
+    if has_input_error(loaded) {
+        ExitCode::from(2)
+    } else if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}

@@ -1,0 +1,405 @@
+//! Diagnostics: what is wrong, where, and what to do about it.
+//!
+//! A [`Diagnostic`] carries only spans; the text is attached when it is
+//! rendered ([`Diagnostic::render`]) so that parsing and validation never
+//! hold on to formatting concerns. Every diagnostic has a stable [`Code`];
+//! `docs/diagnostics.md` documents each one, and a test keeps the two in step.
+
+use crate::source::{SourceMap, Span};
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+macro_rules! codes {
+    ($($variant:ident => $name:literal, $summary:literal;)*) => {
+        /// Stable identifiers of every diagnostic policy-lang emits. Codes are
+        /// never renamed or reused.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[non_exhaustive]
+        pub enum Code { $($variant,)* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The kebab-case name, e.g. `unknown-field`.
+            pub fn name(self) -> &'static str {
+                match self { $(Code::$variant => $name,)* }
+            }
+
+            /// One line saying what the code means.
+            pub fn summary(self) -> &'static str {
+                match self { $(Code::$variant => $summary,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    Io => "io", "a file or directory could not be read";
+    InputTooLarge => "input-too-large", "a file is larger than the configured limit";
+    NotUtf8 => "not-utf8", "a file is not valid UTF-8 text";
+    YamlSyntax => "yaml-syntax", "the text is not well-formed YAML or JSON";
+    NestingTooDeep => "nesting-too-deep", "lists and objects are nested deeper than the limit";
+    AliasBomb => "alias-expansion", "YAML aliases expand to more nodes than the limit";
+    UnknownAnchor => "unknown-anchor", "a YAML alias names an anchor that was never defined";
+    NotAnObject => "not-an-object", "a YAML document is not a Kubernetes object";
+    MissingTypeMeta => "missing-type-meta", "an object lacks `apiVersion` or `kind`";
+    UnsupportedApiVersion => "unsupported-api-version", "a policy uses an API version the cluster no longer serves";
+    UnknownField => "unknown-field", "a field that the schema does not define";
+    MisplacedDescription => "misplaced-description", "a top-level `description` that the API server prunes";
+    TypeMismatch => "type-mismatch", "a value of the wrong type, such as a number where a string is required";
+    MissingField => "missing-field", "a required field is absent";
+    DuplicateKey => "duplicate-key", "the same key appears twice in one object";
+    InvalidValue => "invalid-value", "a value outside the field's allowed set, with the allowed values listed";
+    InvalidName => "invalid-name", "an object or namespace name that Kubernetes rejects";
+    DuplicatePolicy => "duplicate-policy", "two policies of one kind share a namespace and name";
+    EmptySpec => "empty-spec", "a Cilium policy with neither `spec` nor `specs`";
+    NoDirection => "no-direction", "a rule with none of ingress, ingressDeny, egress, egressDeny";
+    SubjectSelector => "subject-selector", "a rule without exactly one of endpointSelector and nodeSelector";
+    NodeSelectorInCnp => "node-selector-in-cnp", "`nodeSelector` in a namespaced CiliumNetworkPolicy";
+    InvalidLabel => "invalid-label", "a label key or value that Kubernetes rejects";
+    SelectorOperator => "selector-operator", "a matchExpressions operator with the wrong number of values";
+    CombinedL3 => "combined-l3", "more than one kind of L3 peer in one rule";
+    UnknownEntity => "unknown-entity", "an entity name Cilium does not know";
+    InvalidCidr => "invalid-cidr", "a CIDR or IP address that does not parse";
+    CidrExcept => "cidr-except", "an `except` prefix outside its CIDR or of another family";
+    CidrRuleSource => "cidr-rule-source", "a CIDR rule without exactly one of cidr, cidrGroupRef, cidrGroupSelector";
+    InvalidPort => "invalid-port", "a port that is neither a number in 0-65535 nor a valid port name";
+    InvalidEndPort => "invalid-end-port", "an `endPort` out of range, below `port`, or on a named port";
+    TooManyPorts => "too-many-ports", "more than 40 ports or ICMP fields in one rule";
+    IcmpWithPorts => "icmp-with-ports", "`icmps` and `toPorts` in the same rule";
+    InvalidIcmpType => "invalid-icmp-type", "an ICMP type that is not 0-255 or a name of its family";
+    L7OnNonTcp => "l7-on-non-tcp", "HTTP, Kafka or generic L7 rules on a port whose protocol is not TCP";
+    L7PortZero => "l7-port-zero", "L7 rules on a port rule that matches every port";
+    DnsOnIngress => "dns-on-ingress", "DNS rules in an ingress rule";
+    DnsPort => "dns-port", "DNS rules without explicit ports, or with a port range";
+    MultipleL7 => "multiple-l7", "more than one L7 protocol in one port rule";
+    HostPolicyL7 => "host-policy-l7", "L7 rules a host (nodeSelector) policy cannot enforce";
+    Listener => "listener", "a `listener` on ingress or beside L7 rules";
+    ServerNames => "server-names", "`serverNames` that are empty, or used with L7 rules without `terminatingTLS`";
+    InvalidRegex => "invalid-regex", "an HTTP regex that does not compile";
+    HeaderMatch => "header-match", "a header match without a name, or with both value and secret";
+    FqdnSelector => "fqdn-selector", "a DNS name or pattern that Cilium rejects";
+    KafkaRule => "kafka-rule", "a Kafka rule with conflicting or invalid fields";
+    LogValue => "log-value", "a `log.value` longer than 32 characters or not printable";
+    KnpPeer => "knp-peer", "a NetworkPolicy peer mixing `ipBlock` with selectors, or empty";
+    KnpPort => "knp-port", "a NetworkPolicy port that Kubernetes rejects";
+    IgnoredNamespace => "ignored-namespace", "`metadata.namespace` on a cluster-scoped policy";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy::{}", self.name())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A secondary location that explains a diagnostic (the first definition of
+/// a duplicate, the other half of a conflict).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Related {
+    pub span: Span,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    /// The primary location; `None` only for problems with no text to point
+    /// at (an unreadable file).
+    pub span: Option<Span>,
+    /// Text printed under the underlined span.
+    pub label: Option<String>,
+    pub help: Option<String>,
+    pub related: Vec<Related>,
+    /// For problems without a span: the file they concern.
+    pub path: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: Code, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            span: Some(span),
+            label: None,
+            help: None,
+            related: Vec::new(),
+            path: None,
+        }
+    }
+
+    pub fn warning(code: Code, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, span, message)
+        }
+    }
+
+    /// A problem with a whole file that has no text to point into.
+    pub fn file_error(code: Code, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            span: None,
+            label: None,
+            help: None,
+            related: Vec::new(),
+            path: Some(path.into()),
+        }
+    }
+
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_related(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.related.push(Related {
+            span,
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// The file the diagnostic is about, by display name.
+    pub fn file_name<'a>(&'a self, sources: &'a SourceMap) -> Option<&'a str> {
+        match self.span {
+            Some(s) => Some(sources.name(s.file)),
+            None => self.path.as_deref(),
+        }
+    }
+
+    /// `file:line:col` of the primary span, or the bare path.
+    pub fn location(&self, sources: &SourceMap) -> String {
+        match self.span {
+            Some(s) => format!("{}:{}:{}", sources.name(s.file), s.line, s.col),
+            None => self.path.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The diagnostic as data, for `-o json`.
+    pub fn to_json(&self, sources: &SourceMap) -> JsonDiagnostic {
+        let (line, column, end_line, end_column) = match self.span {
+            Some(s) => {
+                let (el, ec) = sources.end_line_col(s);
+                (Some(s.line), Some(s.col), Some(el), Some(ec))
+            }
+            None => (None, None, None, None),
+        };
+        JsonDiagnostic {
+            file: self.file_name(sources).map(str::to_owned),
+            line,
+            column,
+            end_line,
+            end_column,
+            code: self.code.to_string(),
+            severity: self.severity,
+            message: self.message.clone(),
+            help: self.help.clone(),
+        }
+    }
+
+    /// Renders with miette's graphical handler: `file:line:col`, the source
+    /// lines, the offending text underlined, the label and the help.
+    pub fn render(&self, sources: &SourceMap, color: bool) -> String {
+        use miette::{GraphicalReportHandler, GraphicalTheme};
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        let handler = GraphicalReportHandler::new_themed(theme)
+            .with_links(false)
+            .with_width(100);
+        let text_of = |span: Span| NamedText {
+            name: sources.name(span.file),
+            text: &sources.get(span.file).text,
+        };
+        let view = MietteView {
+            diag: self,
+            src: self.span.map(text_of),
+            related: self
+                .related
+                .iter()
+                .map(|r| RelatedView {
+                    related: r,
+                    src: text_of(r.span),
+                })
+                .collect(),
+        };
+        let mut out = String::new();
+        if handler.render_report(&mut out, &view).is_err() {
+            out = format!("{}: {}", self.location(sources), self.message);
+        }
+        out
+    }
+}
+
+/// The JSON shape of a diagnostic: stable field names for tools.
+#[derive(Clone, Debug, Serialize)]
+pub struct JsonDiagnostic {
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub end_line: Option<u32>,
+    pub end_column: Option<u32>,
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+struct MietteView<'a> {
+    diag: &'a Diagnostic,
+    src: Option<NamedText<'a>>,
+    related: Vec<RelatedView<'a>>,
+}
+
+impl fmt::Debug for MietteView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.diag, f)
+    }
+}
+
+impl fmt::Display for MietteView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.diag.span.is_none() {
+            if let Some(p) = &self.diag.path {
+                return write!(f, "{p}: {}", self.diag.message);
+            }
+        }
+        f.write_str(&self.diag.message)
+    }
+}
+
+impl std::error::Error for MietteView<'_> {}
+
+/// A source file's text under its display name, as miette wants it.
+struct NamedText<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl miette::SourceCode for NamedText<'_> {
+    fn read_span<'b>(
+        &'b self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'b> + 'b>, miette::MietteError> {
+        let inner = self
+            .text
+            .read_span(span, context_lines_before, context_lines_after)?;
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.to_owned(),
+            inner.data(),
+            *inner.span(),
+            inner.line(),
+            inner.column(),
+            inner.line_count(),
+        )))
+    }
+}
+
+struct RelatedView<'a> {
+    related: &'a Related,
+    src: NamedText<'a>,
+}
+
+impl fmt::Debug for RelatedView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.related, f)
+    }
+}
+impl fmt::Display for RelatedView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.related.message)
+    }
+}
+impl std::error::Error for RelatedView<'_> {}
+
+impl miette::Diagnostic for RelatedView<'_> {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Advice)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.src)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let s = self.related.span;
+        Some(Box::new(std::iter::once(miette::LabeledSpan::new(
+            Some("here".to_owned()),
+            s.start as usize,
+            s.len(),
+        ))))
+    }
+}
+
+impl miette::Diagnostic for MietteView<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(self.diag.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.diag.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.src.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let s = self.diag.span?;
+        Some(Box::new(std::iter::once(
+            miette::LabeledSpan::new_primary_with_span(
+                self.diag.label.clone(),
+                (s.start as usize, s.len()),
+            ),
+        )))
+    }
+
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(
+            self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+        ))
+    }
+}

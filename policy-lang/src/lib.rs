@@ -1,0 +1,373 @@
+//! policy-lang: Kubernetes and Cilium network policies as a typed, spanned IR.
+//!
+//! The entry points are [`load_paths`] (files, directories, `-` for stdin)
+//! and [`parse_source`] (one text). Both return a [`Loaded`]: the
+//! [`ir::PolicySet`], the [`source::SourceMap`] its spans point into, and
+//! every [`diag::Diagnostic`] found. Loading never stops at the first
+//! problem; a policy with errors is still in the set (as far as it could be
+//! decoded) and [`Loaded::is_valid`] tells which ones are clean.
+//!
+//! ```
+//! let text = r#"
+//! apiVersion: cilium.io/v2
+//! kind: CiliumNetworkPolicy
+//! metadata: {name: web, namespace: shop}
+//! spec:
+//!   endpointSelector: {matchLabels: {app: web}}
+//!   ingres: [{}]
+//! "#;
+//! let loaded = policy_lang::parse_source("policy.yaml", text, &Default::default());
+//! let d = &loaded.diagnostics[0];
+//! assert_eq!(d.code.name(), "unknown-field");
+//! assert_eq!(d.help.as_deref(), Some("did you mean `ingress`?"));
+//! assert_eq!(d.location(&loaded.sources), "policy.yaml:7:3");
+//! ```
+//!
+//! Pipeline: text → [`yaml`] node tree (limits on depth, aliases, size) →
+//! [`decode`] (schema: fields, types, enums) → [`ir`] → [`validate`]
+//! (Cilium's and Kubernetes' semantic checks). [`render`] turns IR back into
+//! YAML.
+
+pub mod decode;
+pub mod diag;
+pub mod ir;
+pub mod render;
+pub mod source;
+pub mod suggest;
+pub mod validate;
+pub mod yaml;
+
+use diag::{Code, Diagnostic};
+use ir::{Policy, PolicySet};
+use source::{FileId, SourceMap, Span};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// How much input one run accepts.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Largest file (or stdin) accepted, in bytes.
+    pub max_file_size: u64,
+    pub yaml: yaml::Limits,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_file_size: 32 * 1024 * 1024,
+            yaml: yaml::Limits::default(),
+        }
+    }
+}
+
+/// The result of loading: policies, sources and diagnostics.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub sources: SourceMap,
+    pub set: PolicySet,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Files read (including those that failed).
+    pub files: usize,
+    /// Policy objects too broken to be represented in the IR.
+    pub broken_policies: usize,
+    /// Objects of other kinds (Deployments, Services, ...) passed over.
+    pub skipped_objects: usize,
+}
+
+impl Loaded {
+    /// Whether the policy has no error-level diagnostic within its span.
+    pub fn is_valid(&self, policy: &Policy) -> bool {
+        let ps = policy.loc.0;
+        !self.diagnostics.iter().any(|d| {
+            d.is_error()
+                && d.span
+                    .is_some_and(|s| s.file == ps.file && s.start >= ps.start && s.end <= ps.end)
+        })
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Policies found, whether valid or not.
+    pub fn policy_count(&self) -> usize {
+        self.set.policies.len() + self.broken_policies
+    }
+
+    pub fn valid_count(&self) -> usize {
+        self.set
+            .policies
+            .iter()
+            .filter(|p| self.is_valid(p))
+            .count()
+    }
+
+    /// Sorts diagnostics by file, position and code, for stable output.
+    fn finish(&mut self, sources_order: bool) {
+        validate::validate(&self.set, &self.sources, &mut self.diagnostics);
+        if sources_order {
+            self.diagnostics.sort_by_key(|d| {
+                let s = d.span.unwrap_or_default();
+                (d.span.is_some(), s.file, s.start, s.end, d.code)
+            });
+        }
+    }
+}
+
+/// Parses one text as a file named `name`, then validates it.
+pub fn parse_source(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
+    let mut loaded = Loaded::default();
+    let id = loaded.sources.add(name, text);
+    parse_file(&mut loaded, id, opts);
+    loaded.files = 1;
+    loaded.finish(true);
+    loaded
+}
+
+/// Loads files and directories (recursively: `.yaml`, `.yml`, `.json`);
+/// `-` reads standard input. Validates the whole set at the end.
+pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Loaded {
+    let mut loaded = Loaded::default();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            files.push(p.clone());
+        } else {
+            collect(p, &mut files, &mut loaded.diagnostics, 0);
+        }
+    }
+    for path in files {
+        loaded.files += 1;
+        let name = path.display().to_string();
+        match read_limited(&path, opts.max_file_size) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    let id = loaded.sources.add(name, text);
+                    parse_file(&mut loaded, id, opts);
+                }
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                    loaded.diagnostics.push(
+                        Diagnostic::file_error(
+                            Code::NotUtf8,
+                            name,
+                            format!("not UTF-8 text: invalid byte at offset {at} (line {line})"),
+                        )
+                        .with_help("policies must be UTF-8 YAML or JSON; is this a binary file?"),
+                    );
+                }
+            },
+            Err(d) => loaded.diagnostics.push(*d),
+        }
+    }
+    loaded.finish(true);
+    loaded
+}
+
+fn is_policy_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>, depth: usize) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            diags.push(Diagnostic::file_error(
+                Code::Io,
+                path.display().to_string(),
+                format!("cannot read: {e}"),
+            ));
+            return;
+        }
+    };
+    if !meta.is_dir() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    if depth > 64 {
+        diags.push(Diagnostic::file_error(
+            Code::Io,
+            path.display().to_string(),
+            "directories nested more than 64 deep",
+        ));
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(Diagnostic::file_error(
+                Code::Io,
+                path.display().to_string(),
+                format!("cannot list directory: {e}"),
+            ));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        let hidden = child
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        // Symlinked directories are not followed: they can form loops.
+        let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            collect(&child, out, diags, depth + 1);
+        } else if is_policy_file(&child) {
+            out.push(child);
+        }
+    }
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Box<Diagnostic>> {
+    let name = path.display().to_string();
+    let io_err = |e: std::io::Error| {
+        Box::new(Diagnostic::file_error(
+            Code::Io,
+            name.clone(),
+            format!("cannot read: {e}"),
+        ))
+    };
+    let mut reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(io_err)?)
+    };
+    let mut buf = Vec::new();
+    reader
+        .by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err)?;
+    if buf.len() as u64 > limit {
+        return Err(Box::new(
+            Diagnostic::file_error(
+                Code::InputTooLarge,
+                name.clone(),
+                format!(
+                    "file is larger than the limit of {} MiB",
+                    limit / (1024 * 1024)
+                ),
+            )
+            .with_help("split it into several files, or raise the limit with --max-file-size"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Parses and decodes every document of one file into `loaded`.
+fn parse_file(loaded: &mut Loaded, id: FileId, opts: &LoadOptions) {
+    let text = loaded.sources.get(id).text.clone();
+    let mut policies = Vec::new();
+    let mut diags = Vec::new();
+    let mut broken = 0usize;
+    let mut skipped = 0usize;
+    // Items of a List are decoded as they stream in, and kept aside until the
+    // enclosing document proves to be a List.
+    let mut pending: Vec<(decode::Decoded, Vec<Diagnostic>)> = Vec::new();
+    let result = yaml::parse_stream(&text, id, &opts.yaml, |emitted| match emitted {
+        yaml::Emitted::ListItem(node) => {
+            let mut item_diags = Vec::new();
+            let decoded = decode::Decoder {
+                diags: &mut item_diags,
+            }
+            .document(&node, id);
+            pending.push((decoded, item_diags));
+        }
+        yaml::Emitted::Document {
+            root,
+            streamed_items,
+        } => {
+            let mut doc_diags = Vec::new();
+            let decoded = decode::Decoder {
+                diags: &mut doc_diags,
+            }
+            .document(&root, id);
+            let items = std::mem::take(&mut pending);
+            if matches!(decoded, decode::Decoded::List) {
+                for (d, ds) in items {
+                    tally(d, ds, &mut policies, &mut diags, &mut broken, &mut skipped);
+                }
+            } else if streamed_items > 0 {
+                // Not a List after all: its `items` were not objects of ours,
+                // and the decoder already reported `items` as unknown.
+            }
+            tally(
+                decoded,
+                doc_diags,
+                &mut policies,
+                &mut diags,
+                &mut broken,
+                &mut skipped,
+            );
+        }
+    });
+    if let Err(e) = result {
+        diags.push(yaml_error(e));
+    }
+    loaded.set.policies.extend(policies);
+    loaded.diagnostics.extend(diags);
+    loaded.broken_policies += broken;
+    loaded.skipped_objects += skipped;
+}
+
+fn tally(
+    decoded: decode::Decoded,
+    ds: Vec<Diagnostic>,
+    policies: &mut Vec<Policy>,
+    diags: &mut Vec<Diagnostic>,
+    broken: &mut usize,
+    skipped: &mut usize,
+) {
+    match decoded {
+        decode::Decoded::Policy(p) => policies.push(*p),
+        decode::Decoded::Skipped => *skipped += 1,
+        decode::Decoded::Nothing if ds.iter().any(Diagnostic::is_error) => *broken += 1,
+        decode::Decoded::Nothing | decode::Decoded::List => {}
+    }
+    diags.extend(ds);
+}
+
+fn yaml_error(e: yaml::YamlError) -> Diagnostic {
+    let point = Span {
+        end: e.span.start,
+        ..e.span
+    };
+    match e.kind {
+        yaml::YamlErrorKind::Syntax(msg) => {
+            Diagnostic::error(Code::YamlSyntax, point, format!("YAML syntax error: {msg}"))
+                .with_label("here")
+                .with_help("check indentation, quoting and the `key: value` form around this point")
+        }
+        yaml::YamlErrorKind::TooDeep { limit } => Diagnostic::error(
+            Code::NestingTooDeep,
+            point,
+            format!("lists and objects are nested deeper than the limit of {limit}"),
+        )
+        .with_label("too deep")
+        .with_help("no policy needs this much nesting; is the file generated or hostile?"),
+        yaml::YamlErrorKind::AliasBudget { limit } => Diagnostic::error(
+            Code::AliasBomb,
+            point,
+            format!("aliases expand to more than the limit of {limit} nodes"),
+        )
+        .with_label("expansion limit reached at this alias")
+        .with_help(
+            "this looks like an alias bomb (\"billion laughs\"); write the values out instead",
+        ),
+        yaml::YamlErrorKind::UnknownAnchor => Diagnostic::error(
+            Code::UnknownAnchor,
+            e.span,
+            "alias refers to an anchor that is not defined before it",
+        )
+        .with_label("unknown anchor"),
+    }
+}

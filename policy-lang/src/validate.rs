@@ -1,0 +1,1064 @@
+//! Semantic validation: what Cilium's agent and the Kubernetes API reject
+//! beyond the schema.
+//!
+//! The checks follow Cilium's `Rule.Sanitize` / `Validate` and Kubernetes'
+//! NetworkPolicy validation. Each failed check is one [`Diagnostic`] with a
+//! stable [`Code`], pointing at the offending value.
+
+use crate::diag::{Code, Diagnostic};
+use crate::ir::*;
+use crate::source::{Loc, SourceMap, Span, Spanned};
+use std::collections::HashMap;
+
+/// Cilium's limit on `ports` per port rule and `fields` per ICMP rule.
+pub const MAX_PORTS: usize = 40;
+
+/// Checks every policy of the set; appends what it finds to `diags`.
+pub fn validate(set: &PolicySet, sources: &SourceMap, diags: &mut Vec<Diagnostic>) {
+    let mut v = Validator { sources, diags };
+    let mut seen: HashMap<(PolicyKind, Option<&str>, &str), &Policy> = HashMap::new();
+    for p in &set.policies {
+        v.policy(p);
+        let key = (p.kind, p.namespace(), p.name.value.as_str());
+        if let Some(first) = seen.get(&key) {
+            v.diags.push(
+                Diagnostic::error(
+                    Code::DuplicatePolicy,
+                    p.name.span(),
+                    format!("{} `{}` is defined twice", p.kind, p.qualified_name()),
+                )
+                .with_label("second definition")
+                .with_related(first.name.span(), "first defined here")
+                .with_help("the API server keeps only one object per name: rename one, or merge their rules"),
+            );
+        } else {
+            seen.insert(key, p);
+        }
+    }
+}
+
+struct Validator<'a> {
+    sources: &'a SourceMap,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+/// Where a rule sits, for checks that depend on it.
+#[derive(Clone, Copy)]
+struct Ctx {
+    dir: Direction,
+    host: bool,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, code: Code, span: Span, msg: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(code, span, msg));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    /// The first line of a span: enough to point at a block without
+    /// underlining all of it.
+    fn head(&self, span: Span) -> Span {
+        let text = self.sources.snippet(span);
+        match text.find('\n') {
+            Some(n) => Span {
+                end: span.start + text[..n].trim_end().len() as u32,
+                ..span
+            },
+            None => span,
+        }
+    }
+
+    fn policy(&mut self, p: &Policy) {
+        check_dns_subdomain(&p.name.value).err().map(|why| {
+            self.err(
+                Code::InvalidName,
+                p.name.span(),
+                format!("invalid name `{}`: {why}", p.name.value),
+            )
+            .label = Some("not a valid object name".into());
+        });
+        if let Some(ns) = &p.namespace {
+            if let Err(why) = check_dns_label(&ns.value) {
+                self.err(
+                    Code::InvalidName,
+                    ns.span(),
+                    format!("invalid namespace `{}`: {why}", ns.value),
+                );
+            }
+        }
+        match &p.body {
+            PolicyBody::Cilium(_) => {
+                for r in p.rules() {
+                    self.rule(r, p.kind);
+                }
+            }
+            PolicyBody::Kubernetes(spec) => self.knp(spec),
+        }
+    }
+
+    fn rule(&mut self, r: &Rule, kind: PolicyKind) {
+        match (&r.endpoint_selector, &r.node_selector) {
+            (Some(_), Some(n)) => {
+                self.err(
+                    Code::SubjectSelector,
+                    self.head(n.loc.0),
+                    "a rule has both `endpointSelector` and `nodeSelector`",
+                )
+                .help = Some("use `endpointSelector` for pods, `nodeSelector` for nodes (host policy); split into two rules for both".into());
+            }
+            (None, None) => {
+                self.err(
+                    Code::SubjectSelector,
+                    self.head(r.loc.0),
+                    "a rule has neither `endpointSelector` nor `nodeSelector`",
+                )
+                .help = Some("add `endpointSelector: {}` to select every endpoint in scope".into());
+            }
+            _ => {}
+        }
+        if let (Some(n), PolicyKind::CiliumNetworkPolicy) = (&r.node_selector, kind) {
+            let d = self.err(
+                Code::NodeSelectorInCnp,
+                self.head(n.loc.0),
+                "`nodeSelector` is only allowed in a CiliumClusterwideNetworkPolicy",
+            );
+            d.label = Some("host policies are cluster-wide".into());
+            d.help = Some("move this rule into a CiliumClusterwideNetworkPolicy".into());
+        }
+        for s in r.endpoint_selector.iter().chain(&r.node_selector) {
+            self.selector(s, false);
+        }
+        if r.peer_lists()
+            .iter()
+            .all(|(_, _, l)| l.is_none_or(|l| l.is_empty()))
+        {
+            let d = self.err(
+                Code::NoDirection,
+                self.head(r.loc.0),
+                "rule has none of `ingress`, `ingressDeny`, `egress`, `egressDeny`",
+            );
+            d.label = Some("this rule selects endpoints but says nothing about traffic".into());
+            d.help = Some("add a rule list; an empty list (`ingress: []`) does not count, `ingress: [{}]` denies all ingress".into());
+        }
+        for (dir, _, list) in r.peer_lists() {
+            for pr in list.into_iter().flatten() {
+                self.peer_rule(
+                    pr,
+                    Ctx {
+                        dir,
+                        host: r.is_host_policy(),
+                    },
+                );
+            }
+        }
+        if let Some(log) = &r.log {
+            if log.value.chars().count() > 32
+                || !log.value.chars().all(|c| (' '..='~').contains(&c))
+            {
+                self.err(
+                    Code::LogValue,
+                    log.span(),
+                    format!(
+                        "`log.value` must be at most 32 printable ASCII characters, it has {}",
+                        log.value.chars().count()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn selector(&mut self, s: &Selector, kubernetes: bool) {
+        for (k, v) in &s.match_labels {
+            self.label_key(k, kubernetes);
+            if let Err(why) = check_label_value(&v.value) {
+                self.err(
+                    Code::InvalidLabel,
+                    v.span(),
+                    format!("invalid label value `{}`: {why}", v.value),
+                )
+                .label = Some("not a valid label value".into());
+            }
+        }
+        for req in &s.match_expressions {
+            self.label_key(&req.key, kubernetes);
+            let op = req.operator.value;
+            let needs_values = matches!(op, Operator::In | Operator::NotIn);
+            if needs_values && req.values.is_empty() {
+                self.err(
+                    Code::SelectorOperator,
+                    req.operator.span(),
+                    format!("operator `{}` needs at least one value", op.as_str()),
+                )
+                .help = Some("add `values: [...]`, or use `Exists`".into());
+            } else if !needs_values && !req.values.is_empty() {
+                let span = req.values[0]
+                    .span()
+                    .to(req.values[req.values.len() - 1].span());
+                let d = self.err(
+                    Code::SelectorOperator,
+                    span,
+                    format!("operator `{}` takes no values", op.as_str()),
+                );
+                d.label = Some("values given here".into());
+                d.help = Some("remove `values`, or use `In` / `NotIn`".into());
+            }
+        }
+    }
+
+    fn label_key(&mut self, k: &Spanned<LabelKey>, kubernetes: bool) {
+        let problem = if kubernetes && k.value.source.is_some() {
+            Some("a Kubernetes label key has no `source:` prefix".to_owned())
+        } else {
+            check_label_key(&k.value.key).err()
+        };
+        if let Some(why) = problem {
+            self.err(
+                Code::InvalidLabel,
+                k.span(),
+                format!("invalid label key `{}`: {why}", k.value),
+            )
+            .label = Some("not a valid label key".into());
+        }
+    }
+
+    fn peer_rule(&mut self, pr: &PeerRule, cx: Ctx) {
+        let kinds = pr.l3_kinds();
+        if kinds.len() > 1 {
+            let (k0, l0) = kinds[0];
+            for &(k, l) in &kinds[1..] {
+                let d = self.err(
+                    Code::CombinedL3,
+                    self.head(l.0),
+                    format!(
+                        "combining `{}` and `{}` in one rule is not supported",
+                        k0.field(cx.dir),
+                        k.field(cx.dir)
+                    ),
+                );
+                d.label = Some(format!("`{}` starts here", k.field(cx.dir)));
+                d.help =
+                    Some("put each kind of peer in its own list element; elements are ORed".into());
+                d.related.push(crate::diag::Related {
+                    span: l0.0,
+                    message: format!("`{}` starts here", k0.field(cx.dir)),
+                });
+            }
+        }
+        for s in pr
+            .endpoints
+            .iter()
+            .flatten()
+            .chain(pr.requires.iter().flatten())
+        {
+            self.selector(s, false);
+        }
+        for s in pr.nodes.iter().flatten() {
+            self.selector(s, false);
+        }
+        for c in pr.cidr_set.iter().flatten() {
+            self.cidr_rule(c);
+        }
+        for f in pr.fqdns.iter().flatten() {
+            self.fqdn(f.loc, f.match_name.as_ref(), f.match_pattern.as_ref(), true);
+        }
+        for s in pr.services.iter().flatten() {
+            if let Some(sel) = &s.k8s_service_selector {
+                self.selector(&sel.selector, false);
+            }
+        }
+        if let (Some(icmps), Some(ports)) = (&pr.icmps, &pr.to_ports) {
+            if !icmps.is_empty() && !ports.is_empty() {
+                let ports_head = self.head(ports[0].loc.0);
+                let d = self.err(
+                    Code::IcmpWithPorts,
+                    self.head(icmps[0].loc.0),
+                    "`icmps` and `toPorts` cannot be used in the same rule",
+                );
+                d.related.push(crate::diag::Related {
+                    span: ports_head,
+                    message: "`toPorts` here".into(),
+                });
+                d.help = Some("split them into two rule elements with the same peers".into());
+            }
+        }
+        for ir in pr.icmps.iter().flatten() {
+            self.icmp_rule(ir);
+        }
+        for p in pr.to_ports.iter().flatten() {
+            self.port_rule(p, cx);
+        }
+    }
+
+    fn cidr_rule(&mut self, c: &CidrRule) {
+        let set = [
+            c.cidr.is_some(),
+            c.cidr_group_ref.is_some(),
+            c.cidr_group_selector.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            let msg = if set == 0 {
+                "a CIDR rule needs one of `cidr`, `cidrGroupRef` or `cidrGroupSelector`"
+            } else {
+                "a CIDR rule may set only one of `cidr`, `cidrGroupRef` and `cidrGroupSelector`"
+            };
+            self.err(Code::CidrRuleSource, self.head(c.loc.0), msg);
+        }
+        if let Some(cidr) = &c.cidr {
+            for e in &c.except {
+                self.except(cidr, e, false);
+            }
+        } else if let Some(e) = c.except.first() {
+            self.err(
+                Code::CidrExcept,
+                e.span(),
+                "`except` is only allowed together with `cidr`",
+            );
+        }
+    }
+
+    fn except(&mut self, cidr: &Spanned<Cidr>, e: &Spanned<Cidr>, strict: bool) {
+        let problem = if cidr.value.addr.is_ipv4() != e.value.addr.is_ipv4() {
+            Some("is of another address family than")
+        } else if !cidr.value.contains(&e.value) {
+            Some("is not inside")
+        } else if strict && e.value.prefix_len == cidr.value.prefix_len {
+            Some("must be strictly smaller than")
+        } else {
+            None
+        };
+        if let Some(why) = problem {
+            let d = self.err(
+                Code::CidrExcept,
+                e.span(),
+                format!("except `{}` {why} `{}`", e.value, cidr.value),
+            );
+            d.label = Some("this exception".into());
+            d.related.push(crate::diag::Related {
+                span: cidr.span(),
+                message: "the CIDR it belongs to".into(),
+            });
+        }
+    }
+
+    fn fqdn(
+        &mut self,
+        loc: Loc,
+        name: Option<&Spanned<String>>,
+        pattern: Option<&Spanned<String>>,
+        exactly_one: bool,
+    ) {
+        if exactly_one && name.is_some() == pattern.is_some() {
+            let msg = if name.is_some() {
+                "a toFQDNs selector may set only one of `matchName` and `matchPattern`"
+            } else {
+                "a toFQDNs selector needs `matchName` or `matchPattern`"
+            };
+            self.err(Code::FqdnSelector, self.head(loc.0), msg).help =
+                Some("use one list element per name or pattern".into());
+        }
+        for (v, wildcard) in [(name, false), (pattern, true)] {
+            let Some(v) = v else { continue };
+            if let Err(why) = check_dns_name(&v.value, wildcard) {
+                self.err(
+                    Code::FqdnSelector,
+                    v.span(),
+                    format!(
+                        "invalid DNS {} `{}`: {why}",
+                        if wildcard { "pattern" } else { "name" },
+                        v.value
+                    ),
+                );
+            }
+        }
+    }
+
+    fn icmp_rule(&mut self, r: &IcmpRule) {
+        if r.fields.len() > MAX_PORTS {
+            self.err(
+                Code::TooManyPorts,
+                self.head(r.loc.0),
+                format!(
+                    "too many ICMP fields: {} given, the limit is {MAX_PORTS}",
+                    r.fields.len()
+                ),
+            );
+        }
+        for f in &r.fields {
+            let family = f.family.as_ref().map_or(IcmpFamily::V4, |f| f.value);
+            if let Err(why) = icmp_type_number(&f.icmp_type.value, family) {
+                self.err(Code::InvalidIcmpType, f.icmp_type.span(), why)
+                    .label = Some(format!("not an {family} ICMP type"));
+            }
+        }
+    }
+
+    fn port_rule(&mut self, pr: &PortRule, cx: Ctx) {
+        let ports = pr.ports.as_deref().unwrap_or(&[]);
+        if ports.len() > MAX_PORTS {
+            self.err(
+                Code::TooManyPorts,
+                self.head(pr.loc.0),
+                format!(
+                    "too many ports: {} given, the limit is {MAX_PORTS}",
+                    ports.len()
+                ),
+            )
+            .help = Some(
+                "split the ports over several `toPorts` elements, or use `endPort` ranges".into(),
+            );
+        }
+        for p in ports {
+            self.port(p);
+        }
+        let rules = pr.rules.as_ref().filter(|r| r.has_rules());
+        if let Some(rules) = rules {
+            self.l7(pr, rules, ports, cx);
+        }
+        if let Some(l) = &pr.listener {
+            if cx.dir == Direction::Ingress {
+                self.err(
+                    Code::Listener,
+                    self.head(l.loc.0),
+                    "`listener` is not supported on ingress",
+                );
+            }
+            if rules.is_some() {
+                self.err(
+                    Code::Listener,
+                    self.head(l.loc.0),
+                    "`listener` cannot be combined with L7 `rules`",
+                )
+                .help = Some("the listener's Envoy config enforces L7; remove `rules`".into());
+            }
+            if let Some(p) = &l.priority {
+                if !(1..=100).contains(&p.value) {
+                    self.err(
+                        Code::InvalidValue,
+                        p.span(),
+                        format!("listener priority {} is out of range 1-100", p.value),
+                    );
+                }
+            }
+        }
+        if let Some(names) = &pr.server_names {
+            for n in names {
+                if n.value.is_empty() {
+                    self.err(Code::ServerNames, n.span(), "empty server name");
+                }
+            }
+            if !names.is_empty() && rules.is_some() && pr.terminating_tls.is_none() {
+                self.err(
+                    Code::ServerNames,
+                    self.head(names[0].span()),
+                    "`serverNames` with L7 rules requires `terminatingTLS`",
+                )
+                .help = Some("the proxy must terminate TLS to see the HTTP inside".into());
+            }
+        }
+    }
+
+    fn port(&mut self, p: &PortProtocol) {
+        let proto = p.protocol.as_ref().map_or(Protocol::Any, |p| p.value);
+        let number = match p.port.as_ref().map(|s| &s.value) {
+            Some(Port::Number(n)) => Some(*n),
+            Some(Port::Named(_)) => None,
+            // Absent (reported by the decoder unless the protocol is
+            // portless) or invalid (reported too): 0 keeps later checks quiet.
+            None => Some(0),
+        };
+        if proto.is_portless() && number.is_some_and(|n| n != 0) {
+            if let Some(port) = &p.port {
+                self.err(
+                    Code::InvalidPort,
+                    port.span(),
+                    format!("protocol {proto} has no ports; `port` must be empty or \"0\""),
+                );
+            }
+        }
+        if let Some(end) = &p.end_port {
+            if !(0..=65535).contains(&end.value) {
+                self.err(
+                    Code::InvalidEndPort,
+                    end.span(),
+                    format!("endPort {} is out of range 0-65535", end.value),
+                );
+            } else if matches!(p.port.as_ref().map(|s| &s.value), Some(Port::Named(_))) {
+                self.err(
+                    Code::InvalidEndPort,
+                    end.span(),
+                    "`endPort` cannot be used with a named port",
+                );
+            } else if let Some(n) = number {
+                if end.value != 0 && end.value < i64::from(n) {
+                    let d = self.err(
+                        Code::InvalidEndPort,
+                        end.span(),
+                        format!("endPort {} is below port {n}", end.value),
+                    );
+                    d.label = Some("range end before its start".into());
+                    d.help = Some(
+                        "`endPort` is the inclusive end of the range starting at `port`".into(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn l7(&mut self, pr: &PortRule, rules: &L7Rules, ports: &[PortProtocol], cx: Ctx) {
+        let families = rules.families();
+        let head = self.head(rules.loc.0);
+        if families.len() > 1 {
+            self.err(
+                Code::MultipleL7,
+                head,
+                format!(
+                    "one port rule may carry one L7 protocol, this has {}",
+                    families.join(" and ")
+                ),
+            )
+            .help = Some("use separate `toPorts` elements for each protocol".into());
+        }
+        let is_dns = families == ["dns"];
+        if rules.dns.is_some() && cx.dir == Direction::Ingress {
+            self.err(
+                Code::DnsOnIngress,
+                head,
+                "DNS rules are not allowed on ingress",
+            )
+            .help = Some(
+                "DNS rules apply to the lookups an endpoint makes: put them under `egress`".into(),
+            );
+        }
+        if cx.host {
+            if cx.dir == Direction::Ingress {
+                self.err(
+                    Code::HostPolicyL7,
+                    head,
+                    "L7 rules are not supported on host ingress",
+                );
+            } else if rules.http.is_some() {
+                self.err(
+                    Code::HostPolicyL7,
+                    head,
+                    "HTTP rules are not supported on host egress",
+                )
+                .help = Some("only DNS rules can be enforced for the host at egress".into());
+            }
+        }
+        if ports.is_empty() {
+            let msg = if is_dns {
+                "DNS rules need explicit ports (port 53 must be specified)"
+            } else {
+                "L7 rules can not be used without ports: that would match every port"
+            };
+            let code = if is_dns {
+                Code::DnsPort
+            } else {
+                Code::L7PortZero
+            };
+            self.err(code, self.head(pr.loc.0), msg);
+        }
+        for p in ports {
+            let proto = p.protocol.as_ref().map_or(Protocol::Any, |p| p.value);
+            if !is_dns && proto != Protocol::Tcp {
+                let span = p.protocol.as_ref().map_or(self.head(p.loc.0), |s| s.span());
+                let d = self.err(
+                    Code::L7OnNonTcp,
+                    span,
+                    format!("L7 rules can only apply to TCP, not {proto}, except for DNS rules"),
+                );
+                d.label = Some(format!("protocol is {proto}"));
+                d.help = Some("set `protocol: TCP`".into());
+            }
+            if is_dns && !matches!(proto, Protocol::Tcp | Protocol::Udp | Protocol::Any) {
+                self.err(
+                    Code::DnsPort,
+                    self.head(p.loc.0),
+                    format!("DNS rules cannot apply to {proto}"),
+                );
+            }
+            if let Some(Spanned {
+                value: Port::Number(0),
+                loc,
+            }) = &p.port
+            {
+                self.err(
+                    Code::L7PortZero,
+                    loc.0,
+                    "L7 rules can not be used when a port is 0",
+                )
+                .help = Some("name the port the L7 protocol is served on".into());
+            }
+            if is_dns {
+                if let (Some(end), Some(Port::Number(n))) =
+                    (&p.end_port, p.port.as_ref().map(|s| &s.value))
+                {
+                    if end.value > i64::from(*n) {
+                        self.err(
+                            Code::DnsPort,
+                            end.span(),
+                            "DNS rules do not support port ranges",
+                        );
+                    }
+                }
+            }
+        }
+        for h in rules.http.iter().flatten() {
+            for (field, v) in [("method", &h.method), ("path", &h.path), ("host", &h.host)] {
+                let Some(v) = v else { continue };
+                if let Err(e) = check_regex(&v.value) {
+                    let d = self.err(
+                        Code::InvalidRegex,
+                        v.span(),
+                        format!("invalid regex in HTTP `{field}`: {e}"),
+                    );
+                    d.label = Some("does not compile".into());
+                    d.help = Some("HTTP fields are RE2 regular expressions; escape literal characters such as `(`, `[` or `*` with `\\`".into());
+                }
+            }
+            for hm in &h.header_matches {
+                if hm.name.value.is_empty() {
+                    self.err(
+                        Code::HeaderMatch,
+                        hm.name.span(),
+                        "header match has an empty `name`",
+                    );
+                }
+                if let Some(s) = &hm.secret {
+                    if s.name.value.is_empty() {
+                        self.err(
+                            Code::HeaderMatch,
+                            s.name.span(),
+                            "header match secret has an empty `name`",
+                        );
+                    }
+                }
+            }
+        }
+        for k in rules.kafka.iter().flatten() {
+            self.kafka(k);
+        }
+        for d in rules.dns.iter().flatten() {
+            self.fqdn(
+                d.loc,
+                d.match_name.as_ref(),
+                d.match_pattern.as_ref(),
+                false,
+            );
+        }
+    }
+
+    fn kafka(&mut self, k: &KafkaRule) {
+        if let (Some(role), Some(key)) = (&k.role, &k.api_key) {
+            let d = self.err(
+                Code::KafkaRule,
+                key.span(),
+                "a Kafka rule may set `role` or `apiKey`, not both",
+            );
+            d.related.push(crate::diag::Related {
+                span: role.span(),
+                message: "`role` set here".into(),
+            });
+        }
+        if let Some(key) = &k.api_key {
+            if !KAFKA_API_KEYS.contains(&key.value.to_ascii_lowercase().as_str()) {
+                let d = self.err(
+                    Code::KafkaRule,
+                    key.span(),
+                    format!("unknown Kafka apiKey `{}`", key.value),
+                );
+                d.help = Some(
+                    match crate::suggest::did_you_mean(&key.value, KAFKA_API_KEYS) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("known keys: {}", KAFKA_API_KEYS.join(", ")),
+                    },
+                );
+            }
+        }
+        if let Some(v) = &k.api_version {
+            if v.value.parse::<i16>().map_or(true, |n| n < 0) {
+                self.err(
+                    Code::KafkaRule,
+                    v.span(),
+                    format!(
+                        "Kafka apiVersion `{}` is not a non-negative integer",
+                        v.value
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &k.topic {
+            let bad = t.value.len() > 255
+                || !t
+                    .value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if bad {
+                self.err(
+                    Code::KafkaRule,
+                    t.span(),
+                    format!(
+                        "invalid Kafka topic `{}`: at most 255 of a-z, A-Z, 0-9, `.`, `_`, `-`",
+                        t.value
+                    ),
+                );
+            }
+        }
+    }
+
+    fn knp(&mut self, spec: &KnpSpec) {
+        self.selector(&spec.pod_selector, true);
+        for rule in spec.ingress.iter().chain(&spec.egress).flatten() {
+            for peer in rule.peers.iter().flatten() {
+                self.knp_peer(peer);
+            }
+            for port in rule.ports.iter().flatten() {
+                self.knp_port(port);
+            }
+        }
+    }
+
+    fn knp_peer(&mut self, peer: &KnpPeer) {
+        let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+        match (&peer.ip_block, selectors) {
+            (Some(b), true) => {
+                self.err(
+                    Code::KnpPeer,
+                    self.head(b.loc.0),
+                    "a peer may not combine `ipBlock` with `podSelector` or `namespaceSelector`",
+                )
+                .help = Some("use two peers: one with the selectors, one with the ipBlock".into());
+            }
+            (None, false) => {
+                self.err(
+                    Code::KnpPeer,
+                    self.head(peer.loc.0),
+                    "a peer needs `podSelector`, `namespaceSelector` or `ipBlock`",
+                )
+                .help = Some("to allow every peer, leave out `from`/`to` altogether".into());
+            }
+            _ => {}
+        }
+        for s in peer.pod_selector.iter().chain(&peer.namespace_selector) {
+            self.selector(s, true);
+        }
+        if let Some(b) = &peer.ip_block {
+            for e in &b.except {
+                self.except(&b.cidr, e, true);
+            }
+        }
+    }
+
+    fn knp_port(&mut self, p: &KnpPort) {
+        let Some(end) = &p.end_port else { return };
+        match p.port.as_ref().map(|s| &s.value) {
+            Some(Port::Number(n)) => {
+                if !(1..=65535).contains(&end.value) {
+                    self.err(
+                        Code::InvalidEndPort,
+                        end.span(),
+                        format!("endPort {} is out of range 1-65535", end.value),
+                    );
+                } else if end.value < i64::from(*n) {
+                    self.err(
+                        Code::InvalidEndPort,
+                        end.span(),
+                        format!("endPort {} is below port {n}", end.value),
+                    )
+                    .label = Some("range end before its start".into());
+                }
+            }
+            Some(Port::Named(_)) => {
+                self.err(
+                    Code::InvalidEndPort,
+                    end.span(),
+                    "`endPort` cannot be used with a named port",
+                );
+            }
+            None => {
+                self.err(
+                    Code::InvalidEndPort,
+                    end.span(),
+                    "`endPort` needs a numeric `port`",
+                );
+            }
+        }
+    }
+}
+
+/// Kafka API key names Cilium accepts (case-insensitive).
+pub const KAFKA_API_KEYS: &[&str] = &[
+    "produce",
+    "fetch",
+    "offsets",
+    "metadata",
+    "leaderandisr",
+    "stopreplica",
+    "updatemetadata",
+    "controlledshutdown",
+    "offsetcommit",
+    "offsetfetch",
+    "findcoordinator",
+    "joingroup",
+    "heartbeat",
+    "leavegroup",
+    "syncgroup",
+    "describegroups",
+    "listgroups",
+    "saslhandshake",
+    "apiversions",
+    "createtopics",
+    "deletetopics",
+    "deleterecords",
+    "initproducerid",
+    "offsetforleaderepoch",
+    "addpartitionstotxn",
+    "addoffsetstotxn",
+    "endtxn",
+    "writetxnmarkers",
+    "txnoffsetcommit",
+    "describeacls",
+    "createacls",
+    "deleteacls",
+    "describeconfigs",
+    "alterconfigs",
+];
+
+/// Compiles an HTTP field as the proxy would (RE2 syntax).
+pub fn check_regex(re: &str) -> Result<(), String> {
+    regex_syntax::ParserBuilder::new()
+        .nest_limit(100)
+        .build()
+        .parse(re)
+        .map(|_| ())
+        .map_err(|e| {
+            // regex-syntax's Display spans several lines with a caret; the
+            // kind alone reads well in one line.
+            match &e {
+                regex_syntax::Error::Parse(p) => p.kind().to_string(),
+                regex_syntax::Error::Translate(t) => t.kind().to_string(),
+                other => other.to_string(),
+            }
+        })
+}
+
+/// ICMP type names per family, as Cilium's `icmp.go` lists them.
+const ICMP_V4: &[(&str, u8)] = &[
+    ("EchoReply", 0),
+    ("DestinationUnreachable", 3),
+    ("Redirect", 5),
+    ("Echo", 8),
+    ("EchoRequest", 8),
+    ("RouterAdvertisement", 9),
+    ("RouterSelection", 10),
+    ("TimeExceeded", 11),
+    ("ParameterProblem", 12),
+    ("Timestamp", 13),
+    ("TimestampReply", 14),
+    ("Photuris", 40),
+    ("ExtendedEchoRequest", 42),
+    ("ExtendedEchoReply", 43),
+];
+
+const ICMP_V6: &[(&str, u8)] = &[
+    ("DestinationUnreachable", 1),
+    ("PacketTooBig", 2),
+    ("TimeExceeded", 3),
+    ("ParameterProblem", 4),
+    ("EchoRequest", 128),
+    ("EchoReply", 129),
+    ("MulticastListenerQuery", 130),
+    ("MulticastListenerReport", 131),
+    ("MulticastListenerDone", 132),
+    ("RouterSolicitation", 133),
+    ("RouterAdvertisement", 134),
+    ("NeighborSolicitation", 135),
+    ("NeighborAdvertisement", 136),
+    ("RedirectMessage", 137),
+    ("RouterRenumbering", 138),
+    ("ICMPNodeInformationQuery", 139),
+    ("ICMPNodeInformationResponse", 140),
+    ("InverseNeighborDiscoverySolicitation", 141),
+    ("InverseNeighborDiscoveryAdvertisement", 142),
+    ("HomeAgentAddressDiscoveryRequest", 144),
+    ("HomeAgentAddressDiscoveryReply", 145),
+    ("MobilePrefixSolicitation", 146),
+    ("MobilePrefixAdvertisement", 147),
+    ("DuplicateAddressRequestCodeSuffix", 157),
+    ("DuplicateAddressConfirmationCodeSuffix", 158),
+    ("ExtendedEchoRequest", 160),
+    ("ExtendedEchoReply", 161),
+];
+
+/// The numeric ICMP type of a field, checking names against the family.
+pub fn icmp_type_number(t: &IcmpType, family: IcmpFamily) -> Result<u8, String> {
+    match t {
+        IcmpType::Number(n) => {
+            u8::try_from(*n).map_err(|_| format!("ICMP type {n} is out of range 0-255"))
+        }
+        IcmpType::Name(name) => {
+            if let Ok(n) = name.parse::<i64>() {
+                return icmp_type_number(&IcmpType::Number(n), family);
+            }
+            let table = match family {
+                IcmpFamily::V4 => ICMP_V4,
+                IcmpFamily::V6 => ICMP_V6,
+            };
+            table
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+                    match crate::suggest::did_you_mean(name, &names) {
+                        Some(s) => {
+                            format!("unknown {family} ICMP type `{name}`; did you mean `{s}`?")
+                        }
+                        None => format!("unknown {family} ICMP type `{name}`"),
+                    }
+                })
+        }
+    }
+}
+
+/// A DNS name or pattern as `toFQDNs` and DNS rules accept it.
+pub fn check_dns_name(s: &str, wildcard: bool) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.len() > 255 {
+        return Err(format!("it has {} characters, the limit is 255", s.len()));
+    }
+    if let Some(c) = s.chars().find(|&c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || (wildcard && c == '*'))
+    }) {
+        return Err(format!(
+            "`{c}` is not allowed (letters, digits, `-`, `.`, `_`{})",
+            if wildcard { ", `*`" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+/// RFC 1123 subdomain, as Kubernetes checks object names.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("must be 1-253 characters, has {}", s.len()));
+    }
+    let b = s.as_bytes();
+    if !b.iter().all(|&c| is_alnum(c) || c == b'-' || c == b'.')
+        || !is_alnum(b[0])
+        || !is_alnum(b[b.len() - 1])
+    {
+        return Err("must be lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// RFC 1123 label, as Kubernetes checks namespace names.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!("must be 1-63 characters, has {}", s.len()));
+    }
+    let b = s.as_bytes();
+    if !b.iter().all(|&c| is_alnum(c) || c == b'-') || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1])
+    {
+        return Err(
+            "must be lowercase letters, digits and `-`, starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_label_name(s: &str, what: &str) -> Result<(), String> {
+    if s.len() > 63 {
+        return Err(format!(
+            "{what} must be at most 63 characters, has {}",
+            s.len()
+        ));
+    }
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return Ok(());
+    }
+    let ok = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+    if !b.iter().all(|&c| ok(c))
+        || !b[0].is_ascii_alphanumeric()
+        || !b[b.len() - 1].is_ascii_alphanumeric()
+    {
+        return Err(format!(
+            "{what} must be letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// A label value: empty, or at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+pub fn check_label_value(s: &str) -> Result<(), String> {
+    check_label_name(s, "a label value")
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain.
+pub fn check_label_key(s: &str) -> Result<(), String> {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if name.is_empty() {
+        return Err("the name part is empty".into());
+    }
+    check_label_name(name, "the name part")?;
+    if let Some(p) = prefix {
+        check_dns_subdomain(p).map_err(|e| format!("the prefix {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels() {
+        assert!(check_dns_subdomain("l3-rule.v1").is_ok());
+        assert!(check_dns_subdomain("L3").is_err());
+        assert!(check_dns_subdomain("-a").is_err());
+        assert!(check_label_value("").is_ok());
+        assert!(check_label_value("a.b_c-d").is_ok());
+        assert!(check_label_value("a b").is_err());
+        assert!(check_label_value(&"a".repeat(64)).is_err());
+        assert!(check_label_key("app.kubernetes.io/name").is_ok());
+        assert!(check_label_key("io.kubernetes.pod.namespace").is_ok());
+        assert!(check_label_key("/x").is_err());
+    }
+
+    #[test]
+    fn icmp_types() {
+        assert_eq!(
+            icmp_type_number(&IcmpType::Name("EchoRequest".into()), IcmpFamily::V4),
+            Ok(8)
+        );
+        assert_eq!(
+            icmp_type_number(&IcmpType::Name("EchoRequest".into()), IcmpFamily::V6),
+            Ok(128)
+        );
+        assert!(icmp_type_number(&IcmpType::Name("PacketTooBig".into()), IcmpFamily::V4).is_err());
+        assert!(icmp_type_number(&IcmpType::Number(256), IcmpFamily::V4).is_err());
+    }
+
+    #[test]
+    fn regexes() {
+        assert!(check_regex("/v1/.*").is_ok());
+        assert!(check_regex("GET|POST").is_ok());
+        assert!(check_regex("/api/(v1").is_err());
+        assert!(check_regex("*foo").is_err());
+    }
+}
