@@ -324,7 +324,7 @@ impl PeerRule {
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
     pub loc: Loc,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "pairs_as_map")]
     pub match_labels: Vec<(Spanned<LabelKey>, Spanned<String>)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<Requirement>,
@@ -343,6 +343,19 @@ impl Selector {
             .map(|(k, _)| k)
             .chain(self.match_expressions.iter().map(|r| &r.key))
     }
+}
+
+/// Label pairs in written order, serialized as a mapping.
+fn pairs_as_map<S: serde::Serializer>(
+    pairs: &[(Spanned<LabelKey>, Spanned<String>)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        m.serialize_entry(&k.value, &v.value)?;
+    }
+    m.end()
 }
 
 /// A label key as written in a selector: `k8s:app` has source `k8s`; a key

@@ -339,10 +339,14 @@ pub fn parse_stream(
     while let Some(next) = parser.next_event() {
         let (event, yspan) = next.map_err(|e| {
             let span = pos.span(e.marker(), e.marker());
-            YamlError {
-                span,
-                kind: YamlErrorKind::Syntax(e.info().to_string()),
-            }
+            // The parser reports an undefined alias as a syntax error; it has
+            // its own code because the fix is different.
+            let kind = if e.info().contains("unknown anchor") {
+                YamlErrorKind::UnknownAnchor
+            } else {
+                YamlErrorKind::Syntax(e.info().to_string())
+            };
+            YamlError { span, kind }
         })?;
         let span = pos.span(&yspan.start, &yspan.end);
         let completed: Option<(Node, usize)> = match event {
