@@ -17,8 +17,11 @@
 //!   ingres: [{}]
 //! "#;
 //! let loaded = policy_lang::parse_source("policy.yaml", text, &Default::default());
-//! let d = &loaded.diagnostics[0];
-//! assert_eq!(d.code.name(), "unknown-field");
+//! // The typo is reported, and so is its consequence: without `ingress`
+//! // the rule has no rule list at all.
+//! let codes: Vec<_> = loaded.diagnostics.iter().map(|d| d.code.name()).collect();
+//! assert_eq!(codes, ["no-direction", "unknown-field"]);
+//! let d = &loaded.diagnostics[1];
 //! assert_eq!(d.help.as_deref(), Some("did you mean `ingress`?"));
 //! assert_eq!(d.location(&loaded.sources), "policy.yaml:7:3");
 //! ```
