@@ -92,7 +92,7 @@ fn has_input_error(loaded: &Loaded) -> bool {
     loaded
         .diagnostics
         .iter()
-        .any(|d| matches!(d.code, Code::Io))
+        .any(|d| matches!(d.code, Code::Io | Code::InputTooLarge))
 }
 
 fn validate_report(loaded: &Loaded, output: Output, color: bool) -> ExitCode {

@@ -69,7 +69,11 @@ fn cidr() -> impl Strategy<Value = Cidr> {
         (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| (IpAddr::from(a), l, 128)),
     ]
     .prop_flat_map(|(addr, len, max)| {
-        let bare = if len == max { any::<bool>().boxed() } else { Just(false).boxed() };
+        let bare = if len == max {
+            any::<bool>().boxed()
+        } else {
+            Just(false).boxed()
+        };
         bare.prop_map(move |bare| Cidr {
             addr,
             prefix_len: len,
@@ -96,78 +100,109 @@ fn protocol() -> impl Strategy<Value = Protocol> {
 }
 
 fn l7() -> impl Strategy<Value = L7Rules> {
-    let http = (option::of(text()), option::of(text()), option::of(text()), vec(text(), 0..2)).prop_map(
-        |(m, p, h, headers)| HttpRule {
+    let http = (
+        option::of(text()),
+        option::of(text()),
+        option::of(text()),
+        vec(text(), 0..2),
+    )
+        .prop_map(|(m, p, h, headers)| HttpRule {
             loc: Loc::default(),
             method: m.map(sp),
             path: p.map(sp),
             host: h.map(sp),
             headers: headers.into_iter().map(sp).collect(),
             header_matches: vec![],
-        },
-    );
+        });
     let dns = (option::of(name()), option::of("\\*\\.[a-z]{1,5}")).prop_map(|(n, p)| DnsRule {
         loc: Loc::default(),
         match_name: n.map(sp),
         match_pattern: p.map(sp),
     });
-    let kafka = (option::of(prop::sample::select(vec![KafkaRole::Produce, KafkaRole::Consume])), option::of(name()))
+    let kafka = (
+        option::of(prop::sample::select(vec![
+            KafkaRole::Produce,
+            KafkaRole::Consume,
+        ])),
+        option::of(name()),
+    )
         .prop_map(|(role, topic)| KafkaRule {
             loc: Loc::default(),
             role: role.map(sp),
             topic: topic.map(sp),
             ..KafkaRule::default()
         });
-    (option::of(vec(http, 0..3)), option::of(vec(dns, 0..2)), option::of(vec(kafka, 0..2))).prop_map(
-        |(http, dns, kafka)| L7Rules {
+    (
+        option::of(vec(http, 0..3)),
+        option::of(vec(dns, 0..2)),
+        option::of(vec(kafka, 0..2)),
+    )
+        .prop_map(|(http, dns, kafka)| L7Rules {
             loc: Loc::default(),
             http,
             dns,
             kafka,
             ..L7Rules::default()
-        },
-    )
+        })
 }
 
 fn port_rule(allow: bool) -> impl Strategy<Value = PortRule> {
-    let pp = (option::of(port()), option::of(0i64..70000), option::of(protocol())).prop_map(
-        |(port, end, proto)| PortProtocol {
+    let pp = (
+        option::of(port()),
+        option::of(0i64..70000),
+        option::of(protocol()),
+    )
+        .prop_map(|(port, end, proto)| PortProtocol {
             loc: Loc::default(),
             port: port.map(sp),
             end_port: end.map(sp),
             protocol: proto.map(sp),
-        },
-    );
-    (option::of(vec(pp, 0..3)), option::of(l7()), option::of(vec(name(), 0..2))).prop_map(
-        move |(ports, rules, sni)| PortRule {
+        });
+    (
+        option::of(vec(pp, 0..3)),
+        option::of(l7()),
+        option::of(vec(name(), 0..2)),
+    )
+        .prop_map(move |(ports, rules, sni)| PortRule {
             loc: Loc::default(),
             ports,
             rules: if allow { rules } else { None },
-            server_names: if allow { sni.map(|v| v.into_iter().map(sp).collect()) } else { None },
+            server_names: if allow {
+                sni.map(|v| v.into_iter().map(sp).collect())
+            } else {
+                None
+            },
             ..PortRule::default()
-        },
-    )
+        })
 }
 
 fn peer_rule(egress: bool, allow: bool) -> impl Strategy<Value = PeerRule> {
-    let entity = prop::sample::select(Entity::NAMES.to_vec()).prop_map(|n| Entity::parse(n).expect("listed"));
-    let cidr_rule = (option::of(cidr()), vec(cidr(), 0..2), option::of(name())).prop_map(|(c, ex, g)| CidrRule {
-        loc: Loc::default(),
-        cidr: c.map(sp),
-        except: ex.into_iter().map(sp).collect(),
-        cidr_group_ref: g.map(sp),
-        cidr_group_selector: None,
-    });
-    let fqdn = (option::of(name()), option::of("\\*\\.[a-z]{1,8}")).prop_map(|(n, p)| FqdnSelector {
-        loc: Loc::default(),
-        match_name: n.map(sp),
-        match_pattern: p.map(sp),
-    });
+    let entity = prop::sample::select(Entity::NAMES.to_vec())
+        .prop_map(|n| Entity::parse(n).expect("listed"));
+    let cidr_rule =
+        (option::of(cidr()), vec(cidr(), 0..2), option::of(name())).prop_map(|(c, ex, g)| {
+            CidrRule {
+                loc: Loc::default(),
+                cidr: c.map(sp),
+                except: ex.into_iter().map(sp).collect(),
+                cidr_group_ref: g.map(sp),
+                cidr_group_selector: None,
+            }
+        });
+    let fqdn =
+        (option::of(name()), option::of("\\*\\.[a-z]{1,8}")).prop_map(|(n, p)| FqdnSelector {
+            loc: Loc::default(),
+            match_name: n.map(sp),
+            match_pattern: p.map(sp),
+        });
     let icmp = vec(
-        (option::of(prop::sample::select(vec![IcmpFamily::V4, IcmpFamily::V6])), prop_oneof![
-            (0i64..300).prop_map(IcmpType::Number),
-            Just(IcmpType::Name("EchoRequest".into())),
-        ])
+        (
+            option::of(prop::sample::select(vec![IcmpFamily::V4, IcmpFamily::V6])),
+            prop_oneof![
+                (0i64..300).prop_map(IcmpType::Number),
+                Just(IcmpType::Name("EchoRequest".into())),
+            ],
+        )
             .prop_map(|(f, t)| IcmpField {
                 loc: Loc::default(),
                 family: f.map(sp),
@@ -188,7 +223,10 @@ fn peer_rule(egress: bool, allow: bool) -> impl Strategy<Value = PeerRule> {
         option::of(vec(fqdn, 0..2)),
         option::of(vec(port_rule(allow), 0..2)),
         option::of(vec(icmp, 0..2)),
-        option::of(prop::sample::select(vec![AuthMode::Required, AuthMode::Disabled])),
+        option::of(prop::sample::select(vec![
+            AuthMode::Required,
+            AuthMode::Disabled,
+        ])),
     )
         .prop_map(move |(ep, req, c, cs, ent, fq, tp, icmps, auth)| PeerRule {
             loc: Loc::default(),
@@ -232,7 +270,11 @@ fn rule() -> impl Strategy<Value = Rule> {
 }
 
 fn knp() -> impl Strategy<Value = KnpSpec> {
-    let peer = (option::of(selector()), option::of(selector()), option::of((cidr(), vec(cidr(), 0..2))))
+    let peer = (
+        option::of(selector()),
+        option::of(selector()),
+        option::of((cidr(), vec(cidr(), 0..2))),
+    )
         .prop_map(|(pod, ns, ip)| KnpPeer {
             loc: Loc::default(),
             pod_selector: pod,
@@ -244,7 +286,11 @@ fn knp() -> impl Strategy<Value = KnpSpec> {
             }),
         });
     let kport = (
-        option::of(prop::sample::select(vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp])),
+        option::of(prop::sample::select(vec![
+            Protocol::Tcp,
+            Protocol::Udp,
+            Protocol::Sctp,
+        ])),
         option::of(prop_oneof![
             (1u16..).prop_map(Port::Number),
             "[a-z]{1,8}".prop_map(Port::Named)
@@ -304,7 +350,11 @@ fn policy() -> impl Strategy<Value = Policy> {
             Policy {
                 kind,
                 name: sp(name),
-                namespace: if kind.is_namespaced() { ns.map(sp) } else { None },
+                namespace: if kind.is_namespaced() {
+                    ns.map(sp)
+                } else {
+                    None
+                },
                 labels,
                 annotations: Default::default(),
                 file: Default::default(),
