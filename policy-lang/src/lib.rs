@@ -266,17 +266,61 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Box<Diagnostic>> {
     Ok(buf)
 }
 
+/// What one piece of a file decoded to.
+#[derive(Default)]
+struct Piece {
+    policies: Vec<Policy>,
+    diags: Vec<Diagnostic>,
+    broken: usize,
+    skipped: usize,
+}
+
+/// Below this size a file is parsed on one thread.
+const PARALLEL_THRESHOLD: usize = 1 << 20;
+
 /// Parses and decodes every document of one file into `loaded`.
+///
+/// Large multi-document files are cut into pieces of whole documents and
+/// parsed on all cores; results are merged in file order, so the output does
+/// not depend on the number of threads.
 fn parse_file(loaded: &mut Loaded, id: FileId, opts: &LoadOptions) {
     let text = loaded.sources.get(id).text.clone();
-    let mut policies = Vec::new();
-    let mut diags = Vec::new();
-    let mut broken = 0usize;
-    let mut skipped = 0usize;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let pieces = if text.len() >= PARALLEL_THRESHOLD && threads > 1 {
+        yaml::split_documents(&text, threads)
+    } else {
+        vec![(yaml::Base::default(), &text[..])]
+    };
+    let results: Vec<Piece> = if pieces.len() == 1 {
+        vec![parse_piece(pieces[0].1, id, pieces[0].0, opts)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pieces
+                .iter()
+                .map(|&(base, piece)| scope.spawn(move || parse_piece(piece, id, base, opts)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    for r in results {
+        loaded.set.policies.extend(r.policies);
+        loaded.diagnostics.extend(r.diags);
+        loaded.broken_policies += r.broken;
+        loaded.skipped_objects += r.skipped;
+    }
+}
+
+fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> Piece {
+    let mut out = Piece::default();
     // Items of a List are decoded as they stream in, and kept aside until the
     // enclosing document proves to be a List.
     let mut pending: Vec<(decode::Decoded, Vec<Diagnostic>)> = Vec::new();
-    let result = yaml::parse_stream(&text, id, &opts.yaml, |emitted| match emitted {
+    let result = yaml::parse_stream_at(text, id, base, &opts.yaml, |emitted| match emitted {
         yaml::Emitted::ListItem(node) => {
             let mut item_diags = Vec::new();
             let decoded = decode::Decoder {
@@ -285,58 +329,37 @@ fn parse_file(loaded: &mut Loaded, id: FileId, opts: &LoadOptions) {
             .document(&node, id);
             pending.push((decoded, item_diags));
         }
-        yaml::Emitted::Document {
-            root,
-            streamed_items,
-        } => {
+        yaml::Emitted::Document { root, .. } => {
             let mut doc_diags = Vec::new();
             let decoded = decode::Decoder {
                 diags: &mut doc_diags,
             }
             .document(&root, id);
+            // If the document is not a List, its streamed `items` were not
+            // objects of ours (the decoder reports `items` as unknown).
             let items = std::mem::take(&mut pending);
             if matches!(decoded, decode::Decoded::List) {
                 for (d, ds) in items {
-                    tally(d, ds, &mut policies, &mut diags, &mut broken, &mut skipped);
+                    tally(d, ds, &mut out);
                 }
-            } else if streamed_items > 0 {
-                // Not a List after all: its `items` were not objects of ours,
-                // and the decoder already reported `items` as unknown.
             }
-            tally(
-                decoded,
-                doc_diags,
-                &mut policies,
-                &mut diags,
-                &mut broken,
-                &mut skipped,
-            );
+            tally(decoded, doc_diags, &mut out);
         }
     });
     if let Err(e) = result {
-        diags.push(yaml_error(e));
+        out.diags.push(yaml_error(e));
     }
-    loaded.set.policies.extend(policies);
-    loaded.diagnostics.extend(diags);
-    loaded.broken_policies += broken;
-    loaded.skipped_objects += skipped;
+    out
 }
 
-fn tally(
-    decoded: decode::Decoded,
-    ds: Vec<Diagnostic>,
-    policies: &mut Vec<Policy>,
-    diags: &mut Vec<Diagnostic>,
-    broken: &mut usize,
-    skipped: &mut usize,
-) {
+fn tally(decoded: decode::Decoded, ds: Vec<Diagnostic>, out: &mut Piece) {
     match decoded {
-        decode::Decoded::Policy(p) => policies.push(*p),
-        decode::Decoded::Skipped => *skipped += 1,
-        decode::Decoded::Nothing if ds.iter().any(Diagnostic::is_error) => *broken += 1,
+        decode::Decoded::Policy(p) => out.policies.push(*p),
+        decode::Decoded::Skipped => out.skipped += 1,
+        decode::Decoded::Nothing if ds.iter().any(Diagnostic::is_error) => out.broken += 1,
         decode::Decoded::Nothing | decode::Decoded::List => {}
     }
-    diags.extend(ds);
+    out.diags.extend(ds);
 }
 
 fn yaml_error(e: yaml::YamlError) -> Diagnostic {

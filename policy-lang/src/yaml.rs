@@ -235,6 +235,7 @@ struct Positions<'a> {
     ascii: bool,
     line_starts: Vec<u32>,
     file: FileId,
+    base: Base,
     // A forward-moving cursor, so that a long non-ASCII line is walked once.
     cur_line: usize,
     cur_col: usize,
@@ -242,7 +243,7 @@ struct Positions<'a> {
 }
 
 impl<'a> Positions<'a> {
-    fn new(text: &'a str, file: FileId) -> Self {
+    fn new(text: &'a str, file: FileId, base: Base) -> Self {
         let ascii = text.is_ascii();
         let mut line_starts = vec![0u32];
         if !ascii {
@@ -258,6 +259,7 @@ impl<'a> Positions<'a> {
             ascii,
             line_starts,
             file,
+            base,
             cur_line: 1,
             cur_col: 0,
             cur_byte: 0,
@@ -295,9 +297,9 @@ impl<'a> Positions<'a> {
         let e = self.byte(end).max(s);
         Span {
             file: self.file,
-            start: s as u32,
-            end: e as u32,
-            line: start.line().max(1) as u32,
+            start: self.base.byte + s as u32,
+            end: self.base.byte + e as u32,
+            line: self.base.line + start.line().max(1) as u32 - 1,
             col: start.col() as u32 + 1,
         }
     }
@@ -318,6 +320,53 @@ enum Frame {
     },
 }
 
+/// Where a piece of text starts in its file: spans of the piece are shifted
+/// by this, so that a file can be parsed in pieces.
+#[derive(Clone, Copy, Debug)]
+pub struct Base {
+    pub byte: u32,
+    /// The 1-based line of the piece's first byte.
+    pub line: u32,
+}
+
+impl Default for Base {
+    fn default() -> Self {
+        Base { byte: 0, line: 1 }
+    }
+}
+
+/// Splits a stream into pieces of whole documents, about `parts` of them.
+///
+/// A line that starts with `---` or `...` followed by white space or its end
+/// is always a document boundary in YAML (it even ends block and quoted
+/// scalars), so cutting just before such a line never splits a document.
+/// Anchors do not cross documents, so the pieces parse independently.
+pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
+    let target = text.len() / parts.max(1) + 1;
+    let mut out = Vec::new();
+    let (mut start, mut line, mut start_line) = (0usize, 1u32, 1u32);
+    let bytes = text.as_bytes();
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let at_marker = (bytes[i..].starts_with(b"---") || bytes[i..].starts_with(b"..."))
+            && bytes.get(i + 3).is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+        if at_marker && i - start >= target && bytes[i..].starts_with(b"---") {
+            out.push((Base { byte: start as u32, line: start_line }, &text[start..i]));
+            start = i;
+            start_line = line;
+        }
+        match bytes[i..].iter().position(|&b| b == b'\n') {
+            Some(n) => {
+                i += n + 1;
+                line += 1;
+            }
+            None => break,
+        }
+    }
+    out.push((Base { byte: start as u32, line: start_line }, &text[start..]));
+    out
+}
+
 /// Parses every document of `text`, handing each out through `emit`.
 ///
 /// Stops at the first syntax error or exceeded limit; documents emitted
@@ -326,9 +375,20 @@ pub fn parse_stream(
     text: &str,
     file: FileId,
     limits: &Limits,
+    emit: impl FnMut(Emitted),
+) -> Result<(), YamlError> {
+    parse_stream_at(text, file, Base::default(), limits, emit)
+}
+
+/// [`parse_stream`] for a piece of a file that starts at `base`.
+pub fn parse_stream_at(
+    text: &str,
+    file: FileId,
+    base: Base,
+    limits: &Limits,
     mut emit: impl FnMut(Emitted),
 ) -> Result<(), YamlError> {
-    let mut pos = Positions::new(text, file);
+    let mut pos = Positions::new(text, file, base);
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
@@ -552,6 +612,29 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn split_keeps_documents_whole_and_spans_right() {
+        let doc = "---\na: |\n  ---x\n  text\nb: 1\n";
+        let text = doc.repeat(50);
+        let pieces = split_documents(&text, 4);
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.iter().map(|(_, t)| t.len()).sum::<usize>(), text.len());
+        for (base, piece) in pieces {
+            assert!(piece.starts_with("---\n"));
+            let mut n = 0;
+            parse_stream_at(piece, FileId(0), base, &Limits::default(), |e| {
+                if let Emitted::Document { root, .. } = e {
+                    let b = root.get("b").expect("b");
+                    assert_eq!(&text[b.span.start as usize..b.span.end as usize], "1");
+                    assert_eq!((b.span.line - 1) % 5, 4, "b is on the 5th line of each document");
+                    n += 1;
+                }
+            })
+            .expect("valid");
+            assert!(n > 0);
+        }
     }
 
     #[test]
