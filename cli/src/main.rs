@@ -9,6 +9,12 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Loading builds many small IR nodes on several threads; mimalloc's
+// thread-local free lists cut the time of a 10,000-policy run by a third
+// compared with glibc malloc (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -81,7 +87,11 @@ fn main() -> ExitCode {
                 ..LoadOptions::default()
             };
             let loaded = policy_lang::load_paths(&paths, &opts);
-            validate_report(&loaded, output, color)
+            let code = validate_report(&loaded, output, color);
+            // The process ends here: freeing a large IR node by node would
+            // only add to the run time.
+            std::mem::forget(loaded);
+            code
         }
     }
 }

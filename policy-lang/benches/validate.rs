@@ -7,6 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+// The same allocator as the `sluice` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn policy(i: usize) -> String {
     let ns = format!("team-{}", i % 50);
     format!(
@@ -113,6 +117,10 @@ fn main() {
     let n = 10_000;
     let text: String = (0..n).map(policy).collect();
     let mb = text.len() as f64 / 1e6;
+    // To time the CLI on the same input: SLUICE_BENCH_WRITE=/tmp/p.yaml.
+    if let Some(path) = std::env::var_os("SLUICE_BENCH_WRITE") {
+        std::fs::write(&path, &text).expect("write benchmark input");
+    }
     let opts = policy_lang::LoadOptions::default();
 
     let check = policy_lang::parse_source("bench.yaml", &text, &opts);

@@ -889,11 +889,20 @@ impl Decoder<'_> {
                 protocol,
             })
         });
-        let rules = f.get("rules").and_then(|n| self.l7_rules(n));
-        let terminating_tls = f.get("terminatingTLS").and_then(|n| self.tls(n));
-        let originating_tls = f.get("originatingTLS").and_then(|n| self.tls(n));
+        let rules = f.get("rules").and_then(|n| self.l7_rules(n)).map(Box::new);
+        let terminating_tls = f
+            .get("terminatingTLS")
+            .and_then(|n| self.tls(n))
+            .map(Box::new);
+        let originating_tls = f
+            .get("originatingTLS")
+            .and_then(|n| self.tls(n))
+            .map(Box::new);
         let server_names = self.string_list(f.get("serverNames"));
-        let listener = f.get("listener").and_then(|n| self.listener(n));
+        let listener = f
+            .get("listener")
+            .and_then(|n| self.listener(n))
+            .map(Box::new);
         Some(PortRule {
             loc: Loc(node.span),
             ports,

@@ -734,15 +734,15 @@ pub struct PortRule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortProtocol>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules: Option<L7Rules>,
+    pub rules: Option<Box<L7Rules>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub terminating_tls: Option<TlsContext>,
+    pub terminating_tls: Option<Box<TlsContext>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub originating_tls: Option<TlsContext>,
+    pub originating_tls: Option<Box<TlsContext>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_names: Option<Vec<Spanned<String>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listener: Option<Listener>,
+    pub listener: Option<Box<Listener>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

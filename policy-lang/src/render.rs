@@ -321,9 +321,9 @@ fn port_rule(pr: &PortRule) -> Y {
                     .done()
             }),
         )
-        .put("rules", pr.rules.as_ref().map(l7))
-        .put("terminatingTLS", pr.terminating_tls.as_ref().map(tls))
-        .put("originatingTLS", pr.originating_tls.as_ref().map(tls))
+        .put("rules", pr.rules.as_deref().map(l7))
+        .put("terminatingTLS", pr.terminating_tls.as_deref().map(tls))
+        .put("originatingTLS", pr.originating_tls.as_deref().map(tls))
         .put("serverNames", list(&pr.server_names, s))
         .put(
             "listener",

@@ -13,12 +13,49 @@ use std::collections::HashMap;
 /// Cilium's limit on `ports` per port rule and `fields` per ICMP rule.
 pub const MAX_PORTS: usize = 40;
 
+/// Below this many policies validation runs on one thread.
+const PARALLEL_THRESHOLD: usize = 1000;
+
 /// Checks every policy of the set; appends what it finds to `diags`.
+///
+/// Policies are checked independently (in parallel for large sets, merged
+/// in set order); duplicate names are found afterwards over the whole set.
 pub fn validate(set: &PolicySet, sources: &SourceMap, diags: &mut Vec<Diagnostic>) {
-    let mut v = Validator { sources, diags };
-    let mut seen: HashMap<(PolicyKind, Option<&str>, &str), &Policy> = HashMap::new();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let check = |policies: &[Policy]| {
+        let mut out = Vec::new();
+        let mut v = Validator {
+            sources,
+            diags: &mut out,
+        };
+        for p in policies {
+            v.policy(p);
+        }
+        out
+    };
+    if set.policies.len() < PARALLEL_THRESHOLD || threads < 2 {
+        diags.extend(check(&set.policies));
+    } else {
+        let chunk = set.policies.len().div_ceil(threads);
+        let parts: Vec<Vec<Diagnostic>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = set
+                .policies
+                .chunks(chunk)
+                .map(|c| scope.spawn(move || check(c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        diags.extend(parts.into_iter().flatten());
+    }
+    let v = Validator { sources, diags };
+    let mut seen: HashMap<(PolicyKind, Option<&str>, &str), &Policy> =
+        HashMap::with_capacity(set.policies.len());
     for p in &set.policies {
-        v.policy(p);
         let key = (p.kind, p.namespace(), p.name.value.as_str());
         if let Some(first) = seen.get(&key) {
             v.diags.push(

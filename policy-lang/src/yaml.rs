@@ -349,9 +349,17 @@ pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
     let mut i = 0usize;
     while i < bytes.len() {
         let at_marker = (bytes[i..].starts_with(b"---") || bytes[i..].starts_with(b"..."))
-            && bytes.get(i + 3).is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+            && bytes
+                .get(i + 3)
+                .is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
         if at_marker && i - start >= target && bytes[i..].starts_with(b"---") {
-            out.push((Base { byte: start as u32, line: start_line }, &text[start..i]));
+            out.push((
+                Base {
+                    byte: start as u32,
+                    line: start_line,
+                },
+                &text[start..i],
+            ));
             start = i;
             start_line = line;
         }
@@ -363,7 +371,13 @@ pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
             None => break,
         }
     }
-    out.push((Base { byte: start as u32, line: start_line }, &text[start..]));
+    out.push((
+        Base {
+            byte: start as u32,
+            line: start_line,
+        },
+        &text[start..],
+    ));
     out
 }
 
@@ -620,7 +634,10 @@ mod tests {
         let text = doc.repeat(50);
         let pieces = split_documents(&text, 4);
         assert!(pieces.len() > 1);
-        assert_eq!(pieces.iter().map(|(_, t)| t.len()).sum::<usize>(), text.len());
+        assert_eq!(
+            pieces.iter().map(|(_, t)| t.len()).sum::<usize>(),
+            text.len()
+        );
         for (base, piece) in pieces {
             assert!(piece.starts_with("---\n"));
             let mut n = 0;
@@ -628,7 +645,11 @@ mod tests {
                 if let Emitted::Document { root, .. } = e {
                     let b = root.get("b").expect("b");
                     assert_eq!(&text[b.span.start as usize..b.span.end as usize], "1");
-                    assert_eq!((b.span.line - 1) % 5, 4, "b is on the 5th line of each document");
+                    assert_eq!(
+                        (b.span.line - 1) % 5,
+                        4,
+                        "b is on the 5th line of each document"
+                    );
                     n += 1;
                 }
             })

@@ -166,7 +166,7 @@ fn port_rule(allow: bool) -> impl Strategy<Value = PortRule> {
         .prop_map(move |(ports, rules, sni)| PortRule {
             loc: Loc::default(),
             ports,
-            rules: if allow { rules } else { None },
+            rules: if allow { rules.map(Box::new) } else { None },
             server_names: if allow {
                 sni.map(|v| v.into_iter().map(sp).collect())
             } else {
