@@ -140,6 +140,10 @@ fn reads_stdin() {
 
 /// Runs sluice with at most 200 MiB of address space; returns its output.
 fn bounded(args: &[&str]) -> Output {
+    bounded_with_stdin(args, Stdio::null())
+}
+
+fn bounded_with_stdin(args: &[&str], stdin: Stdio) -> Output {
     let mut cmd = format!("ulimit -v {}; exec \"$0\"", 200 * 1024);
     for (i, _) in args.iter().enumerate() {
         cmd.push_str(&format!(" \"${}\"", i + 1));
@@ -150,6 +154,7 @@ fn bounded(args: &[&str]) -> Output {
         .arg(SLUICE)
         .args(args)
         .env("NO_COLOR", "1")
+        .stdin(stdin)
         .output()
         .expect("run sh")
 }
@@ -174,6 +179,12 @@ fn hostile_inputs_get_clear_errors_in_bounded_memory() {
     let o = bounded(&["validate", big.to_str().expect("path")]);
     assert_clear_error(&o, "input-too-large");
     assert_eq!(o.status.code(), Some(2));
+    // The same through stdin, whose size is not known in advance.
+    let o = bounded_with_stdin(
+        &["validate", "-"],
+        Stdio::from(std::fs::File::open(&big).expect("open")),
+    );
+    assert_clear_error(&o, "input-too-large");
 
     // Billion laughs.
     let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");

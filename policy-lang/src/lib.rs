@@ -239,19 +239,8 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Box<Diagnostic>> {
             format!("cannot read: {e}"),
         ))
     };
-    let mut reader: Box<dyn Read> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(std::fs::File::open(path).map_err(io_err)?)
-    };
-    let mut buf = Vec::new();
-    reader
-        .by_ref()
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(io_err)?;
-    if buf.len() as u64 > limit {
-        return Err(Box::new(
+    let too_large = || {
+        Box::new(
             Diagnostic::file_error(
                 Code::InputTooLarge,
                 name.clone(),
@@ -261,7 +250,29 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Box<Diagnostic>> {
                 ),
             )
             .with_help("split it into several files, or raise the limit with --max-file-size"),
-        ));
+        )
+    };
+    let (mut reader, size): (Box<dyn Read>, u64) = if path.as_os_str() == "-" {
+        // Unknown size: reserve the limit once (address space, not pages)
+        // rather than let the buffer double past it.
+        (Box::new(std::io::stdin()), limit.min(64 << 20))
+    } else {
+        let f = std::fs::File::open(path).map_err(io_err)?;
+        // A regular file's size is known: refuse a large one unread.
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > limit {
+            return Err(too_large());
+        }
+        (Box::new(f), size)
+    };
+    let mut buf = Vec::with_capacity(size as usize + 1);
+    reader
+        .by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err)?;
+    if buf.len() as u64 > limit {
+        return Err(too_large());
     }
     Ok(buf)
 }
