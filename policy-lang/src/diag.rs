@@ -91,11 +91,30 @@ codes! {
     KnpPeer => "knp-peer", "a NetworkPolicy peer mixing `ipBlock` with selectors, or empty";
     KnpPort => "knp-port", "a NetworkPolicy port that Kubernetes rejects";
     IgnoredNamespace => "ignored-namespace", "`metadata.namespace` on a cluster-scoped policy";
+    InventoryObject => "inventory-object", "an inventory object (Pod, Namespace, Node, Service) that cannot be read";
+    PodWithoutIp => "pod-without-ip", "a pod with no IP address: flows to it can only name it";
+    DuplicateIp => "duplicate-ip", "two pods or nodes share an IP address";
+    SelectsNothing => "selects-nothing", "a policy whose subject selector matches no endpoint of the inventory";
+    MapOverflow => "map-overflow", "an endpoint needs more policy-map entries than the map holds";
+    FlowSyntax => "flow-syntax", "a flow that cannot be read";
+    UnknownPeer => "unknown-peer", "a flow names a pod, IP or entity the inventory does not know";
+}
+
+impl Code {
+    /// The stage that emits the code: `policy`, `inventory`, `compile` or `flow`.
+    pub fn area(self) -> &'static str {
+        match self {
+            Code::InventoryObject | Code::PodWithoutIp | Code::DuplicateIp => "inventory",
+            Code::SelectsNothing | Code::MapOverflow => "compile",
+            Code::FlowSyntax | Code::UnknownPeer => "flow",
+            _ => "policy",
+        }
+    }
 }
 
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "policy::{}", self.name())
+        write!(f, "{}::{}", self.area(), self.name())
     }
 }
 

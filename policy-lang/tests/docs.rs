@@ -14,7 +14,13 @@ fn generate() -> String {
          | code | meaning |\n|---|---|\n",
     );
     for c in Code::ALL {
-        let warn = if matches!(c, Code::MisplacedDescription | Code::IgnoredNamespace) {
+        let warn = if matches!(
+            c,
+            Code::MisplacedDescription
+                | Code::IgnoredNamespace
+                | Code::PodWithoutIp
+                | Code::SelectsNothing
+        ) {
             " *(warning)*"
         } else {
             ""
@@ -41,7 +47,7 @@ fn diagnostics_doc_is_current() {
 #[test]
 fn every_code_with_a_source_location_has_an_invalid_fixture() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/invalid");
-    for c in Code::ALL {
+    for c in Code::ALL.iter().filter(|c| c.area() == "policy") {
         // These concern whole files (unreadable, too large, binary) and are
         // tested through the CLI in cli/tests/validate.rs.
         if matches!(

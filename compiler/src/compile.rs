@@ -1,0 +1,670 @@
+//! Policies + inventory → identities, ipcache and per-endpoint policy maps.
+
+use crate::identity::*;
+use crate::inventory::{ContainerPort, Inventory, NodeInfo};
+use crate::labels::{pod_labels, Label, LabelSet, CLUSTER_LABEL};
+use crate::mapstate::{Entry, Key, PolicyMap};
+use crate::model::{dir_index, normalize, Model, NPort, NRule, Origin, PeerSel, Peers, PortSel, Subject};
+use crate::ports::range_to_prefixes;
+use crate::selector::Sel;
+use policy_lang::diag::{Code, Diagnostic};
+use policy_lang::ir::{Cidr, Direction, Entity, PolicySet};
+use policy_lang::source::{SourceMap, Span};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Entries one endpoint's policy map holds (`--bpf-policy-map-max`).
+    pub map_capacity: usize,
+    /// Traffic from the local host to its endpoints is allowed at ingress.
+    pub allow_localhost: bool,
+    /// World traffic has identities 9 and 10 instead of 2.
+    pub dual_stack: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            map_capacity: 16_384,
+            allow_localhost: true,
+            dual_stack: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IpcacheEntry {
+    pub prefix: String,
+    #[serde(skip)]
+    pub cidr: Cidr,
+    pub identity: u32,
+    /// For node addresses: the node, which sees them as `host` itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoint {
+    /// `namespace/pod`, or `node/<name>` for a host endpoint.
+    pub name: String,
+    pub identity: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub ips: Vec<IpAddr>,
+    /// Index into [`Compiled::maps`].
+    pub map: usize,
+    /// Default deny at [ingress, egress].
+    pub enforced: [bool; 2],
+    pub host: bool,
+}
+
+/// The datapath state of a cluster.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Compiled {
+    pub identities: Vec<IdentityInfo>,
+    pub ipcache: Vec<IpcacheEntry>,
+    pub endpoints: Vec<Endpoint>,
+    pub maps: Vec<PolicyMap>,
+    pub origins: Vec<Origin>,
+    #[serde(skip)]
+    pub(crate) exact: HashMap<IpAddr, usize>,
+}
+
+impl Compiled {
+    pub fn identity(&self, id: u32) -> Option<&IdentityInfo> {
+        self.identities
+            .binary_search_by_key(&id, |i| i.id)
+            .ok()
+            .map(|i| &self.identities[i])
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| !e.host && e.ips.contains(&ip))
+    }
+
+    /// The ipcache entry for an address: exact host entries first, then the
+    /// longest matching prefix.
+    pub fn ipcache_lookup(&self, ip: IpAddr) -> Option<&IpcacheEntry> {
+        if let Some(&i) = self.exact.get(&ip) {
+            return Some(&self.ipcache[i]);
+        }
+        let host = Cidr {
+            addr: ip,
+            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+            bare: true,
+        };
+        self.ipcache
+            .iter()
+            .filter(|e| e.cidr.contains(&host))
+            .max_by_key(|e| e.cidr.prefix_len)
+    }
+
+    /// The identity the datapath of `observer_node` resolves `ip` to: the
+    /// node's own addresses are `host` there.
+    pub fn identity_of_ip(&self, ip: IpAddr, observer_node: Option<&str>) -> u32 {
+        match self.ipcache_lookup(ip) {
+            Some(e) if e.node.is_some() && e.node.as_deref() == observer_node => HOST,
+            Some(e) => e.identity,
+            None => WORLD,
+        }
+    }
+
+    pub(crate) fn index(&mut self) {
+        self.exact = self
+            .ipcache
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.cidr.prefix_len == e.cidr.max_len())
+            .map(|(i, e)| (e.cidr.addr, i))
+            .collect();
+    }
+
+    /// `--stats`: totals and per-endpoint entry counts.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            identities: self.identities.len(),
+            ipcache_entries: self.ipcache.len(),
+            endpoints: self.endpoints.len(),
+            distinct_maps: self.maps.len(),
+            entries: self
+                .endpoints
+                .iter()
+                .map(|e| (e.name.clone(), self.maps[e.map].len()))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub identities: usize,
+    pub ipcache_entries: usize,
+    pub endpoints: usize,
+    pub distinct_maps: usize,
+    pub entries: Vec<(String, usize)>,
+}
+
+fn host_prefix(ip: IpAddr) -> Cidr {
+    Cidr {
+        addr: ip,
+        prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+        bare: false,
+    }
+}
+
+/// Compiles the policies for the inventory. Errors (map overflow) are
+/// returned as diagnostics; the state is still returned for inspection but
+/// must not be loaded when any diagnostic is an error.
+pub fn compile(set: &PolicySet, sources: &SourceMap, inv: &Inventory, cfg: &Config) -> (Compiled, Vec<Diagnostic>) {
+    let model = normalize(set, sources, &inv.services);
+    compile_model(&model, set, inv, cfg)
+}
+
+struct Ctx<'a> {
+    inv: &'a Inventory,
+    cfg: &'a Config,
+    out: Compiled,
+    /// Identity labels for matching, with the host's node labels added per node.
+    cache: HashMap<(PeerSel, Vec<Sel>, Option<String>), Option<BTreeSet<u32>>>,
+    endpoint_ids: Vec<u32>,
+    node_ids: Vec<(u32, usize)>,
+    cidr_ids: Vec<(Cidr, u32)>,
+    /// Port names → (port, protocol) over every pod, for egress.
+    all_named: HashMap<String, BTreeSet<(u16, u8)>>,
+}
+
+pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg: &Config) -> (Compiled, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut out = Compiled {
+        origins: model.origins.clone(),
+        ..Compiled::default()
+    };
+    // Reserved identities.
+    for &(id, _) in RESERVED {
+        if !cfg.dual_stack && matches!(id, WORLD_IPV4 | WORLD_IPV6) {
+            continue;
+        }
+        out.identities.push(IdentityInfo {
+            id,
+            labels: reserved_labels(id),
+            kind: IdKind::Reserved,
+        });
+    }
+    // Endpoint identities: one per distinct label set, numbered in label
+    // order so that the same inventory always gets the same numbers.
+    let pods: Vec<_> = inv.pods.iter().filter(|p| !p.host_network).collect();
+    let pod_sets: Vec<LabelSet> = pods
+        .iter()
+        .map(|p| {
+            let ns = inv.namespace(&p.namespace);
+            pod_labels(&p.labels, &p.namespace, &ns.labels, &p.service_account, &inv.cluster)
+        })
+        .collect();
+    let distinct: BTreeSet<&LabelSet> = pod_sets.iter().collect();
+    let mut by_labels: HashMap<&LabelSet, u32> = HashMap::new();
+    for (i, ls) in distinct.into_iter().enumerate() {
+        let id = FIRST_ENDPOINT + i as u32;
+        by_labels.insert(ls, id);
+        out.identities.push(IdentityInfo {
+            id,
+            labels: ls.clone(),
+            kind: IdKind::Endpoint,
+        });
+    }
+    let mut node_ids = Vec::new();
+    for (i, n) in inv.nodes.iter().enumerate() {
+        let id = NODE_SCOPE | (i as u32 + 1);
+        node_ids.push((id, i));
+        let mut labels: Vec<Label> = n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect();
+        labels.push(Label::reserved("remote-node"));
+        out.identities.push(IdentityInfo {
+            id,
+            labels: LabelSet::from_labels(labels),
+            kind: IdKind::Node { node: n.name.clone() },
+        });
+    }
+    // CIDR identities for every prefix a policy names (except /0: world).
+    let mut prefixes: BTreeSet<Cidr> = BTreeSet::new();
+    for r in &model.rules {
+        for nr in &r.rules {
+            if let Peers::Any(sels) = &nr.peers {
+                for s in sels {
+                    if let PeerSel::Cidr { cidr, except } = s {
+                        for c in std::iter::once(cidr).chain(except) {
+                            if c.prefix_len > 0 {
+                                prefixes.insert(Cidr {
+                                    addr: network(c),
+                                    prefix_len: c.prefix_len,
+                                    bare: false,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut cidr_ids = Vec::new();
+    for (i, c) in prefixes.iter().enumerate() {
+        let id = CIDR_SCOPE | (i as u32 + 1);
+        cidr_ids.push((*c, id));
+        out.identities.push(IdentityInfo {
+            id,
+            labels: cidr_labels(c),
+            kind: IdKind::Cidr { prefix: c.to_string() },
+        });
+    }
+    out.identities.sort_by_key(|i| i.id);
+
+    // ipcache: world, CIDR prefixes, nodes, pods.
+    for (addr, id) in [
+        ("0.0.0.0/0", if cfg.dual_stack { WORLD_IPV4 } else { WORLD }),
+        ("::/0", if cfg.dual_stack { WORLD_IPV6 } else { WORLD }),
+    ] {
+        let cidr = Cidr::parse(addr).expect("constant prefix");
+        out.ipcache.push(IpcacheEntry {
+            prefix: addr.to_owned(),
+            cidr,
+            identity: id,
+            node: None,
+        });
+    }
+    for (c, id) in &cidr_ids {
+        out.ipcache.push(IpcacheEntry {
+            prefix: c.to_string(),
+            cidr: *c,
+            identity: *id,
+            node: None,
+        });
+    }
+    for (id, i) in &node_ids {
+        for ip in &inv.nodes[*i].ips {
+            out.ipcache.push(IpcacheEntry {
+                prefix: host_prefix(*ip).to_string(),
+                cidr: host_prefix(*ip),
+                identity: *id,
+                node: Some(inv.nodes[*i].name.clone()),
+            });
+        }
+    }
+    let mut endpoint_ids = Vec::new();
+    for (p, ls) in pods.iter().zip(&pod_sets) {
+        let id = by_labels[ls];
+        endpoint_ids.push(id);
+        for ip in &p.ips {
+            out.ipcache.push(IpcacheEntry {
+                prefix: host_prefix(*ip).to_string(),
+                cidr: host_prefix(*ip),
+                identity: id,
+                node: None,
+            });
+        }
+    }
+    out.index();
+    let mut all_named: HashMap<String, BTreeSet<(u16, u8)>> = HashMap::new();
+    for p in &pods {
+        for cp in &p.ports {
+            if let Some(n) = &cp.name {
+                all_named.entry(n.clone()).or_default().insert((cp.port, cp.protocol));
+            }
+        }
+    }
+    let mut cx = Ctx {
+        inv,
+        cfg,
+        out,
+        cache: HashMap::new(),
+        endpoint_ids: endpoint_ids.clone(),
+        node_ids,
+        cidr_ids,
+        all_named,
+    };
+
+    // Which rules select which identities (and nodes, for host policy).
+    let identity_labels: BTreeMap<u32, LabelSet> = cx
+        .out
+        .identities
+        .iter()
+        .map(|i| (i.id, i.labels.clone()))
+        .collect();
+    let mut selected_by: HashMap<u32, Vec<usize>> = HashMap::new();
+    let unique_ids: BTreeSet<u32> = endpoint_ids.iter().copied().collect();
+    let mut host_rules: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (ri, r) in model.rules.iter().enumerate() {
+        match &r.subject {
+            Subject::Endpoints(sel) => {
+                for id in &unique_ids {
+                    if sel.matches(&identity_labels[id]) {
+                        selected_by.entry(*id).or_default().push(ri);
+                    }
+                }
+            }
+            Subject::Nodes(sel) => {
+                for (ni, n) in inv.nodes.iter().enumerate() {
+                    if sel.matches(&node_label_set(n)) {
+                        host_rules.entry(ni).or_default().push(ri);
+                    }
+                }
+            }
+        }
+    }
+    let policy_of_rule = |ri: usize| -> Option<Span> {
+        let origin = &model.origins[model.rules[ri].origin];
+        set.policies
+            .iter()
+            .find(|p| format!("{} {}", p.kind, p.qualified_name()) == origin.policy)
+            .map(|p| p.name.span())
+    };
+    for (ri, r) in model.rules.iter().enumerate() {
+        let selects = match &r.subject {
+            Subject::Endpoints(_) => selected_by.values().any(|v| v.contains(&ri)),
+            Subject::Nodes(_) => host_rules.values().any(|v| v.contains(&ri)),
+        };
+        if !selects && !inv.pods.is_empty() {
+            if let Some(span) = policy_of_rule(ri) {
+                diags.push(
+                    Diagnostic::warning(
+                        Code::SelectsNothing,
+                        span,
+                        format!("{} selects no endpoint of the inventory", model.origins[r.origin].policy),
+                    )
+                    .with_help("check the selector's labels and the namespace against the inventory"),
+                );
+            }
+        }
+    }
+
+    // One map per distinct (identity, own named ports, node when host
+    // selection depends on it): pods that share them share a map.
+    let node_sensitive = model.rules.iter().any(|r| {
+        r.rules.iter().any(|nr| match &nr.peers {
+            Peers::Any(s) => s.iter().any(|p| matches!(p, PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host))),
+            _ => false,
+        })
+    });
+    let mut groups: HashMap<(u32, Vec<ContainerPort>, Option<String>), usize> = HashMap::new();
+    for (p, id) in pods.iter().zip(&endpoint_ids) {
+        let node = if node_sensitive { p.node.clone() } else { None };
+        let key = (*id, p.ports.clone(), node.clone());
+        let map = match groups.get(&key) {
+            Some(m) => *m,
+            None => {
+                let rules = selected_by.get(id).cloned().unwrap_or_default();
+                let map = cx.endpoint_map(model, &rules, &p.ports, p.node.as_deref(), false);
+                cx.out.maps.push(map);
+                groups.insert(key, cx.out.maps.len() - 1);
+                cx.out.maps.len() - 1
+            }
+        };
+        let rules = selected_by.get(id).map_or(&[][..], |v| v.as_slice());
+        let enforced = enforcement(model, rules);
+        cx.out.endpoints.push(Endpoint {
+            name: p.qualified_name(),
+            identity: *id,
+            node: p.node.clone(),
+            ips: p.ips.clone(),
+            map,
+            enforced,
+            host: false,
+        });
+        let n = cx.out.maps[map].len();
+        if n > cfg.map_capacity {
+            diags.push(
+                Diagnostic::error(
+                    Code::MapOverflow,
+                    p.loc.0,
+                    format!(
+                        "pod {} needs {n} policy-map entries, the map holds {}",
+                        p.qualified_name(),
+                        cfg.map_capacity
+                    ),
+                )
+                .with_help("narrow its policies (fewer identities × ports × ranges) or raise --map-capacity; sluice never loads a truncated map"),
+            );
+        }
+    }
+    // Host endpoints, when host policies exist (host firewall).
+    for (ni, rules) in host_rules.iter().collect::<BTreeMap<_, _>>() {
+        let node = &inv.nodes[*ni];
+        let map = cx.endpoint_map(model, rules, &[], Some(&node.name), true);
+        cx.out.maps.push(map);
+        cx.out.endpoints.push(Endpoint {
+            name: format!("node/{}", node.name),
+            identity: HOST,
+            node: Some(node.name.clone()),
+            ips: node.ips.clone(),
+            map: cx.out.maps.len() - 1,
+            enforced: enforcement(model, rules),
+            host: true,
+        });
+    }
+    (cx.out, diags)
+}
+
+fn node_label_set(n: &NodeInfo) -> LabelSet {
+    LabelSet::from_labels(n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect())
+}
+
+fn network(c: &Cidr) -> IpAddr {
+    let bits = c.network_bits();
+    match c.addr {
+        IpAddr::V4(_) => IpAddr::V4((bits as u32).into()),
+        IpAddr::V6(_) => IpAddr::V6(bits.into()),
+    }
+}
+
+/// Default deny per direction: some selecting rule asks for it.
+pub fn enforcement(model: &Model, rules: &[usize]) -> [bool; 2] {
+    let mut e = [false, false];
+    for &ri in rules {
+        for d in 0..2 {
+            e[d] |= model.rules[ri].default_deny[d];
+        }
+    }
+    e
+}
+
+impl Ctx<'_> {
+    fn endpoint_map(&mut self, model: &Model, rules: &[usize], own_ports: &[ContainerPort], node: Option<&str>, host: bool) -> PolicyMap {
+        let mut map = PolicyMap::default();
+        let enforced = enforcement(model, rules);
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let d = dir_index(dir);
+            let egress = dir == Direction::Egress;
+            let requires: Vec<Sel> = rules
+                .iter()
+                .flat_map(|&ri| model.rules[ri].requires[d].iter().cloned())
+                .collect();
+            if !enforced[d] {
+                map.insert(Key::new(0, egress, 0, 0, 0), Entry::allow(false, false, u32::MAX));
+            }
+            if dir == Direction::Ingress && self.cfg.allow_localhost && !host {
+                map.insert(Key::new(HOST, false, 0, 0, 0), Entry::allow(false, false, u32::MAX - 1));
+            }
+            for &ri in rules {
+                for nr in model.rules[ri].rules.iter().filter(|nr| nr.dir == dir) {
+                    self.add_rule(&mut map, nr, &requires, own_ports, node, egress);
+                }
+            }
+        }
+        map.apply_deny_precedence();
+        map
+    }
+
+    fn add_rule(&mut self, map: &mut PolicyMap, nr: &NRule, requires: &[Sel], own_ports: &[ContainerPort], node: Option<&str>, egress: bool) {
+        let ids: Vec<u32> = match &nr.peers {
+            Peers::Nothing => return,
+            Peers::All => vec![WILDCARD],
+            Peers::Any(sels) => {
+                let mut all = BTreeSet::new();
+                let mut wildcard = false;
+                for s in sels {
+                    match self.resolve(s, requires, node) {
+                        None => wildcard = true,
+                        Some(ids) => all.extend(ids),
+                    }
+                }
+                if wildcard {
+                    vec![WILDCARD]
+                } else {
+                    all.into_iter().collect()
+                }
+            }
+        };
+        let l4 = match &nr.ports {
+            None => vec![(0u8, 0u16, 0u8)],
+            Some(ports) => ports.iter().flat_map(|p| self.expand_port(p, own_ports, egress)).collect(),
+        };
+        let origin = nr.origin as u32;
+        for id in ids {
+            for &(proto, port, plen) in &l4 {
+                let key = Key::new(id, egress, proto, port, plen);
+                let entry = if nr.deny {
+                    Entry::deny(origin)
+                } else {
+                    Entry::allow(nr.redirect, nr.auth, origin)
+                };
+                map.insert(key, entry);
+            }
+        }
+    }
+
+    /// (proto, port, plen) triples for a port selector.
+    fn expand_port(&self, p: &NPort, own_ports: &[ContainerPort], egress: bool) -> Vec<(u8, u16, u8)> {
+        let protos: Vec<u8> = match p.proto {
+            Some(x) => vec![x],
+            None => vec![6, 17, 132],
+        };
+        match &p.ports {
+            PortSel::All => match p.proto {
+                None => vec![(0, 0, 0)],
+                Some(x) => vec![(x, 0, 8)],
+            },
+            PortSel::Portless => p.proto.map(|x| vec![(x, 0, 8)]).unwrap_or_default(),
+            PortSel::Range(lo, hi) => {
+                let blocks = range_to_prefixes(*lo, *hi);
+                protos
+                    .iter()
+                    .flat_map(|&pr| blocks.iter().map(move |&(b, bits)| (pr, b, 8 + bits)))
+                    .collect()
+            }
+            PortSel::Named(name) => {
+                let resolved: BTreeSet<(u16, u8)> = if egress {
+                    self.all_named.get(name).cloned().unwrap_or_default()
+                } else {
+                    own_ports
+                        .iter()
+                        .filter(|c| c.name.as_deref() == Some(name.as_str()))
+                        .map(|c| (c.port, c.protocol))
+                        .collect()
+                };
+                resolved
+                    .into_iter()
+                    .filter(|(_, cproto)| p.proto.is_none_or(|x| x == *cproto))
+                    .map(|(port, cproto)| (p.proto.unwrap_or(cproto), port, 24))
+                    .collect()
+            }
+        }
+    }
+
+    /// The identities a peer selector selects; `None` means the wildcard.
+    fn resolve(&mut self, s: &PeerSel, requires: &[Sel], node: Option<&str>) -> Option<BTreeSet<u32>> {
+        let node_key = match s {
+            PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host) => node.map(str::to_owned),
+            _ => None,
+        };
+        let key = (s.clone(), requires.to_vec(), node_key);
+        if let Some(v) = self.cache.get(&key) {
+            return v.clone();
+        }
+        let v = self.resolve_uncached(s, requires, node);
+        self.cache.insert(key, v.clone());
+        v
+    }
+
+    fn resolve_uncached(&self, s: &PeerSel, requires: &[Sel], node: Option<&str>) -> Option<BTreeSet<u32>> {
+        let ids = &self.out.identities;
+        let world: Vec<u32> = if self.cfg.dual_stack { vec![WORLD_IPV4, WORLD_IPV6] } else { vec![WORLD] };
+        let set: BTreeSet<u32> = match s {
+            PeerSel::Endpoints(sel) => ids
+                .iter()
+                .filter(|i| {
+                    let labels = if i.id == HOST { reserved_labels(HOST) } else { i.labels.clone() };
+                    sel.matches(&labels) && requires.iter().all(|r| r.matches(&labels))
+                })
+                .map(|i| i.id)
+                .collect(),
+            PeerSel::Nodes(sel) => {
+                let mut out: BTreeSet<u32> = self
+                    .node_ids
+                    .iter()
+                    .filter(|(_, ni)| sel.matches(&node_label_set(&self.inv.nodes[*ni])))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if let Some(local) = node.and_then(|n| self.inv.nodes.iter().find(|x| x.name == n)) {
+                    if sel.matches(&node_label_set(local)) {
+                        out.insert(HOST);
+                    }
+                }
+                out
+            }
+            PeerSel::Entity(e) => match e {
+                Entity::All => return None,
+                Entity::World => world
+                    .iter()
+                    .copied()
+                    .chain(self.cidr_ids.iter().map(|(_, id)| *id))
+                    .collect(),
+                Entity::WorldIpv4 => [if self.cfg.dual_stack { WORLD_IPV4 } else { WORLD }]
+                    .into_iter()
+                    .chain(self.cidr_ids.iter().filter(|(c, _)| c.addr.is_ipv4()).map(|(_, id)| *id))
+                    .collect(),
+                Entity::WorldIpv6 => [if self.cfg.dual_stack { WORLD_IPV6 } else { WORLD }]
+                    .into_iter()
+                    .chain(self.cidr_ids.iter().filter(|(c, _)| !c.addr.is_ipv4()).map(|(_, id)| *id))
+                    .collect(),
+                Entity::Host => [HOST].into(),
+                Entity::RemoteNode => std::iter::once(REMOTE_NODE)
+                    .chain(self.node_ids.iter().map(|(id, _)| *id))
+                    .collect(),
+                Entity::KubeApiserver => [KUBE_APISERVER].into(),
+                Entity::Init => [INIT].into(),
+                Entity::Ingress => [INGRESS].into(),
+                Entity::Health => [HEALTH].into(),
+                Entity::Unmanaged => [UNMANAGED].into(),
+                Entity::None => BTreeSet::new(),
+                Entity::Cluster => {
+                    let mut v: BTreeSet<u32> =
+                        [HOST, REMOTE_NODE, INIT, INGRESS, HEALTH, UNMANAGED, KUBE_APISERVER].into();
+                    v.extend(self.node_ids.iter().map(|(id, _)| *id));
+                    v.extend(
+                        ids.iter()
+                            .filter(|i| i.labels.get("k8s", CLUSTER_LABEL) == Some(self.inv.cluster.as_str()))
+                            .map(|i| i.id),
+                    );
+                    v
+                }
+            },
+            PeerSel::Cidr { cidr, except } => {
+                let mut v: BTreeSet<u32> = self
+                    .cidr_ids
+                    .iter()
+                    .filter(|(c, _)| cidr.contains(c) && !except.iter().any(|e| e.contains(c)))
+                    .map(|(_, id)| *id)
+                    .collect();
+                if cidr.prefix_len == 0 {
+                    v.extend(world.iter().copied());
+                }
+                v
+            }
+        };
+        let _ = &self.endpoint_ids;
+        Some(set)
+    }
+}

@@ -1,0 +1,351 @@
+//! The cluster as policies see it: namespaces, pods, nodes and services.
+//!
+//! Read from Kubernetes YAML exactly as `kubectl get
+//! pods,namespaces,nodes,services -A -o yaml` prints it (a `List`, or
+//! multi-document YAML). Only the fields that matter to policy are read;
+//! everything else in those objects is ignored, and objects of other kinds
+//! are skipped.
+
+use policy_lang::diag::{Code, Diagnostic};
+use policy_lang::source::{FileId, Loc, SourceMap, Span};
+use policy_lang::yaml::{self, Node, NodeKind, Value};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Inventory {
+    /// The local cluster's name (`io.cilium.k8s.policy.cluster`).
+    pub cluster: String,
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: Vec<Pod>,
+    pub nodes: Vec<NodeInfo>,
+    pub services: Vec<ServiceInfo>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub node: Option<String>,
+    pub ips: Vec<IpAddr>,
+    pub host_network: bool,
+    pub ports: Vec<ContainerPort>,
+    #[serde(skip)]
+    pub loc: Loc,
+}
+
+impl Pod {
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: u16,
+    /// IP protocol number (6, 17 or 132).
+    pub protocol: u8,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ips: Vec<IpAddr>,
+    #[serde(skip)]
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    pub cluster_ips: Vec<IpAddr>,
+}
+
+impl Inventory {
+    /// An inventory's namespace, or an implied one for a namespace that only
+    /// pods mention (Kubernetes labels every namespace with its name).
+    pub fn namespace(&self, name: &str) -> Namespace {
+        self.namespaces.get(name).cloned().unwrap_or_else(|| Namespace {
+            name: name.to_owned(),
+            labels: BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name.to_owned())]),
+        })
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+    }
+}
+
+/// Reads inventory files into `sources`; problems go to `diags`.
+pub fn load(
+    paths: &[&Path],
+    sources: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Inventory {
+    let mut inv = Inventory {
+        cluster: "default".to_owned(),
+        ..Inventory::default()
+    };
+    for path in paths {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let id = sources.add(path.display().to_string(), text);
+                let text = sources.get(id).text.clone();
+                parse_into(&mut inv, &text, id, diags);
+            }
+            Err(e) => diags.push(Diagnostic::file_error(
+                Code::Io,
+                path.display().to_string(),
+                format!("cannot read inventory: {e}"),
+            )),
+        }
+    }
+    check(&inv, diags);
+    inv
+}
+
+/// Parses one inventory text (for tests and stdin).
+pub fn parse_str(name: &str, text: &str, sources: &mut SourceMap, diags: &mut Vec<Diagnostic>) -> Inventory {
+    let mut inv = Inventory {
+        cluster: "default".to_owned(),
+        ..Inventory::default()
+    };
+    let id = sources.add(name, text);
+    parse_into(&mut inv, text, id, diags);
+    check(&inv, diags);
+    inv
+}
+
+fn parse_into(inv: &mut Inventory, text: &str, file: FileId, diags: &mut Vec<Diagnostic>) {
+    let result = yaml::parse_stream(text, file, &yaml::Limits::default(), |e| match e {
+        yaml::Emitted::ListItem(node) => object(inv, &node, diags),
+        yaml::Emitted::Document { root, .. } => object(inv, &root, diags),
+    });
+    if let Err(e) = result {
+        diags.push(Diagnostic::error(
+            Code::YamlSyntax,
+            e.span,
+            format!("inventory is not valid YAML: {:?}", e.kind),
+        ));
+    }
+}
+
+fn str_at<'a>(node: &'a Node, path: &[&str]) -> Option<&'a str> {
+    let mut n = node;
+    for p in path {
+        n = n.get(p)?;
+    }
+    match n.as_scalar()?.resolve() {
+        Value::Str(s) => Some(s),
+        _ => Some(n.as_scalar()?.text.as_str()),
+    }
+}
+
+fn map_at(node: &Node, path: &[&str]) -> BTreeMap<String, String> {
+    let mut n = node;
+    for p in path {
+        match n.get(p) {
+            Some(x) => n = x,
+            None => return BTreeMap::new(),
+        }
+    }
+    match &n.kind {
+        NodeKind::Map(entries) => entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_scalar()?.text.clone(), v.as_scalar()?.text.clone())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn seq_at<'a>(node: &'a Node, path: &[&str]) -> &'a [Node] {
+    let mut n = node;
+    for p in path {
+        match n.get(p) {
+            Some(x) => n = x,
+            None => return &[],
+        }
+    }
+    match &n.kind {
+        NodeKind::Seq(items) => items,
+        _ => &[],
+    }
+}
+
+fn bad(diags: &mut Vec<Diagnostic>, span: Span, msg: String) {
+    diags.push(Diagnostic::error(Code::InventoryObject, span, msg));
+}
+
+fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
+    if node.is_null() {
+        return;
+    }
+    let kind = str_at(node, &["kind"]).unwrap_or("");
+    let name = str_at(node, &["metadata", "name"]);
+    let needs_name = matches!(kind, "Pod" | "Namespace" | "Node" | "Service");
+    let Some(name) = name.map(str::to_owned) else {
+        if needs_name {
+            bad(diags, node.span, format!("{kind} has no `metadata.name`"));
+        }
+        return;
+    };
+    let namespace = str_at(node, &["metadata", "namespace"]).unwrap_or("default").to_owned();
+    let labels = map_at(node, &["metadata", "labels"]);
+    match kind {
+        "Namespace" => {
+            let mut labels = labels;
+            labels
+                .entry("kubernetes.io/metadata.name".to_owned())
+                .or_insert_with(|| name.clone());
+            inv.namespaces.insert(name.clone(), Namespace { name, labels });
+        }
+        "Pod" => {
+            let mut ips = Vec::new();
+            for ip_node in seq_at(node, &["status", "podIPs"]) {
+                if let Some(ip) = str_at(ip_node, &["ip"]) {
+                    parse_ip(ip, ip_node.span, &mut ips, diags);
+                }
+            }
+            if ips.is_empty() {
+                if let (Some(ip), Some(n)) = (str_at(node, &["status", "podIP"]), node.get("status")) {
+                    parse_ip(ip, n.span, &mut ips, diags);
+                }
+            }
+            let mut ports = Vec::new();
+            for c in seq_at(node, &["spec", "containers"]) {
+                for p in seq_at(c, &["ports"]) {
+                    let port = str_at(p, &["containerPort"]).and_then(|s| s.parse::<u16>().ok());
+                    let Some(port) = port else {
+                        bad(diags, p.span, "container port has no valid `containerPort`".into());
+                        continue;
+                    };
+                    let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {
+                        "UDP" => 17,
+                        "SCTP" => 132,
+                        _ => 6,
+                    };
+                    ports.push(ContainerPort {
+                        name: str_at(p, &["name"]).map(str::to_ascii_lowercase),
+                        port,
+                        protocol,
+                    });
+                }
+            }
+            inv.pods.push(Pod {
+                name,
+                namespace,
+                labels,
+                service_account: str_at(node, &["spec", "serviceAccountName"])
+                    .or_else(|| str_at(node, &["spec", "serviceAccount"]))
+                    .unwrap_or("default")
+                    .to_owned(),
+                node: str_at(node, &["spec", "nodeName"]).map(str::to_owned),
+                host_network: str_at(node, &["spec", "hostNetwork"]) == Some("true"),
+                ips,
+                ports,
+                loc: Loc(node.span),
+            });
+        }
+        "Node" => {
+            let mut ips = Vec::new();
+            for a in seq_at(node, &["status", "addresses"]) {
+                if matches!(str_at(a, &["type"]), Some("InternalIP" | "ExternalIP")) {
+                    if let Some(ip) = str_at(a, &["address"]) {
+                        parse_ip(ip, a.span, &mut ips, diags);
+                    }
+                }
+            }
+            inv.nodes.push(NodeInfo {
+                name,
+                labels,
+                ips,
+                loc: Loc(node.span),
+            });
+        }
+        "Service" => {
+            let mut cluster_ips = Vec::new();
+            for ip in seq_at(node, &["spec", "clusterIPs"]) {
+                if let Some(Ok(ip)) = ip.as_scalar().map(|s| s.text.parse()) {
+                    cluster_ips.push(ip);
+                }
+            }
+            inv.services.push(ServiceInfo {
+                name,
+                namespace,
+                selector: map_at(node, &["spec", "selector"]),
+                cluster_ips,
+            });
+        }
+        _ => {}
+    }
+}
+
+fn parse_ip(text: &str, span: Span, out: &mut Vec<IpAddr>, diags: &mut Vec<Diagnostic>) {
+    match text.parse() {
+        Ok(ip) => {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        Err(_) => bad(diags, span, format!("`{text}` is not an IP address")),
+    }
+}
+
+/// Pods without IPs (warning) and IPs claimed twice (error).
+fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<IpAddr, (String, Span)> = BTreeMap::new();
+    let mut claim = |ip: IpAddr, who: String, span: Span, diags: &mut Vec<Diagnostic>| {
+        if let Some((first, first_span)) = seen.get(&ip) {
+            diags.push(
+                Diagnostic::error(
+                    Code::DuplicateIp,
+                    span,
+                    format!("{ip} belongs to both {first} and {who}"),
+                )
+                .with_related(*first_span, format!("{first} has it too"))
+                .with_help("each IP must identify one endpoint; fix the inventory"),
+            );
+        } else {
+            seen.insert(ip, (who, span));
+        }
+    };
+    for n in &inv.nodes {
+        for ip in &n.ips {
+            claim(*ip, format!("node {}", n.name), n.loc.0, diags);
+        }
+    }
+    for p in &inv.pods {
+        if p.host_network {
+            continue;
+        }
+        if p.ips.is_empty() {
+            diags.push(
+                Diagnostic::warning(
+                    Code::PodWithoutIp,
+                    p.loc.0,
+                    format!("pod {} has no IP address", p.qualified_name()),
+                )
+                .with_help("flows can name it as namespace/pod, but no traffic can be matched to it by address"),
+            );
+        }
+        for ip in &p.ips {
+            claim(*ip, format!("pod {}", p.qualified_name()), p.loc.0, diags);
+        }
+    }
+}

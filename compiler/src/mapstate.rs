@@ -1,0 +1,277 @@
+//! Per-endpoint policy maps: keys and entries in the datapath's layout, and
+//! the datapath's lookup.
+//!
+//! A key is `(remote identity, direction, protocol, destination port)` with a
+//! prefix length over the 24 bits of protocol and port, as Cilium's LPM
+//! policy map (`bpf/lib/policy.h`): 0 = any protocol and port, 8 = one
+//! protocol and any port, 8 + k = one protocol and a port prefix of k bits,
+//! 24 = one exact port. Identity 0 is the wildcard ("any peer").
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Precedence of deny entries: they beat everything.
+pub const DENY_PRECEDENCE: u32 = u32::MAX;
+/// Allows that redirect to a proxy rank above plain allows.
+pub const REDIRECT_PRECEDENCE: u32 = 2;
+pub const ALLOW_PRECEDENCE: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Key {
+    pub identity: u32,
+    pub egress: bool,
+    pub proto: u8,
+    pub dport: u16,
+    /// Prefix length over protocol (8 bits) and port (16 bits): 0..=24.
+    pub plen: u8,
+}
+
+impl Key {
+    /// The 24 bits of protocol and port.
+    pub fn l4_bits(proto: u8, dport: u16) -> u32 {
+        (u32::from(proto) << 16) | u32::from(dport)
+    }
+
+    pub fn mask(plen: u8) -> u32 {
+        if plen == 0 {
+            0
+        } else {
+            (0xFF_FFFF >> (24 - u32::from(plen))) << (24 - u32::from(plen))
+        }
+    }
+
+    /// A key with the bits past `plen` cleared.
+    pub fn new(identity: u32, egress: bool, proto: u8, dport: u16, plen: u8) -> Key {
+        let bits = Key::l4_bits(proto, dport) & Key::mask(plen);
+        Key {
+            identity,
+            egress,
+            proto: (bits >> 16) as u8,
+            dport: (bits & 0xFFFF) as u16,
+            plen,
+        }
+    }
+
+    pub fn matches(&self, proto: u8, dport: u16) -> bool {
+        Key::l4_bits(proto, dport) & Key::mask(self.plen) == Key::l4_bits(self.proto, self.dport)
+    }
+
+    /// Whether every (proto, port) this key matches, `other` matches too.
+    pub fn covered_by(&self, other: &Key) -> bool {
+        other.plen <= self.plen && other.matches(self.proto, self.dport)
+    }
+
+    /// `ANY`, `TCP`, `80/TCP`, `80-95/TCP`, as `cilium bpf policy get` shows.
+    pub fn port_text(&self) -> String {
+        if self.plen == 0 {
+            return "ANY".into();
+        }
+        let proto = proto_name(self.proto);
+        if self.plen <= 8 {
+            return proto;
+        }
+        let size = 1u32 << (24 - u32::from(self.plen));
+        if size == 1 {
+            format!("{}/{proto}", self.dport)
+        } else {
+            format!("{}-{}/{proto}", self.dport, u32::from(self.dport) + size - 1)
+        }
+    }
+}
+
+pub fn proto_name(p: u8) -> String {
+    match p {
+        0 => "ANY".into(),
+        1 => "ICMP".into(),
+        2 => "IGMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        58 => "ICMPv6".into(),
+        112 => "VRRP".into(),
+        132 => "SCTP".into(),
+        n => n.to_string(),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub deny: bool,
+    /// Allowed traffic goes through the L7 proxy.
+    pub redirect: bool,
+    /// Mutual authentication is required.
+    pub auth: bool,
+    pub precedence: u32,
+    /// Indexes into the artifact's origins: the rules that produced it.
+    pub origins: Vec<u32>,
+}
+
+impl Entry {
+    pub fn allow(redirect: bool, auth: bool, origin: u32) -> Entry {
+        Entry {
+            deny: false,
+            redirect,
+            auth,
+            precedence: if redirect { REDIRECT_PRECEDENCE } else { ALLOW_PRECEDENCE },
+            origins: vec![origin],
+        }
+    }
+
+    pub fn deny(origin: u32) -> Entry {
+        Entry {
+            deny: true,
+            redirect: false,
+            auth: false,
+            precedence: DENY_PRECEDENCE,
+            origins: vec![origin],
+        }
+    }
+
+    /// Folds another entry for the same key into this one: deny wins; allows
+    /// merge (redirect and auth stick); provenance is the union of the
+    /// entries of the winning kind.
+    pub fn merge(&mut self, other: Entry) {
+        match (self.deny, other.deny) {
+            (true, false) => {}
+            (false, true) => *self = other,
+            _ => {
+                self.redirect |= other.redirect;
+                self.auth |= other.auth;
+                self.precedence = self.precedence.max(other.precedence);
+                for o in other.origins {
+                    if !self.origins.contains(&o) {
+                        self.origins.push(o);
+                    }
+                }
+                self.origins.sort_unstable();
+            }
+        }
+    }
+}
+
+/// One endpoint's policy map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyMap {
+    pub entries: BTreeMap<Key, Entry>,
+}
+
+/// What a lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit<'a> {
+    pub key: &'a Key,
+    pub entry: &'a Entry,
+}
+
+impl PolicyMap {
+    pub fn insert(&mut self, key: Key, entry: Entry) {
+        match self.entries.get_mut(&key) {
+            Some(e) => e.merge(entry),
+            None => {
+                self.entries.insert(key, entry);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Longest-prefix match for one identity.
+    pub fn lpm(&self, identity: u32, egress: bool, proto: u8, dport: u16) -> Option<Hit<'_>> {
+        (0..=24u8).rev().find_map(|plen| {
+            let k = Key::new(identity, egress, proto, dport, plen);
+            self.entries.get_key_value(&k).map(|(key, entry)| Hit { key, entry })
+        })
+    }
+
+    /// The datapath's decision procedure (`__policy_can_access`): the
+    /// L3 entry for the peer's identity, unless a wildcard-identity entry
+    /// has higher precedence, or equal precedence and a longer prefix.
+    pub fn lookup(&self, identity: u32, egress: bool, proto: u8, dport: u16) -> Option<Hit<'_>> {
+        let l3 = self.lpm(identity, egress, proto, dport);
+        if let Some(h) = l3 {
+            if h.entry.precedence == DENY_PRECEDENCE {
+                return l3;
+            }
+        }
+        let l4 = if identity == 0 { None } else { self.lpm(0, egress, proto, dport) };
+        match (l3, l4) {
+            (None, x) | (x, None) => x,
+            (Some(a), Some(b)) => {
+                if b.entry.precedence > a.entry.precedence
+                    || (b.entry.precedence == a.entry.precedence && b.key.plen > a.key.plen)
+                {
+                    Some(b)
+                } else {
+                    Some(a)
+                }
+            }
+        }
+    }
+
+    /// Makes the longest-prefix lookup honour deny precedence within one
+    /// identity: an allow whose traffic a broader deny of the same identity
+    /// covers would hide the deny from the LPM walk, so it becomes a copy of
+    /// that deny (Cilium's "deny-preferred insert").
+    pub fn apply_deny_precedence(&mut self) {
+        let denies: Vec<(Key, Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.deny)
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        if denies.is_empty() {
+            return;
+        }
+        for (k, e) in self.entries.iter_mut() {
+            if e.deny {
+                continue;
+            }
+            let cover = denies
+                .iter()
+                .filter(|(dk, _)| dk.identity == k.identity && dk.egress == k.egress && k.covered_by(dk))
+                .max_by_key(|(dk, _)| dk.plen);
+            if let Some((_, d)) = cover {
+                *e = d.clone();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lpm_prefers_longest_and_deny() {
+        let mut m = PolicyMap::default();
+        m.insert(Key::new(0, false, 0, 0, 0), Entry::allow(false, false, 0));
+        m.insert(Key::new(300, false, 6, 80, 24), Entry::allow(false, false, 1));
+        m.insert(Key::new(0, false, 6, 80, 24), Entry::deny(2));
+        // L3 allow vs L4-only deny: the deny's precedence wins.
+        assert!(m.lookup(300, false, 6, 80).expect("hit").entry.deny);
+        // Other ports fall to the wildcard allow.
+        assert!(!m.lookup(300, false, 6, 81).expect("hit").entry.deny);
+    }
+
+    #[test]
+    fn broader_deny_of_same_identity_wins_after_precedence_pass() {
+        let mut m = PolicyMap::default();
+        m.insert(Key::new(300, false, 6, 80, 24), Entry::allow(false, false, 1));
+        m.insert(Key::new(300, false, 0, 0, 0), Entry::deny(2));
+        assert!(!m.lookup(300, false, 6, 80).expect("hit").entry.deny, "LPM alone finds the allow");
+        m.apply_deny_precedence();
+        assert!(m.lookup(300, false, 6, 80).expect("hit").entry.deny);
+    }
+
+    #[test]
+    fn port_text_matches_cilium() {
+        assert_eq!(Key::new(1, false, 6, 80, 24).port_text(), "80/TCP");
+        assert_eq!(Key::new(1, false, 6, 80, 20).port_text(), "80-95/TCP");
+        assert_eq!(Key::new(1, false, 17, 0, 8).port_text(), "UDP");
+        assert_eq!(Key::new(1, false, 0, 0, 0).port_text(), "ANY");
+    }
+}
