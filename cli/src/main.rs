@@ -42,6 +42,36 @@ enum Output {
     Json,
 }
 
+#[derive(clap::Args)]
+struct Inputs {
+    /// Policy files or directories (recursive); `-` is stdin.
+    #[arg(short = 'p', long = "policies", required = true, num_args = 1..)]
+    policies: Vec<PathBuf>,
+    /// Pods, namespaces, nodes and services, as `kubectl get pods,namespaces,nodes,services -A -o yaml` prints them.
+    #[arg(short = 'i', long)]
+    inventory: Vec<PathBuf>,
+    /// Entries one endpoint's policy map holds (Cilium's --bpf-policy-map-max).
+    #[arg(long, default_value_t = 16_384)]
+    map_capacity: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompileOutput {
+    /// A summary; with --stats, the entries per endpoint.
+    Text,
+    /// The artifact as JSON, for people and tools.
+    Json,
+    /// The binary artifact the agent loads (needs --out).
+    Binary,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SimOutput {
+    Text,
+    Json,
+    Table,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse and validate policies: report everything Cilium or the
@@ -56,6 +86,50 @@ enum Command {
         /// Largest accepted file, in MiB.
         #[arg(long, default_value_t = 32)]
         max_file_size: u64,
+    },
+    /// Compile policies and an inventory into the datapath's state:
+    /// identities, ipcache and per-endpoint policy maps.
+    Compile {
+        #[command(flatten)]
+        inputs: Inputs,
+        #[arg(short, long, value_enum, default_value_t = CompileOutput::Text)]
+        output: CompileOutput,
+        /// Write the artifact to this file (binary unless -o json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print identities, ipcache entries and entries per endpoint.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Judge flows offline: egress at the source, then ingress at the
+    /// destination, as the datapath does. Exits 1 when an `expect` is not met.
+    Simulate {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Flows: a YAML list of {from, to, port, protocol, expect}, or
+        /// `hubble observe -o json` lines (.json / .jsonl, or --hubble).
+        #[arg(short, long, required = true)]
+        flows: PathBuf,
+        /// Read --flows as Hubble JSON.
+        #[arg(long)]
+        hubble: bool,
+        #[arg(short, long, value_enum, default_value_t = SimOutput::Text)]
+        output: SimOutput,
+    },
+    /// Explain one flow step by step: identities, selecting policies, the
+    /// entries looked up and the decision, for both directions.
+    Trace {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Source: namespace/pod, an IP address, or an entity (world, host, ...).
+        #[arg(long)]
+        from: String,
+        /// Destination: namespace/pod, an IP address, or an entity.
+        #[arg(long)]
+        to: String,
+        /// Destination port, optionally with protocol: 80, 80/TCP, 53/UDP.
+        #[arg(long)]
+        port: String,
     },
 }
 
@@ -93,8 +167,28 @@ fn main() -> ExitCode {
             std::mem::forget(loaded);
             code
         }
+        Command::Compile {
+            inputs,
+            output,
+            out,
+            stats,
+        } => commands::compile(&inputs, output, out, stats, color),
+        Command::Simulate {
+            inputs,
+            flows,
+            hubble,
+            output,
+        } => commands::simulate(&inputs, &flows, hubble, output, color),
+        Command::Trace {
+            inputs,
+            from,
+            to,
+            port,
+        } => commands::trace(&inputs, &from, &to, &port, color),
     }
 }
+
+mod commands;
 
 /// Whether any diagnostic is an input problem (unreadable file) rather than
 /// a finding about a policy.
@@ -162,7 +256,7 @@ fn validate_report(loaded: &Loaded, output: Output, color: bool) -> ExitCode {
     }
 }
 
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 {
         one
     } else {

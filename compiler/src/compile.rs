@@ -4,7 +4,9 @@ use crate::identity::*;
 use crate::inventory::{ContainerPort, Inventory, NodeInfo};
 use crate::labels::{pod_labels, Label, LabelSet, CLUSTER_LABEL};
 use crate::mapstate::{Entry, Key, PolicyMap};
-use crate::model::{dir_index, normalize, Model, NPort, NRule, Origin, PeerSel, Peers, PortSel, Subject};
+use crate::model::{
+    dir_index, normalize, Model, NPort, NRule, Origin, PeerSel, Peers, PortSel, Subject,
+};
 use crate::ports::range_to_prefixes;
 use crate::selector::Sel;
 use policy_lang::diag::{Code, Diagnostic};
@@ -85,7 +87,9 @@ impl Compiled {
     }
 
     pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| !e.host && e.ips.contains(&ip))
+        self.endpoints
+            .iter()
+            .find(|e| !e.host && e.ips.contains(&ip))
     }
 
     /// The ipcache entry for an address: exact host entries first, then the
@@ -161,7 +165,12 @@ fn host_prefix(ip: IpAddr) -> Cidr {
 /// Compiles the policies for the inventory. Errors (map overflow) are
 /// returned as diagnostics; the state is still returned for inspection but
 /// must not be loaded when any diagnostic is an error.
-pub fn compile(set: &PolicySet, sources: &SourceMap, inv: &Inventory, cfg: &Config) -> (Compiled, Vec<Diagnostic>) {
+pub fn compile(
+    set: &PolicySet,
+    sources: &SourceMap,
+    inv: &Inventory,
+    cfg: &Config,
+) -> (Compiled, Vec<Diagnostic>) {
     let model = normalize(set, sources, &inv.services);
     compile_model(&model, set, inv, cfg)
 }
@@ -179,7 +188,12 @@ struct Ctx<'a> {
     all_named: HashMap<String, BTreeSet<(u16, u8)>>,
 }
 
-pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg: &Config) -> (Compiled, Vec<Diagnostic>) {
+pub(crate) fn compile_model(
+    model: &Model,
+    set: &PolicySet,
+    inv: &Inventory,
+    cfg: &Config,
+) -> (Compiled, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut out = Compiled {
         origins: model.origins.clone(),
@@ -203,7 +217,13 @@ pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg
         .iter()
         .map(|p| {
             let ns = inv.namespace(&p.namespace);
-            pod_labels(&p.labels, &p.namespace, &ns.labels, &p.service_account, &inv.cluster)
+            pod_labels(
+                &p.labels,
+                &p.namespace,
+                &ns.labels,
+                &p.service_account,
+                &inv.cluster,
+            )
         })
         .collect();
     let distinct: BTreeSet<&LabelSet> = pod_sets.iter().collect();
@@ -226,7 +246,9 @@ pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg
         out.identities.push(IdentityInfo {
             id,
             labels: LabelSet::from_labels(labels),
-            kind: IdKind::Node { node: n.name.clone() },
+            kind: IdKind::Node {
+                node: n.name.clone(),
+            },
         });
     }
     // CIDR identities for every prefix a policy names (except /0: world).
@@ -257,7 +279,9 @@ pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg
         out.identities.push(IdentityInfo {
             id,
             labels: cidr_labels(c),
-            kind: IdKind::Cidr { prefix: c.to_string() },
+            kind: IdKind::Cidr {
+                prefix: c.to_string(),
+            },
         });
     }
     out.identities.sort_by_key(|i| i.id);
@@ -311,7 +335,10 @@ pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg
     for p in &pods {
         for cp in &p.ports {
             if let Some(n) = &cp.name {
-                all_named.entry(n.clone()).or_default().insert((cp.port, cp.protocol));
+                all_named
+                    .entry(n.clone())
+                    .or_default()
+                    .insert((cp.port, cp.protocol));
             }
         }
     }
@@ -372,9 +399,14 @@ pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg
                     Diagnostic::warning(
                         Code::SelectsNothing,
                         span,
-                        format!("{} selects no endpoint of the inventory", model.origins[r.origin].policy),
+                        format!(
+                            "{} selects no endpoint of the inventory",
+                            model.origins[r.origin].policy
+                        ),
                     )
-                    .with_help("check the selector's labels and the namespace against the inventory"),
+                    .with_help(
+                        "check the selector's labels and the namespace against the inventory",
+                    ),
                 );
             }
         }
@@ -384,7 +416,9 @@ pub(crate) fn compile_model(model: &Model, set: &PolicySet, inv: &Inventory, cfg
     // selection depends on it): pods that share them share a map.
     let node_sensitive = model.rules.iter().any(|r| {
         r.rules.iter().any(|nr| match &nr.peers {
-            Peers::Any(s) => s.iter().any(|p| matches!(p, PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host))),
+            Peers::Any(s) => s
+                .iter()
+                .any(|p| matches!(p, PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host))),
             _ => false,
         })
     });
@@ -471,7 +505,14 @@ pub fn enforcement(model: &Model, rules: &[usize]) -> [bool; 2] {
 }
 
 impl Ctx<'_> {
-    fn endpoint_map(&mut self, model: &Model, rules: &[usize], own_ports: &[ContainerPort], node: Option<&str>, host: bool) -> PolicyMap {
+    fn endpoint_map(
+        &mut self,
+        model: &Model,
+        rules: &[usize],
+        own_ports: &[ContainerPort],
+        node: Option<&str>,
+        host: bool,
+    ) -> PolicyMap {
         let mut map = PolicyMap::default();
         let enforced = enforcement(model, rules);
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -482,10 +523,16 @@ impl Ctx<'_> {
                 .flat_map(|&ri| model.rules[ri].requires[d].iter().cloned())
                 .collect();
             if !enforced[d] {
-                map.insert(Key::new(0, egress, 0, 0, 0), Entry::allow(false, false, u32::MAX));
+                map.insert(
+                    Key::new(0, egress, 0, 0, 0),
+                    Entry::allow(false, false, u32::MAX),
+                );
             }
             if dir == Direction::Ingress && self.cfg.allow_localhost && !host {
-                map.insert(Key::new(HOST, false, 0, 0, 0), Entry::allow(false, false, u32::MAX - 1));
+                map.insert(
+                    Key::new(HOST, false, 0, 0, 0),
+                    Entry::allow(false, false, u32::MAX - 1),
+                );
             }
             for &ri in rules {
                 for nr in model.rules[ri].rules.iter().filter(|nr| nr.dir == dir) {
@@ -497,7 +544,15 @@ impl Ctx<'_> {
         map
     }
 
-    fn add_rule(&mut self, map: &mut PolicyMap, nr: &NRule, requires: &[Sel], own_ports: &[ContainerPort], node: Option<&str>, egress: bool) {
+    fn add_rule(
+        &mut self,
+        map: &mut PolicyMap,
+        nr: &NRule,
+        requires: &[Sel],
+        own_ports: &[ContainerPort],
+        node: Option<&str>,
+        egress: bool,
+    ) {
         let ids: Vec<u32> = match &nr.peers {
             Peers::Nothing => return,
             Peers::All => vec![WILDCARD],
@@ -519,7 +574,10 @@ impl Ctx<'_> {
         };
         let l4 = match &nr.ports {
             None => vec![(0u8, 0u16, 0u8)],
-            Some(ports) => ports.iter().flat_map(|p| self.expand_port(p, own_ports, egress)).collect(),
+            Some(ports) => ports
+                .iter()
+                .flat_map(|p| self.expand_port(p, own_ports, egress))
+                .collect(),
         };
         let origin = nr.origin as u32;
         for id in ids {
@@ -536,7 +594,12 @@ impl Ctx<'_> {
     }
 
     /// (proto, port, plen) triples for a port selector.
-    fn expand_port(&self, p: &NPort, own_ports: &[ContainerPort], egress: bool) -> Vec<(u8, u16, u8)> {
+    fn expand_port(
+        &self,
+        p: &NPort,
+        own_ports: &[ContainerPort],
+        egress: bool,
+    ) -> Vec<(u8, u16, u8)> {
         let protos: Vec<u8> = match p.proto {
             Some(x) => vec![x],
             None => vec![6, 17, 132],
@@ -574,7 +637,12 @@ impl Ctx<'_> {
     }
 
     /// The identities a peer selector selects; `None` means the wildcard.
-    fn resolve(&mut self, s: &PeerSel, requires: &[Sel], node: Option<&str>) -> Option<BTreeSet<u32>> {
+    fn resolve(
+        &mut self,
+        s: &PeerSel,
+        requires: &[Sel],
+        node: Option<&str>,
+    ) -> Option<BTreeSet<u32>> {
         let node_key = match s {
             PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host) => node.map(str::to_owned),
             _ => None,
@@ -588,14 +656,27 @@ impl Ctx<'_> {
         v
     }
 
-    fn resolve_uncached(&self, s: &PeerSel, requires: &[Sel], node: Option<&str>) -> Option<BTreeSet<u32>> {
+    fn resolve_uncached(
+        &self,
+        s: &PeerSel,
+        requires: &[Sel],
+        node: Option<&str>,
+    ) -> Option<BTreeSet<u32>> {
         let ids = &self.out.identities;
-        let world: Vec<u32> = if self.cfg.dual_stack { vec![WORLD_IPV4, WORLD_IPV6] } else { vec![WORLD] };
+        let world: Vec<u32> = if self.cfg.dual_stack {
+            vec![WORLD_IPV4, WORLD_IPV6]
+        } else {
+            vec![WORLD]
+        };
         let set: BTreeSet<u32> = match s {
             PeerSel::Endpoints(sel) => ids
                 .iter()
                 .filter(|i| {
-                    let labels = if i.id == HOST { reserved_labels(HOST) } else { i.labels.clone() };
+                    let labels = if i.id == HOST {
+                        reserved_labels(HOST)
+                    } else {
+                        i.labels.clone()
+                    };
                     sel.matches(&labels) && requires.iter().all(|r| r.matches(&labels))
                 })
                 .map(|i| i.id)
@@ -607,7 +688,8 @@ impl Ctx<'_> {
                     .filter(|(_, ni)| sel.matches(&node_label_set(&self.inv.nodes[*ni])))
                     .map(|(id, _)| *id)
                     .collect();
-                if let Some(local) = node.and_then(|n| self.inv.nodes.iter().find(|x| x.name == n)) {
+                if let Some(local) = node.and_then(|n| self.inv.nodes.iter().find(|x| x.name == n))
+                {
                     if sel.matches(&node_label_set(local)) {
                         out.insert(HOST);
                     }
@@ -621,14 +703,32 @@ impl Ctx<'_> {
                     .copied()
                     .chain(self.cidr_ids.iter().map(|(_, id)| *id))
                     .collect(),
-                Entity::WorldIpv4 => [if self.cfg.dual_stack { WORLD_IPV4 } else { WORLD }]
-                    .into_iter()
-                    .chain(self.cidr_ids.iter().filter(|(c, _)| c.addr.is_ipv4()).map(|(_, id)| *id))
-                    .collect(),
-                Entity::WorldIpv6 => [if self.cfg.dual_stack { WORLD_IPV6 } else { WORLD }]
-                    .into_iter()
-                    .chain(self.cidr_ids.iter().filter(|(c, _)| !c.addr.is_ipv4()).map(|(_, id)| *id))
-                    .collect(),
+                Entity::WorldIpv4 => [if self.cfg.dual_stack {
+                    WORLD_IPV4
+                } else {
+                    WORLD
+                }]
+                .into_iter()
+                .chain(
+                    self.cidr_ids
+                        .iter()
+                        .filter(|(c, _)| c.addr.is_ipv4())
+                        .map(|(_, id)| *id),
+                )
+                .collect(),
+                Entity::WorldIpv6 => [if self.cfg.dual_stack {
+                    WORLD_IPV6
+                } else {
+                    WORLD
+                }]
+                .into_iter()
+                .chain(
+                    self.cidr_ids
+                        .iter()
+                        .filter(|(c, _)| !c.addr.is_ipv4())
+                        .map(|(_, id)| *id),
+                )
+                .collect(),
                 Entity::Host => [HOST].into(),
                 Entity::RemoteNode => std::iter::once(REMOTE_NODE)
                     .chain(self.node_ids.iter().map(|(id, _)| *id))
@@ -640,12 +740,23 @@ impl Ctx<'_> {
                 Entity::Unmanaged => [UNMANAGED].into(),
                 Entity::None => BTreeSet::new(),
                 Entity::Cluster => {
-                    let mut v: BTreeSet<u32> =
-                        [HOST, REMOTE_NODE, INIT, INGRESS, HEALTH, UNMANAGED, KUBE_APISERVER].into();
+                    let mut v: BTreeSet<u32> = [
+                        HOST,
+                        REMOTE_NODE,
+                        INIT,
+                        INGRESS,
+                        HEALTH,
+                        UNMANAGED,
+                        KUBE_APISERVER,
+                    ]
+                    .into();
                     v.extend(self.node_ids.iter().map(|(id, _)| *id));
                     v.extend(
                         ids.iter()
-                            .filter(|i| i.labels.get("k8s", CLUSTER_LABEL) == Some(self.inv.cluster.as_str()))
+                            .filter(|i| {
+                                i.labels.get("k8s", CLUSTER_LABEL)
+                                    == Some(self.inv.cluster.as_str())
+                            })
                             .map(|i| i.id),
                     );
                     v

@@ -79,10 +79,16 @@ impl Inventory {
     /// An inventory's namespace, or an implied one for a namespace that only
     /// pods mention (Kubernetes labels every namespace with its name).
     pub fn namespace(&self, name: &str) -> Namespace {
-        self.namespaces.get(name).cloned().unwrap_or_else(|| Namespace {
-            name: name.to_owned(),
-            labels: BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), name.to_owned())]),
-        })
+        self.namespaces
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Namespace {
+                name: name.to_owned(),
+                labels: BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    name.to_owned(),
+                )]),
+            })
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
@@ -93,11 +99,7 @@ impl Inventory {
 }
 
 /// Reads inventory files into `sources`; problems go to `diags`.
-pub fn load(
-    paths: &[&Path],
-    sources: &mut SourceMap,
-    diags: &mut Vec<Diagnostic>,
-) -> Inventory {
+pub fn load(paths: &[&Path], sources: &mut SourceMap, diags: &mut Vec<Diagnostic>) -> Inventory {
     let mut inv = Inventory {
         cluster: "default".to_owned(),
         ..Inventory::default()
@@ -121,7 +123,12 @@ pub fn load(
 }
 
 /// Parses one inventory text (for tests and stdin).
-pub fn parse_str(name: &str, text: &str, sources: &mut SourceMap, diags: &mut Vec<Diagnostic>) -> Inventory {
+pub fn parse_str(
+    name: &str,
+    text: &str,
+    sources: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Inventory {
     let mut inv = Inventory {
         cluster: "default".to_owned(),
         ..Inventory::default()
@@ -205,7 +212,9 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
         }
         return;
     };
-    let namespace = str_at(node, &["metadata", "namespace"]).unwrap_or("default").to_owned();
+    let namespace = str_at(node, &["metadata", "namespace"])
+        .unwrap_or("default")
+        .to_owned();
     let labels = map_at(node, &["metadata", "labels"]);
     match kind {
         "Namespace" => {
@@ -213,7 +222,8 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
             labels
                 .entry("kubernetes.io/metadata.name".to_owned())
                 .or_insert_with(|| name.clone());
-            inv.namespaces.insert(name.clone(), Namespace { name, labels });
+            inv.namespaces
+                .insert(name.clone(), Namespace { name, labels });
         }
         "Pod" => {
             let mut ips = Vec::new();
@@ -223,7 +233,9 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                 }
             }
             if ips.is_empty() {
-                if let (Some(ip), Some(n)) = (str_at(node, &["status", "podIP"]), node.get("status")) {
+                if let (Some(ip), Some(n)) =
+                    (str_at(node, &["status", "podIP"]), node.get("status"))
+                {
                     parse_ip(ip, n.span, &mut ips, diags);
                 }
             }
@@ -232,7 +244,11 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                 for p in seq_at(c, &["ports"]) {
                     let port = str_at(p, &["containerPort"]).and_then(|s| s.parse::<u16>().ok());
                     let Some(port) = port else {
-                        bad(diags, p.span, "container port has no valid `containerPort`".into());
+                        bad(
+                            diags,
+                            p.span,
+                            "container port has no valid `containerPort`".into(),
+                        );
                         continue;
                     };
                     let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {

@@ -67,7 +67,11 @@ impl LabelSet {
     }
 
     /// Values of `key` from `source` (`None` = any source).
-    pub fn values<'a>(&'a self, source: Option<&'a str>, key: &'a str) -> impl Iterator<Item = &'a str> {
+    pub fn values<'a>(
+        &'a self,
+        source: Option<&'a str>,
+        key: &'a str,
+    ) -> impl Iterator<Item = &'a str> {
         self.0
             .iter()
             .filter(move |l| l.key == key && source.is_none_or(|s| s == l.source))
@@ -75,7 +79,9 @@ impl LabelSet {
     }
 
     pub fn has_reserved(&self, name: &str) -> bool {
-        self.0.iter().any(|l| l.source == "reserved" && l.key == name)
+        self.0
+            .iter()
+            .any(|l| l.source == "reserved" && l.key == name)
     }
 
     pub fn get(&self, source: &str, key: &str) -> Option<&str> {

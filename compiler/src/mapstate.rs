@@ -74,7 +74,11 @@ impl Key {
         if size == 1 {
             format!("{}/{proto}", self.dport)
         } else {
-            format!("{}-{}/{proto}", self.dport, u32::from(self.dport) + size - 1)
+            format!(
+                "{}-{}/{proto}",
+                self.dport,
+                u32::from(self.dport) + size - 1
+            )
         }
     }
 }
@@ -111,7 +115,11 @@ impl Entry {
             deny: false,
             redirect,
             auth,
-            precedence: if redirect { REDIRECT_PRECEDENCE } else { ALLOW_PRECEDENCE },
+            precedence: if redirect {
+                REDIRECT_PRECEDENCE
+            } else {
+                ALLOW_PRECEDENCE
+            },
             origins: vec![origin],
         }
     }
@@ -183,7 +191,9 @@ impl PolicyMap {
     pub fn lpm(&self, identity: u32, egress: bool, proto: u8, dport: u16) -> Option<Hit<'_>> {
         (0..=24u8).rev().find_map(|plen| {
             let k = Key::new(identity, egress, proto, dport, plen);
-            self.entries.get_key_value(&k).map(|(key, entry)| Hit { key, entry })
+            self.entries
+                .get_key_value(&k)
+                .map(|(key, entry)| Hit { key, entry })
         })
     }
 
@@ -197,7 +207,11 @@ impl PolicyMap {
                 return l3;
             }
         }
-        let l4 = if identity == 0 { None } else { self.lpm(0, egress, proto, dport) };
+        let l4 = if identity == 0 {
+            None
+        } else {
+            self.lpm(0, egress, proto, dport)
+        };
         match (l3, l4) {
             (None, x) | (x, None) => x,
             (Some(a), Some(b)) => {
@@ -232,7 +246,9 @@ impl PolicyMap {
             }
             let cover = denies
                 .iter()
-                .filter(|(dk, _)| dk.identity == k.identity && dk.egress == k.egress && k.covered_by(dk))
+                .filter(|(dk, _)| {
+                    dk.identity == k.identity && dk.egress == k.egress && k.covered_by(dk)
+                })
                 .max_by_key(|(dk, _)| dk.plen);
             if let Some((_, d)) = cover {
                 *e = d.clone();
@@ -249,7 +265,10 @@ mod tests {
     fn lpm_prefers_longest_and_deny() {
         let mut m = PolicyMap::default();
         m.insert(Key::new(0, false, 0, 0, 0), Entry::allow(false, false, 0));
-        m.insert(Key::new(300, false, 6, 80, 24), Entry::allow(false, false, 1));
+        m.insert(
+            Key::new(300, false, 6, 80, 24),
+            Entry::allow(false, false, 1),
+        );
         m.insert(Key::new(0, false, 6, 80, 24), Entry::deny(2));
         // L3 allow vs L4-only deny: the deny's precedence wins.
         assert!(m.lookup(300, false, 6, 80).expect("hit").entry.deny);
@@ -260,9 +279,15 @@ mod tests {
     #[test]
     fn broader_deny_of_same_identity_wins_after_precedence_pass() {
         let mut m = PolicyMap::default();
-        m.insert(Key::new(300, false, 6, 80, 24), Entry::allow(false, false, 1));
+        m.insert(
+            Key::new(300, false, 6, 80, 24),
+            Entry::allow(false, false, 1),
+        );
         m.insert(Key::new(300, false, 0, 0, 0), Entry::deny(2));
-        assert!(!m.lookup(300, false, 6, 80).expect("hit").entry.deny, "LPM alone finds the allow");
+        assert!(
+            !m.lookup(300, false, 6, 80).expect("hit").entry.deny,
+            "LPM alone finds the allow"
+        );
         m.apply_deny_precedence();
         assert!(m.lookup(300, false, 6, 80).expect("hit").entry.deny);
     }

@@ -31,7 +31,11 @@ impl std::fmt::Display for Origin {
         if self.file.is_empty() {
             write!(f, "{} {}", self.policy, self.path)
         } else {
-            write!(f, "{} {} ({}:{}:{})", self.policy, self.path, self.file, self.line, self.col)
+            write!(
+                f,
+                "{} {} ({}:{}:{})",
+                self.policy, self.path, self.file, self.line, self.col
+            )
         }
     }
 }
@@ -121,7 +125,13 @@ pub fn dir_index(d: Direction) -> usize {
 }
 
 impl Model {
-    fn origin(&mut self, p: &Policy, path: String, loc: policy_lang::source::Loc, sources: &SourceMap) -> usize {
+    fn origin(
+        &mut self,
+        p: &Policy,
+        path: String,
+        loc: policy_lang::source::Loc,
+        sources: &SourceMap,
+    ) -> usize {
         let span = loc.0;
         let file = if (span.file.0 as usize) < sources.len() {
             sources.name(span.file).to_owned()
@@ -145,11 +155,13 @@ pub fn normalize(set: &ir::PolicySet, sources: &SourceMap, services: &[ServiceIn
     for p in &set.policies {
         match &p.body {
             PolicyBody::Cilium(c) => {
-                let rules = c
-                    .spec
-                    .iter()
-                    .map(|r| ("spec".to_owned(), r))
-                    .chain(c.specs.iter().flatten().enumerate().map(|(i, r)| (format!("specs[{i}]"), r)));
+                let rules = c.spec.iter().map(|r| ("spec".to_owned(), r)).chain(
+                    c.specs
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, r)| (format!("specs[{i}]"), r)),
+                );
                 for (path, r) in rules {
                     let nr = cilium_rule(&mut m, p, &path, r, sources, services);
                     m.rules.push(nr);
@@ -207,7 +219,11 @@ fn cilium_rule(
             let rpath = format!("{path}.{}[{i}]", dir.list_name(action));
             let origin = m.origin(p, rpath, pr.loc, sources);
             for s in pr.requires.iter().flatten() {
-                requires[dir_index(dir)].push(scope_peer(Sel::from_ir(s, None), ns, subject_is_init));
+                requires[dir_index(dir)].push(scope_peer(
+                    Sel::from_ir(s, None),
+                    ns,
+                    subject_is_init,
+                ));
             }
             rules.push(peer_rule(
                 pr,
@@ -286,10 +302,20 @@ fn peer_rule(
         // nothing.
         for s in v {
             let Some(k) = &s.k8s_service else { continue };
-            let (Some(name), svc_ns) = (&k.service_name, k.namespace.as_ref().map(|n| n.value.as_str()).or(ns).unwrap_or("default")) else {
+            let (Some(name), svc_ns) = (
+                &k.service_name,
+                k.namespace
+                    .as_ref()
+                    .map(|n| n.value.as_str())
+                    .or(ns)
+                    .unwrap_or("default"),
+            ) else {
                 continue;
             };
-            if let Some(svc) = services.iter().find(|x| x.name == name.value && x.namespace == svc_ns) {
+            if let Some(svc) = services
+                .iter()
+                .find(|x| x.name == name.value && x.namespace == svc_ns)
+            {
                 if !svc.selector.is_empty() {
                     let mut sel = Sel::default();
                     for (k, v) in &svc.selector {
@@ -305,7 +331,9 @@ fn peer_rule(
             }
         }
     }
-    if pr.groups.as_ref().is_some_and(|v| !v.is_empty()) || pr.fqdns.as_ref().is_some_and(|v| !v.is_empty()) {
+    if pr.groups.as_ref().is_some_and(|v| !v.is_empty())
+        || pr.fqdns.as_ref().is_some_and(|v| !v.is_empty())
+    {
         // toGroups need the cloud provider; toFQDNs need DNS answers (L7 issue).
         any_l3 = true;
     }
@@ -325,7 +353,11 @@ fn peer_rule(
             });
         }
         for pp in list {
-            let proto = pp.protocol.as_ref().map(|p| p.value).unwrap_or(Protocol::Any);
+            let proto = pp
+                .protocol
+                .as_ref()
+                .map(|p| p.value)
+                .unwrap_or(Protocol::Any);
             let sel = if proto.is_portless() {
                 PortSel::Portless
             } else {
@@ -333,7 +365,11 @@ fn peer_rule(
                     None | Some(Port::Number(0)) => PortSel::All,
                     Some(Port::Number(n)) => {
                         let end = pp.end_port.as_ref().map_or(0, |e| e.value);
-                        let hi = if end > i64::from(*n) { end.min(65535) as u16 } else { *n };
+                        let hi = if end > i64::from(*n) {
+                            end.min(65535) as u16
+                        } else {
+                            *n
+                        };
                         PortSel::Range(*n, hi)
                     }
                     Some(Port::Named(s)) => PortSel::Named(s.clone()),
@@ -382,8 +418,12 @@ fn peer_rule(
 fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPolicyRule {
     let ns = p.namespace().unwrap_or("default");
     let origin = m.origin(p, "spec".into(), k.loc, sources);
-    let subject = Subject::Endpoints(Sel::from_ir(&k.pod_selector, Some("k8s")).with(namespace_is(ns)));
-    let types = k.policy_types.as_ref().map(|t| t.iter().map(|t| t.value).collect::<Vec<_>>());
+    let subject =
+        Subject::Endpoints(Sel::from_ir(&k.pod_selector, Some("k8s")).with(namespace_is(ns)));
+    let types = k
+        .policy_types
+        .as_ref()
+        .map(|t| t.iter().map(|t| t.value).collect::<Vec<_>>());
     let has_type = |t: ir::PolicyType| types.as_ref().is_some_and(|v| v.contains(&t));
     // Kubernetes: Ingress is implied when policyTypes is absent; Egress when
     // absent and there are egress rules.
@@ -402,11 +442,17 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
             continue;
         }
         for (i, r) in list.iter().flatten().enumerate() {
-            let field = if dir == Direction::Ingress { "ingress" } else { "egress" };
+            let field = if dir == Direction::Ingress {
+                "ingress"
+            } else {
+                "egress"
+            };
             let origin = m.origin(p, format!("spec.{field}[{i}]"), r.loc, sources);
             let peers = match r.peers.as_deref() {
                 None | Some([]) => Peers::All,
-                Some(list) => Peers::Any(list.iter().filter_map(|peer| knp_peer(peer, ns)).collect()),
+                Some(list) => {
+                    Peers::Any(list.iter().filter_map(|peer| knp_peer(peer, ns)).collect())
+                }
             };
             let ports = r.ports.as_ref().filter(|v| !v.is_empty()).map(|v| {
                 v.iter()
@@ -416,7 +462,11 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
                             None => PortSel::All,
                             Some(Port::Number(n)) => {
                                 let end = pp.end_port.as_ref().map_or(0, |e| e.value);
-                                let hi = if end > i64::from(*n) { end.min(65535) as u16 } else { *n };
+                                let hi = if end > i64::from(*n) {
+                                    end.min(65535) as u16
+                                } else {
+                                    *n
+                                };
                                 PortSel::Range(*n, hi)
                             }
                             Some(Port::Named(s)) => PortSel::Named(s.clone()),
@@ -455,11 +505,16 @@ fn knp_peer(peer: &ir::KnpPeer, ns: &str) -> Option<PeerSel> {
             except: b.except.iter().map(|e| e.value).collect(),
         });
     }
-    let pod = peer.pod_selector.as_ref().map(|s| Sel::from_ir(s, Some("k8s")));
+    let pod = peer
+        .pod_selector
+        .as_ref()
+        .map(|s| Sel::from_ir(s, Some("k8s")));
     let ns_sel = peer.namespace_selector.as_ref().map(|s| {
         let mut sel = Sel::from_ir(s, Some("k8s"));
         if sel.reqs.is_empty() {
-            return Sel { reqs: vec![namespace_exists()] };
+            return Sel {
+                reqs: vec![namespace_exists()],
+            };
         }
         for r in &mut sel.reqs {
             r.key = format!("{NAMESPACE_LABELS_PREFIX}{}", r.key);

@@ -8,7 +8,11 @@ pub fn range_to_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let (mut cur, hi) = (u32::from(lo), u32::from(hi));
     while cur <= hi {
         // The largest aligned block starting at `cur` that stays in range.
-        let mut size = if cur == 0 { 1 << 16 } else { 1u32 << cur.trailing_zeros().min(16) };
+        let mut size = if cur == 0 {
+            1 << 16
+        } else {
+            1u32 << cur.trailing_zeros().min(16)
+        };
         while cur + size - 1 > hi {
             size >>= 1;
         }
@@ -42,7 +46,14 @@ mod tests {
 
     #[test]
     fn blocks_cover_exactly_the_range() {
-        for (lo, hi) in [(0, 65535), (1, 1), (0, 0), (1024, 65535), (8000, 8080), (65535, 65535)] {
+        for (lo, hi) in [
+            (0, 65535),
+            (1, 1),
+            (0, 0),
+            (1024, 65535),
+            (8000, 8080),
+            (65535, 65535),
+        ] {
             let blocks = range_to_prefixes(lo, hi);
             let mut covered = 0u32;
             let mut next = u32::from(lo);

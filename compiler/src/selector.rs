@@ -41,7 +41,11 @@ impl Req {
         }
     }
 
-    fn mentions(&self, source_ok: impl Fn(Option<&str>) -> bool, key: impl Fn(&str) -> bool) -> bool {
+    fn mentions(
+        &self,
+        source_ok: impl Fn(Option<&str>) -> bool,
+        key: impl Fn(&str) -> bool,
+    ) -> bool {
         source_ok(self.source.as_deref()) && key(&self.key)
     }
 }
@@ -100,12 +104,18 @@ impl Sel {
         self
     }
 
-    fn any_req(&self, source_ok: impl Fn(Option<&str>) -> bool + Copy, key: impl Fn(&str) -> bool + Copy) -> bool {
+    fn any_req(
+        &self,
+        source_ok: impl Fn(Option<&str>) -> bool + Copy,
+        key: impl Fn(&str) -> bool + Copy,
+    ) -> bool {
         self.reqs.iter().any(|r| r.mentions(source_ok, key))
     }
 
     pub fn has_reserved(&self) -> bool {
-        self.reqs.iter().any(|r| r.source.as_deref() == Some("reserved"))
+        self.reqs
+            .iter()
+            .any(|r| r.source.as_deref() == Some("reserved"))
     }
 
     fn k8s_or_any(s: Option<&str>) -> bool {

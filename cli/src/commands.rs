@@ -1,0 +1,460 @@
+//! compile, simulate and trace: load, compile, report.
+
+use crate::{plural, CompileOutput, Inputs, SimOutput};
+use compiler::compile::{compile as compile_state, Compiled, Config};
+use compiler::inventory::{self, Inventory};
+use policy_lang::diag::Diagnostic;
+use policy_lang::source::SourceMap;
+use policy_lang::{LoadOptions, Loaded};
+use simulator::eval::{explain_step, identity_name, simulate as judge, Outcome};
+use simulator::flow::{self, Flow, PeerRef, Verdict};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn print_diags(diags: &[Diagnostic], sources: &SourceMap, color: bool) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = write!(err, "{}", d.render(sources, color));
+    }
+}
+
+/// Policies, inventory and compiled state, or the exit code when the input
+/// cannot be compiled (it is never enforced or judged as "allow").
+struct Session {
+    loaded: Loaded,
+    inventory: Inventory,
+    compiled: Compiled,
+}
+
+fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
+    let mut loaded = policy_lang::load_paths(&inputs.policies, &LoadOptions::default());
+    let mut diags = Vec::new();
+    let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
+    let inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
+    let cfg = Config {
+        map_capacity: inputs.map_capacity,
+        ..Config::default()
+    };
+    let policy_errors = loaded.error_count();
+    let (compiled, compile_diags) = if policy_errors == 0 && !diags.iter().any(Diagnostic::is_error)
+    {
+        compile_state(&loaded.set, &loaded.sources, &inventory, &cfg)
+    } else {
+        (Compiled::default(), Vec::new())
+    };
+    diags.extend(compile_diags);
+    let mut all: Vec<Diagnostic> = loaded.diagnostics.clone();
+    all.extend(diags);
+    print_diags(&all, &loaded.sources, color);
+    if all.iter().any(Diagnostic::is_error) {
+        eprintln!(
+            "error: {} {} in the input; nothing was compiled",
+            all.iter().filter(|d| d.is_error()).count(),
+            plural(
+                all.iter().filter(|d| d.is_error()).count(),
+                "error",
+                "errors"
+            )
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(Session {
+        loaded,
+        inventory,
+        compiled,
+    })
+}
+
+pub fn compile(
+    inputs: &Inputs,
+    output: CompileOutput,
+    out: Option<PathBuf>,
+    stats: bool,
+    color: bool,
+) -> ExitCode {
+    let s = match load(inputs, color) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let c = &s.compiled;
+    let json = || serde_json::to_string_pretty(&compiler::artifact::to_json(c)).unwrap_or_default();
+    let write = |path: &Path, bytes: &[u8]| -> ExitCode {
+        match std::fs::write(path, bytes) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        }
+    };
+    let code = match (output, &out) {
+        (CompileOutput::Json, None) => {
+            println!("{}", json());
+            ExitCode::SUCCESS
+        }
+        (CompileOutput::Json, Some(p)) => write(p, json().as_bytes()),
+        (_, Some(p)) => write(p, &compiler::artifact::encode(c)),
+        (CompileOutput::Binary, None) => {
+            eprintln!("error: -o binary needs --out FILE");
+            return ExitCode::from(2);
+        }
+        (CompileOutput::Text, None) => ExitCode::SUCCESS,
+    };
+    if output == CompileOutput::Text || stats {
+        let st = c.stats();
+        let entries: usize = st.entries.iter().map(|(_, n)| n).sum();
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(
+            o,
+            "compiled {} {} for {} {}: {} identities, {} ipcache entries, {} endpoints ({} distinct policy maps, {entries} entries)",
+            s.loaded.set.policies.len(),
+            plural(s.loaded.set.policies.len(), "policy", "policies"),
+            s.inventory.pods.len(),
+            plural(s.inventory.pods.len(), "pod", "pods"),
+            st.identities,
+            st.ipcache_entries,
+            st.endpoints,
+            st.distinct_maps,
+        );
+        if stats {
+            let _ = writeln!(
+                o,
+                "{:<48} {:>10} {:>8} {:>8}",
+                "ENDPOINT", "IDENTITY", "ENTRIES", "ENFORCED"
+            );
+            for e in &c.endpoints {
+                let enforced = match e.enforced {
+                    [true, true] => "both",
+                    [true, false] => "ingress",
+                    [false, true] => "egress",
+                    [false, false] => "none",
+                };
+                let _ = writeln!(
+                    o,
+                    "{:<48} {:>10} {:>8} {:>8}",
+                    e.name,
+                    e.identity,
+                    c.maps[e.map].len(),
+                    enforced
+                );
+            }
+        }
+    }
+    code
+}
+
+fn read_flows(
+    path: &Path,
+    hubble: bool,
+    sources: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<Flow>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    let id = sources.add(path.display().to_string(), text.clone());
+    let is_json = hubble
+        || path
+            .extension()
+            .is_some_and(|e| e == "json" || e == "jsonl");
+    Some(if is_json {
+        flow::parse_hubble(&text, id, sources, diags)
+    } else {
+        flow::parse_yaml(&text, id, diags)
+    })
+}
+
+fn peer_text(p: &PeerRef) -> String {
+    p.to_string()
+}
+
+fn port_text(f: &Flow) -> String {
+    format!("{}/{}", f.port, compiler::mapstate::proto_name(f.protocol))
+}
+
+pub fn simulate(
+    inputs: &Inputs,
+    flows_path: &Path,
+    hubble: bool,
+    output: SimOutput,
+    color: bool,
+) -> ExitCode {
+    let mut s = match load(inputs, color) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut diags = Vec::new();
+    let Some(flows) = read_flows(flows_path, hubble, &mut s.loaded.sources, &mut diags) else {
+        return ExitCode::from(2);
+    };
+    flow::check_peers(&flows, &s.inventory, &mut diags);
+    print_diags(&diags, &s.loaded.sources, color);
+    if diags.iter().any(Diagnostic::is_error) {
+        return ExitCode::from(2);
+    }
+    let c = &s.compiled;
+    let mut results: Vec<(&Flow, Outcome)> = Vec::with_capacity(flows.len());
+    for f in &flows {
+        match judge(c, f) {
+            Ok(o) => results.push((f, o)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.loc);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mismatches: Vec<&(&Flow, Outcome)> = results
+        .iter()
+        .filter(|(f, o)| f.expect.is_some_and(|e| e != o.verdict))
+        .collect();
+    let changed = results
+        .iter()
+        .filter(|(f, o)| f.recorded.is_some_and(|r| r != o.verdict))
+        .count();
+    let mut out = std::io::stdout().lock();
+    match output {
+        SimOutput::Json => {
+            let flows_json: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(f, o)| {
+                    let decided = o.steps.iter().find(|st| Some(st.direction) == o.decided_by);
+                    serde_json::json!({
+                        "from": peer_text(&f.from),
+                        "to": peer_text(&f.to),
+                        "port": f.port,
+                        "protocol": compiler::mapstate::proto_name(f.protocol),
+                        "verdict": o.verdict,
+                        "expect": f.expect,
+                        "recorded": f.recorded,
+                        "decidedBy": o.decided_by,
+                        "reason": decided.map(|st| explain_step(c, st)),
+                        "steps": o.steps,
+                        "origins": decided.and_then(|st| st.entry.as_ref()).map(|e| e.origins.iter().map(|&x| simulator::eval::origin_text(c, x)).collect::<Vec<_>>()),
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "schemaVersion": 1,
+                "flows": flows_json,
+                "mismatches": mismatches.len(),
+                "changed": changed,
+            });
+            let _ = writeln!(out, "{doc:#}");
+        }
+        SimOutput::Table => {
+            let _ = writeln!(
+                out,
+                "{:<28} {:<28} {:<10} {:<8} {:<8} DECIDED",
+                "FROM", "TO", "PORT", "VERDICT", "EXPECT"
+            );
+            for (f, o) in &results {
+                let expect = f.expect.map_or("-".to_owned(), |e| e.to_string());
+                let decided = o
+                    .decided_by
+                    .map_or("-".to_owned(), |d| format!("{d:?}").to_lowercase());
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<28} {:<10} {:<8} {:<8} {decided}",
+                    peer_text(&f.from),
+                    peer_text(&f.to),
+                    port_text(f),
+                    o.verdict.to_string(),
+                    expect
+                );
+            }
+        }
+        SimOutput::Text => {
+            for (f, o) in &results {
+                let mark = match f.expect {
+                    Some(e) if e != o.verdict => " ✗ expected ".to_owned() + &e.to_string(),
+                    Some(_) => " ✓".to_owned(),
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<8} {} → {} {}{mark}",
+                    o.verdict.to_string().to_uppercase(),
+                    peer_text(&f.from),
+                    peer_text(&f.to),
+                    port_text(f)
+                );
+                if let Some(st) = o.steps.iter().find(|st| Some(st.direction) == o.decided_by) {
+                    let _ = writeln!(out, "         {}", explain_step(c, st));
+                }
+            }
+            let expected = results.iter().filter(|(f, _)| f.expect.is_some()).count();
+            let _ = writeln!(
+                out,
+                "{} {}: {} allowed, {} denied; {} of {} expectations met",
+                results.len(),
+                plural(results.len(), "flow", "flows"),
+                results
+                    .iter()
+                    .filter(|(_, o)| o.verdict == Verdict::Allowed)
+                    .count(),
+                results
+                    .iter()
+                    .filter(|(_, o)| o.verdict == Verdict::Denied)
+                    .count(),
+                expected - mismatches.len(),
+                expected
+            );
+            if results.iter().any(|(f, _)| f.recorded.is_some()) {
+                let _ = writeln!(
+                    out,
+                    "{changed} recorded flows would change verdict under these policies"
+                );
+            }
+        }
+    }
+    if mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub fn trace(inputs: &Inputs, from: &str, to: &str, port: &str, color: bool) -> ExitCode {
+    let s = match load(inputs, color) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (num, proto) = match port.split_once('/') {
+        Some((n, p)) => (n, flow::protocol_number(p)),
+        None => (port, Some(6)),
+    };
+    let (Ok(num), Some(proto)) = (num.parse::<u16>(), proto) else {
+        eprintln!("error: --port must be N or N/PROTO (TCP, UDP, SCTP, ICMP), got `{port}`");
+        return ExitCode::from(2);
+    };
+    let (src, dst) = match (PeerRef::parse(from), PeerRef::parse(to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let f = Flow {
+        from: src,
+        to: dst,
+        port: num,
+        protocol: proto,
+        expect: None,
+        loc: Default::default(),
+        recorded: None,
+    };
+    let mut diags = Vec::new();
+    flow::check_peers(std::slice::from_ref(&f), &s.inventory, &mut diags);
+    if !diags.is_empty() {
+        for d in &diags {
+            eprintln!("error: {}", d.message);
+        }
+        return ExitCode::from(2);
+    }
+    let c = &s.compiled;
+    let outcome = match judge(c, &f) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "Tracing {} → {} {}", from, to, port_text(&f));
+    for (label, p) in [("source", &f.from), ("destination", &f.to)] {
+        let side = simulator::eval::resolve(c, p).ok();
+        let desc = match side.as_ref().and_then(|sd| sd.endpoint) {
+            Some(ep) => format!(
+                "endpoint {} (identity {}, node {})",
+                ep.name,
+                identity_name(c, ep.identity),
+                ep.node.as_deref().unwrap_or("-")
+            ),
+            None => match p {
+                PeerRef::Ip(ip) => format!(
+                    "{ip}, not an endpoint: identity {}",
+                    identity_name(c, c.identity_of_ip(*ip, None))
+                ),
+                other => format!("{other} (reserved identity, not an endpoint)"),
+            },
+        };
+        let _ = writeln!(o, "  {label}: {desc}");
+    }
+    for st in &outcome.steps {
+        let dir = format!("{:?}", st.direction).to_lowercase();
+        let _ = writeln!(o, "\n{dir} at {}:", st.endpoint);
+        let _ = writeln!(
+            o,
+            "  peer identity seen here: {}",
+            identity_name(c, st.remote_identity)
+        );
+        let ep = c.endpoint(&st.endpoint);
+        let idx = usize::from(st.direction == policy_lang::ir::Direction::Egress);
+        let _ = writeln!(
+            o,
+            "  {}",
+            if st.enforced {
+                format!("{dir} is enforced (default deny): a policy selecting this endpoint has {dir} rules")
+            } else {
+                format!("{dir} is not enforced: no policy selecting this endpoint has {dir} rules (default allow)")
+            }
+        );
+        if let Some(ep) = ep {
+            let m = &c.maps[ep.map];
+            let egress = idx == 1;
+            let considered: Vec<_> = m
+                .entries
+                .iter()
+                .filter(|(k, _)| {
+                    k.egress == egress
+                        && (k.identity == st.remote_identity || k.identity == 0)
+                        && k.matches(f.protocol, f.port)
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  entries matching identity {} or any, {}:",
+                st.remote_identity,
+                port_text(&f)
+            );
+            if considered.is_empty() {
+                let _ = writeln!(o, "    (none)");
+            }
+            for (k, e) in considered {
+                let what = if e.deny {
+                    "deny "
+                } else if e.redirect {
+                    "allow+L7"
+                } else {
+                    "allow"
+                };
+                let origins: Vec<String> = e
+                    .origins
+                    .iter()
+                    .map(|&x| simulator::eval::origin_text(c, x))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "    {what:<8} identity {:<10} {:<12} prefix {:>2} precedence {:<10} ← {}",
+                    k.identity,
+                    k.port_text(),
+                    40 + k.plen,
+                    e.precedence,
+                    origins.join("; ")
+                );
+            }
+        }
+        let _ = writeln!(o, "  decision: {}", explain_step(c, st));
+    }
+    let _ = writeln!(
+        o,
+        "\nFinal verdict: {}",
+        outcome.verdict.to_string().to_uppercase()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,246 @@
+//! Judging flows against compiled state, doing the datapath's lookups:
+//! egress at the source endpoint, then ingress at the destination endpoint.
+
+use crate::flow::{Flow, PeerRef, Verdict};
+use compiler::compile::{Compiled, Endpoint};
+use compiler::identity::{self, reserved_name, HOST, REMOTE_NODE, WORLD};
+use compiler::mapstate::{Entry, Key};
+use policy_lang::ir::Direction;
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Origin index of the wildcard entry of a direction no policy enforces.
+pub const DEFAULT_ALLOW: u32 = u32::MAX;
+/// Origin index of the allow-localhost entry.
+pub const ALLOW_LOCALHOST: u32 = u32::MAX - 1;
+
+/// One side of a flow, resolved against the compiled state.
+#[derive(Clone, Debug)]
+pub struct Side<'a> {
+    pub endpoint: Option<&'a Endpoint>,
+    pub ip: Option<IpAddr>,
+    /// For entities: the reserved identity it stands for.
+    pub entity: Option<u32>,
+    /// The node the peer runs on (pods), or is (node addresses).
+    pub node: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub direction: Direction,
+    /// The endpoint whose policy map was consulted.
+    pub endpoint: String,
+    /// The peer's identity as that endpoint's datapath sees it.
+    pub remote_identity: u32,
+    pub enforced: bool,
+    /// The deciding map entry, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Key>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Entry>,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The direction whose lookup decided: the denying one, else the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<Direction>,
+    pub steps: Vec<Step>,
+}
+
+/// Resolves a flow's side; `Err` names what is unknown.
+pub fn resolve<'a>(c: &'a Compiled, p: &PeerRef) -> Result<Side<'a>, String> {
+    match p {
+        PeerRef::Pod(name) => {
+            let ep = c
+                .endpoint(name)
+                .ok_or_else(|| format!("no endpoint `{name}` in the compiled state"))?;
+            Ok(Side {
+                endpoint: Some(ep),
+                ip: ep.ips.first().copied(),
+                entity: None,
+                node: ep.node.clone(),
+            })
+        }
+        PeerRef::Ip(ip) => {
+            if let Some(ep) = c.endpoint_by_ip(*ip) {
+                return Ok(Side {
+                    endpoint: Some(ep),
+                    ip: Some(*ip),
+                    entity: None,
+                    node: ep.node.clone(),
+                });
+            }
+            let node = c.ipcache_lookup(*ip).and_then(|e| e.node.clone());
+            let host_ep = node.as_ref().and_then(|n| {
+                c.endpoints
+                    .iter()
+                    .find(|e| e.host && e.node.as_deref() == Some(n))
+            });
+            Ok(Side {
+                endpoint: host_ep,
+                ip: Some(*ip),
+                entity: None,
+                node,
+            })
+        }
+        PeerRef::Entity(name) => {
+            let id = identity::RESERVED
+                .iter()
+                .find(|(_, n)| n == name)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| format!("unknown entity `{name}`"))?;
+            Ok(Side {
+                endpoint: None,
+                ip: None,
+                entity: Some(id),
+                node: None,
+            })
+        }
+    }
+}
+
+/// The identity of `peer` as seen by the datapath of `observer`'s node.
+pub fn seen_from(c: &Compiled, peer: &Side, observer: &Endpoint) -> u32 {
+    if let Some(ep) = peer.endpoint {
+        if !ep.host {
+            return ep.identity;
+        }
+    }
+    if let Some(ip) = peer.ip {
+        return c.identity_of_ip(ip, observer.node.as_deref());
+    }
+    match peer.entity {
+        // `host` is the observer's own node; `remote-node` any other.
+        Some(HOST) => HOST,
+        Some(REMOTE_NODE) => REMOTE_NODE,
+        Some(id) if c.identity(id).is_some() => id,
+        Some(_) | None => WORLD,
+    }
+}
+
+fn step(c: &Compiled, ep: &Endpoint, remote: u32, dir: Direction, proto: u8, port: u16) -> Step {
+    let egress = dir == Direction::Egress;
+    let hit = c.maps[ep.map].lookup(remote, egress, proto, port);
+    let verdict = match hit {
+        Some(h) if !h.entry.deny => Verdict::Allowed,
+        _ => Verdict::Denied,
+    };
+    Step {
+        direction: dir,
+        endpoint: ep.name.clone(),
+        remote_identity: remote,
+        enforced: ep.enforced[usize::from(egress)],
+        key: hit.map(|h| *h.key),
+        entry: hit.map(|h| h.entry.clone()),
+        verdict,
+    }
+}
+
+/// Judges one flow against the compiled state.
+pub fn simulate(c: &Compiled, flow: &Flow) -> Result<Outcome, String> {
+    let src = resolve(c, &flow.from)?;
+    let dst = resolve(c, &flow.to)?;
+    let mut steps = Vec::with_capacity(2);
+    if let Some(ep) = src.endpoint {
+        steps.push(step(
+            c,
+            ep,
+            seen_from(c, &dst, ep),
+            Direction::Egress,
+            flow.protocol,
+            flow.port,
+        ));
+    }
+    if steps.iter().all(|s| s.verdict == Verdict::Allowed) {
+        if let Some(ep) = dst.endpoint {
+            steps.push(step(
+                c,
+                ep,
+                seen_from(c, &src, ep),
+                Direction::Ingress,
+                flow.protocol,
+                flow.port,
+            ));
+        }
+    }
+    let denied = steps.iter().find(|s| s.verdict == Verdict::Denied);
+    Ok(Outcome {
+        verdict: if denied.is_some() {
+            Verdict::Denied
+        } else {
+            Verdict::Allowed
+        },
+        decided_by: denied.or(steps.last()).map(|s| s.direction),
+        steps,
+    })
+}
+
+/// A one-line reason for a step: which entry, from which rules.
+pub fn explain_step(c: &Compiled, s: &Step) -> String {
+    let dir = match s.direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    let Some((key, entry)) = s.key.as_ref().zip(s.entry.as_ref()) else {
+        return format!(
+            "{dir} at {}: no entry for identity {} → dropped (default deny)",
+            s.endpoint,
+            identity_name(c, s.remote_identity)
+        );
+    };
+    let what = if entry.deny {
+        "deny"
+    } else if entry.redirect {
+        "allow (L7 redirect)"
+    } else {
+        "allow"
+    };
+    let origins: Vec<String> = entry.origins.iter().map(|&o| origin_text(c, o)).collect();
+    format!(
+        "{dir} at {}: {what} entry [identity {}, {}] from {}",
+        s.endpoint,
+        identity_name(c, key.identity),
+        key.port_text(),
+        origins.join("; ")
+    )
+}
+
+pub fn origin_text(c: &Compiled, o: u32) -> String {
+    match o {
+        DEFAULT_ALLOW => "default allow (no policy enforces this direction)".into(),
+        ALLOW_LOCALHOST => "allow-localhost (the node may always reach its pods)".into(),
+        o => c
+            .origins
+            .get(o as usize)
+            .map_or_else(|| format!("rule #{o}"), |x| x.to_string()),
+    }
+}
+
+/// `256 (k8s:app=web, ...)`, `world`, `0 (any)`.
+pub fn identity_name(c: &Compiled, id: u32) -> String {
+    if id == 0 {
+        return "0 (any)".into();
+    }
+    if let Some(n) = reserved_name(id) {
+        return format!("{id} ({n})");
+    }
+    match c.identity(id) {
+        Some(i) => {
+            let short: Vec<String> = i
+                .labels
+                .iter()
+                .filter(|l| {
+                    !l.key.starts_with("io.cilium.k8s.namespace.labels.")
+                        && l.key != "io.cilium.k8s.policy.cluster"
+                        && l.key != "io.cilium.k8s.policy.serviceaccount"
+                })
+                .map(|l| l.to_string())
+                .collect();
+            format!("{id} ({})", short.join(","))
+        }
+        None => id.to_string(),
+    }
+}

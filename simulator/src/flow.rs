@@ -1,0 +1,353 @@
+//! Flows to judge: the compact YAML form and Hubble's JSON.
+
+use compiler::inventory::Inventory;
+use policy_lang::diag::{Code, Diagnostic};
+use policy_lang::ir::Entity;
+use policy_lang::source::{FileId, Loc, SourceMap, Span};
+use policy_lang::yaml::{self, Node, NodeKind};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// One side of a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PeerRef {
+    /// `namespace/pod`
+    Pod(String),
+    Ip(IpAddr),
+    Entity(String),
+}
+
+impl PeerRef {
+    pub fn parse(text: &str) -> Result<PeerRef, String> {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(PeerRef::Ip(ip));
+        }
+        if text.contains('/') {
+            return Ok(PeerRef::Pod(text.to_owned()));
+        }
+        match Entity::parse(text) {
+            Some(Entity::All | Entity::Cluster | Entity::None) | None => Err(format!(
+                "`{text}` is not `namespace/pod`, an IP address, or an entity (world, host, remote-node, health, init, ingress, unmanaged, kube-apiserver)"
+            )),
+            Some(_) => Ok(PeerRef::Entity(text.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for PeerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerRef::Pod(p) => f.write_str(p),
+            PeerRef::Ip(ip) => write!(f, "{ip}"),
+            PeerRef::Entity(e) => f.write_str(e),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allowed,
+    Denied,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Flow {
+    pub from: PeerRef,
+    pub to: PeerRef,
+    /// Destination port; the ICMP type for ICMP.
+    pub port: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Verdict>,
+    /// Where the flow was written (or the Hubble line).
+    #[serde(skip)]
+    pub loc: Loc,
+    /// For replayed Hubble flows: the verdict Hubble recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<Verdict>,
+}
+
+pub fn protocol_number(text: &str) -> Option<u8> {
+    Some(match text.to_ascii_uppercase().as_str() {
+        "TCP" => 6,
+        "UDP" => 17,
+        "SCTP" => 132,
+        "ICMP" | "ICMPV4" => 1,
+        "ICMPV6" => 58,
+        _ => return text.parse().ok(),
+    })
+}
+
+fn scalar<'a>(n: &'a Node) -> Option<&'a str> {
+    n.as_scalar().map(|s| s.text.as_str())
+}
+
+fn err(diags: &mut Vec<Diagnostic>, span: Span, msg: impl Into<String>) {
+    diags.push(Diagnostic::error(Code::FlowSyntax, span, msg));
+}
+
+/// Reads the compact YAML form: a list (or `flows:` list) of
+/// `{from, to, port, protocol, expect}`. `port` may be `80/TCP`.
+pub fn parse_yaml(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Flow> {
+    let mut out = Vec::new();
+    let mut roots = Vec::new();
+    if let Err(e) = yaml::parse_stream(text, file, &yaml::Limits::default(), |e| {
+        if let yaml::Emitted::Document { root, .. } = e {
+            roots.push(root);
+        }
+    }) {
+        err(
+            diags,
+            e.span,
+            format!("flows are not valid YAML: {:?}", e.kind),
+        );
+        return out;
+    }
+    for root in roots {
+        let list = match (&root.kind, root.get("flows")) {
+            (NodeKind::Seq(items), _) => items.as_slice(),
+            (
+                _,
+                Some(Node {
+                    kind: NodeKind::Seq(items),
+                    ..
+                }),
+            ) => items.as_slice(),
+            _ => {
+                err(
+                    diags,
+                    root.span,
+                    "expected a list of flows (or `flows:` with a list)",
+                );
+                continue;
+            }
+        };
+        for n in list {
+            if let Some(f) = flow_node(n, diags) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
+    let NodeKind::Map(entries) = &n.kind else {
+        err(
+            diags,
+            n.span,
+            "a flow is an object with `from`, `to`, `port` and `protocol`",
+        );
+        return None;
+    };
+    const FIELDS: &[&str] = &[
+        "from", "to", "port", "protocol", "expect", "http", "kafka", "dns", "name",
+    ];
+    for (k, _) in entries {
+        let name = scalar(k).unwrap_or("");
+        if !FIELDS.contains(&name) {
+            let mut d = Diagnostic::error(
+                Code::FlowSyntax,
+                k.span,
+                format!("unknown flow field `{name}`"),
+            );
+            if let Some(s) = policy_lang::suggest::did_you_mean(name, FIELDS) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            diags.push(d);
+        }
+    }
+    let peer = |field: &str, diags: &mut Vec<Diagnostic>| -> Option<PeerRef> {
+        let Some(v) = n.get(field) else {
+            err(diags, n.span, format!("flow has no `{field}`"));
+            return None;
+        };
+        let text = scalar(v).unwrap_or("");
+        PeerRef::parse(text).map_err(|m| err(diags, v.span, m)).ok()
+    };
+    let from = peer("from", diags);
+    let to = peer("to", diags);
+    let mut protocol = match n.get("protocol") {
+        Some(p) => match scalar(p).and_then(protocol_number) {
+            Some(x) => Some(x),
+            None => {
+                err(
+                    diags,
+                    p.span,
+                    "protocol must be TCP, UDP, SCTP, ICMP, ICMPv6 or a number",
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let port = match n.get("port") {
+        Some(p) => {
+            let text = scalar(p).unwrap_or("");
+            let (num, proto) = match text.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (text, None),
+            };
+            if let Some(pr) = proto {
+                match protocol_number(pr) {
+                    Some(x) => protocol = Some(x),
+                    None => err(diags, p.span, format!("unknown protocol `{pr}`")),
+                }
+            }
+            match num.parse::<u16>() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    err(
+                        diags,
+                        p.span,
+                        format!("port `{num}` is not a number in 0-65535"),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(0),
+    };
+    let expect = match n.get("expect") {
+        None => None,
+        Some(e) => match scalar(e) {
+            Some("allowed" | "allow") => Some(Verdict::Allowed),
+            Some("denied" | "deny" | "dropped") => Some(Verdict::Denied),
+            _ => {
+                err(diags, e.span, "expect must be `allowed` or `denied`");
+                return None;
+            }
+        },
+    };
+    Some(Flow {
+        from: from?,
+        to: to?,
+        port: port?,
+        protocol: protocol.unwrap_or(6),
+        expect,
+        loc: Loc(n.span),
+        recorded: None,
+    })
+}
+
+/// Reads `hubble observe -o json` output: one JSON object per line, each a
+/// flow (or `{"flow": {...}}`). Lines that are not L3/L4 flows are skipped.
+pub fn parse_hubble(
+    text: &str,
+    file: FileId,
+    sources: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Flow> {
+    let _ = sources;
+    let mut out = Vec::new();
+    let mut offset = 0u32;
+    for (i, line) in text.lines().enumerate() {
+        let span = Span {
+            file,
+            start: offset,
+            end: offset + line.len() as u32,
+            line: i as u32 + 1,
+            col: 1,
+        };
+        offset += line.len() as u32 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                err(diags, span, format!("not a JSON object: {e}"));
+                continue;
+            }
+        };
+        let f = v.get("flow").unwrap_or(&v);
+        let peer = |side: &str, ipkey: &str| -> Option<PeerRef> {
+            let ep = f.get(side)?;
+            match (
+                ep.get("namespace").and_then(|x| x.as_str()),
+                ep.get("pod_name").and_then(|x| x.as_str()),
+            ) {
+                (Some(ns), Some(pod)) if !ns.is_empty() && !pod.is_empty() => {
+                    Some(PeerRef::Pod(format!("{ns}/{pod}")))
+                }
+                _ => f
+                    .get("IP")?
+                    .get(ipkey)?
+                    .as_str()?
+                    .parse()
+                    .ok()
+                    .map(PeerRef::Ip),
+            }
+        };
+        let l4 = f.get("l4");
+        let (protocol, port) = match l4 {
+            Some(l4) if l4.get("TCP").is_some() => (6, l4["TCP"].get("destination_port")),
+            Some(l4) if l4.get("UDP").is_some() => (17, l4["UDP"].get("destination_port")),
+            Some(l4) if l4.get("SCTP").is_some() => (132, l4["SCTP"].get("destination_port")),
+            Some(l4) if l4.get("ICMPv4").is_some() => (1, l4["ICMPv4"].get("type")),
+            Some(l4) if l4.get("ICMPv6").is_some() => (58, l4["ICMPv6"].get("type")),
+            _ => continue,
+        };
+        let (Some(from), Some(to)) = (peer("source", "source"), peer("destination", "destination"))
+        else {
+            err(
+                diags,
+                span,
+                "Hubble flow has no source or destination address",
+            );
+            continue;
+        };
+        let recorded = match f.get("verdict").and_then(|v| v.as_str()) {
+            Some("FORWARDED") | Some("REDIRECTED") => Some(Verdict::Allowed),
+            Some("DROPPED") => Some(Verdict::Denied),
+            _ => None,
+        };
+        out.push(Flow {
+            from,
+            to,
+            port: port.and_then(|p| p.as_u64()).unwrap_or(0) as u16,
+            protocol,
+            expect: None,
+            loc: Loc(span),
+            recorded,
+        });
+    }
+    out
+}
+
+/// Checks that pods named by flows exist in the inventory.
+pub fn check_peers(flows: &[Flow], inv: &Inventory, diags: &mut Vec<Diagnostic>) {
+    for f in flows {
+        for p in [&f.from, &f.to] {
+            if let PeerRef::Pod(name) = p {
+                let known = name
+                    .split_once('/')
+                    .is_some_and(|(ns, pod)| inv.pod(ns, pod).is_some());
+                if !known {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::UnknownPeer,
+                            f.loc.0,
+                            format!("no pod `{name}` in the inventory"),
+                        )
+                        .with_help(
+                            "name pods as namespace/pod, as `kubectl get pods -A` lists them",
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The reference evaluator: a flow's verdict straight from the policies'
+//! meaning, with no identities, no maps and no longest-prefix lookups.
+//!
+//! It shares only the normalized model (namespace scoping, NetworkPolicy
+//! translation) and label derivation with the compiler. Everything the
+//! datapath encoding adds — identity allocation, CIDR identities and the
+//! ipcache, port ranges as prefixes, named-port resolution into numbers,
+//! precedence between entries, the deny-preferred insert — is absent here,
+//! so a property test comparing the two checks exactly that encoding.
+
+use crate::flow::{Flow, PeerRef, Verdict};
+use compiler::compile::Config;
+use compiler::inventory::{ContainerPort, Inventory, NodeInfo, Pod};
+use compiler::labels::{pod_labels, Label, LabelSet, CLUSTER_LABEL};
+use compiler::model::{dir_index, Model, NPort, NRule, PeerSel, Peers, PortSel, Subject};
+use compiler::selector::Sel;
+use policy_lang::ir::{Cidr, Direction, Entity};
+use std::net::IpAddr;
+
+/// A flow's peer as the reference sees it.
+#[derive(Clone, Debug)]
+enum Who<'a> {
+    Pod(&'a Pod, LabelSet),
+    /// A node's address; whether it is `host` depends on the observer.
+    Node(&'a NodeInfo),
+    /// Outside the cluster; `None` when named only as `world`.
+    World(Option<IpAddr>),
+    /// `host` named as an entity: the observer's own node.
+    LocalHost,
+    /// A reserved identity named as an entity (health, init, ...).
+    Reserved(&'static str),
+}
+
+pub struct Reference<'a> {
+    pub model: &'a Model,
+    pub inv: &'a Inventory,
+    pub cfg: &'a Config,
+}
+
+impl<'a> Reference<'a> {
+    fn labels_of(&self, p: &Pod) -> LabelSet {
+        let ns = self.inv.namespace(&p.namespace);
+        pod_labels(
+            &p.labels,
+            &p.namespace,
+            &ns.labels,
+            &p.service_account,
+            &self.inv.cluster,
+        )
+    }
+
+    fn who(&self, p: &PeerRef) -> Option<Who<'a>> {
+        let inv = self.inv;
+        Some(match p {
+            PeerRef::Pod(name) => {
+                let (ns, pod) = name.split_once('/')?;
+                let pod = inv
+                    .pods
+                    .iter()
+                    .find(|x| x.namespace == ns && x.name == pod && !x.host_network)?;
+                Who::Pod(pod, self.labels_of(pod))
+            }
+            PeerRef::Ip(ip) => {
+                if let Some(pod) = inv
+                    .pods
+                    .iter()
+                    .find(|x| !x.host_network && x.ips.contains(ip))
+                {
+                    Who::Pod(pod, self.labels_of(pod))
+                } else if let Some(n) = inv.nodes.iter().find(|n| n.ips.contains(ip)) {
+                    Who::Node(n)
+                } else {
+                    Who::World(Some(*ip))
+                }
+            }
+            PeerRef::Entity(e) => match e.as_str() {
+                "world" | "world-ipv4" | "world-ipv6" => Who::World(None),
+                "host" => Who::LocalHost,
+                "remote-node" => Who::Reserved("remote-node"),
+                "health" => Who::Reserved("health"),
+                "init" => Who::Reserved("init"),
+                "ingress" => Who::Reserved("ingress"),
+                "unmanaged" => Who::Reserved("unmanaged"),
+                "kube-apiserver" => Who::Reserved("kube-apiserver"),
+                _ => return None,
+            },
+        })
+    }
+
+    /// The verdict for a flow; `None` when a side is unknown.
+    pub fn verdict(&self, flow: &Flow) -> Option<Verdict> {
+        let src = self.who(&flow.from)?;
+        let dst = self.who(&flow.to)?;
+        if let Who::Pod(p, labels) = &src {
+            if self.judge(Subj::Pod(p, labels), &dst, Direction::Egress, flow) == Verdict::Denied {
+                return Some(Verdict::Denied);
+            }
+        }
+        if let Who::Node(n) = &src {
+            if self.judge(Subj::Host(n), &dst, Direction::Egress, flow) == Verdict::Denied {
+                return Some(Verdict::Denied);
+            }
+        }
+        match &dst {
+            Who::Pod(p, labels) => {
+                Some(self.judge(Subj::Pod(p, labels), &src, Direction::Ingress, flow))
+            }
+            Who::Node(n) => Some(self.judge(Subj::Host(n), &src, Direction::Ingress, flow)),
+            _ => Some(Verdict::Allowed),
+        }
+    }
+
+    fn judge(&self, subj: Subj, peer: &Who, dir: Direction, flow: &Flow) -> Verdict {
+        let d = dir_index(dir);
+        let rules: Vec<usize> = self
+            .model
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| match (&r.subject, &subj) {
+                (Subject::Endpoints(s), Subj::Pod(_, labels)) => s.matches(labels),
+                (Subject::Nodes(s), Subj::Host(n)) => s.matches(&node_labels(n)),
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // A node's host endpoint exists (is enforced at all) only with host policies.
+        if matches!(subj, Subj::Host(_)) && rules.is_empty() {
+            return Verdict::Allowed;
+        }
+        let enforced = rules.iter().any(|&r| self.model.rules[r].default_deny[d]);
+        let requires: Vec<&Sel> = rules
+            .iter()
+            .flat_map(|&r| self.model.rules[r].requires[d].iter())
+            .collect();
+        let matching = |deny: bool| {
+            rules.iter().any(|&r| {
+                self.model.rules[r]
+                    .rules
+                    .iter()
+                    .filter(|nr| nr.dir == dir && nr.deny == deny)
+                    .any(|nr| self.l3(nr, peer, &subj, &requires) && self.l4(nr, &subj, flow, dir))
+            })
+        };
+        if matching(true) {
+            return Verdict::Denied;
+        }
+        if matching(false) {
+            return Verdict::Allowed;
+        }
+        let local_host = match (peer, &subj) {
+            (Who::LocalHost, _) => true,
+            (Who::Node(n), Subj::Pod(p, _)) => p.node.as_deref() == Some(n.name.as_str()),
+            _ => false,
+        };
+        if dir == Direction::Ingress
+            && self.cfg.allow_localhost
+            && local_host
+            && matches!(subj, Subj::Pod(..))
+        {
+            return Verdict::Allowed;
+        }
+        if enforced {
+            Verdict::Denied
+        } else {
+            Verdict::Allowed
+        }
+    }
+
+    fn l3(&self, nr: &NRule, peer: &Who, subj: &Subj, requires: &[&Sel]) -> bool {
+        match &nr.peers {
+            Peers::Nothing => false,
+            Peers::All => true,
+            Peers::Any(sels) => sels
+                .iter()
+                .any(|s| self.peer_matches(s, peer, subj, requires)),
+        }
+    }
+
+    fn peer_matches(&self, s: &PeerSel, peer: &Who, subj: &Subj, requires: &[&Sel]) -> bool {
+        let observer_node = subj.node();
+        // Is the peer the observer's own node?
+        let is_local = |n: &NodeInfo| observer_node == Some(n.name.as_str());
+        match s {
+            PeerSel::Endpoints(sel) => {
+                let labels = match peer {
+                    Who::Pod(_, l) => l.clone(),
+                    Who::LocalHost => reserved("host"),
+                    Who::Node(n) if is_local(n) => reserved("host"),
+                    Who::Node(n) => {
+                        let mut l: Vec<Label> =
+                            n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect();
+                        l.push(Label::reserved("remote-node"));
+                        LabelSet::from_labels(l)
+                    }
+                    Who::Reserved(n) => reserved(n),
+                    Who::World(_) => reserved("world"),
+                };
+                sel.matches(&labels) && requires.iter().all(|r| r.matches(&labels))
+            }
+            PeerSel::Nodes(sel) => match peer {
+                Who::Node(n) => sel.matches(&node_labels(n)),
+                Who::LocalHost => subj
+                    .node_info(self.inv)
+                    .is_some_and(|n| sel.matches(&node_labels(n))),
+                _ => false,
+            },
+            PeerSel::Entity(e) => match e {
+                Entity::All => true,
+                Entity::None => false,
+                Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6 => match peer {
+                    Who::World(None) => true,
+                    Who::World(Some(ip)) => match e {
+                        Entity::WorldIpv4 => ip.is_ipv4(),
+                        Entity::WorldIpv6 => ip.is_ipv6(),
+                        _ => true,
+                    },
+                    _ => false,
+                },
+                Entity::Host => match peer {
+                    Who::LocalHost => true,
+                    Who::Node(n) => is_local(n),
+                    _ => false,
+                },
+                Entity::RemoteNode => match peer {
+                    Who::Node(n) => !is_local(n),
+                    Who::Reserved(r) => *r == "remote-node",
+                    _ => false,
+                },
+                Entity::Cluster => match peer {
+                    Who::Pod(_, l) => {
+                        l.get("k8s", CLUSTER_LABEL) == Some(self.inv.cluster.as_str())
+                    }
+                    Who::Node(_) | Who::LocalHost | Who::Reserved(_) => true,
+                    Who::World(_) => false,
+                },
+                other => matches!(peer, Who::Reserved(r) if *r == other.as_str()),
+            },
+            PeerSel::Cidr { cidr, except } => match peer {
+                Who::World(Some(ip)) => {
+                    let host = host_cidr(*ip);
+                    cidr.contains(&host) && !except.iter().any(|e| e.contains(&host))
+                }
+                Who::World(None) => cidr.prefix_len == 0,
+                _ => false,
+            },
+        }
+    }
+
+    fn l4(&self, nr: &NRule, subj: &Subj, flow: &Flow, dir: Direction) -> bool {
+        let Some(ports) = &nr.ports else { return true };
+        ports.iter().any(|p| self.port_matches(p, subj, flow, dir))
+    }
+
+    fn port_matches(&self, p: &NPort, subj: &Subj, flow: &Flow, dir: Direction) -> bool {
+        let (proto, port) = (flow.protocol, flow.port);
+        let l4_proto = matches!(proto, 6 | 17 | 132);
+        match &p.ports {
+            PortSel::All => p.proto.is_none_or(|x| x == proto),
+            PortSel::Portless => p.proto == Some(proto),
+            PortSel::Range(lo, hi) => {
+                let proto_ok = match p.proto {
+                    Some(x) => x == proto,
+                    None => l4_proto,
+                };
+                proto_ok && (*lo..=*hi).contains(&port)
+            }
+            PortSel::Named(name) => {
+                let named: Vec<&ContainerPort> = match (dir, subj) {
+                    (Direction::Ingress, Subj::Pod(pod, _)) => pod.ports.iter().collect(),
+                    (Direction::Ingress, Subj::Host(_)) => Vec::new(),
+                    (Direction::Egress, _) => self
+                        .inv
+                        .pods
+                        .iter()
+                        .filter(|x| !x.host_network)
+                        .flat_map(|x| x.ports.iter())
+                        .collect(),
+                };
+                named.iter().any(|c| {
+                    c.name.as_deref() == Some(name.as_str())
+                        && c.port == port
+                        && p.proto.unwrap_or(c.protocol) == proto
+                        && p.proto.is_none_or(|x| x == c.protocol)
+                })
+            }
+        }
+    }
+}
+
+enum Subj<'p> {
+    Pod(&'p Pod, &'p LabelSet),
+    Host(&'p NodeInfo),
+}
+
+impl Subj<'_> {
+    fn node(&self) -> Option<&str> {
+        match self {
+            Subj::Pod(p, _) => p.node.as_deref(),
+            Subj::Host(n) => Some(&n.name),
+        }
+    }
+
+    fn node_info<'i>(&self, inv: &'i Inventory) -> Option<&'i NodeInfo> {
+        let name = self.node()?;
+        inv.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+fn reserved(name: &str) -> LabelSet {
+    LabelSet::from_labels(vec![Label::reserved(name)])
+}
+
+fn node_labels(n: &NodeInfo) -> LabelSet {
+    LabelSet::from_labels(n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect())
+}
+
+fn host_cidr(ip: IpAddr) -> Cidr {
+    Cidr {
+        addr: ip,
+        prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+        bare: true,
+    }
+}
