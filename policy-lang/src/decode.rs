@@ -96,7 +96,16 @@ impl Decoder<'_> {
         .with_label(format!("this is {}", article(found)));
         if expected == "a string" {
             if let Some(s) = node.as_scalar() {
-                d = d.with_help(format!("quote the value: `\"{}\"`", s.text));
+                let yaml11 = found == "boolean"
+                    && !matches!(s.text.to_ascii_lowercase().as_str(), "true" | "false");
+                d = d.with_help(if yaml11 {
+                    format!(
+                        "Kubernetes reads YAML 1.1, where `{}` means a boolean; quote the value: `\"{}\"`",
+                        s.text, s.text
+                    )
+                } else {
+                    format!("quote the value: `\"{}\"`", s.text)
+                });
             }
         }
         self.push(d);

@@ -143,6 +143,17 @@ fn step(c: &Compiled, ep: &Endpoint, remote: u32, dir: Direction, proto: u8, por
 pub fn simulate(c: &Compiled, flow: &Flow) -> Result<Outcome, String> {
     let src = resolve(c, &flow.from)?;
     let dst = resolve(c, &flow.to)?;
+    if let (Some(a), Some(b)) = (src.endpoint, dst.endpoint) {
+        if std::ptr::eq(a, b) && !a.host {
+            // A pod reaching its own address never leaves its network
+            // namespace: no datapath program sees it.
+            return Ok(Outcome {
+                verdict: Verdict::Allowed,
+                decided_by: None,
+                steps: Vec::new(),
+            });
+        }
+    }
     let mut steps = Vec::with_capacity(2);
     if let Some(ep) = src.endpoint {
         steps.push(step(

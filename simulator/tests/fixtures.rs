@@ -1,0 +1,157 @@
+//! Every flow fixture, judged by both evaluators against its expectation:
+//! the Kubernetes NetworkPolicy e2e model (32 upstream cases, full truth
+//! tables), the Star Wars demo, and the semantic cases under
+//! `fixtures/simulate/`. Snapshots of compiled state and traces.
+
+use compiler::compile::{compile, Compiled, Config};
+use compiler::inventory::{self, Inventory};
+use compiler::model::{normalize, Model};
+use policy_lang::source::SourceMap;
+use policy_lang::{load_paths, LoadOptions};
+use simulator::eval::simulate;
+use simulator::flow::{self, Flow};
+use simulator::reference::Reference;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Case {
+    compiled: Compiled,
+    model: Model,
+    inventory: Inventory,
+    flows: Vec<Flow>,
+    sources: SourceMap,
+}
+
+fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
+    let mut loaded = load_paths(&[policies.to_path_buf()], &LoadOptions::default());
+    assert_eq!(loaded.error_count(), 0, "{}: {:?}", policies.display(), loaded.diagnostics);
+    let mut diags = Vec::new();
+    let inv = inventory::load(&[inventory_path], &mut loaded.sources, &mut diags);
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let cfg = Config::default();
+    let (compiled, cdiags) = compile(&loaded.set, &loaded.sources, &inv, &cfg);
+    assert!(cdiags.iter().all(|d| !d.is_error()), "{cdiags:?}");
+    let text = std::fs::read_to_string(flows).expect("flows");
+    let id = loaded.sources.add(flows.display().to_string(), text.clone());
+    let mut fd = Vec::new();
+    let parsed = flow::parse_yaml(&text, id, &mut fd);
+    assert!(fd.is_empty(), "{fd:?}");
+    Case {
+        model: normalize(&loaded.set, &loaded.sources, &inv.services),
+        compiled,
+        inventory: inv,
+        flows: parsed,
+        sources: loaded.sources,
+    }
+}
+
+/// Judges every flow with both evaluators; returns the failures.
+fn check(case: &Case, label: &str) -> Vec<String> {
+    let cfg = Config::default();
+    let reference = Reference {
+        model: &case.model,
+        inv: &case.inventory,
+        cfg: &cfg,
+    };
+    let mut failures = Vec::new();
+    for f in &case.flows {
+        let got = simulate(&case.compiled, f).expect("known peers").verdict;
+        let want = f.expect.expect("every fixture flow has an expectation");
+        let reference_says = reference.verdict(f).expect("known peers");
+        if got != want || reference_says != want {
+            failures.push(format!(
+                "{label} {}: {} → {} {}/{}: expected {want}, compiled state says {got}, reference says {reference_says}",
+                f.loc,
+                f.from,
+                f.to,
+                f.port,
+                f.protocol
+            ));
+        }
+    }
+    let _ = &case.sources;
+    failures
+}
+
+#[test]
+fn kubernetes_e2e_model_truth_tables() {
+    let dir = root().join("fixtures/knp-e2e");
+    let inv = dir.join("inventory.yaml");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("knp-e2e")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 20, "want at least 20 upstream cases, have {}", cases.len());
+    let mut failures = Vec::new();
+    let mut flows = 0;
+    for c in &cases {
+        let case = load_case(&c.join("policy.yaml"), &inv, &c.join("flows.yaml"));
+        assert_eq!(case.flows.len(), 324, "{}: a full truth table has 324 flows", c.display());
+        flows += case.flows.len();
+        failures.extend(check(&case, &c.file_name().expect("name").to_string_lossy()));
+    }
+    assert!(failures.is_empty(), "{} of {flows} flows wrong:\n{}", failures.len(), failures[..failures.len().min(30)].join("\n"));
+}
+
+#[test]
+fn simulate_fixtures_meet_their_expectations() {
+    let mut dirs = vec![root().join("fixtures/example")];
+    if let Ok(rd) = std::fs::read_dir(root().join("fixtures/simulate")) {
+        let mut more: Vec<PathBuf> = rd.map(|e| e.expect("entry").path()).filter(|p| p.is_dir()).collect();
+        more.sort();
+        dirs.extend(more);
+    }
+    let mut failures = Vec::new();
+    for d in &dirs {
+        let policies = if d.join("policies").is_dir() { d.join("policies") } else { d.join("policy.yaml") };
+        let case = load_case(&policies, &d.join("inventory.yaml"), &d.join("flows.yaml"));
+        failures.extend(check(&case, &d.display().to_string()));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(root().join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
+#[test]
+fn compiled_state_snapshots() {
+    let mut dirs = vec![root().join("fixtures/example")];
+    if let Ok(rd) = std::fs::read_dir(root().join("fixtures/simulate")) {
+        let mut more: Vec<PathBuf> = rd.map(|e| e.expect("entry").path()).filter(|p| p.is_dir()).collect();
+        more.sort();
+        dirs.extend(more);
+    }
+    for d in dirs {
+        let policies = if d.join("policies").is_dir() { d.join("policies") } else { d.join("policy.yaml") };
+        let rel = |p: &Path| p.strip_prefix(root()).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf());
+        // Load under repo-relative names so snapshots do not depend on the checkout.
+        let cwd_guard = std::env::current_dir().expect("cwd");
+        std::env::set_current_dir(root()).expect("chdir");
+        let case = load_case(&rel(&policies), &rel(&d.join("inventory.yaml")), &rel(&d.join("flows.yaml")));
+        std::env::set_current_dir(cwd_guard).expect("chdir back");
+        let name = d.file_name().expect("name").to_string_lossy().to_string();
+        settings().bind(|| {
+            insta::assert_yaml_snapshot!(format!("simulator__compiled__{name}"), compiler::artifact::to_json(&case.compiled));
+        });
+        // The binary artifact decodes to the same state.
+        let bytes = compiler::artifact::encode(&case.compiled);
+        let back = compiler::artifact::decode(&bytes).expect("decodes");
+        assert_eq!(
+            serde_json::to_value(compiler::artifact::to_json(&back)).expect("json"),
+            serde_json::to_value(compiler::artifact::to_json(&case.compiled)).expect("json")
+        );
+        // Every truncation of it is refused, never a panic.
+        for cut in [0, 7, 12, bytes.len() / 2, bytes.len() - 1] {
+            assert!(compiler::artifact::decode(&bytes[..cut]).is_err());
+        }
+    }
+}
