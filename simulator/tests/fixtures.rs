@@ -27,7 +27,13 @@ struct Case {
 
 fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
     let mut loaded = load_paths(&[policies.to_path_buf()], &LoadOptions::default());
-    assert_eq!(loaded.error_count(), 0, "{}: {:?}", policies.display(), loaded.diagnostics);
+    assert_eq!(
+        loaded.error_count(),
+        0,
+        "{}: {:?}",
+        policies.display(),
+        loaded.diagnostics
+    );
     let mut diags = Vec::new();
     let inv = inventory::load(&[inventory_path], &mut loaded.sources, &mut diags);
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
@@ -35,7 +41,9 @@ fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
     let (compiled, cdiags) = compile(&loaded.set, &loaded.sources, &inv, &cfg);
     assert!(cdiags.iter().all(|d| !d.is_error()), "{cdiags:?}");
     let text = std::fs::read_to_string(flows).expect("flows");
-    let id = loaded.sources.add(flows.display().to_string(), text.clone());
+    let id = loaded
+        .sources
+        .add(flows.display().to_string(), text.clone());
     let mut fd = Vec::new();
     let parsed = flow::parse_yaml(&text, id, &mut fd);
     assert!(fd.is_empty(), "{fd:?}");
@@ -86,29 +94,53 @@ fn kubernetes_e2e_model_truth_tables() {
         .filter(|p| p.is_dir())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "want at least 20 upstream cases, have {}", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "want at least 20 upstream cases, have {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     let mut flows = 0;
     for c in &cases {
         let case = load_case(&c.join("policy.yaml"), &inv, &c.join("flows.yaml"));
-        assert_eq!(case.flows.len(), 324, "{}: a full truth table has 324 flows", c.display());
+        assert_eq!(
+            case.flows.len(),
+            324,
+            "{}: a full truth table has 324 flows",
+            c.display()
+        );
         flows += case.flows.len();
-        failures.extend(check(&case, &c.file_name().expect("name").to_string_lossy()));
+        failures.extend(check(
+            &case,
+            &c.file_name().expect("name").to_string_lossy(),
+        ));
     }
-    assert!(failures.is_empty(), "{} of {flows} flows wrong:\n{}", failures.len(), failures[..failures.len().min(30)].join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {flows} flows wrong:\n{}",
+        failures.len(),
+        failures[..failures.len().min(30)].join("\n")
+    );
 }
 
 #[test]
 fn simulate_fixtures_meet_their_expectations() {
     let mut dirs = vec![root().join("fixtures/example")];
     if let Ok(rd) = std::fs::read_dir(root().join("fixtures/simulate")) {
-        let mut more: Vec<PathBuf> = rd.map(|e| e.expect("entry").path()).filter(|p| p.is_dir()).collect();
+        let mut more: Vec<PathBuf> = rd
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.is_dir())
+            .collect();
         more.sort();
         dirs.extend(more);
     }
     let mut failures = Vec::new();
     for d in &dirs {
-        let policies = if d.join("policies").is_dir() { d.join("policies") } else { d.join("policy.yaml") };
+        let policies = if d.join("policies").is_dir() {
+            d.join("policies")
+        } else {
+            d.join("policy.yaml")
+        };
         let case = load_case(&policies, &d.join("inventory.yaml"), &d.join("flows.yaml"));
         failures.extend(check(&case, &d.display().to_string()));
     }
@@ -126,21 +158,39 @@ fn settings() -> insta::Settings {
 fn compiled_state_snapshots() {
     let mut dirs = vec![root().join("fixtures/example")];
     if let Ok(rd) = std::fs::read_dir(root().join("fixtures/simulate")) {
-        let mut more: Vec<PathBuf> = rd.map(|e| e.expect("entry").path()).filter(|p| p.is_dir()).collect();
+        let mut more: Vec<PathBuf> = rd
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.is_dir())
+            .collect();
         more.sort();
         dirs.extend(more);
     }
     for d in dirs {
-        let policies = if d.join("policies").is_dir() { d.join("policies") } else { d.join("policy.yaml") };
-        let rel = |p: &Path| p.strip_prefix(root()).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf());
+        let policies = if d.join("policies").is_dir() {
+            d.join("policies")
+        } else {
+            d.join("policy.yaml")
+        };
+        let rel = |p: &Path| {
+            p.strip_prefix(root())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
         // Load under repo-relative names so snapshots do not depend on the checkout.
         let cwd_guard = std::env::current_dir().expect("cwd");
         std::env::set_current_dir(root()).expect("chdir");
-        let case = load_case(&rel(&policies), &rel(&d.join("inventory.yaml")), &rel(&d.join("flows.yaml")));
+        let case = load_case(
+            &rel(&policies),
+            &rel(&d.join("inventory.yaml")),
+            &rel(&d.join("flows.yaml")),
+        );
         std::env::set_current_dir(cwd_guard).expect("chdir back");
         let name = d.file_name().expect("name").to_string_lossy().to_string();
         settings().bind(|| {
-            insta::assert_yaml_snapshot!(format!("simulator__compiled__{name}"), compiler::artifact::to_json(&case.compiled));
+            insta::assert_yaml_snapshot!(
+                format!("simulator__compiled__{name}"),
+                compiler::artifact::to_json(&case.compiled)
+            );
         });
         // The binary artifact decodes to the same state.
         let bytes = compiler::artifact::encode(&case.compiled);
