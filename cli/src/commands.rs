@@ -405,6 +405,13 @@ pub fn trace(inputs: &Inputs, from: &str, to: &str, port: &str, color: bool) -> 
             }
         );
         if let Some(ep) = ep {
+            let _ = writeln!(o, "  policies selecting {}:", ep.name);
+            if ep.selected_by.is_empty() {
+                let _ = writeln!(o, "    (none)");
+            }
+            for &x in &ep.selected_by {
+                let _ = writeln!(o, "    {}", simulator::eval::origin_text(c, x));
+            }
             let m = &c.maps[ep.map];
             let egress = idx == 1;
             let considered: Vec<_> = m

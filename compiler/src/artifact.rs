@@ -25,7 +25,7 @@
 //!                          u32 precedence, u16 k, k × u32 origin } }
 //! endpoints : u32 n, n × { string name, u32 identity, string node, u8 k, k × ip
 //!                          (u8 family, [16] address), u32 map, u8 enforced (1 ingress,
-//!                          2 egress), u8 host }
+//!                          2 egress), u8 host, u16 k, k × u32 selecting origin }
 //! origins   : u32 n, n × { string policy, string path, string file, u32 line, u32 col }
 //! ```
 
@@ -136,6 +136,10 @@ pub fn encode(c: &Compiled) -> Vec<u8> {
         w.len(e.map);
         w.u8(u8::from(e.enforced[0]) | (u8::from(e.enforced[1]) << 1));
         w.u8(u8::from(e.host));
+        w.u16(u16::try_from(e.selected_by.len()).unwrap_or(u16::MAX));
+        for o in e.selected_by.iter().take(u16::MAX as usize) {
+            w.u32(*o);
+        }
     }
     w.len(c.origins.len());
     for o in &c.origins {
@@ -312,7 +316,7 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
         }
         c.maps.push(m);
     }
-    for _ in 0..r.count(15)? {
+    for _ in 0..r.count(17)? {
         let name = r.str()?;
         let identity = r.u32()?;
         let node = r.str()?;
@@ -324,6 +328,8 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
         }
         let enforced = r.u8()?;
         let host = r.u8()? != 0;
+        let k = r.u16()? as usize;
+        let selected_by = (0..k).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
         c.endpoints.push(Endpoint {
             name,
             identity,
@@ -332,6 +338,7 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
             map,
             enforced: [enforced & 1 != 0, enforced & 2 != 0],
             host,
+            selected_by,
         });
     }
     for _ in 0..r.count(20)? {
@@ -366,6 +373,7 @@ pub struct JsonArtifact<'a> {
 pub struct JsonEndpoint<'a> {
     pub name: &'a str,
     pub identity: u32,
+    pub selected_by: Vec<String>,
     pub ingress_enforced: bool,
     pub egress_enforced: bool,
     pub entries: Vec<JsonEntry>,
@@ -397,6 +405,11 @@ pub fn to_json(c: &Compiled) -> JsonArtifact<'_> {
             .map(|e| JsonEndpoint {
                 name: &e.name,
                 identity: e.identity,
+                selected_by: e
+                    .selected_by
+                    .iter()
+                    .filter_map(|&o| c.origins.get(o as usize).map(|x| x.to_string()))
+                    .collect(),
                 ingress_enforced: e.enforced[0],
                 egress_enforced: e.enforced[1],
                 entries: c.maps[e.map]

@@ -60,6 +60,9 @@ pub struct Endpoint {
     /// Default deny at [ingress, egress].
     pub enforced: [bool; 2],
     pub host: bool,
+    /// Origins of the rules (`spec`, `specs[i]`, a NetworkPolicy) that
+    /// select this endpoint.
+    pub selected_by: Vec<u32>,
 }
 
 /// The datapath state of a cluster.
@@ -446,6 +449,10 @@ pub(crate) fn compile_model(
             map,
             enforced,
             host: false,
+            selected_by: rules
+                .iter()
+                .map(|&r| model.rules[r].origin as u32)
+                .collect(),
         });
         let n = cx.out.maps[map].len();
         if n > cfg.map_capacity {
@@ -476,6 +483,10 @@ pub(crate) fn compile_model(
             map: cx.out.maps.len() - 1,
             enforced: enforcement(model, rules),
             host: true,
+            selected_by: rules
+                .iter()
+                .map(|&r| model.rules[r].origin as u32)
+                .collect(),
         });
     }
     (cx.out, diags)

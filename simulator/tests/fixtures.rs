@@ -153,7 +153,9 @@ fn inventory_for(case: &Path) -> PathBuf {
     if own.is_file() {
         own
     } else {
-        case.parent().expect("case in a directory").join("inventory.yaml")
+        case.parent()
+            .expect("case in a directory")
+            .join("inventory.yaml")
     }
 }
 
