@@ -303,7 +303,7 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
             let precedence = r.u32()?;
             let k = r.u16()? as usize;
             let origins = (0..k).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
-            m.entries.insert(
+            m.insert(
                 Key::new(identity, egress, proto, dport, plen),
                 Entry {
                     deny: flags & 1 != 0,

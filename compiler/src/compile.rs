@@ -15,6 +15,7 @@ use policy_lang::source::{SourceMap, Span};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -75,6 +76,10 @@ pub struct Compiled {
     pub origins: Vec<Origin>,
     #[serde(skip)]
     pub(crate) exact: HashMap<IpAddr, usize>,
+    #[serde(skip)]
+    pub(crate) by_name: HashMap<String, usize, BuildFnv>,
+    #[serde(skip)]
+    pub(crate) by_ip: HashMap<IpAddr, usize>,
 }
 
 impl Compiled {
@@ -86,13 +91,11 @@ impl Compiled {
     }
 
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
-        self.endpoints.iter().find(|e| e.name == name)
+        self.by_name.get(name).map(|&i| &self.endpoints[i])
     }
 
     pub fn endpoint_by_ip(&self, ip: IpAddr) -> Option<&Endpoint> {
-        self.endpoints
-            .iter()
-            .find(|e| !e.host && e.ips.contains(&ip))
+        self.by_ip.get(&ip).map(|&i| &self.endpoints[i])
     }
 
     /// The ipcache entry for an address: exact host entries first, then the
@@ -122,7 +125,21 @@ impl Compiled {
         }
     }
 
+    /// Builds the lookup indexes; called after compiling or decoding.
     pub(crate) fn index(&mut self) {
+        self.by_name = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        self.by_ip = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.host)
+            .flat_map(|(i, e)| e.ips.iter().map(move |ip| (*ip, i)))
+            .collect();
         self.exact = self
             .ipcache
             .iter()
@@ -157,6 +174,31 @@ pub struct Stats {
     pub entries: Vec<(String, usize)>,
 }
 
+/// FNV-1a: endpoint names are short and not attacker-chosen at lookup
+/// time, and SipHash's setup dominated name lookups when simulating.
+#[derive(Clone, Copy, Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub type BuildFnv = std::hash::BuildHasherDefault<Fnv>;
+
 fn host_prefix(ip: IpAddr) -> Cidr {
     Cidr {
         addr: ip,
@@ -183,7 +225,9 @@ struct Ctx<'a> {
     cfg: &'a Config,
     out: Compiled,
     /// Identity labels for matching, with the host's node labels added per node.
-    cache: HashMap<(PeerSel, Vec<Sel>, Option<String>), Option<BTreeSet<u32>>>,
+    cache: HashMap<(usize, usize, Option<String>), Rc<Option<Vec<u32>>>>,
+    requires_ids: HashMap<Vec<Sel>, usize>,
+    value_cache: HashMap<(PeerSel, usize, Option<String>), Rc<Option<Vec<u32>>>>,
     endpoint_ids: Vec<u32>,
     node_ids: Vec<(u32, usize)>,
     cidr_ids: Vec<(Cidr, u32)>,
@@ -350,6 +394,8 @@ pub(crate) fn compile_model(
         cfg,
         out,
         cache: HashMap::new(),
+        requires_ids: HashMap::new(),
+        value_cache: HashMap::new(),
         endpoint_ids: endpoint_ids.clone(),
         node_ids,
         cidr_ids,
@@ -391,11 +437,12 @@ pub(crate) fn compile_model(
             .find(|p| format!("{} {}", p.kind, p.qualified_name()) == origin.policy)
             .map(|p| p.name.span())
     };
+    let mut selects_any = vec![false; model.rules.len()];
+    for &ri in selected_by.values().chain(host_rules.values()).flatten() {
+        selects_any[ri] = true;
+    }
     for (ri, r) in model.rules.iter().enumerate() {
-        let selects = match &r.subject {
-            Subject::Endpoints(_) => selected_by.values().any(|v| v.contains(&ri)),
-            Subject::Nodes(_) => host_rules.values().any(|v| v.contains(&ri)),
-        };
+        let selects = selects_any[ri];
         if !selects && !inv.pods.is_empty() {
             if let Some(span) = policy_of_rule(ri) {
                 diags.push(
@@ -489,6 +536,7 @@ pub(crate) fn compile_model(
                 .collect(),
         });
     }
+    cx.out.index();
     (cx.out, diags)
 }
 
@@ -570,10 +618,11 @@ impl Ctx<'_> {
             Peers::Any(sels) => {
                 let mut all = BTreeSet::new();
                 let mut wildcard = false;
+                let rid = self.requires_id(requires);
                 for s in sels {
-                    match self.resolve(s, requires, node) {
+                    match &*self.resolve(s, requires, rid, node) {
                         None => wildcard = true,
-                        Some(ids) => all.extend(ids),
+                        Some(ids) => all.extend(ids.iter().copied()),
                     }
                 }
                 if wildcard {
@@ -648,23 +697,45 @@ impl Ctx<'_> {
     }
 
     /// The identities a peer selector selects; `None` means the wildcard.
+    /// The identities a peer selector selects (`None`: the wildcard),
+    /// cached per selector (by its place in the model), requirement set and,
+    /// for node-relative selectors, the local node.
     fn resolve(
         &mut self,
         s: &PeerSel,
         requires: &[Sel],
+        requires_id: usize,
         node: Option<&str>,
-    ) -> Option<BTreeSet<u32>> {
+    ) -> Rc<Option<Vec<u32>>> {
         let node_key = match s {
             PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host) => node.map(str::to_owned),
             _ => None,
         };
-        let key = (s.clone(), requires.to_vec(), node_key);
+        // The model outlives the compile, so a selector's address names it;
+        // equal selectors written in many policies share one resolution.
+        let key = (s as *const PeerSel as usize, requires_id, node_key);
         if let Some(v) = self.cache.get(&key) {
-            return v.clone();
+            return Rc::clone(v);
         }
-        let v = self.resolve_uncached(s, requires, node);
-        self.cache.insert(key, v.clone());
+        let by_value = (s.clone(), requires_id, key.2.clone());
+        let v = match self.value_cache.get(&by_value) {
+            Some(v) => Rc::clone(v),
+            None => {
+                let v = Rc::new(
+                    self.resolve_uncached(s, requires, node)
+                        .map(|set| set.into_iter().collect()),
+                );
+                self.value_cache.insert(by_value, Rc::clone(&v));
+                v
+            }
+        };
+        self.cache.insert(key, Rc::clone(&v));
         v
+    }
+
+    fn requires_id(&mut self, requires: &[Sel]) -> usize {
+        let next = self.requires_ids.len();
+        *self.requires_ids.entry(requires.to_vec()).or_insert(next)
     }
 
     fn resolve_uncached(
@@ -679,16 +750,19 @@ impl Ctx<'_> {
         } else {
             vec![WORLD]
         };
+        let host_labels = reserved_labels(HOST);
         let set: BTreeSet<u32> = match s {
             PeerSel::Endpoints(sel) => ids
                 .iter()
                 .filter(|i| {
+                    // The host endpoint selector sees only `reserved:host`;
+                    // its node labels are for `fromNodes`.
                     let labels = if i.id == HOST {
-                        reserved_labels(HOST)
+                        &host_labels
                     } else {
-                        i.labels.clone()
+                        &i.labels
                     };
-                    sel.matches(&labels) && requires.iter().all(|r| r.matches(&labels))
+                    sel.matches(labels) && requires.iter().all(|r| r.matches(labels))
                 })
                 .map(|i| i.id)
                 .collect(),

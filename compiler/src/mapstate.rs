@@ -160,6 +160,10 @@ impl Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PolicyMap {
     pub entries: BTreeMap<Key, Entry>,
+    /// The prefix lengths present, longest first: a lookup probes only
+    /// these (as an LPM trie walk visits only existing nodes).
+    #[serde(skip)]
+    plens: Vec<u8>,
 }
 
 /// What a lookup found.
@@ -171,6 +175,9 @@ pub struct Hit<'a> {
 
 impl PolicyMap {
     pub fn insert(&mut self, key: Key, entry: Entry) {
+        if let Err(at) = self.plens.binary_search_by(|p| key.plen.cmp(p)) {
+            self.plens.insert(at, key.plen);
+        }
         match self.entries.get_mut(&key) {
             Some(e) => e.merge(entry),
             None => {
@@ -189,7 +196,7 @@ impl PolicyMap {
 
     /// Longest-prefix match for one identity.
     pub fn lpm(&self, identity: u32, egress: bool, proto: u8, dport: u16) -> Option<Hit<'_>> {
-        (0..=24u8).rev().find_map(|plen| {
+        self.plens.iter().find_map(|&plen| {
             let k = Key::new(identity, egress, proto, dport, plen);
             self.entries
                 .get_key_value(&k)

@@ -22,14 +22,14 @@ pub struct Side<'a> {
     /// For entities: the reserved identity it stands for.
     pub entity: Option<u32>,
     /// The node the peer runs on (pods), or is (node addresses).
-    pub node: Option<String>,
+    pub node: Option<&'a str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Step {
+pub struct Step<'a> {
     pub direction: Direction,
     /// The endpoint whose policy map was consulted.
-    pub endpoint: String,
+    pub endpoint: &'a str,
     /// The peer's identity as that endpoint's datapath sees it.
     pub remote_identity: u32,
     pub enforced: bool,
@@ -37,17 +37,17 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<Key>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub entry: Option<Entry>,
+    pub entry: Option<&'a Entry>,
     pub verdict: Verdict,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     pub verdict: Verdict,
     /// The direction whose lookup decided: the denying one, else the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Direction>,
-    pub steps: Vec<Step>,
+    pub steps: Vec<Step<'a>>,
 }
 
 /// Resolves a flow's side; `Err` names what is unknown.
@@ -61,7 +61,7 @@ pub fn resolve<'a>(c: &'a Compiled, p: &PeerRef) -> Result<Side<'a>, String> {
                 endpoint: Some(ep),
                 ip: ep.ips.first().copied(),
                 entity: None,
-                node: ep.node.clone(),
+                node: ep.node.as_deref(),
             })
         }
         PeerRef::Ip(ip) => {
@@ -70,11 +70,11 @@ pub fn resolve<'a>(c: &'a Compiled, p: &PeerRef) -> Result<Side<'a>, String> {
                     endpoint: Some(ep),
                     ip: Some(*ip),
                     entity: None,
-                    node: ep.node.clone(),
+                    node: ep.node.as_deref(),
                 });
             }
-            let node = c.ipcache_lookup(*ip).and_then(|e| e.node.clone());
-            let host_ep = node.as_ref().and_then(|n| {
+            let node = c.ipcache_lookup(*ip).and_then(|e| e.node.as_deref());
+            let host_ep = node.and_then(|n| {
                 c.endpoints
                     .iter()
                     .find(|e| e.host && e.node.as_deref() == Some(n))
@@ -121,7 +121,14 @@ pub fn seen_from(c: &Compiled, peer: &Side, observer: &Endpoint) -> u32 {
     }
 }
 
-fn step(c: &Compiled, ep: &Endpoint, remote: u32, dir: Direction, proto: u8, port: u16) -> Step {
+fn step<'a>(
+    c: &'a Compiled,
+    ep: &'a Endpoint,
+    remote: u32,
+    dir: Direction,
+    proto: u8,
+    port: u16,
+) -> Step<'a> {
     let egress = dir == Direction::Egress;
     let hit = c.maps[ep.map].lookup(remote, egress, proto, port);
     let verdict = match hit {
@@ -130,28 +137,53 @@ fn step(c: &Compiled, ep: &Endpoint, remote: u32, dir: Direction, proto: u8, por
     };
     Step {
         direction: dir,
-        endpoint: ep.name.clone(),
+        endpoint: &ep.name,
         remote_identity: remote,
         enforced: ep.enforced[usize::from(egress)],
         key: hit.map(|h| *h.key),
-        entry: hit.map(|h| h.entry.clone()),
+        entry: hit.map(|h| h.entry),
         verdict,
     }
 }
 
+/// A flow with both sides resolved against the compiled state: what the
+/// datapath knows when a packet arrives.
+#[derive(Clone, Debug)]
+pub struct Resolved<'a> {
+    pub src: Side<'a>,
+    pub dst: Side<'a>,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// Resolves a flow's peers (names, addresses, entities).
+pub fn resolve_flow<'a>(c: &'a Compiled, flow: &Flow) -> Result<Resolved<'a>, String> {
+    Ok(Resolved {
+        src: resolve(c, &flow.from)?,
+        dst: resolve(c, &flow.to)?,
+        protocol: flow.protocol,
+        port: flow.port,
+    })
+}
+
 /// Judges one flow against the compiled state.
-pub fn simulate(c: &Compiled, flow: &Flow) -> Result<Outcome, String> {
-    let src = resolve(c, &flow.from)?;
-    let dst = resolve(c, &flow.to)?;
+pub fn simulate<'a>(c: &'a Compiled, flow: &Flow) -> Result<Outcome<'a>, String> {
+    Ok(judge(c, &resolve_flow(c, flow)?))
+}
+
+/// The datapath's decision for a resolved flow: egress at the source
+/// endpoint, then (if that allowed it) ingress at the destination.
+pub fn judge<'a>(c: &'a Compiled, f: &Resolved<'a>) -> Outcome<'a> {
+    let (src, dst) = (&f.src, &f.dst);
     if let (Some(a), Some(b)) = (src.endpoint, dst.endpoint) {
         if std::ptr::eq(a, b) && !a.host {
             // A pod reaching its own address never leaves its network
             // namespace: no datapath program sees it.
-            return Ok(Outcome {
+            return Outcome {
                 verdict: Verdict::Allowed,
                 decided_by: None,
                 steps: Vec::new(),
-            });
+            };
         }
     }
     let mut steps = Vec::with_capacity(2);
@@ -159,10 +191,10 @@ pub fn simulate(c: &Compiled, flow: &Flow) -> Result<Outcome, String> {
         steps.push(step(
             c,
             ep,
-            seen_from(c, &dst, ep),
+            seen_from(c, dst, ep),
             Direction::Egress,
-            flow.protocol,
-            flow.port,
+            f.protocol,
+            f.port,
         ));
     }
     if steps.iter().all(|s| s.verdict == Verdict::Allowed) {
@@ -170,15 +202,15 @@ pub fn simulate(c: &Compiled, flow: &Flow) -> Result<Outcome, String> {
             steps.push(step(
                 c,
                 ep,
-                seen_from(c, &src, ep),
+                seen_from(c, src, ep),
                 Direction::Ingress,
-                flow.protocol,
-                flow.port,
+                f.protocol,
+                f.port,
             ));
         }
     }
     let denied = steps.iter().find(|s| s.verdict == Verdict::Denied);
-    Ok(Outcome {
+    Outcome {
         verdict: if denied.is_some() {
             Verdict::Denied
         } else {
@@ -186,7 +218,7 @@ pub fn simulate(c: &Compiled, flow: &Flow) -> Result<Outcome, String> {
         },
         decided_by: denied.or(steps.last()).map(|s| s.direction),
         steps,
-    })
+    }
 }
 
 /// A one-line reason for a step: which entry, from which rules.
@@ -195,7 +227,7 @@ pub fn explain_step(c: &Compiled, s: &Step) -> String {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",
     };
-    let Some((key, entry)) = s.key.as_ref().zip(s.entry.as_ref()) else {
+    let Some((key, entry)) = s.key.as_ref().zip(s.entry) else {
         return format!(
             "{dir} at {}: no entry for identity {} → dropped (default deny)",
             s.endpoint,
