@@ -228,10 +228,21 @@ pub fn explain_step(c: &Compiled, s: &Step) -> String {
         Direction::Egress => "egress",
     };
     let Some((key, entry)) = s.key.as_ref().zip(s.entry) else {
+        let policies: Vec<String> = c
+            .endpoint(s.endpoint)
+            .map(|e| {
+                e.selected_by
+                    .iter()
+                    .filter_map(|&o| c.origins.get(o as usize))
+                    .map(|o| o.policy.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         return format!(
-            "{dir} at {}: no entry for identity {} → dropped (default deny)",
+            "{dir} at {}: no entry for identity {} → dropped by default deny (selected by {})",
             s.endpoint,
-            identity_name(c, s.remote_identity)
+            identity_name(c, s.remote_identity),
+            if policies.is_empty() { "no policy".to_owned() } else { policies.join(", ") }
         );
     };
     let what = if entry.deny {

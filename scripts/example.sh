@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job on the shipped example (fixtures/example): validate the
+# policies, compile them for the inventory, and run the policy unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -q -p sluice
+sluice=target/release/sluice
+ex=fixtures/example
+
+echo "\$ sluice validate $ex/policies"
+$sluice validate "$ex/policies"
+echo
+echo "\$ sluice compile -p $ex/policies -i $ex/inventory.yaml --stats"
+$sluice compile -p "$ex/policies" -i "$ex/inventory.yaml" --stats
+echo
+echo "\$ sluice simulate -p $ex/policies -i $ex/inventory.yaml -f $ex/flows.yaml"
+$sluice simulate -p "$ex/policies" -i "$ex/inventory.yaml" -f "$ex/flows.yaml"
