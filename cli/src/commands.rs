@@ -465,3 +465,38 @@ pub fn trace(inputs: &Inputs, from: &str, to: &str, port: &str, color: bool) -> 
     );
     ExitCode::SUCCESS
 }
+
+pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {
+    let s = match load(inputs, color) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let c = &s.compiled;
+    let m = simulator::matrix::matrix(c);
+    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        let rows: Vec<serde_json::Value> = m
+            .iter()
+            .filter(|(_, _, a)| !a.is_none())
+            .map(|(a, b, x)| serde_json::json!({"from": c.endpoints[*a].name, "to": c.endpoints[*b].name, "allowed": x}))
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:#}",
+            serde_json::json!({"schemaVersion": 1, "pairs": rows})
+        );
+    } else {
+        for (a, b, x) in &m {
+            if !x.is_none() {
+                let _ = writeln!(
+                    o,
+                    "{} => {} : {}",
+                    c.endpoints[*a].name,
+                    c.endpoints[*b].name,
+                    x.text()
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

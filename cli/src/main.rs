@@ -72,6 +72,12 @@ enum SimOutput {
     Table,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MatrixOutput {
+    Txt,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse and validate policies: report everything Cilium or the
@@ -115,6 +121,15 @@ enum Command {
         hubble: bool,
         #[arg(short, long, value_enum, default_value_t = SimOutput::Text)]
         output: SimOutput,
+    },
+    /// The full connectivity matrix: for every ordered pair of pods, the
+    /// protocols and ports allowed end to end.
+    Matrix {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// `txt`: one line per connected pair, `src => dst : connections`.
+        #[arg(short, long, value_enum, default_value_t = MatrixOutput::Txt)]
+        output: MatrixOutput,
     },
     /// Explain one flow step by step: identities, selecting policies, the
     /// entries looked up and the decision, for both directions.
@@ -179,6 +194,9 @@ fn main() -> ExitCode {
             hubble,
             output,
         } => commands::simulate(&inputs, &flows, hubble, output, color),
+        Command::Matrix { inputs, output } => {
+            commands::matrix(&inputs, output == MatrixOutput::Json, color)
+        }
         Command::Trace {
             inputs,
             from,

@@ -242,7 +242,11 @@ pub fn explain_step(c: &Compiled, s: &Step) -> String {
             "{dir} at {}: no entry for identity {} → dropped by default deny (selected by {})",
             s.endpoint,
             identity_name(c, s.remote_identity),
-            if policies.is_empty() { "no policy".to_owned() } else { policies.join(", ") }
+            if policies.is_empty() {
+                "no policy".to_owned()
+            } else {
+                policies.join(", ")
+            }
         );
     };
     let what = if entry.deny {

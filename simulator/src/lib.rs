@@ -8,4 +8,5 @@
 
 pub mod eval;
 pub mod flow;
+pub mod matrix;
 pub mod reference;
