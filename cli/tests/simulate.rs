@@ -200,3 +200,50 @@ fn unknown_pods_in_flows_are_input_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no pod `default/nobody`"));
 }
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_inventory_is_reported_with_locations() {
+    let o = sluice(&[
+        "compile",
+        "-p",
+        "fixtures/bad-input/policy.yaml",
+        "-i",
+        "fixtures/bad-input/inventory.yaml",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a duplicate IP makes the state ambiguous"
+    );
+    settings().bind(|| insta::assert_snapshot!("cli__bad_input__inventory", stderr(&o)));
+}
+
+#[test]
+fn bad_flows_are_reported_with_locations() {
+    let o = sluice(&[
+        "simulate",
+        "-p",
+        "fixtures/bad-input/policy.yaml",
+        "-i",
+        "fixtures/bad-input/inventory-ok.yaml",
+        "-f",
+        "fixtures/bad-input/flows.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    for want in [
+        "pod shop/pending has no IP address",
+        "selects no endpoint of the inventory",
+        "`galaxy` is not `namespace/pod`",
+        "port `99999` is not a number in 0-65535",
+        "unknown flow field `form`",
+        "did you mean `from`?",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+    settings().bind(|| insta::assert_snapshot!("cli__bad_input__flows", err));
+}
