@@ -40,8 +40,12 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     pub host_network: bool,
     pub ports: Vec<ContainerPort>,
+    /// Where the pod's name is written.
     #[serde(skip)]
     pub loc: Loc,
+    /// Where each of `ips` is written.
+    #[serde(skip)]
+    pub ip_locs: Vec<Loc>,
 }
 
 impl Pod {
@@ -227,18 +231,24 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
         }
         "Pod" => {
             let mut ips = Vec::new();
-            for ip_node in seq_at(node, &["status", "podIPs"]) {
-                if let Some(ip) = str_at(ip_node, &["ip"]) {
-                    parse_ip(ip, ip_node.span, &mut ips, diags);
+            let mut ip_locs = Vec::new();
+            let ip_nodes: Vec<&Node> = seq_at(node, &["status", "podIPs"])
+                .iter()
+                .filter_map(|n| n.get("ip"))
+                .chain(node.get("status").and_then(|s| s.get("podIP")))
+                .collect();
+            for ip_scalar in ip_nodes {
+                let text = ip_scalar.as_scalar().map_or("", |s| s.text.as_str());
+                let before = ips.len();
+                parse_ip(text, ip_scalar.span, &mut ips, diags);
+                if ips.len() > before {
+                    ip_locs.push(Loc(ip_scalar.span));
                 }
             }
-            if ips.is_empty() {
-                if let (Some(ip), Some(n)) =
-                    (str_at(node, &["status", "podIP"]), node.get("status"))
-                {
-                    parse_ip(ip, n.span, &mut ips, diags);
-                }
-            }
+            let name_span = node
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .map_or(node.span, |n| n.span);
             let mut ports = Vec::new();
             for c in seq_at(node, &["spec", "containers"]) {
                 for p in seq_at(c, &["ports"]) {
@@ -275,7 +285,8 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                 host_network: str_at(node, &["spec", "hostNetwork"]) == Some("true"),
                 ips,
                 ports,
-                loc: Loc(node.span),
+                loc: Loc(name_span),
+                ip_locs,
             });
         }
         "Node" => {
@@ -360,8 +371,9 @@ fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
                 .with_help("flows can name it as namespace/pod, but no traffic can be matched to it by address"),
             );
         }
-        for ip in &p.ips {
-            claim(*ip, format!("pod {}", p.qualified_name()), p.loc.0, diags);
+        for (i, ip) in p.ips.iter().enumerate() {
+            let span = p.ip_locs.get(i).map_or(p.loc.0, |l| l.0);
+            claim(*ip, format!("pod {}", p.qualified_name()), span, diags);
         }
     }
 }

@@ -118,6 +118,7 @@ fn inventory(
             host_network: false,
             ports: cports,
             loc: Loc::default(),
+            ip_locs: vec![],
         });
     }
     inv
