@@ -34,6 +34,7 @@ fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
     let inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
     let cfg = Config {
         map_capacity: inputs.map_capacity,
+        dual_stack: inputs.dual_stack,
         ..Config::default()
     };
     let policy_errors = loaded.error_count();

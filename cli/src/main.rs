@@ -53,6 +53,10 @@ struct Inputs {
     /// Entries one endpoint's policy map holds (Cilium's --bpf-policy-map-max).
     #[arg(long, default_value_t = 16_384)]
     map_capacity: usize,
+    /// Dual-stack cluster: outside traffic is world-ipv4 (9) / world-ipv6 (10)
+    /// instead of world (2).
+    #[arg(long)]
+    dual_stack: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

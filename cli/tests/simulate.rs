@@ -247,3 +247,17 @@ fn bad_flows_are_reported_with_locations() {
     }
     settings().bind(|| insta::assert_snapshot!("cli__bad_input__flows", err));
 }
+
+#[test]
+fn map_overflow_is_an_error_naming_the_endpoint_and_count() {
+    let o = sluice(&args("compile", &["--map-capacity", "3"]));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "pod default/deathstar-6fb5694d48-5hmds needs 4 policy-map entries, the map holds 3"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("nothing was compiled"));
+}

@@ -116,6 +116,9 @@ pub fn seen_from(c: &Compiled, peer: &Side, observer: &Endpoint) -> u32 {
         // `host` is the observer's own node; `remote-node` any other.
         Some(HOST) => HOST,
         Some(REMOTE_NODE) => REMOTE_NODE,
+        // In a dual-stack cluster outside traffic is world-ipv4 or -ipv6;
+        // a flow naming `world` means IPv4.
+        Some(WORLD) if c.identity(identity::WORLD_IPV4).is_some() => identity::WORLD_IPV4,
         Some(id) if c.identity(id).is_some() => id,
         Some(_) | None => WORLD,
     }
