@@ -31,7 +31,23 @@ fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
     let mut loaded = policy_lang::load_paths(&inputs.policies, &LoadOptions::default());
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
-    let inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
+    let mut inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
+    if inputs.from_cluster {
+        match crate::cluster::fetch_inventory() {
+            Ok(text) => {
+                let live =
+                    inventory::parse_str("<cluster>", &text, &mut loaded.sources, &mut diags);
+                inventory.namespaces.extend(live.namespaces);
+                inventory.pods.extend(live.pods);
+                inventory.nodes.extend(live.nodes);
+                inventory.services.extend(live.services);
+            }
+            Err(e) => {
+                eprintln!("error: --from-cluster: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
     let cfg = Config {
         map_capacity: inputs.map_capacity,
         dual_stack: inputs.dual_stack,

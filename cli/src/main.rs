@@ -50,6 +50,10 @@ struct Inputs {
     /// Pods, namespaces, nodes and services, as `kubectl get pods,namespaces,nodes,services -A -o yaml` prints them.
     #[arg(short = 'i', long)]
     inventory: Vec<PathBuf>,
+    /// Read the inventory from the live cluster of the current kubeconfig
+    /// context (or the in-cluster config), in addition to --inventory files.
+    #[arg(long)]
+    from_cluster: bool,
     /// Entries one endpoint's policy map holds (Cilium's --bpf-policy-map-max).
     #[arg(long, default_value_t = 16_384)]
     map_capacity: usize,
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
     }
 }
 
+mod cluster;
 mod commands;
 
 /// Whether any diagnostic is an input problem (unreadable file) rather than
