@@ -410,7 +410,7 @@ pub fn trace(inputs: &Inputs, from: &str, to: &str, port: &str, color: bool) -> 
             "  peer identity seen here: {}",
             identity_name(c, st.remote_identity)
         );
-        let ep = c.endpoint(&st.endpoint);
+        let ep = c.endpoint(st.endpoint);
         let idx = usize::from(st.direction == policy_lang::ir::Direction::Egress);
         let _ = writeln!(
             o,

@@ -220,15 +220,18 @@ pub fn compile(
     compile_model(&model, set, inv, cfg)
 }
 
+/// The identities a peer selector selects; `None` is the wildcard.
+type Resolution = Rc<Option<Vec<u32>>>;
+
 struct Ctx<'a> {
     inv: &'a Inventory,
     cfg: &'a Config,
     out: Compiled,
-    /// Identity labels for matching, with the host's node labels added per node.
-    cache: HashMap<(usize, usize, Option<String>), Rc<Option<Vec<u32>>>>,
+    /// Resolved selectors by (selector address, requires id, local node).
+    cache: HashMap<(usize, usize, Option<String>), Resolution>,
     requires_ids: HashMap<Vec<Sel>, usize>,
-    value_cache: HashMap<(PeerSel, usize, Option<String>), Rc<Option<Vec<u32>>>>,
-    endpoint_ids: Vec<u32>,
+    /// The same, by selector value: equal selectors in many policies.
+    value_cache: HashMap<(PeerSel, usize, Option<String>), Resolution>,
     node_ids: Vec<(u32, usize)>,
     cidr_ids: Vec<(Cidr, u32)>,
     /// Port names → (port, protocol) over every pod, for egress.
@@ -396,7 +399,6 @@ pub(crate) fn compile_model(
         cache: HashMap::new(),
         requires_ids: HashMap::new(),
         value_cache: HashMap::new(),
-        endpoint_ids: endpoint_ids.clone(),
         node_ids,
         cidr_ids,
         all_named,
@@ -556,8 +558,8 @@ fn network(c: &Cidr) -> IpAddr {
 pub fn enforcement(model: &Model, rules: &[usize]) -> [bool; 2] {
     let mut e = [false, false];
     for &ri in rules {
-        for d in 0..2 {
-            e[d] |= model.rules[ri].default_deny[d];
+        for (on, dd) in e.iter_mut().zip(model.rules[ri].default_deny) {
+            *on |= dd;
         }
     }
     e
@@ -706,7 +708,7 @@ impl Ctx<'_> {
         requires: &[Sel],
         requires_id: usize,
         node: Option<&str>,
-    ) -> Rc<Option<Vec<u32>>> {
+    ) -> Resolution {
         let node_key = match s {
             PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host) => node.map(str::to_owned),
             _ => None,
@@ -860,7 +862,6 @@ impl Ctx<'_> {
                 v
             }
         };
-        let _ = &self.endpoint_ids;
         Some(set)
     }
 }

@@ -111,6 +111,9 @@ impl Policy {
     }
 }
 
+// One per policy, so the size difference between the variants costs little;
+// boxing would add an allocation to every policy instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PolicyBody {

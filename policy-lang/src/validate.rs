@@ -106,14 +106,14 @@ impl Validator<'_> {
     }
 
     fn policy(&mut self, p: &Policy) {
-        check_dns_subdomain(&p.name.value).err().map(|why| {
+        if let Some(why) = check_dns_subdomain(&p.name.value).err() {
             self.err(
                 Code::InvalidName,
                 p.name.span(),
                 format!("invalid name `{}`: {why}", p.name.value),
             )
             .label = Some("not a valid object name".into());
-        });
+        }
         if let Some(ns) = &p.namespace {
             if let Err(why) = check_dns_label(&ns.value) {
                 self.err(

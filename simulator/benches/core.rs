@@ -26,16 +26,16 @@ fn inventory_yaml(pods: usize) -> String {
     let namespaces = pods.div_ceil(per_ns);
     let mut s = String::from("apiVersion: v1\nkind: List\nitems:\n");
     for n in 0..namespaces {
-        let _ = write!(s, "- {{apiVersion: v1, kind: Namespace, metadata: {{name: ns{n}, labels: {{team: t{}}}}}}}\n", n % 7);
+        let _ = writeln!(s, "- {{apiVersion: v1, kind: Namespace, metadata: {{name: ns{n}, labels: {{team: t{}}}}}}}", n % 7);
     }
     for i in 0..50 {
-        let _ = write!(s, "- {{apiVersion: v1, kind: Node, metadata: {{name: node{i}}}, status: {{addresses: [{{type: InternalIP, address: 192.168.{}.{}}}]}}}}\n", i / 200, i % 200 + 1);
+        let _ = writeln!(s, "- {{apiVersion: v1, kind: Node, metadata: {{name: node{i}}}, status: {{addresses: [{{type: InternalIP, address: 192.168.{}.{}}}]}}}}", i / 200, i % 200 + 1);
     }
     for p in 0..pods {
         let (n, k) = (p / per_ns, p % per_ns);
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "- {{apiVersion: v1, kind: Pod, metadata: {{name: pod{k}, namespace: ns{n}, labels: {{app: app{}, pod-template-hash: h{k}}}}}, spec: {{nodeName: node{}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}, status: {{podIP: 10.{}.{}.{}}}}}\n",
+            "- {{apiVersion: v1, kind: Pod, metadata: {{name: pod{k}, namespace: ns{n}, labels: {{app: app{}, pod-template-hash: h{k}}}}}, spec: {{nodeName: node{}, containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}, status: {{podIP: 10.{}.{}.{}}}}}",
             k % APPS,
             p % 50,
             n / 250,

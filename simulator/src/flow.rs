@@ -90,7 +90,7 @@ pub fn protocol_number(text: &str) -> Option<u8> {
     })
 }
 
-fn scalar<'a>(n: &'a Node) -> Option<&'a str> {
+fn scalar(n: &Node) -> Option<&str> {
     n.as_scalar().map(|s| s.text.as_str())
 }
 

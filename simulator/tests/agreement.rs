@@ -53,7 +53,10 @@ const PORTS: &[(u16, u8, Option<&str>)] = &[
     (81, 6, None),
 ];
 
-fn pod_strategy() -> impl Strategy<Value = (usize, usize, Option<usize>, usize, Vec<usize>)> {
+/// A generated pod: namespace, app, tier, node, container ports (indexes).
+type PodSpec = (usize, usize, Option<usize>, usize, Vec<usize>);
+
+fn pod_strategy() -> impl Strategy<Value = PodSpec> {
     (
         0..NAMESPACES.len(),
         0..APPS.len(),
@@ -63,10 +66,7 @@ fn pod_strategy() -> impl Strategy<Value = (usize, usize, Option<usize>, usize, 
     )
 }
 
-fn inventory(
-    pods: Vec<(usize, usize, Option<usize>, usize, Vec<usize>)>,
-    ns_team: Vec<usize>,
-) -> Inventory {
+fn inventory(pods: Vec<PodSpec>, ns_team: Vec<usize>) -> Inventory {
     let mut inv = Inventory {
         cluster: "default".into(),
         ..Inventory::default()
