@@ -10,3 +10,5 @@ pub mod eval;
 pub mod flow;
 pub mod matrix;
 pub mod reference;
+#[cfg(feature = "testgen")]
+pub mod testgen;

@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * sluice's TC datapath. Two programs per endpoint, on the host side of its
+ * veth pair:
+ *   - sl_from_endpoint at the host interface's ingress: packets the pod
+ *     sends, judged as the endpoint's egress;
+ *   - sl_to_endpoint at the host interface's egress: packets to the pod,
+ *     judged as the endpoint's ingress.
+ * Each resolves the peer's identity in the ipcache, then looks the peer up
+ * in the endpoint's policy entries the way the simulator does (userspace
+ * crate `compiler`, `PolicyMap::lookup`): the identity-specific entry unless
+ * it is not a deny and a wildcard-identity entry has higher precedence, or
+ * equal precedence and a longer prefix. Replies of allowed connections pass
+ * through conntrack.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "sluice.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define DENY_PRECEDENCE 0xffffffffu
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_ipcache_key);
+	__type(value, __u32);
+	__uint(max_entries, 512000);
+} SL_IPCACHE SEC(".maps");
+
+/* Exact /32 entries in front of the LPM trie: pods and nodes are /32s, and a
+ * hash lookup costs the same however many there are. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 512000);
+} SL_IPCACHE_HOSTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_policy_key);
+	__type(value, struct sl_policy_value);
+	__uint(max_entries, 1048576);
+} SL_POLICY SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sl_endpoint);
+	__uint(max_entries, 65536);
+} SL_ENDPOINTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_ct_key);
+	__type(value, struct sl_ct_value);
+	__uint(max_entries, 262144);
+} SL_CT SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u32);
+	__type(value, __u64[SL_STAT_MAX]);
+	__uint(max_entries, 65536);
+} SL_STATS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} SL_EVENTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_config);
+	__uint(max_entries, 1);
+} SL_CONFIG SEC(".maps");
+
+struct flow {
+	__u32 saddr, daddr;
+	__be16 sport, dport; /* for ICMP, dport carries the type */
+	__u8 proto;
+	__u8 has_ports;
+};
+
+static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->ihl < 5)
+		return -1;
+	f->saddr = ip->saddr;
+	f->daddr = ip->daddr;
+	f->proto = ip->protocol;
+	f->sport = 0;
+	f->dport = 0;
+	f->has_ports = 0;
+	/* Non-first fragments carry no ports: only port-wildcard entries can
+	 * match them (has_ports stays 0). */
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return 0;
+	void *l4 = (void *)ip + ip->ihl * 4;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *t = l4;
+		if ((void *)(t + 1) > end)
+			return -1;
+		f->sport = t->source;
+		f->dport = t->dest;
+		f->has_ports = 1;
+	} else if (ip->protocol == IPPROTO_UDP || ip->protocol == IPPROTO_SCTP) {
+		/* SCTP's common header starts with the same two ports. */
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end)
+			return -1;
+		f->sport = u->source;
+		f->dport = u->dest;
+		f->has_ports = 1;
+	} else if (ip->protocol == IPPROTO_ICMP) {
+		struct icmphdr *i = l4;
+		if ((void *)(i + 1) > end)
+			return -1;
+		f->dport = bpf_htons(i->type);
+		f->has_ports = 1;
+	}
+	return 0;
+}
+
+static __always_inline __u32 identity_of(__u32 addr)
+{
+	__u32 *id = bpf_map_lookup_elem(&SL_IPCACHE_HOSTS, &addr);
+	if (id)
+		return *id;
+	struct sl_ipcache_key k = { .prefixlen = 32, .addr = addr };
+	id = bpf_map_lookup_elem(&SL_IPCACHE, &k);
+	return id ? *id : 2 /* world */;
+}
+
+static __always_inline struct sl_policy_value *lpm(__u32 map_id, __u32 identity, __u8 egress,
+						   const struct flow *f)
+{
+	struct sl_policy_key k = {
+		.prefixlen = f->has_ports ? SL_POLICY_FULL_BITS : SL_POLICY_EXACT_BITS + 8,
+		.map_id = map_id,
+		.identity = identity,
+		.egress = egress,
+		.proto = f->proto,
+		.dport = f->dport,
+	};
+	return bpf_map_lookup_elem(&SL_POLICY, &k);
+}
+
+/* Returns the deciding entry, or NULL (no entry: drop). */
+static __always_inline struct sl_policy_value *decide(__u32 map_id, __u32 remote, __u8 egress,
+						      const struct flow *f)
+{
+	struct sl_policy_value *l3 = lpm(map_id, remote, egress, f);
+	if (l3 && l3->precedence == DENY_PRECEDENCE)
+		return l3;
+	struct sl_policy_value *l4 = remote ? lpm(map_id, 0, egress, f) : 0;
+	if (!l3)
+		return l4;
+	if (!l4)
+		return l3;
+	if (l4->precedence > l3->precedence ||
+	    (l4->precedence == l3->precedence && l4->plen > l3->plen))
+		return l4;
+	return l3;
+}
+
+static __always_inline void count(__u32 ep, int which)
+{
+	__u64 *v = bpf_map_lookup_elem(&SL_STATS, &ep);
+	if (!v) {
+		__u64 zero[SL_STAT_MAX] = {};
+		bpf_map_update_elem(&SL_STATS, &ep, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&SL_STATS, &ep);
+		if (!v)
+			return;
+	}
+	if (which >= 0 && which < SL_STAT_MAX)
+		v[which] += 1;
+}
+
+static __always_inline void event(const struct flow *f, __u8 egress, __u8 verdict, __u8 reason,
+				  __u32 ep, __u32 remote)
+{
+	struct sl_event *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->saddr = f->saddr;
+	e->daddr = f->daddr;
+	e->sport = f->sport;
+	e->dport = f->dport;
+	e->proto = f->proto;
+	e->egress = egress;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->endpoint = ep;
+	e->remote_identity = remote;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
+{
+	struct flow f;
+	if (parse(skb, &f) < 0)
+		return TC_ACT_OK; /* not IPv4: not ours to judge (yet) */
+
+	__u32 zero = 0;
+	struct sl_config *cfg = bpf_map_lookup_elem(&SL_CONFIG, &zero);
+	__u32 ep_key = (cfg && cfg->test_mode) ? skb->mark : skb->ifindex;
+	struct sl_endpoint *ep = bpf_map_lookup_elem(&SL_ENDPOINTS, &ep_key);
+	if (!ep)
+		return TC_ACT_OK; /* not an endpoint sluice manages */
+
+	/* Replies of allowed connections: the reverse tuple is tracked. */
+	struct sl_ct_key rev = {
+		.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto,
+	};
+	if (f.proto != IPPROTO_ICMP && bpf_map_lookup_elem(&SL_CT, &rev)) {
+		count(ep_key, SL_STAT_REPLY);
+		return TC_ACT_OK;
+	}
+
+	__u32 remote = identity_of(egress ? f.daddr : f.saddr);
+	struct sl_policy_value *v = decide(ep->map_id, remote, egress, &f);
+	if (!v || (v->flags & SL_FLAG_DENY)) {
+		int why = v ? SL_STAT_DROP_DENY : SL_STAT_DROP_POLICY;
+		count(ep_key, why);
+		event(&f, egress, 1, why, ep_key, remote);
+		return TC_ACT_SHOT;
+	}
+	struct sl_ct_key fwd = {
+		.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto,
+	};
+	if (!bpf_map_lookup_elem(&SL_CT, &fwd)) {
+		struct sl_ct_value cv = { .created_ns = bpf_ktime_get_ns(), .endpoint = ep_key };
+		bpf_map_update_elem(&SL_CT, &fwd, &cv, BPF_ANY);
+		event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
+	}
+	count(ep_key, SL_STAT_FORWARD);
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int sl_from_endpoint(struct __sk_buff *skb)
+{
+	return handle(skb, 1);
+}
+
+SEC("classifier")
+int sl_to_endpoint(struct __sk_buff *skb)
+{
+	return handle(skb, 0);
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Map layouts shared by the BPF programs (sluice.bpf.c) and userspace
+ * (agent/src/maps.rs, which mirrors them as #[repr(C)] structs; a test in the
+ * agent crate checks the sizes and offsets below against the Rust side).
+ *
+ * Policy keys follow Cilium's LPM design: the identity and direction are
+ * always exact, protocol and destination port may be a prefix, and the
+ * value records which prefix length the entry was written with so that the
+ * datapath can compare an identity-specific entry with a wildcard one.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <linux/types.h>
+
+/* ipcache: IPv4 prefix -> security identity. */
+struct sl_ipcache_key {
+	__u32 prefixlen; /* LPM header: bits of addr that count */
+	__u32 addr;      /* network byte order */
+};
+
+/* Policy map: one LPM trie for all endpoints, keyed first by the
+ * endpoint's map id (exact), then identity (exact, 0 = any peer), direction
+ * (exact), then protocol and port (prefix). */
+struct sl_policy_key {
+	__u32 prefixlen; /* LPM header: 72 exact bits + 0..24 */
+	__u32 map_id;
+	__u32 identity;
+	__u8 egress;     /* 0 ingress, 1 egress */
+	__u8 proto;      /* 0 = any (only with a 0-bit port prefix) */
+	__be16 dport;    /* network byte order */
+};
+
+#define SL_POLICY_EXACT_BITS 72
+#define SL_POLICY_FULL_BITS 96
+
+#define SL_FLAG_DENY 1
+#define SL_FLAG_REDIRECT 2
+#define SL_FLAG_AUTH 4
+
+struct sl_policy_value {
+	__u32 precedence; /* higher wins; deny = 0xffffffff */
+	__u8 flags;       /* SL_FLAG_* */
+	__u8 plen;        /* prefix bits over proto+port: 0..24 */
+	__u16 pad;
+};
+
+/* An endpoint, keyed by the ifindex of its host-side interface (or, for
+ * BPF_PROG_TEST_RUN in test mode, by skb->mark). */
+struct sl_endpoint {
+	__u32 map_id;
+	__u32 identity;
+	__u8 enforced_ingress;
+	__u8 enforced_egress;
+	__u16 pad;
+};
+
+/* Connection tracking: the forward 5-tuple of an allowed connection. */
+struct sl_ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct sl_ct_value {
+	__u64 created_ns;
+	__u32 endpoint; /* ifindex that created it */
+	__u32 pad;
+};
+
+/* Per-endpoint counters, indexed by SL_STAT_*. */
+enum {
+	SL_STAT_FORWARD = 0,
+	SL_STAT_DROP_POLICY = 1,
+	SL_STAT_DROP_DENY = 2,
+	SL_STAT_REPLY = 3,
+	SL_STAT_MAX = 4,
+};
+
+/* A verdict event on the ring buffer. */
+struct sl_event {
+	__u64 ts_ns;
+	__u32 saddr;
+	__u32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 egress;
+	__u8 verdict;    /* 0 forwarded (new connection), 1 dropped */
+	__u8 reason;     /* SL_STAT_* */
+	__u32 endpoint;  /* ifindex or test-mode mark */
+	__u32 remote_identity;
+};
+
+/* Global configuration, index 0 of an array map. */
+struct sl_config {
+	__u32 test_mode;  /* key endpoints by skb->mark instead of ifindex */
+	__u32 allow_localhost;
+};
+
+#endif
