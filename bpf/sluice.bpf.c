@@ -225,9 +225,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	if (parse(skb, &f) < 0)
 		return TC_ACT_OK; /* not IPv4: not ours to judge (yet) */
 
+	/* Both context fields are read unconditionally: selecting between
+	 * them with a ternary makes clang compute a ctx pointer offset, which
+	 * the verifier refuses. */
+	__u32 mark = skb->mark;
+	__u32 ifindex = skb->ifindex;
+	asm volatile("" : "+r"(mark), "+r"(ifindex));
 	__u32 zero = 0;
 	struct sl_config *cfg = bpf_map_lookup_elem(&SL_CONFIG, &zero);
-	__u32 ep_key = (cfg && cfg->test_mode) ? skb->mark : skb->ifindex;
+	__u32 ep_key = ifindex;
+	if (cfg && cfg->test_mode)
+		ep_key = mark;
 	struct sl_endpoint *ep = bpf_map_lookup_elem(&SL_ENDPOINTS, &ep_key);
 	if (!ep)
 		return TC_ACT_OK; /* not an endpoint sluice manages */

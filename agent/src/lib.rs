@@ -1,1 +1,12 @@
+//! agent: the only crate that touches the kernel. It loads the eBPF
+//! datapath built from `bpf/sluice.bpf.c`, and fills its maps (ipcache,
+//! policy entries, endpoints) from a compiled artifact so that the kernel
+//! enforces exactly the state the simulator judged.
+//!
+//! **Architecture invariant:** nothing else in the workspace links aya or
+//! makes bpf(2) calls.
 
+pub mod datapath;
+pub mod maps;
+pub mod packet;
+pub mod testrun;

@@ -390,4 +390,3 @@ pub fn peer_ref(names: &[String], pick: usize, kind: u8) -> PeerRef {
         _ => PeerRef::Entity("host".into()),
     }
 }
-

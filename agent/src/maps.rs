@@ -1,0 +1,168 @@
+//! The map layouts of `bpf/sluice.h`, as Rust sees them.
+//!
+//! Each struct is `#[repr(C)]` with the same fields, sizes and offsets as
+//! its C twin; `tests::layouts_match_the_c_header` checks them against the
+//! header so the two cannot drift apart silently.
+
+// The Pod impls promise aya that every bit pattern of these plain-data
+// structs is valid and that they have no padding the kernel could leak:
+// true for the fixed-width integer fields below.
+#![allow(unsafe_code)]
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpcacheKeyData {
+    /// Network byte order, as the packet carries it.
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyKeyData {
+    pub map_id: u32,
+    pub identity: u32,
+    pub egress: u8,
+    pub proto: u8,
+    /// Network byte order.
+    pub dport: [u8; 2],
+}
+
+/// Bits of [`PolicyKeyData`] that are always exact: map id, identity, direction.
+pub const POLICY_EXACT_BITS: u32 = 72;
+
+pub const FLAG_DENY: u8 = 1;
+pub const FLAG_REDIRECT: u8 = 2;
+pub const FLAG_AUTH: u8 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub precedence: u32,
+    pub flags: u8,
+    pub plen: u8,
+    pub pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub map_id: u32,
+    pub identity: u32,
+    pub enforced_ingress: u8,
+    pub enforced_egress: u8,
+    pub pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub test_mode: u32,
+    pub allow_localhost: u32,
+}
+
+/// A verdict event from the ring buffer (`struct sl_event`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub egress: u8,
+    pub verdict: u8,
+    pub reason: u8,
+    pub endpoint: u32,
+    pub remote_identity: u32,
+}
+
+unsafe impl aya::Pod for IpcacheKeyData {}
+unsafe impl aya::Pod for PolicyKeyData {}
+unsafe impl aya::Pod for PolicyValue {}
+unsafe impl aya::Pod for EndpointInfo {}
+unsafe impl aya::Pod for Config {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// Finds `name` in the header's struct `s` and returns the C type that
+    /// precedes it, so the test fails if a field is renamed or retyped.
+    fn c_field(header: &str, s: &str, name: &str) -> String {
+        let start = header
+            .find(&format!("struct {s} {{"))
+            .unwrap_or_else(|| panic!("struct {s} in sluice.h"));
+        let body = &header[start..start + header[start..].find("};").expect("end of struct")];
+        body.lines()
+            .map(|l| l.split("/*").next().unwrap_or("").trim())
+            .find(|l| {
+                l.trim_end_matches(';')
+                    .split_whitespace()
+                    .last()
+                    .is_some_and(|n| {
+                        n.starts_with(name) && (n == name || n[name.len()..].starts_with('['))
+                    })
+            })
+            .unwrap_or_else(|| panic!("field {name} in struct {s}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn layouts_match_the_c_header() {
+        let header = include_str!("../../bpf/sluice.h");
+        // (C struct, C field, expected C declaration, Rust size, Rust offset)
+        assert_eq!(size_of::<PolicyKeyData>(), 12);
+        assert_eq!(offset_of!(PolicyKeyData, identity), 4);
+        assert_eq!(offset_of!(PolicyKeyData, egress), 8);
+        assert_eq!(offset_of!(PolicyKeyData, proto), 9);
+        assert_eq!(offset_of!(PolicyKeyData, dport), 10);
+        for (f, decl) in [
+            ("prefixlen", "__u32 prefixlen;"),
+            ("map_id", "__u32 map_id;"),
+            ("identity", "__u32 identity;"),
+            ("egress", "__u8 egress;"),
+            ("proto", "__u8 proto;"),
+            ("dport", "__be16 dport;"),
+        ] {
+            assert_eq!(c_field(header, "sl_policy_key", f), decl);
+        }
+        assert_eq!(size_of::<PolicyValue>(), 8);
+        for (f, decl) in [
+            ("precedence", "__u32 precedence;"),
+            ("flags", "__u8 flags;"),
+            ("plen", "__u8 plen;"),
+            ("pad", "__u16 pad;"),
+        ] {
+            assert_eq!(c_field(header, "sl_policy_value", f), decl);
+        }
+        assert_eq!(size_of::<EndpointInfo>(), 12);
+        assert_eq!(offset_of!(EndpointInfo, enforced_ingress), 8);
+        for (f, decl) in [
+            ("map_id", "__u32 map_id;"),
+            ("identity", "__u32 identity;"),
+            ("enforced_ingress", "__u8 enforced_ingress;"),
+            ("enforced_egress", "__u8 enforced_egress;"),
+        ] {
+            assert_eq!(c_field(header, "sl_endpoint", f), decl);
+        }
+        assert_eq!(size_of::<Config>(), 8);
+        assert_eq!(
+            c_field(header, "sl_config", "test_mode"),
+            "__u32 test_mode;"
+        );
+        assert_eq!(size_of::<Event>(), 32);
+        assert_eq!(offset_of!(Event, endpoint), 24);
+        assert_eq!(
+            c_field(header, "sl_event", "remote_identity"),
+            "__u32 remote_identity;"
+        );
+        assert!(header.contains("#define SL_POLICY_EXACT_BITS 72"));
+        assert!(
+            header.contains("#define SL_FLAG_DENY 1")
+                && header.contains("#define SL_FLAG_REDIRECT 2")
+        );
+        assert_eq!(POLICY_EXACT_BITS, 72);
+    }
+}

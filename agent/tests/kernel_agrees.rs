@@ -1,0 +1,175 @@
+//! Differential test: the loaded eBPF program, run on crafted packets with
+//! BPF_PROG_TEST_RUN, gives the simulator's verdict for every flow, each
+//! direction checked on its own. 100 random cases (policies + inventory)
+//! × 100 flows = 10,000 flows, from a fixed seed (override: SLUICE_SEED).
+//!
+//! Needs root and BPF. Without them the test says so and passes, unless
+//! SLUICE_REQUIRE_BPF=1 (as .ci/run sets), when it fails.
+
+use agent::datapath::{Datapath, FROM_ENDPOINT, TO_ENDPOINT};
+use agent::packet;
+use compiler::compile::{compile, Compiled, Config};
+use policy_lang::ir::PolicySet;
+use policy_lang::source::SourceMap;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use simulator::eval::{judge, resolve, Resolved, Side};
+use simulator::flow::{PeerRef, Verdict};
+use simulator::testgen::{inventory, pod_strategy, policy, WORLD_IPS};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+fn bpf_or_skip() -> Option<Datapath> {
+    match Datapath::load() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1") {
+                panic!("BPF is required (SLUICE_REQUIRE_BPF=1) but the datapath did not load: {e}");
+            }
+            eprintln!("SKIPPED: the eBPF datapath cannot be loaded here ({e}); set SLUICE_REQUIRE_BPF=1 to fail instead");
+            None
+        }
+    }
+}
+
+/// The simulator's verdict for one direction of a flow.
+fn expected(c: &Compiled, src: &Side, dst: &Side, egress: bool, proto: u8, port: u16) -> Verdict {
+    // Hide the other side's endpoint so only this direction is judged; its
+    // address still resolves to its identity through the ipcache.
+    let strip = |s: &Side<'_>| -> Side<'static> {
+        Side {
+            endpoint: None,
+            ip: s.ip,
+            entity: s.entity,
+            node: None,
+        }
+    };
+    let f = if egress {
+        Resolved {
+            src: src.clone(),
+            dst: strip(dst),
+            protocol: proto,
+            port,
+        }
+    } else {
+        Resolved {
+            src: strip(src),
+            dst: dst.clone(),
+            protocol: proto,
+            port,
+        }
+    };
+    let o = judge(c, &f);
+    assert_eq!(o.steps.len(), 1, "exactly the one direction is judged");
+    o.verdict
+}
+
+fn v4(ip: Option<IpAddr>) -> Ipv4Addr {
+    match ip {
+        Some(IpAddr::V4(a)) => a,
+        other => panic!("test flows are IPv4, got {other:?}"),
+    }
+}
+
+#[test]
+fn kernel_verdicts_equal_simulator_verdicts() {
+    if bpf_or_skip().is_none() {
+        return;
+    }
+    let seed: u64 = std::env::var("SLUICE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261125);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        PtConfig {
+            cases: 100,
+            failure_persistence: None,
+            ..PtConfig::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
+    let strategy = (
+        vec(pod_strategy(), 2..9),
+        vec(0..2usize, 3),
+        vec(policy(), 1..5),
+        vec(
+            (0..64usize, 0..8u8, 0..64usize, 0..8u8, 0..7usize, 0..4u8),
+            100,
+        ),
+    );
+    let checked = std::cell::Cell::new(0usize);
+    let result = runner.run(&strategy, |(pods, ns_team, policies, flows)| {
+        let inv = inventory(pods, ns_team);
+        let set = PolicySet { policies };
+        let (c, _) = compile(&set, &SourceMap::new(), &inv, &Config::default());
+        let mut dp = Datapath::load().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let keys: HashMap<String, u32> = c
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i as u32 + 1))
+            .collect();
+        dp.apply(&c, &keys, None, true)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let names: Vec<&str> = c.endpoints.iter().map(|e| e.name.as_str()).collect();
+        for (i, (a, ak, b, bk, port, proto)) in flows.into_iter().enumerate() {
+            // Pods mostly, world addresses sometimes; never a pod to itself.
+            let peer = |x: usize, k: u8| {
+                if k < 6 {
+                    PeerRef::Pod(names[x % names.len()].to_owned())
+                } else {
+                    PeerRef::Ip(WORLD_IPS[x % WORLD_IPS.len()].parse().expect("ip"))
+                }
+            };
+            let (from, to) = (peer(a, ak), peer(b, bk));
+            if from == to {
+                continue;
+            }
+            let (protocol, port) = match proto {
+                0 => (6, [80, 81, 53, 8080, 8050, 9090, 0][port]),
+                1 => (17, [80, 81, 53, 8080, 8050, 9090, 0][port]),
+                2 => (132, [80, 81, 53, 8080, 8050, 9090, 0][port]),
+                _ => (1, 8),
+            };
+            let src = resolve(&c, &from).map_err(TestCaseError::fail)?;
+            let dst = resolve(&c, &to).map_err(TestCaseError::fail)?;
+            let pkt = packet::ipv4(v4(src.ip), v4(dst.ip), protocol, 20000 + i as u16, port);
+            for (egress, side, prog) in [(true, &src, FROM_ENDPOINT), (false, &dst, TO_ENDPOINT)] {
+                let Some(ep) = side.endpoint else { continue };
+                let mark = keys[&ep.name];
+                let (ret, _) = dp
+                    .test_run(prog, &pkt, mark, 1)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let kernel = if ret == 0 {
+                    Verdict::Allowed
+                } else {
+                    Verdict::Denied
+                };
+                let sim = expected(&c, &src, &dst, egress, protocol, port);
+                prop_assert_eq!(
+                    kernel,
+                    sim,
+                    "{} → {} {}/{} at {} ({}): kernel returned {}",
+                    from,
+                    to,
+                    port,
+                    protocol,
+                    ep.name,
+                    if egress { "egress" } else { "ingress" },
+                    ret
+                );
+                checked.set(checked.get() + 1);
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("kernel and simulator disagree (seed {seed}): {e}");
+    }
+    let checked = checked.get();
+    eprintln!("{checked} direction verdicts compared, all equal");
+    assert!(checked >= 10_000, "only {checked} verdicts compared");
+}
