@@ -280,3 +280,10 @@ int sl_to_endpoint(struct __sk_buff *skb)
 {
 	return handle(skb, 0);
 }
+
+/* The floor for benchmarks: a classifier that does nothing. */
+SEC("classifier")
+int sl_noop(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}

@@ -21,6 +21,9 @@ pub const FROM_ENDPOINT: &str = "sl_from_endpoint";
 /// The program judging an endpoint's ingress (host-side egress).
 pub const TO_ENDPOINT: &str = "sl_to_endpoint";
 
+/// A classifier that returns "pass" at once: the benchmark floor.
+pub const NOOP: &str = "sl_noop";
+
 /// Entries the policy map holds (`max_entries` of `SL_POLICY`).
 pub const POLICY_MAP_CAPACITY: usize = 1 << 20;
 
@@ -66,7 +69,7 @@ impl Datapath {
     /// here). Needs CAP_BPF (root).
     pub fn load() -> Result<Datapath, DatapathError> {
         let mut bpf = Ebpf::load(BPF_OBJECT).map_err(ctx("loading bpf/sluice.bpf.o"))?;
-        for name in [FROM_ENDPOINT, TO_ENDPOINT] {
+        for name in [FROM_ENDPOINT, TO_ENDPOINT, NOOP] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or_else(|| {
