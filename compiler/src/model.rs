@@ -11,7 +11,7 @@ use crate::inventory::ServiceInfo;
 use crate::labels::NAMESPACE_LABELS_PREFIX;
 use crate::selector::{namespace_exists, namespace_is, scope_peer, Op, Req, Sel};
 use policy_lang::ir::{self, Cidr, Direction, Entity, Policy, PolicyBody, Port, Protocol};
-use policy_lang::source::SourceMap;
+use policy_lang::source::{SourceMap, Spanned};
 use serde::Serialize;
 
 /// Where a rule came from, for explanations.
@@ -361,19 +361,7 @@ fn peer_rule(
             let sel = if proto.is_portless() {
                 PortSel::Portless
             } else {
-                match pp.port.as_ref().map(|p| &p.value) {
-                    None | Some(Port::Number(0)) => PortSel::All,
-                    Some(Port::Number(n)) => {
-                        let end = pp.end_port.as_ref().map_or(0, |e| e.value);
-                        let hi = if end > i64::from(*n) {
-                            end.min(65535) as u16
-                        } else {
-                            *n
-                        };
-                        PortSel::Range(*n, hi)
-                    }
-                    Some(Port::Named(s)) => PortSel::Named(s.clone()),
-                }
+                port_sel(pp.port.as_ref(), pp.end_port.as_ref())
             };
             ports.push(NPort {
                 proto: proto.number(),
@@ -458,19 +446,7 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
                 v.iter()
                     .map(|pp| {
                         let proto = pp.protocol.as_ref().map_or(Protocol::Tcp, |p| p.value);
-                        let sel = match pp.port.as_ref().map(|p| &p.value) {
-                            None => PortSel::All,
-                            Some(Port::Number(n)) => {
-                                let end = pp.end_port.as_ref().map_or(0, |e| e.value);
-                                let hi = if end > i64::from(*n) {
-                                    end.min(65535) as u16
-                                } else {
-                                    *n
-                                };
-                                PortSel::Range(*n, hi)
-                            }
-                            Some(Port::Named(s)) => PortSel::Named(s.clone()),
-                        };
+                        let sel = port_sel(pp.port.as_ref(), pp.end_port.as_ref());
                         NPort {
                             proto: proto.number(),
                             ports: sel,
@@ -495,6 +471,25 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
         default_deny: [ingress_on, egress_on],
         requires: [Vec::new(), Vec::new()],
         rules,
+    }
+}
+
+/// A written port (and `endPort`) as a port selector: absent or 0 is every
+/// port; an `endPort` above the port makes an inclusive range, anything else
+/// is the single port.
+fn port_sel(port: Option<&Spanned<Port>>, end: Option<&Spanned<i64>>) -> PortSel {
+    match port.map(|p| &p.value) {
+        None | Some(Port::Number(0)) => PortSel::All,
+        Some(Port::Number(n)) => {
+            let end = end.map_or(0, |e| e.value);
+            let hi = if end > i64::from(*n) {
+                end.min(65535) as u16
+            } else {
+                *n
+            };
+            PortSel::Range(*n, hi)
+        }
+        Some(Port::Named(s)) => PortSel::Named(s.clone()),
     }
 }
 

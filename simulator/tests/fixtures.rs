@@ -123,17 +123,22 @@ fn kubernetes_e2e_model_truth_tables() {
     );
 }
 
+/// The shipped example and every case under `fixtures/simulate/`.
+fn case_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![root().join("fixtures/example")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/simulate"))
+        .expect("fixtures/simulate")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    more.sort();
+    dirs.extend(more);
+    dirs
+}
+
 #[test]
 fn simulate_fixtures_meet_their_expectations() {
-    let mut dirs = vec![root().join("fixtures/example")];
-    if let Ok(rd) = std::fs::read_dir(root().join("fixtures/simulate")) {
-        let mut more: Vec<PathBuf> = rd
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.is_dir())
-            .collect();
-        more.sort();
-        dirs.extend(more);
-    }
+    let dirs = case_dirs();
     let mut failures = Vec::new();
     for d in &dirs {
         let policies = if d.join("policies").is_dir() {
@@ -168,15 +173,7 @@ fn settings() -> insta::Settings {
 
 #[test]
 fn compiled_state_snapshots() {
-    let mut dirs = vec![root().join("fixtures/example")];
-    if let Ok(rd) = std::fs::read_dir(root().join("fixtures/simulate")) {
-        let mut more: Vec<PathBuf> = rd
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.is_dir())
-            .collect();
-        more.sort();
-        dirs.extend(more);
-    }
+    let dirs = case_dirs();
     for d in dirs {
         let policies = if d.join("policies").is_dir() {
             d.join("policies")
