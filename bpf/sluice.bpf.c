@@ -48,7 +48,7 @@ struct {
 } SL_IPCACHE_HOSTS SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_policy_key);
 	__type(value, struct sl_policy_value);
@@ -70,7 +70,7 @@ struct {
 } SL_CT SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64[SL_STAT_MAX]);
 	__uint(max_entries, 65536);
@@ -153,28 +153,38 @@ static __always_inline __u32 identity_of(__u32 addr)
 	return id ? *id : 2 /* world */;
 }
 
+/* Longest-prefix match over the prefix lengths the endpoint's map uses. */
 static __always_inline struct sl_policy_value *lpm(__u32 map_id, __u32 identity, __u8 egress,
-						   const struct flow *f)
+						   const struct flow *f, __u32 plens)
 {
-	struct sl_policy_key k = {
-		.prefixlen = f->has_ports ? SL_POLICY_FULL_BITS : SL_POLICY_EXACT_BITS + 8,
-		.map_id = map_id,
-		.identity = identity,
-		.egress = egress,
-		.proto = f->proto,
-		.dport = f->dport,
-	};
-	return bpf_map_lookup_elem(&SL_POLICY, &k);
+	__u32 bits = ((__u32)f->proto << 16) | bpf_ntohs(f->dport);
+	/* Without ports (non-first fragments, other protocols) only entries
+	 * that ignore the port can match. */
+	if (!f->has_ports)
+		plens &= 0x1ff;
+	struct sl_policy_key k = { .map_id = map_id, .identity = identity, .egress = egress };
+	for (int p = 24; p >= 0; p--) {
+		if (!(plens & (1u << p)))
+			continue;
+		__u32 m = p ? bits & (0xffffffu << (24 - p)) & 0xffffff : 0;
+		k.proto = m >> 16;
+		k.dport = bpf_htons(m & 0xffff);
+		k.plen = p;
+		struct sl_policy_value *v = bpf_map_lookup_elem(&SL_POLICY, &k);
+		if (v)
+			return v;
+	}
+	return 0;
 }
 
 /* Returns the deciding entry, or NULL (no entry: drop). */
-static __always_inline struct sl_policy_value *decide(__u32 map_id, __u32 remote, __u8 egress,
-						      const struct flow *f)
+static __always_inline struct sl_policy_value *decide(const struct sl_endpoint *ep, __u32 remote,
+						      __u8 egress, const struct flow *f)
 {
-	struct sl_policy_value *l3 = lpm(map_id, remote, egress, f);
+	struct sl_policy_value *l3 = lpm(ep->map_id, remote, egress, f, ep->plens);
 	if (l3 && l3->precedence == DENY_PRECEDENCE)
 		return l3;
-	struct sl_policy_value *l4 = remote ? lpm(map_id, 0, egress, f) : 0;
+	struct sl_policy_value *l4 = remote ? lpm(ep->map_id, 0, egress, f, ep->plens) : 0;
 	if (!l3)
 		return l4;
 	if (!l4)
@@ -185,17 +195,11 @@ static __always_inline struct sl_policy_value *decide(__u32 map_id, __u32 remote
 	return l3;
 }
 
-static __always_inline void count(__u32 ep, int which)
+static __always_inline void count(const struct sl_endpoint *ep, int which)
 {
-	__u64 *v = bpf_map_lookup_elem(&SL_STATS, &ep);
-	if (!v) {
-		__u64 zero[SL_STAT_MAX] = {};
-		bpf_map_update_elem(&SL_STATS, &ep, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&SL_STATS, &ep);
-		if (!v)
-			return;
-	}
-	if (which >= 0 && which < SL_STAT_MAX)
+	__u32 slot = ep->slot;
+	__u64 *v = bpf_map_lookup_elem(&SL_STATS, &slot);
+	if (v && which >= 0 && which < SL_STAT_MAX)
 		v[which] += 1;
 }
 
@@ -245,15 +249,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto,
 	};
 	if (f.proto != IPPROTO_ICMP && bpf_map_lookup_elem(&SL_CT, &rev)) {
-		count(ep_key, SL_STAT_REPLY);
+		count(ep, SL_STAT_REPLY);
 		return TC_ACT_OK;
 	}
 
 	__u32 remote = identity_of(egress ? f.daddr : f.saddr);
-	struct sl_policy_value *v = decide(ep->map_id, remote, egress, &f);
+	struct sl_policy_value *v = decide(ep, remote, egress, &f);
 	if (!v || (v->flags & SL_FLAG_DENY)) {
 		int why = v ? SL_STAT_DROP_DENY : SL_STAT_DROP_POLICY;
-		count(ep_key, why);
+		count(ep, why);
 		event(&f, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
@@ -265,7 +269,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		bpf_map_update_elem(&SL_CT, &fwd, &cv, BPF_ANY);
 		event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}
-	count(ep_key, SL_STAT_FORWARD);
+	count(ep, SL_STAT_FORWARD);
 	return TC_ACT_OK;
 }
 

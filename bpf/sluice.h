@@ -20,20 +20,21 @@ struct sl_ipcache_key {
 	__u32 addr;      /* network byte order */
 };
 
-/* Policy map: one LPM trie for all endpoints, keyed first by the
- * endpoint's map id (exact), then identity (exact, 0 = any peer), direction
- * (exact), then protocol and port (prefix). */
+/* Policy map: one hash for all endpoints. A key is the endpoint's map id,
+ * the peer identity (0 = any peer), the direction, and protocol and port
+ * masked to `plen` bits (of the 24 bits protocol+port), with `plen` itself.
+ * Looking up every prefix length the endpoint's map uses, longest first,
+ * gives the longest-prefix match of an LPM trie at the cost of a few hash
+ * probes, whatever the number of entries. */
 struct sl_policy_key {
-	__u32 prefixlen; /* LPM header: 72 exact bits + 0..24 */
 	__u32 map_id;
 	__u32 identity;
 	__u8 egress;     /* 0 ingress, 1 egress */
-	__u8 proto;      /* 0 = any (only with a 0-bit port prefix) */
-	__be16 dport;    /* network byte order */
+	__u8 proto;      /* masked */
+	__be16 dport;    /* masked, network byte order */
+	__u8 plen;       /* 0..24 */
+	__u8 pad[3];
 };
-
-#define SL_POLICY_EXACT_BITS 72
-#define SL_POLICY_FULL_BITS 96
 
 #define SL_FLAG_DENY 1
 #define SL_FLAG_REDIRECT 2
@@ -53,7 +54,8 @@ struct sl_endpoint {
 	__u32 identity;
 	__u8 enforced_ingress;
 	__u8 enforced_egress;
-	__u16 pad;
+	__u16 slot;      /* index of the endpoint's counters */
+	__u32 plens;     /* bit p set: the map has entries of prefix length p */
 };
 
 /* Connection tracking: the forward 5-tuple of an allowed connection. */

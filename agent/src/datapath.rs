@@ -166,7 +166,7 @@ impl Datapath {
             }
         }
         {
-            let mut pol: LpmTrie<_, PolicyKeyData, PolicyValue> = LpmTrie::try_from(
+            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> = BpfHashMap::try_from(
                 self.bpf
                     .map_mut("SL_POLICY")
                     .ok_or_else(|| DatapathError::new("SL_POLICY missing"))?,
@@ -174,16 +174,16 @@ impl Datapath {
             .map_err(ctx("SL_POLICY"))?;
             for (map_id, m) in c.maps.iter().enumerate() {
                 for (k, v) in &m.entries {
-                    let key = Key::new(
-                        POLICY_EXACT_BITS + u32::from(k.plen),
-                        PolicyKeyData {
-                            map_id: map_id as u32,
-                            identity: k.identity,
-                            egress: u8::from(k.egress),
-                            proto: k.proto,
-                            dport: k.dport.to_be_bytes(),
-                        },
-                    );
+                    // `Key::new` already cleared the bits past the prefix.
+                    let key = PolicyKey {
+                        map_id: map_id as u32,
+                        identity: k.identity,
+                        egress: u8::from(k.egress),
+                        proto: k.proto,
+                        dport: k.dport.to_be_bytes(),
+                        plen: k.plen,
+                        pad: [0; 3],
+                    };
                     let value = PolicyValue {
                         precedence: v.precedence,
                         flags: (if v.deny { FLAG_DENY } else { 0 })
@@ -192,7 +192,7 @@ impl Datapath {
                         plen: k.plen,
                         pad: 0,
                     };
-                    pol.insert(&key, value, 0)
+                    pol.insert(key, value, 0)
                         .map_err(ctx("writing SL_POLICY"))?;
                     stats.policy_entries += 1;
                 }
@@ -205,16 +205,24 @@ impl Datapath {
                     .ok_or_else(|| DatapathError::new("SL_ENDPOINTS missing"))?,
             )
             .map_err(ctx("SL_ENDPOINTS"))?;
+            let plens: Vec<u32> = c
+                .maps
+                .iter()
+                .map(|m| m.entries.keys().fold(0u32, |acc, k| acc | (1 << k.plen)))
+                .collect();
             for e in &c.endpoints {
                 let Some(&key) = endpoint_keys.get(&e.name) else {
                     continue;
                 };
+                let slot = u16::try_from(stats.endpoints)
+                    .map_err(|_| DatapathError::new("more than 65,536 endpoints on one node"))?;
                 let info = EndpointInfo {
                     map_id: e.map as u32,
                     identity: e.identity,
                     enforced_ingress: u8::from(e.enforced[0]),
                     enforced_egress: u8::from(e.enforced[1]),
-                    pad: 0,
+                    slot,
+                    plens: plens[e.map],
                 };
                 eps.insert(key, info, 0)
                     .map_err(ctx("writing SL_ENDPOINTS"))?;

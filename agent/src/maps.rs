@@ -17,18 +17,18 @@ pub struct IpcacheKeyData {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PolicyKeyData {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyKey {
     pub map_id: u32,
     pub identity: u32,
     pub egress: u8,
+    /// Masked to `plen` bits, with `dport`.
     pub proto: u8,
-    /// Network byte order.
+    /// Network byte order, masked.
     pub dport: [u8; 2],
+    pub plen: u8,
+    pub pad: [u8; 3],
 }
-
-/// Bits of [`PolicyKeyData`] that are always exact: map id, identity, direction.
-pub const POLICY_EXACT_BITS: u32 = 72;
 
 pub const FLAG_DENY: u8 = 1;
 pub const FLAG_REDIRECT: u8 = 2;
@@ -50,7 +50,10 @@ pub struct EndpointInfo {
     pub identity: u32,
     pub enforced_ingress: u8,
     pub enforced_egress: u8,
-    pub pad: u16,
+    /// Index of the endpoint's counters.
+    pub slot: u16,
+    /// Bit p set: the endpoint's map has entries of prefix length p.
+    pub plens: u32,
 }
 
 #[repr(C)]
@@ -78,7 +81,7 @@ pub struct Event {
 }
 
 unsafe impl aya::Pod for IpcacheKeyData {}
-unsafe impl aya::Pod for PolicyKeyData {}
+unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for EndpointInfo {}
 unsafe impl aya::Pod for Config {}
@@ -113,13 +116,14 @@ mod tests {
     fn layouts_match_the_c_header() {
         let header = include_str!("../../bpf/sluice.h");
         // (C struct, C field, expected C declaration, Rust size, Rust offset)
-        assert_eq!(size_of::<PolicyKeyData>(), 12);
-        assert_eq!(offset_of!(PolicyKeyData, identity), 4);
-        assert_eq!(offset_of!(PolicyKeyData, egress), 8);
-        assert_eq!(offset_of!(PolicyKeyData, proto), 9);
-        assert_eq!(offset_of!(PolicyKeyData, dport), 10);
+        assert_eq!(size_of::<PolicyKey>(), 16);
+        assert_eq!(offset_of!(PolicyKey, identity), 4);
+        assert_eq!(offset_of!(PolicyKey, egress), 8);
+        assert_eq!(offset_of!(PolicyKey, proto), 9);
+        assert_eq!(offset_of!(PolicyKey, dport), 10);
+        assert_eq!(offset_of!(PolicyKey, plen), 12);
         for (f, decl) in [
-            ("prefixlen", "__u32 prefixlen;"),
+            ("plen", "__u8 plen;"),
             ("map_id", "__u32 map_id;"),
             ("identity", "__u32 identity;"),
             ("egress", "__u8 egress;"),
@@ -137,13 +141,17 @@ mod tests {
         ] {
             assert_eq!(c_field(header, "sl_policy_value", f), decl);
         }
-        assert_eq!(size_of::<EndpointInfo>(), 12);
+        assert_eq!(size_of::<EndpointInfo>(), 16);
         assert_eq!(offset_of!(EndpointInfo, enforced_ingress), 8);
+        assert_eq!(offset_of!(EndpointInfo, slot), 10);
+        assert_eq!(offset_of!(EndpointInfo, plens), 12);
         for (f, decl) in [
             ("map_id", "__u32 map_id;"),
             ("identity", "__u32 identity;"),
             ("enforced_ingress", "__u8 enforced_ingress;"),
             ("enforced_egress", "__u8 enforced_egress;"),
+            ("slot", "__u16 slot;"),
+            ("plens", "__u32 plens;"),
         ] {
             assert_eq!(c_field(header, "sl_endpoint", f), decl);
         }
@@ -158,11 +166,9 @@ mod tests {
             c_field(header, "sl_event", "remote_identity"),
             "__u32 remote_identity;"
         );
-        assert!(header.contains("#define SL_POLICY_EXACT_BITS 72"));
         assert!(
             header.contains("#define SL_FLAG_DENY 1")
                 && header.contains("#define SL_FLAG_REDIRECT 2")
         );
-        assert_eq!(POLICY_EXACT_BITS, 72);
     }
 }
