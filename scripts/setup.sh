@@ -7,12 +7,13 @@ set -euo pipefail
 # Debian packages needed by the build and the tests, beyond Rust and gcc:
 # the eBPF datapath (bpf/sluice.bpf.c) is compiled by agent/build.rs with
 # clang against libbpf's headers; gcc-multilib supplies <asm/types.h> for
-# `-target bpf`.
+# `-target bpf`. iproute2 (`ip netns`, veth) runs the live enforcement test.
 PACKAGES=(
   clang-19
   llvm-19
   libbpf-dev
   gcc-multilib
+  iproute2
 )
 
 missing=()

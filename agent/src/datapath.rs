@@ -232,6 +232,28 @@ impl Datapath {
         Ok(stats)
     }
 
+    /// Attaches both programs to an endpoint's host-side interface: its
+    /// ingress judges the endpoint's egress, its egress the endpoint's
+    /// ingress. On kernels ≥ 6.6 aya attaches with TCX links, which detach
+    /// when this `Datapath` is dropped.
+    pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
+        use aya::programs::TcAttachType;
+        for (name, at) in [
+            (FROM_ENDPOINT, TcAttachType::Ingress),
+            (TO_ENDPOINT, TcAttachType::Egress),
+        ] {
+            let prog: &mut SchedClassifier = self
+                .bpf
+                .program_mut(name)
+                .ok_or_else(|| DatapathError::new(format!("no program {name}")))?
+                .try_into()
+                .map_err(ctx("not a classifier"))?;
+            prog.attach(iface, at)
+                .map_err(|e| DatapathError::new(format!("attaching {name} to {iface}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Runs a program once on a packet with BPF_PROG_TEST_RUN; returns the
     /// TC verdict (0 pass, 2 drop) and the run's duration in nanoseconds
     /// (averaged over `repeat` runs).
@@ -256,4 +278,14 @@ impl Datapath {
             .as_raw_fd();
         crate::testrun::run(fd, packet, mark, repeat).map_err(ctx("BPF_PROG_TEST_RUN"))
     }
+}
+
+/// The ifindex of a network interface, as the programs key endpoints by it.
+pub fn ifindex(iface: &str) -> Result<u32, DatapathError> {
+    let path = format!("/sys/class/net/{iface}/ifindex");
+    std::fs::read_to_string(&path)
+        .map_err(|e| DatapathError::new(format!("{path}: {e}")))?
+        .trim()
+        .parse()
+        .map_err(|e| DatapathError::new(format!("{path}: {e}")))
 }
