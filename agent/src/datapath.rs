@@ -62,6 +62,21 @@ pub struct ApplyStats {
 /// The loaded (not yet attached) programs and their maps.
 pub struct Datapath {
     bpf: Ebpf,
+    /// Counts applied states; each state's policy entries live under map ids
+    /// of their own (`generation << 16 | map index`), so a new state is
+    /// written beside the old one and each endpoint switches to it in one
+    /// map update.
+    generation: u32,
+    /// What the enforced state wrote, to delete what the next one drops.
+    written: Written,
+}
+
+#[derive(Default)]
+struct Written {
+    policy: Vec<PolicyKey>,
+    hosts: std::collections::HashSet<[u8; 4]>,
+    prefixes: std::collections::HashSet<(u32, [u8; 4])>,
+    endpoints: std::collections::HashSet<u32>,
 }
 
 impl Datapath {
@@ -80,7 +95,11 @@ impl Datapath {
             prog.load()
                 .map_err(ctx("the verifier rejected a program"))?;
         }
-        Ok(Datapath { bpf })
+        Ok(Datapath {
+            bpf,
+            generation: 0,
+            written: Written::default(),
+        })
     }
 
     /// Writes compiled state into the maps. `endpoint_keys` maps endpoint
@@ -98,11 +117,22 @@ impl Datapath {
         test_mode: bool,
     ) -> Result<ApplyStats, DatapathError> {
         let total: usize = c.maps.iter().map(|m| m.len()).sum();
-        if total > POLICY_MAP_CAPACITY {
+        // The new state is written beside the enforced one before the switch.
+        if total + self.written.policy.len() > POLICY_MAP_CAPACITY {
             return Err(DatapathError::new(format!(
-                "the artifact has {total} policy entries, the datapath map holds {POLICY_MAP_CAPACITY}"
+                "the artifact has {total} policy entries; with the {} enforced now that exceeds the datapath map's {POLICY_MAP_CAPACITY}",
+                self.written.policy.len()
             )));
         }
+        if c.maps.len() > 1 << 16 {
+            return Err(DatapathError::new(format!(
+                "{} policy maps, at most 65,536 per state",
+                c.maps.len()
+            )));
+        }
+        let generation = self.generation.wrapping_add(1) & 0xffff;
+        let map_id = |index: usize| (generation << 16) | index as u32;
+        let mut next = Written::default();
         let mut stats = ApplyStats::default();
         {
             let mut cfg: Array<_, Config> = Array::try_from(
@@ -142,6 +172,7 @@ impl Datapath {
                     .insert(a.octets(), id, 0)
                     .map_err(ctx("writing SL_IPCACHE_HOSTS"))?;
                 stats.ipcache_hosts += 1;
+                next.hosts.insert(a.octets());
             }
         }
         {
@@ -163,6 +194,8 @@ impl Datapath {
                 lpm.insert(&key, e.identity, 0)
                     .map_err(ctx("writing SL_IPCACHE"))?;
                 stats.ipcache_prefixes += 1;
+                next.prefixes
+                    .insert((u32::from(e.cidr.prefix_len), a.octets()));
             }
         }
         {
@@ -172,11 +205,11 @@ impl Datapath {
                     .ok_or_else(|| DatapathError::new("SL_POLICY missing"))?,
             )
             .map_err(ctx("SL_POLICY"))?;
-            for (map_id, m) in c.maps.iter().enumerate() {
+            for (index, m) in c.maps.iter().enumerate() {
                 for (k, v) in &m.entries {
                     // `Key::new` already cleared the bits past the prefix.
                     let key = PolicyKey {
-                        map_id: map_id as u32,
+                        map_id: map_id(index),
                         identity: k.identity,
                         egress: u8::from(k.egress),
                         proto: k.proto,
@@ -195,6 +228,7 @@ impl Datapath {
                     pol.insert(key, value, 0)
                         .map_err(ctx("writing SL_POLICY"))?;
                     stats.policy_entries += 1;
+                    next.policy.push(key);
                 }
             }
         }
@@ -217,19 +251,66 @@ impl Datapath {
                 let slot = u16::try_from(stats.endpoints)
                     .map_err(|_| DatapathError::new("more than 65,536 endpoints on one node"))?;
                 let info = EndpointInfo {
-                    map_id: e.map as u32,
+                    map_id: map_id(e.map),
                     identity: e.identity,
                     enforced_ingress: u8::from(e.enforced[0]),
                     enforced_egress: u8::from(e.enforced[1]),
                     slot,
                     plens: plens[e.map],
                 };
+                // One map update switches the endpoint to the new state.
                 eps.insert(key, info, 0)
                     .map_err(ctx("writing SL_ENDPOINTS"))?;
+                next.endpoints.insert(key);
                 stats.endpoints += 1;
             }
+            for gone in self.written.endpoints.difference(&next.endpoints) {
+                let _ = eps.remove(gone);
+            }
         }
+        self.remove_stale(&next)?;
+        self.written = next;
+        self.generation = generation;
         Ok(stats)
+    }
+
+    /// Deletes what the previous state wrote and the new one does not use:
+    /// its policy entries (no endpoint points at them any more) and
+    /// addresses that left the ipcache.
+    fn remove_stale(&mut self, next: &Written) -> Result<(), DatapathError> {
+        let old = std::mem::take(&mut self.written);
+        {
+            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> = BpfHashMap::try_from(
+                self.bpf
+                    .map_mut("SL_POLICY")
+                    .ok_or_else(|| DatapathError::new("SL_POLICY missing"))?,
+            )
+            .map_err(ctx("SL_POLICY"))?;
+            for k in &old.policy {
+                let _ = pol.remove(k);
+            }
+        }
+        {
+            let mut hosts: BpfHashMap<_, [u8; 4], u32> = BpfHashMap::try_from(
+                self.bpf
+                    .map_mut("SL_IPCACHE_HOSTS")
+                    .ok_or_else(|| DatapathError::new("SL_IPCACHE_HOSTS missing"))?,
+            )
+            .map_err(ctx("SL_IPCACHE_HOSTS"))?;
+            for a in old.hosts.difference(&next.hosts) {
+                let _ = hosts.remove(a);
+            }
+        }
+        let mut lpm: LpmTrie<_, IpcacheKeyData, u32> = LpmTrie::try_from(
+            self.bpf
+                .map_mut("SL_IPCACHE")
+                .ok_or_else(|| DatapathError::new("SL_IPCACHE missing"))?,
+        )
+        .map_err(ctx("SL_IPCACHE"))?;
+        for (len, a) in old.prefixes.difference(&next.prefixes) {
+            let _ = lpm.remove(&Key::new(*len, IpcacheKeyData { addr: *a }));
+        }
+        Ok(())
     }
 
     /// Attaches both programs to an endpoint's host-side interface: its

@@ -172,6 +172,20 @@ fn allowed_port_connects_denied_port_does_not() {
         "after the update port 8001 must connect"
     );
     assert!(connects(&net.ns, &host, 8000), "port 8000 still connects");
+
+    // An update that removes an allow: stale entries must not survive.
+    dp.apply(
+        &state(subnet, r#"{port: "8001", protocol: TCP}"#),
+        &keys,
+        None,
+        false,
+    )
+    .expect("update");
+    assert!(
+        !connects(&net.ns, &host, 8000),
+        "after the update port 8000 must be refused"
+    );
+    assert!(connects(&net.ns, &host, 8001), "port 8001 still connects");
     drop(listeners);
     drop(dp);
     drop(net);
