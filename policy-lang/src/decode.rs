@@ -643,12 +643,7 @@ impl Decoder<'_> {
             groups: self.list_of(get("Groups"), |d, n| d.group(n)),
             services: self.list_of(f.get("toServices"), |d, n| d.service(n)),
             fqdns: self.list_of(f.get("toFQDNs"), |d, n| {
-                let s = d.object(n, "a toFQDNs selector", &["matchName", "matchPattern"])?;
-                Some(FqdnSelector {
-                    loc: Loc(n.span),
-                    match_name: d.opt_string(s.get("matchName")),
-                    match_pattern: d.opt_string(s.get("matchPattern")),
-                })
+                d.fqdn_selector(n, "a toFQDNs selector")
             }),
             to_ports: self.list_of(f.get("toPorts"), |d, n| d.port_rule(n, action)),
             icmps: self.list_of(f.get("icmps"), |d, n| d.icmp_rule(n)),
@@ -974,14 +969,7 @@ impl Decoder<'_> {
                 topic: d.opt_string(k.get("topic")),
             })
         });
-        let dns = self.list_of(f.get("dns"), |d, n| {
-            let r = d.object(n, "a DNS rule", &["matchName", "matchPattern"])?;
-            Some(DnsRule {
-                loc: Loc(n.span),
-                match_name: d.opt_string(r.get("matchName")),
-                match_pattern: d.opt_string(r.get("matchPattern")),
-            })
-        });
+        let dns = self.list_of(f.get("dns"), |d, n| d.fqdn_selector(n, "a DNS rule"));
         let l7proto = self.opt_string(f.get("l7proto"));
         let l7 = self.list_of(f.get("l7"), |d, n| {
             Some(d.string_map(Some(n), "an l7 rule"))
@@ -993,6 +981,17 @@ impl Decoder<'_> {
             dns,
             l7proto,
             l7,
+        })
+    }
+
+    /// `{matchName, matchPattern}`: a toFQDNs selector or a DNS rule (the
+    /// same type in Cilium; which fields must be set is checked later).
+    fn fqdn_selector(&mut self, node: &Node, what: &str) -> Option<FqdnSelector> {
+        let s = self.object(node, what, &["matchName", "matchPattern"])?;
+        Some(FqdnSelector {
+            loc: Loc(node.span),
+            match_name: self.opt_string(s.get("matchName")),
+            match_pattern: self.opt_string(s.get("matchPattern")),
         })
     }
 

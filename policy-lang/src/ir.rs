@@ -879,15 +879,9 @@ pub struct KafkaRule {
     pub topic: Option<Spanned<String>>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DnsRule {
-    pub loc: Loc,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub match_name: Option<Spanned<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub match_pattern: Option<Spanned<String>>,
-}
+/// An element of `rules.dns`: Cilium uses the toFQDNs selector type, but
+/// allows both fields at once.
+pub type DnsRule = FqdnSelector;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
