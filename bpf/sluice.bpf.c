@@ -93,6 +93,7 @@ struct flow {
 	__be16 sport, dport; /* for ICMP, dport carries the type */
 	__u8 proto;
 	__u8 has_ports;
+	__u8 tcp_syn;        /* SYN without ACK: opens a connection, never a reply */
 };
 
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
@@ -113,6 +114,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	f->sport = 0;
 	f->dport = 0;
 	f->has_ports = 0;
+	f->tcp_syn = 0;
 	/* Non-first fragments carry no ports: only port-wildcard entries can
 	 * match them (has_ports stays 0). */
 	if (ip->frag_off & bpf_htons(0x1fff))
@@ -125,6 +127,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		f->sport = t->source;
 		f->dport = t->dest;
 		f->has_ports = 1;
+		f->tcp_syn = t->syn && !t->ack;
 	} else if (ip->protocol == IPPROTO_UDP || ip->protocol == IPPROTO_SCTP) {
 		/* SCTP's common header starts with the same two ports. */
 		struct udphdr *u = l4;
@@ -248,7 +251,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	struct sl_ct_key rev = {
 		.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto,
 	};
-	if (f.proto != IPPROTO_ICMP && bpf_map_lookup_elem(&SL_CT, &rev)) {
+	if (f.proto != IPPROTO_ICMP && !f.tcp_syn && bpf_map_lookup_elem(&SL_CT, &rev)) {
 		count(ep, SL_STAT_REPLY);
 		return TC_ACT_OK;
 	}
@@ -264,6 +267,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	struct sl_ct_key fwd = {
 		.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto,
 	};
+	/* Look up before inserting: an LRU update allocates even when the
+	 * entry exists, which costs more than the lookup (measured). */
 	if (!bpf_map_lookup_elem(&SL_CT, &fwd)) {
 		struct sl_ct_value cv = { .created_ns = bpf_ktime_get_ns(), .endpoint = ep_key };
 		bpf_map_update_elem(&SL_CT, &fwd, &cv, BPF_ANY);
