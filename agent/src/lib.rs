@@ -9,4 +9,5 @@
 pub mod datapath;
 pub mod maps;
 pub mod packet;
+pub mod reconcile;
 pub mod testrun;

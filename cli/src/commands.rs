@@ -517,3 +517,96 @@ pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// The newest modification time among the inputs (files and directories,
+/// recursively), to notice changes without an inotify dependency.
+fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
+    fn walk(p: &Path, best: &mut Option<std::time::SystemTime>, depth: usize) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if let Ok(m) = meta.modified() {
+            if best.is_none_or(|b| m > b) {
+                *best = Some(m);
+            }
+        }
+        if meta.is_dir() && depth < 16 {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), best, depth + 1);
+                }
+            }
+        }
+    }
+    let mut best = None;
+    for p in paths {
+        walk(p, &mut best, 0);
+    }
+    best
+}
+
+pub fn agent(
+    inputs: &Inputs,
+    node: Option<String>,
+    interval_ms: u64,
+    duration_s: Option<u64>,
+    color: bool,
+) -> ExitCode {
+    let mut rec = match agent::reconcile::Reconciler::new(node) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot load the eBPF datapath (root and BPF are needed): {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let watched: Vec<PathBuf> = inputs
+        .policies
+        .iter()
+        .chain(&inputs.inventory)
+        .cloned()
+        .collect();
+    let start = std::time::Instant::now();
+    let mut last: Option<std::time::SystemTime> = None;
+    let mut enforcing = false;
+    loop {
+        let now = newest_mtime(&watched);
+        if now != last {
+            last = now;
+            match load(inputs, color) {
+                Ok(s) => match rec.apply(&s.compiled) {
+                    Ok(a) => {
+                        enforcing = true;
+                        println!(
+                            "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
+                            a.endpoints.len(),
+                            a.stats.policy_entries,
+                            a.stats.ipcache_hosts + a.stats.ipcache_prefixes,
+                            a.endpoints.join(", "),
+                            if a.unresolved.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; no interface for {}", a.unresolved.join(", "))
+                            }
+                        );
+                    }
+                    Err(e) => eprintln!(
+                        "error: the new state was refused, the previous one stays enforced: {e}"
+                    ),
+                },
+                Err(_) => eprintln!(
+                    "error: the inputs do not compile; {}",
+                    if enforcing {
+                        "the previous state stays enforced"
+                    } else {
+                        "nothing is enforced yet"
+                    }
+                ),
+            }
+            let _ = std::io::stdout().flush();
+        }
+        if duration_s.is_some_and(|d| start.elapsed().as_secs() >= d) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(interval_ms.max(50)));
+    }
+}

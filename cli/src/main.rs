@@ -139,6 +139,23 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = MatrixOutput::Txt)]
         output: MatrixOutput,
     },
+    /// Enforce policies on this node with the eBPF datapath: compile the
+    /// policies and inventory, attach to each local endpoint's host-side
+    /// interface, and re-apply whenever the inputs change. Needs root.
+    Agent {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// This node's name: only its endpoints are enforced, and its own
+        /// addresses are `host`.
+        #[arg(long)]
+        node: Option<String>,
+        /// How often to check the inputs for changes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many seconds (for tests); by default run until killed.
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
     /// Explain one flow step by step: identities, selecting policies, the
     /// entries looked up and the decision, for both directions.
     Trace {
@@ -202,6 +219,12 @@ fn main() -> ExitCode {
             hubble,
             output,
         } => commands::simulate(&inputs, &flows, hubble, output, color),
+        Command::Agent {
+            inputs,
+            node,
+            interval_ms,
+            duration_s,
+        } => commands::agent(&inputs, node, interval_ms, duration_s, color),
         Command::Matrix { inputs, output } => {
             commands::matrix(&inputs, output == MatrixOutput::Json, color)
         }

@@ -1,0 +1,85 @@
+//! The agent's loop: compile the watched inputs, resolve which interface
+//! each local endpoint sits behind, and apply the state to the datapath.
+//!
+//! Inputs that do not compile are reported and the enforced state stays:
+//! sluice never replaces enforced policy with nothing.
+
+use crate::datapath::{ifindex, ApplyStats, Datapath, DatapathError};
+use compiler::compile::Compiled;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::process::Command;
+
+/// The host-side interface through which `ip` is reached: the device of
+/// the kernel's route to it (`ip route get`), as a CNI's per-pod route sets.
+pub fn interface_for(ip: IpAddr) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-o", "route", "get", &ip.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "dev" {
+            return words.next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// Applies compiled state for the endpoints of `node` (all endpoints when
+/// `None`) and attaches the programs to interfaces not attached before.
+pub struct Reconciler {
+    datapath: Datapath,
+    node: Option<String>,
+    attached: BTreeSet<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub stats: ApplyStats,
+    /// `namespace/pod=interface` for every endpoint enforced.
+    pub endpoints: Vec<String>,
+    /// Local endpoints with no interface found (not enforced).
+    pub unresolved: Vec<String>,
+}
+
+impl Reconciler {
+    pub fn new(node: Option<String>) -> Result<Reconciler, DatapathError> {
+        Ok(Reconciler {
+            datapath: Datapath::load()?,
+            node,
+            attached: BTreeSet::new(),
+        })
+    }
+
+    pub fn apply(&mut self, c: &Compiled) -> Result<Applied, DatapathError> {
+        let mut keys = HashMap::new();
+        let mut out = Applied::default();
+        let mut ifaces = Vec::new();
+        for e in c.endpoints.iter().filter(|e| !e.host) {
+            if self.node.is_some() && e.node != self.node {
+                continue;
+            }
+            match e.ips.first().and_then(|ip| interface_for(*ip)) {
+                Some(iface) if iface != "lo" => {
+                    keys.insert(e.name.clone(), ifindex(&iface)?);
+                    out.endpoints.push(format!("{}={iface}", e.name));
+                    ifaces.push(iface);
+                }
+                _ => out.unresolved.push(e.name.clone()),
+            }
+        }
+        out.stats = self.datapath.apply(c, &keys, self.node.as_deref(), false)?;
+        for iface in ifaces {
+            if !self.attached.contains(&iface) {
+                self.datapath.attach(&iface)?;
+                self.attached.insert(iface);
+            }
+        }
+        Ok(out)
+    }
+}
