@@ -10,4 +10,6 @@ pub mod datapath;
 pub mod maps;
 pub mod packet;
 pub mod reconcile;
+#[cfg(feature = "testnet")]
+pub mod testnet;
 pub mod testrun;

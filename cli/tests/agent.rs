@@ -6,6 +6,7 @@
 //! watch, and an invalid change that leaves the enforced state in place.
 //! Needs root; fails rather than skips with SLUICE_REQUIRE_BPF=1.
 
+use agent::testnet::PodNet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -15,124 +16,58 @@ use std::time::Duration;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Everything the test made, removed on drop.
-struct Fixture {
-    ns: String,
-    host_if: String,
-    dir: std::path::PathBuf,
-    agent: Option<Child>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        sh(&["ip", "link", "del", &self.host_if]);
-        sh(&["ip", "netns", "del", &self.ns]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn policy(subnet: u8, port: &str) -> String {
+fn policy(net: &PodNet, port: &str) -> String {
     format!(
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: client-out, namespace: live}}\nspec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toCIDR: [10.199.{subnet}.1/32]\n    toPorts: [{{ports: [{{port: \"{port}\", protocol: TCP}}]}}]\n"
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: client-out, namespace: live}}\nspec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toCIDR: [{}/32]\n    toPorts: [{{ports: [{{port: \"{port}\", protocol: TCP}}]}}]\n",
+        net.host_addr()
     )
-}
-
-fn connects(ns: &str, addr: &str, port: u16) -> bool {
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "timeout",
-        "3",
-        "bash",
-        "-c",
-        &format!("exec 3<>/dev/tcp/{addr}/{port}"),
-    ])
 }
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write input");
 }
 
+/// The agent process and the input directory; removed on drop (the
+/// namespace is removed by `PodNet`).
+struct Run {
+    dir: std::path::PathBuf,
+    agent: Option<Child>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn agent_enforces_and_follows_policy_changes() {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let id = std::process::id() % 100_000;
-    let subnet = (std::process::id() % 200) as u8 + 20;
-    let mut fx = Fixture {
-        ns: format!("sl-agent-{id}"),
-        host_if: format!("sla{id}"),
-        dir: std::env::temp_dir().join(format!("sluice-agent-{id}")),
-        agent: None,
-    };
-    let pod_if = format!("slb{id}");
-    let made = sh(&["ip", "netns", "add", &fx.ns])
-        && sh(&[
-            "ip",
-            "link",
-            "add",
-            &fx.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &pod_if,
-        ])
-        && sh(&["ip", "link", "set", &pod_if, "netns", &fx.ns])
-        && sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.199.{subnet}.1/24"),
-            "dev",
-            &fx.host_if,
-        ])
-        && sh(&["ip", "link", "set", &fx.host_if, "up"])
-        && sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &fx.ns,
-            "ip",
-            "addr",
-            "add",
-            &format!("10.199.{subnet}.2/24"),
-            "dev",
-            &pod_if,
-        ])
-        && sh(&[
-            "ip", "netns", "exec", &fx.ns, "ip", "link", "set", &pod_if, "up",
-        ]);
-    if !made {
+    let Some(net) = PodNet::create("b") else {
         assert!(
             !require,
             "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
         );
         eprintln!("SKIPPED: cannot create network namespaces here");
         return;
-    }
+    };
+    let mut fx = Run {
+        dir: std::env::temp_dir().join(format!("sluice-agent-{}", std::process::id())),
+        agent: None,
+    };
     std::fs::create_dir_all(&fx.dir).expect("tmp dir");
     let pol = fx.dir.join("policy.yaml");
     let inv = fx.dir.join("inventory.yaml");
-    write(&pol, &policy(subnet, "8000"));
+    write(&pol, &policy(&net, "8000"));
     write(
         &inv,
-        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 10.199.{subnet}.2}}\n"),
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
     );
-    let host = format!("10.199.{subnet}.1");
+    let host = net.host_addr();
     let _listeners: Vec<TcpListener> = [8000u16, 8001]
         .iter()
         .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
@@ -194,31 +129,25 @@ fn agent_enforces_and_follows_policy_changes() {
     }
     assert!(first.starts_with("applied:"), "{first}");
     assert!(
-        first.contains(&format!("live/client={}", fx.host_if)),
+        first.contains(&format!("live/client={}", net.host_if)),
         "{first}"
     );
-    assert!(connects(&fx.ns, &host, 8000), "8000 is allowed");
-    assert!(!connects(&fx.ns, &host, 8001), "8001 is not allowed");
+    assert!(net.connects(8000), "8000 is allowed");
+    assert!(!net.connects(8001), "8001 is not allowed");
 
-    write(&pol, &policy(subnet, "8001"));
+    write(&pol, &policy(&net, "8001"));
     wait_for("applied:");
-    assert!(
-        connects(&fx.ns, &host, 8001),
-        "after the change 8001 is allowed"
-    );
-    assert!(
-        !connects(&fx.ns, &host, 8000),
-        "after the change 8000 is refused"
-    );
+    assert!(net.connects(8001), "after the change 8001 is allowed");
+    assert!(!net.connects(8000), "after the change 8000 is refused");
 
     write(&pol, "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: broken, namespace: live}\nspec:\n  endpointSelector: {}\n  ingres: [{}]\n");
     wait_for("previous state stays enforced");
     assert!(
-        connects(&fx.ns, &host, 8001),
+        net.connects(8001),
         "an invalid change keeps the enforced state"
     );
     assert!(
-        !connects(&fx.ns, &host, 8000),
+        !net.connects(8000),
         "an invalid change does not open anything"
     );
 }

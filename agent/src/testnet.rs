@@ -1,0 +1,111 @@
+//! Test networks for live tests: a network namespace standing in for a pod,
+//! joined to the root namespace by a veth pair, everything removed when the
+//! value is dropped (also when a test fails). Traffic in these tests only
+//! goes between the namespace and the test's own host-side address.
+//! Enabled by the `testnet` feature.
+
+use std::process::{Command, Stdio};
+
+pub fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A "pod" namespace with address `10.199.<subnet>.2`, reached from the
+/// root namespace through `host_if` (`10.199.<subnet>.1`).
+pub struct PodNet {
+    pub ns: String,
+    pub host_if: String,
+    pub subnet: u8,
+}
+
+impl PodNet {
+    /// Creates the namespace and the veth pair; `None` when this machine
+    /// does not allow it (not root, no iproute2). `tag` keeps names of
+    /// different tests apart; the process id keeps runs apart.
+    pub fn create(tag: &str) -> Option<PodNet> {
+        let id = std::process::id() % 100_000;
+        let subnet = (std::process::id() % 200) as u8 + 20 + if tag == "a" { 0 } else { 1 };
+        let net = PodNet {
+            ns: format!("sl-{tag}-{id}"),
+            host_if: format!("sl{tag}h{id}"),
+            subnet,
+        };
+        let pod_if = format!("sl{tag}p{id}");
+        let ok = sh(&["ip", "netns", "add", &net.ns])
+            && sh(&[
+                "ip",
+                "link",
+                "add",
+                &net.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &pod_if,
+            ])
+            && sh(&["ip", "link", "set", &pod_if, "netns", &net.ns])
+            && sh(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", net.host_addr()),
+                "dev",
+                &net.host_if,
+            ])
+            && sh(&["ip", "link", "set", &net.host_if, "up"])
+            && sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &net.ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", net.pod_addr()),
+                "dev",
+                &pod_if,
+            ])
+            && sh(&[
+                "ip", "netns", "exec", &net.ns, "ip", "link", "set", &pod_if, "up",
+            ])
+            && sh(&[
+                "ip", "netns", "exec", &net.ns, "ip", "link", "set", "lo", "up",
+            ]);
+        ok.then_some(net)
+    }
+
+    pub fn host_addr(&self) -> String {
+        format!("10.199.{}.1", self.subnet)
+    }
+
+    pub fn pod_addr(&self) -> String {
+        format!("10.199.{}.2", self.subnet)
+    }
+
+    /// Whether a TCP connection from the pod to the host-side address
+    /// succeeds within 3 seconds.
+    pub fn connects(&self, port: u16) -> bool {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "timeout",
+            "3",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{}/{port}", self.host_addr()),
+        ])
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        sh(&["ip", "link", "del", &self.host_if]);
+        sh(&["ip", "netns", "del", &self.ns]);
+    }
+}
