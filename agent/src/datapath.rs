@@ -62,6 +62,9 @@ pub struct ApplyStats {
 /// The loaded (not yet attached) programs and their maps.
 pub struct Datapath {
     bpf: Ebpf,
+    /// Verdict events (drops and new connections), taken out of `bpf` so
+    /// they can be read while the maps are written.
+    events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     /// Counts applied states; each state's policy entries live under map ids
     /// of their own (`generation << 16 | map index`), so a new state is
     /// written beside the old one and each endpoint switches to it in one
@@ -95,8 +98,12 @@ impl Datapath {
             prog.load()
                 .map_err(ctx("the verifier rejected a program"))?;
         }
+        let events = bpf
+            .take_map("SL_EVENTS")
+            .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
         Ok(Datapath {
             bpf,
+            events,
             generation: 0,
             written: Written::default(),
         })
@@ -311,6 +318,20 @@ impl Datapath {
             let _ = lpm.remove(&Key::new(*len, IpcacheKeyData { addr: *a }));
         }
         Ok(())
+    }
+
+    /// Takes the verdict events the programs emitted since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Some(ring) = self.events.as_mut() else {
+            return out;
+        };
+        while let Some(item) = ring.next() {
+            if let Some(e) = Event::from_bytes(&item) {
+                out.push(e);
+            }
+        }
+        out
     }
 
     /// Attaches both programs to an endpoint's host-side interface: its

@@ -80,6 +80,30 @@ pub struct Event {
     pub remote_identity: u32,
 }
 
+impl Event {
+    /// Reads an event record as the program wrote it (native byte order,
+    /// addresses and ports in network order); `None` if it is too short.
+    pub fn from_bytes(b: &[u8]) -> Option<Event> {
+        if b.len() < std::mem::size_of::<Event>() {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(Event {
+            ts_ns: u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            saddr: [b[8], b[9], b[10], b[11]],
+            daddr: [b[12], b[13], b[14], b[15]],
+            sport: [b[16], b[17]],
+            dport: [b[18], b[19]],
+            proto: b[20],
+            egress: b[21],
+            verdict: b[22],
+            reason: b[23],
+            endpoint: u32_at(24),
+            remote_identity: u32_at(28),
+        })
+    }
+}
+
 unsafe impl aya::Pod for IpcacheKeyData {}
 unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyValue {}

@@ -56,6 +56,11 @@ impl Reconciler {
         })
     }
 
+    /// Verdict events since the last call.
+    pub fn events(&mut self) -> Vec<crate::maps::Event> {
+        self.datapath.drain_events()
+    }
+
     pub fn apply(&mut self, c: &Compiled) -> Result<Applied, DatapathError> {
         let mut keys = HashMap::new();
         let mut out = Applied::default();

@@ -81,6 +81,12 @@ enum SimOutput {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ObserveOutput {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MatrixOutput {
     Txt,
     Json,
@@ -155,6 +161,11 @@ enum Command {
         /// Stop after this many seconds (for tests); by default run until killed.
         #[arg(long)]
         duration_s: Option<u64>,
+        /// Print a verdict event for each drop and each new allowed
+        /// connection: `text`, or `json` in the shape `hubble observe -o json`
+        /// prints (which `sluice simulate` replays).
+        #[arg(long, value_enum)]
+        observe: Option<ObserveOutput>,
     },
     /// Explain one flow step by step: identities, selecting policies, the
     /// entries looked up and the decision, for both directions.
@@ -224,7 +235,15 @@ fn main() -> ExitCode {
             node,
             interval_ms,
             duration_s,
-        } => commands::agent(&inputs, node, interval_ms, duration_s, color),
+            observe,
+        } => commands::agent(
+            &inputs,
+            node,
+            interval_ms,
+            duration_s,
+            observe.map(|o| o == ObserveOutput::Json),
+            color,
+        ),
         Command::Matrix { inputs, output } => {
             commands::matrix(&inputs, output == MatrixOutput::Json, color)
         }

@@ -81,7 +81,14 @@ fn agent_enforces_and_follows_policy_changes() {
             "-i",
             inv.to_str().expect("path"),
         ])
-        .args(["--interval-ms", "100", "--duration-s", "60"])
+        .args([
+            "--interval-ms",
+            "100",
+            "--duration-s",
+            "60",
+            "--observe",
+            "json",
+        ])
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -134,6 +141,30 @@ fn agent_enforces_and_follows_policy_changes() {
     );
     assert!(net.connects(8000), "8000 is allowed");
     assert!(!net.connects(8001), "8001 is not allowed");
+
+    // The drop is reported as a Hubble-shaped event, and replaying it with
+    // `sluice simulate` gives the same verdict under the same policies.
+    let dropped = wait_for("\"destination_port\":8001");
+    assert!(dropped.contains("\"verdict\":\"DROPPED\""), "{dropped}");
+    assert!(dropped.contains("\"pod_name\":\"client\""), "{dropped}");
+    let replay = fx.dir.join("recorded.jsonl");
+    write(&replay, &format!("{dropped}\n"));
+    let sim = Command::new(SLUICE)
+        .args([
+            "simulate",
+            "-p",
+            pol.to_str().expect("path"),
+            "-i",
+            inv.to_str().expect("path"),
+        ])
+        .args(["-f", replay.to_str().expect("path"), "-o", "json"])
+        .output()
+        .expect("run simulate");
+    let v = String::from_utf8_lossy(&sim.stdout);
+    assert!(
+        v.contains("\"verdict\": \"denied\"") && v.contains("\"changed\": 0"),
+        "{v}"
+    );
 
     write(&pol, &policy(&net, "8001"));
     wait_for("applied:");
