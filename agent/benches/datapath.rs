@@ -57,7 +57,7 @@ fn main() {
         "{:>8} {:>10} {:>10} {:>10}",
         "entries", "noop ns", "hit ns", "miss ns"
     );
-    for n in [10u32, 1_000, 100_000] {
+    for n in [10u32, 1_000, 10_000, 100_000] {
         let mut dp = match Datapath::load() {
             Ok(d) => d,
             Err(e) => {
@@ -66,7 +66,10 @@ fn main() {
             }
         };
         let keys = HashMap::from([("bench/server".to_owned(), 1u32)]);
-        dp.apply(&state(n), &keys, None, true).expect("apply");
+        let st = state(n);
+        let t = std::time::Instant::now();
+        dp.apply(&st, &keys, None, true).expect("apply");
+        let apply_ms = t.elapsed().as_secs_f64() * 1e3;
         let known = Ipv4Addr::from(0x0a00_0000 + n / 2 + 1);
         let hit = packet::ipv4(known, server, 6, 40000, 80);
         let miss = packet::ipv4(Ipv4Addr::new(192, 0, 2, 7), server, 6, 40001, 80);
@@ -78,6 +81,6 @@ fn main() {
         let (_, noop) = dp.test_run(NOOP, &hit, 1, reps).expect("run");
         let (_, h) = dp.test_run(TO_ENDPOINT, &hit, 1, reps).expect("run");
         let (_, mi) = dp.test_run(TO_ENDPOINT, &miss, 1, reps).expect("run");
-        println!("{n:>8} {noop:>10} {h:>10} {mi:>10}");
+        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {apply_ms:>12.1}");
     }
 }
