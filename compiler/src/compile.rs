@@ -11,7 +11,7 @@ use crate::ports::range_to_prefixes;
 use crate::selector::Sel;
 use policy_lang::diag::{Code, Diagnostic};
 use policy_lang::ir::{Cidr, Direction, Entity, PolicySet};
-use policy_lang::source::{SourceMap, Span};
+use policy_lang::source::SourceMap;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -217,7 +217,7 @@ pub fn compile(
     cfg: &Config,
 ) -> (Compiled, Vec<Diagnostic>) {
     let model = normalize(set, sources, &inv.services);
-    compile_model(&model, set, inv, cfg)
+    compile_model(&model, inv, cfg)
 }
 
 /// The identities a peer selector selects; `None` is the wildcard.
@@ -240,7 +240,6 @@ struct Ctx<'a> {
 
 pub(crate) fn compile_model(
     model: &Model,
-    set: &PolicySet,
     inv: &Inventory,
     cfg: &Config,
 ) -> (Compiled, Vec<Diagnostic>) {
@@ -432,35 +431,23 @@ pub(crate) fn compile_model(
             }
         }
     }
-    let policy_of_rule = |ri: usize| -> Option<Span> {
-        let origin = &model.origins[model.rules[ri].origin];
-        set.policies
-            .iter()
-            .find(|p| format!("{} {}", p.kind, p.qualified_name()) == origin.policy)
-            .map(|p| p.name.span())
-    };
     let mut selects_any = vec![false; model.rules.len()];
     for &ri in selected_by.values().chain(host_rules.values()).flatten() {
         selects_any[ri] = true;
     }
-    for (ri, r) in model.rules.iter().enumerate() {
-        let selects = selects_any[ri];
+    for (r, selects) in model.rules.iter().zip(selects_any) {
         if !selects && !inv.pods.is_empty() {
-            if let Some(span) = policy_of_rule(ri) {
-                diags.push(
-                    Diagnostic::warning(
-                        Code::SelectsNothing,
-                        span,
-                        format!(
-                            "{} selects no endpoint of the inventory",
-                            model.origins[r.origin].policy
-                        ),
-                    )
-                    .with_help(
-                        "check the selector's labels and the namespace against the inventory",
+            diags.push(
+                Diagnostic::warning(
+                    Code::SelectsNothing,
+                    r.name_span,
+                    format!(
+                        "{} selects no endpoint of the inventory",
+                        model.origins[r.origin].policy
                     ),
-                );
-            }
+                )
+                .with_help("check the selector's labels and the namespace against the inventory"),
+            );
         }
     }
 
@@ -740,6 +727,24 @@ impl Ctx<'_> {
         *self.requires_ids.entry(requires.to_vec()).or_insert(next)
     }
 
+    /// `world-ipv4` / `world-ipv6`: that family's world identity and its
+    /// CIDR identities.
+    fn world_of_family(&self, v4: bool) -> BTreeSet<u32> {
+        let world = match (self.cfg.dual_stack, v4) {
+            (false, _) => WORLD,
+            (true, true) => WORLD_IPV4,
+            (true, false) => WORLD_IPV6,
+        };
+        std::iter::once(world)
+            .chain(
+                self.cidr_ids
+                    .iter()
+                    .filter(|(c, _)| c.addr.is_ipv4() == v4)
+                    .map(|(_, id)| *id),
+            )
+            .collect()
+    }
+
     fn resolve_uncached(
         &self,
         s: &PeerSel,
@@ -790,32 +795,8 @@ impl Ctx<'_> {
                     .copied()
                     .chain(self.cidr_ids.iter().map(|(_, id)| *id))
                     .collect(),
-                Entity::WorldIpv4 => [if self.cfg.dual_stack {
-                    WORLD_IPV4
-                } else {
-                    WORLD
-                }]
-                .into_iter()
-                .chain(
-                    self.cidr_ids
-                        .iter()
-                        .filter(|(c, _)| c.addr.is_ipv4())
-                        .map(|(_, id)| *id),
-                )
-                .collect(),
-                Entity::WorldIpv6 => [if self.cfg.dual_stack {
-                    WORLD_IPV6
-                } else {
-                    WORLD
-                }]
-                .into_iter()
-                .chain(
-                    self.cidr_ids
-                        .iter()
-                        .filter(|(c, _)| !c.addr.is_ipv4())
-                        .map(|(_, id)| *id),
-                )
-                .collect(),
+                Entity::WorldIpv4 => self.world_of_family(true),
+                Entity::WorldIpv6 => self.world_of_family(false),
                 Entity::Host => [HOST].into(),
                 Entity::RemoteNode => std::iter::once(REMOTE_NODE)
                     .chain(self.node_ids.iter().map(|(id, _)| *id))

@@ -11,7 +11,7 @@ use crate::inventory::ServiceInfo;
 use crate::labels::NAMESPACE_LABELS_PREFIX;
 use crate::selector::{namespace_exists, namespace_is, scope_peer, Op, Req, Sel};
 use policy_lang::ir::{self, Cidr, Direction, Entity, Policy, PolicyBody, Port, Protocol};
-use policy_lang::source::{SourceMap, Spanned};
+use policy_lang::source::{SourceMap, Span, Spanned};
 use serde::Serialize;
 
 /// Where a rule came from, for explanations.
@@ -103,6 +103,9 @@ pub struct NRule {
 #[derive(Clone, Debug)]
 pub struct NPolicyRule {
     pub origin: usize,
+    /// Where the policy's name is written: what diagnostics about the whole
+    /// policy point at.
+    pub name_span: Span,
     pub subject: Subject,
     /// Whether selecting an endpoint puts it into default deny, per direction.
     pub default_deny: [bool; 2],
@@ -243,6 +246,7 @@ fn cilium_rule(
     ];
     NPolicyRule {
         origin,
+        name_span: p.name.span(),
         subject,
         default_deny,
         requires,
@@ -467,6 +471,7 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
     }
     NPolicyRule {
         origin,
+        name_span: p.name.span(),
         subject,
         default_deny: [ingress_on, egress_on],
         requires: [Vec::new(), Vec::new()],
