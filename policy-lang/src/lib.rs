@@ -78,14 +78,30 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Error spans as (file, start, end), sorted: what validity checks search.
+    fn error_spans(&self) -> Vec<(FileId, u32, u32)> {
+        let mut v: Vec<_> = self
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .filter_map(|d| d.span.map(|s| (s.file, s.start, s.end)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether an error lies within `ps`, by binary search in sorted spans.
+    fn has_error_within(errors: &[(FileId, u32, u32)], ps: Span) -> bool {
+        let i = errors.partition_point(|&(f, start, _)| (f, start) < (ps.file, ps.start));
+        errors[i..]
+            .iter()
+            .take_while(|&&(f, start, _)| f == ps.file && start <= ps.end)
+            .any(|&(_, _, end)| end <= ps.end)
+    }
+
     /// Whether the policy has no error-level diagnostic within its span.
     pub fn is_valid(&self, policy: &Policy) -> bool {
-        let ps = policy.loc.0;
-        !self.diagnostics.iter().any(|d| {
-            d.is_error()
-                && d.span
-                    .is_some_and(|s| s.file == ps.file && s.start >= ps.start && s.end <= ps.end)
-        })
+        !Self::has_error_within(&self.error_spans(), policy.loc.0)
     }
 
     pub fn error_count(&self) -> usize {
@@ -98,10 +114,11 @@ impl Loaded {
     }
 
     pub fn valid_count(&self) -> usize {
+        let errors = self.error_spans();
         self.set
             .policies
             .iter()
-            .filter(|p| self.is_valid(p))
+            .filter(|p| !Self::has_error_within(&errors, p.loc.0))
             .count()
     }
 
