@@ -25,8 +25,6 @@ fn main() {
         println!("cargo:rerun-if-changed={}", bpf.join(f).display());
     }
     println!("cargo:rerun-if-env-changed=CLANG");
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("sluice.bpf.o");
     let Some(clang) = find_clang() else {
         panic!(
             "\n\nclang was not found: sluice's eBPF datapath (bpf/sluice.bpf.c) is compiled with clang.\n\
@@ -35,20 +33,29 @@ fn main() {
         );
     };
     let arch_include = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
-    let status = Command::new(&clang)
-        .args(["-g", "-O2", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-I{arch_include}"))
-        .arg(format!("-I{}", bpf.display()))
-        .arg("-c")
-        .arg(bpf.join("sluice.bpf.c"))
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {clang}: {e}"));
-    if !status.success() {
-        panic!(
-            "{clang} failed to compile bpf/sluice.bpf.c; it needs libbpf's headers \
-             (`apt-get install libbpf-dev`) and <asm/types.h> (`apt-get install gcc-multilib`)"
-        );
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // Two builds of one source: the agent's pins its maps by name, the
+    // other (tests, benchmarks) leaves nothing behind in bpffs.
+    for (name, defines) in [
+        ("sluice.bpf.o", &[][..]),
+        ("sluice-pinned.bpf.o", &["-DSL_PIN"][..]),
+    ] {
+        let status = Command::new(&clang)
+            .args(["-g", "-O2", "-target", "bpf", "-Wall", "-Werror"])
+            .args(defines)
+            .arg(format!("-I{arch_include}"))
+            .arg(format!("-I{}", bpf.display()))
+            .arg("-c")
+            .arg(bpf.join("sluice.bpf.c"))
+            .arg("-o")
+            .arg(out_dir.join(name))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {clang}: {e}"));
+        if !status.success() {
+            panic!(
+                "{clang} failed to compile bpf/sluice.bpf.c; it needs libbpf's headers \
+                 (`apt-get install libbpf-dev`) and <asm/types.h> (`apt-get install gcc-multilib`)"
+            );
+        }
     }
 }

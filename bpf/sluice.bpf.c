@@ -30,21 +30,33 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define DENY_PRECEDENCE 0xffffffffu
 
+/* The agent's object pins every map by name (under a directory it chooses),
+ * so enforcement outlives the agent and a restarted agent adopts the state;
+ * tests and benchmarks load a copy built without pinning. */
+#ifdef SL_PIN
+#define SL_PINNING __uint(pinning, LIBBPF_PIN_BY_NAME);
+#else
+#define SL_PINNING
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_ipcache_key);
-	__type(value, __u32);
+	__type(value, struct sl_ipcache_value);
 	__uint(max_entries, 512000);
+	SL_PINNING
 } SL_IPCACHE SEC(".maps");
 
 /* Exact /32 entries in front of the LPM trie: pods and nodes are /32s, and a
  * hash lookup costs the same however many there are. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct sl_ipcache_value);
 	__uint(max_entries, 512000);
+	SL_PINNING
 } SL_IPCACHE_HOSTS SEC(".maps");
 
 struct {
@@ -53,20 +65,31 @@ struct {
 	__type(key, struct sl_policy_key);
 	__type(value, struct sl_policy_value);
 	__uint(max_entries, 1048576);
+	SL_PINNING
 } SL_POLICY SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_endpoint);
+	__uint(max_entries, SL_EP_DIRECT);
+	SL_PINNING
+} SL_ENDPOINTS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct sl_endpoint);
 	__uint(max_entries, 65536);
-} SL_ENDPOINTS SEC(".maps");
+	SL_PINNING
+} SL_ENDPOINTS_HIGH SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct sl_ct_key);
 	__type(value, struct sl_ct_value);
 	__uint(max_entries, 262144);
+	SL_PINNING
 } SL_CT SEC(".maps");
 
 struct {
@@ -74,11 +97,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64[SL_STAT_MAX]);
 	__uint(max_entries, 65536);
+	SL_PINNING
 } SL_STATS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
+	SL_PINNING
 } SL_EVENTS SEC(".maps");
 
 struct {
@@ -86,6 +111,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sl_config);
 	__uint(max_entries, 1);
+	SL_PINNING
 } SL_CONFIG SEC(".maps");
 
 struct flow {
@@ -146,14 +172,22 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
-static __always_inline __u32 identity_of(__u32 addr)
+static __always_inline __u32 identity_of(__u32 addr, const struct sl_config *cfg, __u32 map_id)
 {
-	__u32 *id = bpf_map_lookup_elem(&SL_IPCACHE_HOSTS, &addr);
-	if (id)
-		return *id;
-	struct sl_ipcache_key k = { .prefixlen = 32, .addr = addr };
-	id = bpf_map_lookup_elem(&SL_IPCACHE, &k);
-	return id ? *id : 2 /* world */;
+	__u32 slot = (map_id >> 16) & 1;
+	struct sl_ipcache_value *v = bpf_map_lookup_elem(&SL_IPCACHE_HOSTS, &addr);
+	if (v && v->identity[slot])
+		return v->identity[slot];
+	/* The trie holds only prefixes of length 1..31 (the agent writes /32s
+	 * to the hash, /0 to the config); skip it when it is empty. Each trie
+	 * entry carries both states' longest match for it. */
+	if (cfg->has_lpm) {
+		struct sl_ipcache_key k = { .prefixlen = 32, .addr = addr };
+		v = bpf_map_lookup_elem(&SL_IPCACHE, &k);
+		if (v)
+			return v->identity[slot];
+	}
+	return slot ? cfg->world[1] : cfg->world[0];
 }
 
 /* Longest-prefix match over the prefix lengths the endpoint's map uses. */
@@ -184,10 +218,13 @@ static __always_inline struct sl_policy_value *lpm(__u32 map_id, __u32 identity,
 static __always_inline struct sl_policy_value *decide(const struct sl_endpoint *ep, __u32 remote,
 						      __u8 egress, const struct flow *f)
 {
-	struct sl_policy_value *l3 = lpm(ep->map_id, remote, egress, f, ep->plens);
+	struct sl_policy_value *l3 =
+		lpm(ep->map_id, remote, egress, f, remote ? ep->plens : ep->plens_any);
 	if (l3 && l3->precedence == DENY_PRECEDENCE)
 		return l3;
-	struct sl_policy_value *l4 = remote ? lpm(ep->map_id, 0, egress, f, ep->plens) : 0;
+	/* The wildcard probe only when the map has wildcard entries. */
+	struct sl_policy_value *l4 =
+		remote && ep->plens_any ? lpm(ep->map_id, 0, egress, f, ep->plens_any) : 0;
 	if (!l3)
 		return l4;
 	if (!l4)
@@ -226,6 +263,15 @@ static __always_inline void event(const struct flow *f, __u8 egress, __u8 verdic
 	bpf_ringbuf_submit(e, 0);
 }
 
+static __always_inline struct sl_endpoint *endpoint_of(__u32 key)
+{
+	if (key < SL_EP_DIRECT) {
+		struct sl_endpoint *ep = bpf_map_lookup_elem(&SL_ENDPOINTS, &key);
+		return ep && ep->identity ? ep : 0;
+	}
+	return bpf_map_lookup_elem(&SL_ENDPOINTS_HIGH, &key);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 {
 	struct flow f;
@@ -240,38 +286,61 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	asm volatile("" : "+r"(mark), "+r"(ifindex));
 	__u32 zero = 0;
 	struct sl_config *cfg = bpf_map_lookup_elem(&SL_CONFIG, &zero);
-	__u32 ep_key = ifindex;
-	if (cfg && cfg->test_mode)
-		ep_key = mark;
-	struct sl_endpoint *ep = bpf_map_lookup_elem(&SL_ENDPOINTS, &ep_key);
+	if (!cfg)
+		return TC_ACT_OK;
+	__u32 ep_key = cfg->test_mode ? mark : ifindex;
+	struct sl_endpoint *ep = endpoint_of(ep_key);
 	if (!ep)
 		return TC_ACT_OK; /* not an endpoint sluice manages */
 
-	/* Replies of allowed connections: the reverse tuple is tracked. */
-	struct sl_ct_key rev = {
-		.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto,
+	/* One lookup finds the connection whichever way the packet goes. */
+	__u64 s = ((__u64)f.saddr << 16) | f.sport, d = ((__u64)f.daddr << 16) | f.dport;
+	int s_lo = s < d;
+	struct sl_ct_key ck = {
+		.addr_lo = s_lo ? f.saddr : f.daddr,
+		.addr_hi = s_lo ? f.daddr : f.saddr,
+		.port_lo = s_lo ? f.sport : f.dport,
+		.port_hi = s_lo ? f.dport : f.sport,
+		.proto = f.proto,
+		.endpoint = ep_key,
 	};
-	if (f.proto != IPPROTO_ICMP && !f.tcp_syn && bpf_map_lookup_elem(&SL_CT, &rev)) {
-		count(ep, SL_STAT_REPLY);
-		return TC_ACT_OK;
+	struct sl_ct_value *ct = bpf_map_lookup_elem(&SL_CT, &ck);
+	if (ct) {
+		if (ct->egress == egress) {
+			/* The connection's own direction: its verdict stands as
+			 * long as no new state was applied since it was judged. */
+			if (ct->generation == cfg->generation) {
+				count(ep, SL_STAT_FORWARD);
+				return TC_ACT_OK;
+			}
+		} else if (f.proto != IPPROTO_ICMP && !f.tcp_syn) {
+			/* A reply (a SYN opens, ICMP types differ both ways). */
+			count(ep, SL_STAT_REPLY);
+			return TC_ACT_OK;
+		}
 	}
 
-	__u32 remote = identity_of(egress ? f.daddr : f.saddr);
+	__u32 remote = identity_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
 	struct sl_policy_value *v = decide(ep, remote, egress, &f);
 	if (!v || (v->flags & SL_FLAG_DENY)) {
 		int why = v ? SL_STAT_DROP_DENY : SL_STAT_DROP_POLICY;
+		/* A connection the new state denies loses its replies too. */
+		if (ct && ct->egress == egress)
+			bpf_map_delete_elem(&SL_CT, &ck);
 		count(ep, why);
 		event(&f, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
-	struct sl_ct_key fwd = {
-		.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto,
-	};
-	/* Look up before inserting: an LRU update allocates even when the
-	 * entry exists, which costs more than the lookup (measured). */
-	if (!bpf_map_lookup_elem(&SL_CT, &fwd)) {
-		struct sl_ct_value cv = { .created_ns = bpf_ktime_get_ns(), .endpoint = ep_key };
-		bpf_map_update_elem(&SL_CT, &fwd, &cv, BPF_ANY);
+	if (ct) {
+		if (ct->egress == egress)
+			ct->generation = cfg->generation;
+	} else {
+		struct sl_ct_value cv = {
+			.created_ns = bpf_ktime_get_ns(),
+			.generation = cfg->generation,
+			.egress = egress,
+		};
+		bpf_map_update_elem(&SL_CT, &ck, &cv, BPF_ANY);
 		event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}
 	count(ep, SL_STAT_FORWARD);

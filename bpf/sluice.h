@@ -14,10 +14,26 @@
 
 #include <linux/types.h>
 
+/* Bumped whenever a map's layout changes: pinned maps live under a directory
+ * named after it, so an agent never adopts maps of another layout. */
+#define SL_LAYOUT_VERSION 2
+
+/* Endpoint keys (ifindex, or the test-mode mark) below this index live in an
+ * array, whose lookup the verifier inlines; larger ones in a hash. */
+#define SL_EP_DIRECT 65536
+
 /* ipcache: IPv4 prefix -> security identity. */
 struct sl_ipcache_key {
 	__u32 prefixlen; /* LPM header: bits of addr that count */
 	__u32 addr;      /* network byte order */
+};
+
+/* The identity of a prefix in each of two states: an endpoint reads the
+ * slot of its policy map's generation (bit 16 of map_id), so a new state's
+ * identities are written beside the enforced ones and every endpoint sees
+ * addresses and policy of one and the same state. 0: not in that state. */
+struct sl_ipcache_value {
+	__u32 identity[2];
 };
 
 /* Policy map: one hash for all endpoints. A key is the endpoint's map id,
@@ -48,30 +64,38 @@ struct sl_policy_value {
 };
 
 /* An endpoint, keyed by the ifindex of its host-side interface (or, for
- * BPF_PROG_TEST_RUN in test mode, by skb->mark). */
+ * BPF_PROG_TEST_RUN in test mode, by skb->mark). identity 0 marks an unused
+ * array slot. */
 struct sl_endpoint {
 	__u32 map_id;
 	__u32 identity;
 	__u8 enforced_ingress;
 	__u8 enforced_egress;
 	__u16 slot;      /* index of the endpoint's counters */
-	__u32 plens;     /* bit p set: the map has entries of prefix length p */
+	__u32 plens;     /* bit p set: entries for a specific peer identity of prefix length p */
+	__u32 plens_any; /* the same for wildcard-identity (0) entries */
+	__u32 entries;   /* policy entries of its map, for metrics */
 };
 
-/* Connection tracking: the forward 5-tuple of an allowed connection. */
+/* Connection tracking, one entry per endpoint and connection. The address
+ * and port pairs are ordered (lower first) so that a packet and its reply
+ * find the same entry with one lookup; `egress` in the value says in which
+ * direction the endpoint opened it. */
 struct sl_ct_key {
-	__u32 saddr;
-	__u32 daddr;
-	__be16 sport;
-	__be16 dport;
+	__u32 addr_lo;
+	__u32 addr_hi;
+	__be16 port_lo;
+	__be16 port_hi;
 	__u8 proto;
 	__u8 pad[3];
+	__u32 endpoint;  /* ifindex or test-mode mark */
 };
 
 struct sl_ct_value {
 	__u64 created_ns;
-	__u32 endpoint; /* ifindex that created it */
-	__u32 pad;
+	__u32 generation; /* policy generation the forward direction was last judged in */
+	__u8 egress;      /* 1: opened by the endpoint (its egress) */
+	__u8 pad[3];
 };
 
 /* Per-endpoint counters, indexed by SL_STAT_*. */
@@ -102,6 +126,16 @@ struct sl_event {
 struct sl_config {
 	__u32 test_mode;  /* key endpoints by skb->mark instead of ifindex */
 	__u32 allow_localhost;
+	__u32 generation; /* bumped by every applied state: conntrack entries
+			   * judged in an older one are judged again */
+	__u32 has_lpm;    /* the ipcache trie has entries (else only /32s) */
+	/* Written by the agent for `sluice observe` and metrics; the programs
+	 * do not read them. */
+	__u32 updates;
+	__u32 update_errors;
+	/* The identity of addresses no prefix matches (0.0.0.0/0: world, or
+	 * world-ipv4 in dual-stack clusters), per ipcache slot. */
+	__u32 world[2];
 };
 
 #endif

@@ -4,16 +4,36 @@ use crate::maps::*;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap};
 use aya::programs::SchedClassifier;
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use compiler::compile::Compiled;
-use compiler::identity::HOST;
-use std::collections::HashMap;
+use compiler::identity::{HOST, WORLD};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
-/// The eBPF object built from `bpf/sluice.bpf.c` by build.rs.
+/// The eBPF object built from `bpf/sluice.bpf.c` by build.rs, with maps
+/// that are not pinned (tests, benchmarks).
 pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice.bpf.o"));
+
+/// The same program with every map pinned by name (the agent's).
+pub static BPF_OBJECT_PINNED: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-pinned.bpf.o"));
+
+/// `SL_LAYOUT_VERSION` of bpf/sluice.h: pins live under `<root>/v<this>`.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// `SL_EP_DIRECT`: endpoint keys below it live in the array map.
+pub const EP_DIRECT: u32 = 65536;
+
+/// Entries each ipcache map holds.
+pub const IPCACHE_CAPACITY: usize = 512_000;
+
+/// Where the maps and links of layout [`LAYOUT_VERSION`] are pinned.
+pub fn pin_dir(root: &Path) -> PathBuf {
+    root.join(format!("v{LAYOUT_VERSION}"))
+}
 
 /// The program judging an endpoint's egress (attached at its host-side
 /// interface's ingress).
@@ -33,7 +53,7 @@ pub struct DatapathError {
 }
 
 impl DatapathError {
-    fn new(what: impl Into<String>) -> Self {
+    pub(crate) fn new(what: impl Into<String>) -> Self {
         DatapathError { what: what.into() }
     }
 }
@@ -59,34 +79,110 @@ pub struct ApplyStats {
     pub endpoints: usize,
 }
 
+/// What a pinned datapath found from an earlier agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    pub endpoints: usize,
+    pub policy_entries: usize,
+    pub ipcache_entries: usize,
+    pub generation: u32,
+}
+
 /// The loaded (not yet attached) programs and their maps.
 pub struct Datapath {
     bpf: Ebpf,
     /// Verdict events (drops and new connections), taken out of `bpf` so
     /// they can be read while the maps are written.
     events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
-    /// Counts applied states; each state's policy entries live under map ids
-    /// of their own (`generation << 16 | map index`), so a new state is
-    /// written beside the old one and each endpoint switches to it in one
-    /// map update.
+    /// Counts applied states. Each state's policy entries live under map
+    /// ids of their own (`(generation & 0xffff) << 16 | map index`) and its
+    /// identities in ipcache slot `generation & 1`, so a new state is
+    /// written beside the enforced one and each endpoint switches to it in
+    /// one map update.
     generation: u32,
     /// What the enforced state wrote, to delete what the next one drops.
     written: Written,
+    /// Counter slot of each endpoint key, stable across updates.
+    slots: HashMap<u32, u16>,
+    /// The bpffs directory of pinned maps and links (agent mode).
+    pin: Option<PathBuf>,
+    test_mode: bool,
 }
 
 #[derive(Default)]
 struct Written {
-    policy: Vec<PolicyKey>,
-    hosts: std::collections::HashSet<[u8; 4]>,
-    prefixes: std::collections::HashSet<(u32, [u8; 4])>,
-    endpoints: std::collections::HashSet<u32>,
+    policy: HashSet<PolicyKey>,
+    /// /32 addresses and their identity in the enforced state.
+    hosts: HashMap<[u8; 4], u32>,
+    /// The enforced state's own prefixes and their identities.
+    prefixes: HashMap<(u32, [u8; 4]), u32>,
+    endpoints: HashSet<u32>,
+}
+
+/// The longest prefix of `prefixes` that contains (`len`, `addr`), with its
+/// identity; world when none does. Prefix lengths are walked from `len`
+/// down, so this is at most 33 hash probes.
+fn longest_match(prefixes: &HashMap<(u32, [u8; 4]), u32>, len: u32, addr: [u8; 4]) -> u32 {
+    let a = u32::from_be_bytes(addr);
+    (0..=len.min(32))
+        .rev()
+        .find_map(|l| {
+            let masked = if l == 0 {
+                0
+            } else {
+                a & (u32::MAX << (32 - l))
+            };
+            prefixes.get(&(l, masked.to_be_bytes())).copied()
+        })
+        .unwrap_or(WORLD)
+}
+
+/// Whether a state has prefixes for the trie: /0 is not one of them, it is
+/// the default identity in SL_CONFIG.
+fn has_lpm(prefixes: &HashMap<(u32, [u8; 4]), u32>) -> bool {
+    prefixes.keys().any(|(len, _)| *len > 0)
+}
+
+fn map<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, DatapathError> {
+    bpf.map_mut(name)
+        .ok_or_else(|| DatapathError::new(format!("{name} missing from the object")))
 }
 
 impl Datapath {
-    /// Loads the object and both programs into the kernel (the verifier runs
-    /// here). Needs CAP_BPF (root).
+    /// Loads the object and its programs into the kernel (the verifier runs
+    /// here), with maps of its own that go away with it: for tests and
+    /// benchmarks. Needs CAP_BPF (root).
     pub fn load() -> Result<Datapath, DatapathError> {
-        let mut bpf = Ebpf::load(BPF_OBJECT).map_err(ctx("loading bpf/sluice.bpf.o"))?;
+        Self::load_object(BPF_OBJECT, None)
+    }
+
+    /// Loads the agent's datapath with its maps pinned under `root`/v<layout>
+    /// on bpffs: maps already pinned there (an earlier agent's) are reused,
+    /// with their entries, so enforcement continues across a restart; the
+    /// state found is adopted, and the next [`apply`](Self::apply) replaces
+    /// it atomically per endpoint and deletes what it no longer uses.
+    pub fn load_pinned(root: &Path) -> Result<(Datapath, Adopted), DatapathError> {
+        ensure_bpffs(root)?;
+        let dir = pin_dir(root);
+        std::fs::create_dir_all(dir.join("links")).map_err(|e| {
+            DatapathError::new(format!(
+                "creating {}: {e} (is bpffs mounted there?)",
+                dir.display()
+            ))
+        })?;
+        let mut dp = Self::load_object(BPF_OBJECT_PINNED, Some(&dir))?;
+        let adopted = dp.adopt()?;
+        Ok((dp, adopted))
+    }
+
+    fn load_object(object: &[u8], pin: Option<&Path>) -> Result<Datapath, DatapathError> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pin {
+            loader.map_pin_path(dir);
+        }
+        let mut bpf = loader
+            .load(object)
+            .map_err(ctx("loading bpf/sluice.bpf.o"))?;
         for name in [FROM_ENDPOINT, TO_ENDPOINT, NOOP] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
@@ -106,7 +202,95 @@ impl Datapath {
             events,
             generation: 0,
             written: Written::default(),
+            slots: HashMap::new(),
+            pin: pin.map(Path::to_owned),
+            test_mode: false,
         })
+    }
+
+    /// Reads back the state pinned maps hold: the enforced generation, its
+    /// addresses, prefixes, endpoints and every policy entry (entries of an
+    /// update that was interrupted included, so the next one removes them).
+    fn adopt(&mut self) -> Result<Adopted, DatapathError> {
+        let cfg = self.config()?;
+        self.generation = cfg.generation;
+        self.test_mode = cfg.test_mode != 0;
+        let slot = (cfg.generation & 1) as usize;
+        let mut w = Written::default();
+        {
+            let pol: BpfHashMap<_, PolicyKey, PolicyValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
+            for k in pol.keys() {
+                w.policy.insert(k.map_err(ctx("reading SL_POLICY"))?);
+            }
+        }
+        {
+            let hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_IPCACHE_HOSTS")?)
+                    .map_err(ctx("SL_IPCACHE_HOSTS"))?;
+            for item in hosts.iter() {
+                let (a, v) = item.map_err(ctx("reading SL_IPCACHE_HOSTS"))?;
+                w.hosts.insert(a, v.identity[slot]);
+            }
+        }
+        {
+            let lpm: LpmTrie<_, IpcacheKeyData, IpcacheValue> =
+                LpmTrie::try_from(map(&mut self.bpf, "SL_IPCACHE")?).map_err(ctx("SL_IPCACHE"))?;
+            for item in lpm.iter() {
+                let (k, v) = item.map_err(ctx("reading SL_IPCACHE"))?;
+                w.prefixes
+                    .insert((k.prefix_len(), k.data().addr), v.identity[slot]);
+            }
+            w.prefixes.insert((0, [0; 4]), cfg.world[slot]);
+        }
+        {
+            let eps: Array<_, EndpointInfo> = Array::try_from(map(&mut self.bpf, "SL_ENDPOINTS")?)
+                .map_err(ctx("SL_ENDPOINTS"))?;
+            for key in 0..EP_DIRECT {
+                let info = eps.get(&key, 0).map_err(ctx("reading SL_ENDPOINTS"))?;
+                if info.identity != 0 {
+                    w.endpoints.insert(key);
+                    self.slots.insert(key, info.slot);
+                }
+            }
+        }
+        {
+            let eps: BpfHashMap<_, u32, EndpointInfo> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_ENDPOINTS_HIGH")?)
+                    .map_err(ctx("SL_ENDPOINTS_HIGH"))?;
+            for item in eps.iter() {
+                let (key, info) = item.map_err(ctx("reading SL_ENDPOINTS_HIGH"))?;
+                w.endpoints.insert(key);
+                self.slots.insert(key, info.slot);
+            }
+        }
+        let adopted = Adopted {
+            endpoints: w.endpoints.len(),
+            policy_entries: w.policy.len(),
+            ipcache_entries: w.hosts.len() + w.prefixes.len(),
+            generation: cfg.generation,
+        };
+        self.written = w;
+        Ok(adopted)
+    }
+
+    fn config(&mut self) -> Result<Config, DatapathError> {
+        let cfg: Array<_, Config> =
+            Array::try_from(map(&mut self.bpf, "SL_CONFIG")?).map_err(ctx("SL_CONFIG"))?;
+        cfg.get(&0, 0).map_err(ctx("reading SL_CONFIG"))
+    }
+
+    fn set_config(&mut self, c: Config) -> Result<(), DatapathError> {
+        let mut cfg: Array<_, Config> =
+            Array::try_from(map(&mut self.bpf, "SL_CONFIG")?).map_err(ctx("SL_CONFIG"))?;
+        cfg.set(0, c, 0).map_err(ctx("writing SL_CONFIG"))
+    }
+
+    /// Counts a refused update (for metrics).
+    pub fn count_error(&mut self) -> Result<(), DatapathError> {
+        let mut c = self.config()?;
+        c.update_errors = c.update_errors.wrapping_add(1);
+        self.set_config(c)
     }
 
     /// Writes compiled state into the maps. `endpoint_keys` maps endpoint
@@ -116,6 +300,11 @@ impl Datapath {
     ///
     /// The whole state is checked against the maps' capacity before anything
     /// is written, so an oversized artifact is refused, never half-loaded.
+    /// The new state is written beside the enforced one (policy entries
+    /// under new map ids, identities in the other ipcache slot); each
+    /// endpoint then switches in one map update, and only after all have
+    /// switched is the old state deleted and conntrack told to judge
+    /// established connections again.
     pub fn apply(
         &mut self,
         c: &Compiled,
@@ -124,7 +313,6 @@ impl Datapath {
         test_mode: bool,
     ) -> Result<ApplyStats, DatapathError> {
         let total: usize = c.maps.iter().map(|m| m.len()).sum();
-        // The new state is written beside the enforced one before the switch.
         if total + self.written.policy.len() > POLICY_MAP_CAPACITY {
             return Err(DatapathError::new(format!(
                 "the artifact has {total} policy entries; with the {} enforced now that exceeds the datapath map's {POLICY_MAP_CAPACITY}",
@@ -137,81 +325,94 @@ impl Datapath {
                 c.maps.len()
             )));
         }
-        let generation = self.generation.wrapping_add(1) & 0xffff;
-        let map_id = |index: usize| (generation << 16) | index as u32;
+        let generation = self.generation.wrapping_add(1);
+        let map_id = |index: usize| ((generation & 0xffff) << 16) | index as u32;
+        let (new_slot, old_slot) = ((generation & 1) as usize, (!generation & 1) as usize);
+
         let mut next = Written::default();
-        let mut stats = ApplyStats::default();
-        {
-            let mut cfg: Array<_, Config> = Array::try_from(
-                self.bpf
-                    .map_mut("SL_CONFIG")
-                    .ok_or_else(|| DatapathError::new("SL_CONFIG missing"))?,
-            )
-            .map_err(ctx("SL_CONFIG"))?;
-            cfg.set(
-                0,
-                Config {
-                    test_mode: u32::from(test_mode),
-                    allow_localhost: 1,
-                },
-                0,
-            )
-            .map_err(ctx("writing SL_CONFIG"))?;
-        }
-        {
-            let mut hosts: BpfHashMap<_, [u8; 4], u32> = BpfHashMap::try_from(
-                self.bpf
-                    .map_mut("SL_IPCACHE_HOSTS")
-                    .ok_or_else(|| DatapathError::new("SL_IPCACHE_HOSTS missing"))?,
-            )
-            .map_err(ctx("SL_IPCACHE_HOSTS"))?;
-            for e in &c.ipcache {
-                let IpAddr::V4(a) = e.cidr.addr else { continue };
-                if e.cidr.prefix_len != 32 {
-                    continue;
-                }
+        for e in &c.ipcache {
+            let IpAddr::V4(a) = e.cidr.addr else { continue };
+            if e.cidr.prefix_len == 32 {
                 let id = if e.node.is_some() && e.node.as_deref() == node {
                     HOST
                 } else {
                     e.identity
                 };
-                hosts
-                    .insert(a.octets(), id, 0)
-                    .map_err(ctx("writing SL_IPCACHE_HOSTS"))?;
-                stats.ipcache_hosts += 1;
-                next.hosts.insert(a.octets());
-            }
-        }
-        {
-            let mut lpm: LpmTrie<_, IpcacheKeyData, u32> = LpmTrie::try_from(
-                self.bpf
-                    .map_mut("SL_IPCACHE")
-                    .ok_or_else(|| DatapathError::new("SL_IPCACHE missing"))?,
-            )
-            .map_err(ctx("SL_IPCACHE"))?;
-            for e in &c.ipcache {
-                let IpAddr::V4(a) = e.cidr.addr else { continue };
-                if e.cidr.prefix_len == 32 {
-                    continue;
-                }
-                let key = Key::new(
-                    u32::from(e.cidr.prefix_len),
-                    IpcacheKeyData { addr: a.octets() },
-                );
-                lpm.insert(&key, e.identity, 0)
-                    .map_err(ctx("writing SL_IPCACHE"))?;
-                stats.ipcache_prefixes += 1;
+                next.hosts.insert(a.octets(), id);
+            } else {
                 next.prefixes
-                    .insert((u32::from(e.cidr.prefix_len), a.octets()));
+                    .insert((u32::from(e.cidr.prefix_len), a.octets()), e.identity);
             }
         }
+        let hosts_total = next.hosts.len() + self.written.hosts.len();
+        if hosts_total > IPCACHE_CAPACITY
+            || next.prefixes.len() + self.written.prefixes.len() > IPCACHE_CAPACITY
         {
-            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> = BpfHashMap::try_from(
-                self.bpf
-                    .map_mut("SL_POLICY")
-                    .ok_or_else(|| DatapathError::new("SL_POLICY missing"))?,
-            )
-            .map_err(ctx("SL_POLICY"))?;
+            return Err(DatapathError::new(format!(
+                "the artifact's ipcache ({} addresses, {} prefixes) with the enforced one exceeds the datapath map's {IPCACHE_CAPACITY}",
+                next.hosts.len(),
+                next.prefixes.len()
+            )));
+        }
+        let mut cfg = self.config()?;
+        let old_has_lpm = has_lpm(&self.written.prefixes);
+        // While both states are live the trie is consulted if either has
+        // prefixes.
+        cfg.test_mode = u32::from(test_mode);
+        cfg.allow_localhost = 1;
+        cfg.has_lpm = u32::from(old_has_lpm || has_lpm(&next.prefixes));
+        cfg.world[new_slot] = longest_match(&next.prefixes, 0, [0; 4]);
+        self.set_config(cfg)?;
+
+        let mut stats = ApplyStats::default();
+        {
+            let mut hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_IPCACHE_HOSTS")?)
+                    .map_err(ctx("SL_IPCACHE_HOSTS"))?;
+            for (a, id) in next.hosts.iter().map(|(a, id)| (*a, *id)).chain(
+                self.written
+                    .hosts
+                    .keys()
+                    .filter(|a| !next.hosts.contains_key(*a))
+                    .map(|a| (*a, 0)),
+            ) {
+                let mut v = IpcacheValue::default();
+                v.identity[new_slot] = id;
+                v.identity[old_slot] = self.written.hosts.get(&a).copied().unwrap_or(0);
+                hosts
+                    .insert(a, v, 0)
+                    .map_err(ctx("writing SL_IPCACHE_HOSTS"))?;
+            }
+            stats.ipcache_hosts = next.hosts.len();
+        }
+        {
+            // Every prefix of either state carries both states' answer for
+            // it (the longest match among that state's own prefixes), so the
+            // trie's single longest match is right for either slot.
+            let mut lpm: LpmTrie<_, IpcacheKeyData, IpcacheValue> =
+                LpmTrie::try_from(map(&mut self.bpf, "SL_IPCACHE")?).map_err(ctx("SL_IPCACHE"))?;
+            let union: HashSet<(u32, [u8; 4])> = next
+                .prefixes
+                .keys()
+                .chain(self.written.prefixes.keys())
+                .copied()
+                .collect();
+            for (len, addr) in union {
+                if len == 0 {
+                    continue; // the default, kept in SL_CONFIG
+                }
+                let mut v = IpcacheValue::default();
+                v.identity[new_slot] = longest_match(&next.prefixes, len, addr);
+                v.identity[old_slot] = longest_match(&self.written.prefixes, len, addr);
+                lpm.insert(&Key::new(len, IpcacheKeyData { addr }), v, 0)
+                    .map_err(ctx("writing SL_IPCACHE"))?;
+            }
+            stats.ipcache_prefixes = next.prefixes.len();
+        }
+        let mut plens = vec![(0u32, 0u32); c.maps.len()];
+        {
+            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
             for (index, m) in c.maps.iter().enumerate() {
                 for (k, v) in &m.entries {
                     // `Key::new` already cleared the bits past the prefix.
@@ -234,51 +435,121 @@ impl Datapath {
                     };
                     pol.insert(key, value, 0)
                         .map_err(ctx("writing SL_POLICY"))?;
+                    if k.identity == 0 {
+                        plens[index].1 |= 1 << k.plen;
+                    } else {
+                        plens[index].0 |= 1 << k.plen;
+                    }
                     stats.policy_entries += 1;
-                    next.policy.push(key);
+                    next.policy.insert(key);
                 }
             }
         }
+        // Counter slots: kept for endpoints that stay, the lowest free one
+        // (zeroed) for new ones.
+        let mut used: HashSet<u16> = HashSet::new();
+        let mut fresh = Vec::new();
+        let mut slot_of = HashMap::new();
+        for e in &c.endpoints {
+            if let Some(&key) = endpoint_keys.get(&e.name) {
+                match self.slots.get(&key) {
+                    Some(&s) if used.insert(s) => {
+                        slot_of.insert(key, s);
+                    }
+                    _ => fresh.push(key),
+                }
+            }
+        }
+        let mut free = (0..=u16::MAX).filter(|s| !used.contains(s));
+        for key in fresh {
+            let s = free
+                .next()
+                .ok_or_else(|| DatapathError::new("more than 65,536 endpoints on one node"))?;
+            slot_of.insert(key, s);
+            self.zero_counters(s)?;
+        }
         {
-            let mut eps: BpfHashMap<_, u32, EndpointInfo> = BpfHashMap::try_from(
-                self.bpf
-                    .map_mut("SL_ENDPOINTS")
-                    .ok_or_else(|| DatapathError::new("SL_ENDPOINTS missing"))?,
-            )
-            .map_err(ctx("SL_ENDPOINTS"))?;
-            let plens: Vec<u32> = c
-                .maps
-                .iter()
-                .map(|m| m.entries.keys().fold(0u32, |acc, k| acc | (1 << k.plen)))
-                .collect();
             for e in &c.endpoints {
                 let Some(&key) = endpoint_keys.get(&e.name) else {
                     continue;
                 };
-                let slot = u16::try_from(stats.endpoints)
-                    .map_err(|_| DatapathError::new("more than 65,536 endpoints on one node"))?;
                 let info = EndpointInfo {
                     map_id: map_id(e.map),
-                    identity: e.identity,
+                    identity: e.identity.max(1),
                     enforced_ingress: u8::from(e.enforced[0]),
                     enforced_egress: u8::from(e.enforced[1]),
-                    slot,
-                    plens: plens[e.map],
+                    slot: slot_of[&key],
+                    plens: plens[e.map].0,
+                    plens_any: plens[e.map].1,
+                    entries: u32::try_from(c.maps[e.map].len()).unwrap_or(u32::MAX),
                 };
                 // One map update switches the endpoint to the new state.
-                eps.insert(key, info, 0)
-                    .map_err(ctx("writing SL_ENDPOINTS"))?;
+                self.write_endpoint(key, Some(info))?;
                 next.endpoints.insert(key);
                 stats.endpoints += 1;
             }
-            for gone in self.written.endpoints.difference(&next.endpoints) {
-                let _ = eps.remove(gone);
+            let gone: Vec<u32> = self
+                .written
+                .endpoints
+                .difference(&next.endpoints)
+                .copied()
+                .collect();
+            for key in gone {
+                self.write_endpoint(key, None)?;
             }
         }
+        cfg.generation = generation;
+        cfg.has_lpm = u32::from(has_lpm(&next.prefixes));
+        cfg.updates = cfg.updates.wrapping_add(1);
+        self.set_config(cfg)?;
         self.remove_stale(&next)?;
+        self.slots = slot_of;
         self.written = next;
         self.generation = generation;
+        self.test_mode = test_mode;
         Ok(stats)
+    }
+
+    fn zero_counters(&mut self, slot: u16) -> Result<(), DatapathError> {
+        let mut stats: aya::maps::PerCpuArray<_, [u64; 4]> =
+            aya::maps::PerCpuArray::try_from(map(&mut self.bpf, "SL_STATS")?)
+                .map_err(ctx("SL_STATS"))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| DatapathError::new(format!("counting CPUs: {e}")))?;
+        let zeros =
+            aya::maps::PerCpuValues::try_from(vec![[0u64; 4]; cpus]).map_err(ctx("SL_STATS"))?;
+        stats
+            .set(u32::from(slot), zeros, 0)
+            .map_err(ctx("writing SL_STATS"))
+    }
+
+    /// Writes (or, with `None`, removes) an endpoint's entry: an array slot
+    /// for small keys, the hash for others.
+    fn write_endpoint(
+        &mut self,
+        key: u32,
+        info: Option<EndpointInfo>,
+    ) -> Result<(), DatapathError> {
+        if key < EP_DIRECT {
+            let mut eps: Array<_, EndpointInfo> =
+                Array::try_from(map(&mut self.bpf, "SL_ENDPOINTS")?)
+                    .map_err(ctx("SL_ENDPOINTS"))?;
+            eps.set(key, info.unwrap_or_default(), 0)
+                .map_err(ctx("writing SL_ENDPOINTS"))
+        } else {
+            let mut eps: BpfHashMap<_, u32, EndpointInfo> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_ENDPOINTS_HIGH")?)
+                    .map_err(ctx("SL_ENDPOINTS_HIGH"))?;
+            match info {
+                Some(i) => eps
+                    .insert(key, i, 0)
+                    .map_err(ctx("writing SL_ENDPOINTS_HIGH")),
+                None => {
+                    let _ = eps.remove(&key);
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// Deletes what the previous state wrote and the new one does not use:
@@ -287,34 +558,27 @@ impl Datapath {
     fn remove_stale(&mut self, next: &Written) -> Result<(), DatapathError> {
         let old = std::mem::take(&mut self.written);
         {
-            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> = BpfHashMap::try_from(
-                self.bpf
-                    .map_mut("SL_POLICY")
-                    .ok_or_else(|| DatapathError::new("SL_POLICY missing"))?,
-            )
-            .map_err(ctx("SL_POLICY"))?;
-            for k in &old.policy {
+            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
+            for k in old.policy.difference(&next.policy) {
                 let _ = pol.remove(k);
             }
         }
         {
-            let mut hosts: BpfHashMap<_, [u8; 4], u32> = BpfHashMap::try_from(
-                self.bpf
-                    .map_mut("SL_IPCACHE_HOSTS")
-                    .ok_or_else(|| DatapathError::new("SL_IPCACHE_HOSTS missing"))?,
-            )
-            .map_err(ctx("SL_IPCACHE_HOSTS"))?;
-            for a in old.hosts.difference(&next.hosts) {
+            let mut hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_IPCACHE_HOSTS")?)
+                    .map_err(ctx("SL_IPCACHE_HOSTS"))?;
+            for a in old.hosts.keys().filter(|a| !next.hosts.contains_key(*a)) {
                 let _ = hosts.remove(a);
             }
         }
-        let mut lpm: LpmTrie<_, IpcacheKeyData, u32> = LpmTrie::try_from(
-            self.bpf
-                .map_mut("SL_IPCACHE")
-                .ok_or_else(|| DatapathError::new("SL_IPCACHE missing"))?,
-        )
-        .map_err(ctx("SL_IPCACHE"))?;
-        for (len, a) in old.prefixes.difference(&next.prefixes) {
+        let mut lpm: LpmTrie<_, IpcacheKeyData, IpcacheValue> =
+            LpmTrie::try_from(map(&mut self.bpf, "SL_IPCACHE")?).map_err(ctx("SL_IPCACHE"))?;
+        for (len, a) in old
+            .prefixes
+            .keys()
+            .filter(|p| !next.prefixes.contains_key(*p))
+        {
             let _ = lpm.remove(&Key::new(*len, IpcacheKeyData { addr: *a }));
         }
         Ok(())
@@ -336,13 +600,18 @@ impl Datapath {
 
     /// Attaches both programs to an endpoint's host-side interface: its
     /// ingress judges the endpoint's egress, its egress the endpoint's
-    /// ingress. On kernels ≥ 6.6 aya attaches with TCX links, which detach
-    /// when this `Datapath` is dropped.
+    /// ingress. On kernels ≥ 6.6 these are TCX links. Unpinned, they detach
+    /// when this `Datapath` is dropped; pinned (agent mode), each link is
+    /// pinned as `links/<ifindex>-<ingress|egress>` (bpffs refuses dots in
+    /// names, which interface names may have) and outlives the agent, and
+    /// a link an earlier agent pinned there is replaced only after the new
+    /// one is attached, so the interface is never without a program.
     pub fn attach(&mut self, iface: &str) -> Result<(), DatapathError> {
+        use aya::programs::links::FdLink;
         use aya::programs::TcAttachType;
-        for (name, at) in [
-            (FROM_ENDPOINT, TcAttachType::Ingress),
-            (TO_ENDPOINT, TcAttachType::Egress),
+        for (name, at, suffix) in [
+            (FROM_ENDPOINT, TcAttachType::Ingress, "ingress"),
+            (TO_ENDPOINT, TcAttachType::Egress, "egress"),
         ] {
             let prog: &mut SchedClassifier = self
                 .bpf
@@ -350,10 +619,54 @@ impl Datapath {
                 .ok_or_else(|| DatapathError::new(format!("no program {name}")))?
                 .try_into()
                 .map_err(ctx("not a classifier"))?;
-            prog.attach(iface, at)
+            let id = prog
+                .attach(iface, at)
                 .map_err(|e| DatapathError::new(format!("attaching {name} to {iface}: {e}")))?;
+            let Some(dir) = &self.pin else { continue };
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(ctx("taking the TC link"))?
+                .try_into()
+                .map_err(|e| {
+                    DatapathError::new(format!(
+                        "the link on {iface} is not a TCX link, cannot pin it: {e}"
+                    ))
+                })?;
+            let index = ifindex(iface)?;
+            let path = dir.join("links").join(format!("{index}-{suffix}"));
+            let fresh = dir.join("links").join(format!("{index}-{suffix}-new"));
+            let _ = std::fs::remove_file(&fresh);
+            link.pin(&fresh)
+                .map_err(|e| DatapathError::new(format!("pinning {}: {e}", fresh.display())))?;
+            // Unpinning the old link drops the last reference to it: the
+            // kernel detaches it, and the new one is already in place.
+            std::fs::rename(&fresh, &path)
+                .map_err(|e| DatapathError::new(format!("pinning {}: {e}", path.display())))?;
         }
         Ok(())
+    }
+
+    /// Removes the pinned links of interfaces (by ifindex) that are not in
+    /// `keep`: endpoints that left this node, interfaces that are gone.
+    pub fn prune_links(&self, keep: &HashSet<u32>) -> Result<Vec<String>, DatapathError> {
+        let Some(dir) = &self.pin else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        let links = dir.join("links");
+        let entries = std::fs::read_dir(&links)
+            .map_err(|e| DatapathError::new(format!("{}: {e}", links.display())))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let index = name.split('-').next().and_then(|i| i.parse::<u32>().ok());
+            if !index.is_some_and(|i| keep.contains(&i)) {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| DatapathError::new(format!("{}: {e}", entry.path().display())))?;
+                removed.push(name);
+            }
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     /// Runs a program once on a packet with BPF_PROG_TEST_RUN; returns the
@@ -382,6 +695,70 @@ impl Datapath {
     }
 }
 
+/// Makes sure `root` is on a bpf filesystem: pins elsewhere fail. The
+/// conventional /sys/fs/bpf is mounted when it is not yet (as Cilium's agent
+/// does); any other place must already be bpffs.
+pub fn ensure_bpffs(root: &Path) -> Result<(), DatapathError> {
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|e| DatapathError::new(format!("/proc/mounts: {e}")))?;
+    let on_bpffs = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, point, fstype) = (f.next(), f.next(), f.next());
+        fstype == Some("bpf") && point.is_some_and(|p| root.starts_with(p))
+    });
+    if on_bpffs {
+        return Ok(());
+    }
+    let sys = Path::new("/sys/fs/bpf");
+    if !root.starts_with(sys) {
+        return Err(DatapathError::new(format!(
+            "{} is not on a bpf filesystem; use a directory under /sys/fs/bpf or mount one (`mount -t bpf bpf DIR`)",
+            root.display()
+        )));
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .map_err(|e| DatapathError::new(format!("running mount: {e}")))?;
+    if !status.success() {
+        return Err(DatapathError::new(
+            "/sys/fs/bpf is not mounted and `mount -t bpf bpf /sys/fs/bpf` failed",
+        ));
+    }
+    Ok(())
+}
+
+/// Detaches and deletes everything an agent pinned under `root` (links
+/// first, so no program is left attached to maps being removed). Returns
+/// the paths removed; a missing directory is not an error.
+pub fn teardown(root: &Path) -> Result<Vec<PathBuf>, DatapathError> {
+    let dir = pin_dir(root);
+    let mut removed = Vec::new();
+    for sub in [dir.join("links"), dir.clone()] {
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                continue;
+            }
+            std::fs::remove_file(&p)
+                .map_err(|e| DatapathError::new(format!("{}: {e}", p.display())))?;
+            removed.push(p);
+        }
+    }
+    for d in [dir.join("links"), dir.clone()] {
+        if d.exists() {
+            std::fs::remove_dir(&d)
+                .map_err(|e| DatapathError::new(format!("{}: {e}", d.display())))?;
+        }
+    }
+    // The root too, when nothing else (another layout's pins) is in it.
+    let _ = std::fs::remove_dir(root);
+    Ok(removed)
+}
+
 /// The ifindex of a network interface, as the programs key endpoints by it.
 pub fn ifindex(iface: &str) -> Result<u32, DatapathError> {
     let path = format!("/sys/class/net/{iface}/ifindex");
@@ -390,4 +767,30 @@ pub fn ifindex(iface: &str) -> Result<u32, DatapathError> {
         .trim()
         .parse()
         .map_err(|e| DatapathError::new(format!("{path}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_match_is_the_states_own_answer_for_a_prefix() {
+        let p = |a: [u8; 4]| a;
+        let state = HashMap::from([
+            ((0, [0, 0, 0, 0]), WORLD),
+            ((8, p([10, 0, 0, 0])), 100),
+            ((16, p([10, 1, 0, 0])), 200),
+        ]);
+        // A prefix the state has: its own identity.
+        assert_eq!(longest_match(&state, 16, [10, 1, 0, 0]), 200);
+        // A more specific prefix of another state: the state's answer for
+        // the addresses inside it.
+        assert_eq!(longest_match(&state, 24, [10, 1, 7, 0]), 200);
+        assert_eq!(longest_match(&state, 24, [10, 2, 7, 0]), 100);
+        // Nothing covers it: the /0 default, or world without one.
+        assert_eq!(longest_match(&state, 24, [11, 0, 0, 0]), WORLD);
+        assert_eq!(longest_match(&HashMap::new(), 8, [10, 0, 0, 0]), WORLD);
+        let dual = HashMap::from([((0, [0, 0, 0, 0]), 9)]);
+        assert_eq!(longest_match(&dual, 32, [1, 2, 3, 4]), 9);
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod datapath;
 pub mod maps;
+pub mod observe;
 pub mod packet;
 pub mod reconcile;
 #[cfg(feature = "testnet")]

@@ -16,6 +16,14 @@ pub struct IpcacheKeyData {
     pub addr: [u8; 4],
 }
 
+/// The identity of a prefix in each of the two states an update spans
+/// (`struct sl_ipcache_value`); 0: not in that state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpcacheValue {
+    pub identity: [u32; 2],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyKey {
@@ -52,8 +60,13 @@ pub struct EndpointInfo {
     pub enforced_egress: u8,
     /// Index of the endpoint's counters.
     pub slot: u16,
-    /// Bit p set: the endpoint's map has entries of prefix length p.
+    /// Bit p set: the endpoint's map has entries for a specific peer
+    /// identity of prefix length p.
     pub plens: u32,
+    /// The same for wildcard-identity entries.
+    pub plens_any: u32,
+    /// Policy entries in the endpoint's map (for metrics).
+    pub entries: u32,
 }
 
 #[repr(C)]
@@ -61,6 +74,15 @@ pub struct EndpointInfo {
 pub struct Config {
     pub test_mode: u32,
     pub allow_localhost: u32,
+    /// Bumped by every applied state.
+    pub generation: u32,
+    /// The ipcache trie has entries.
+    pub has_lpm: u32,
+    /// Updates applied and refused, for metrics.
+    pub updates: u32,
+    pub update_errors: u32,
+    /// The identity of addresses no prefix matches, per ipcache slot.
+    pub world: [u32; 2],
 }
 
 /// A verdict event from the ring buffer (`struct sl_event`).
@@ -105,6 +127,7 @@ impl Event {
 }
 
 unsafe impl aya::Pod for IpcacheKeyData {}
+unsafe impl aya::Pod for IpcacheValue {}
 unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for EndpointInfo {}
@@ -165,10 +188,12 @@ mod tests {
         ] {
             assert_eq!(c_field(header, "sl_policy_value", f), decl);
         }
-        assert_eq!(size_of::<EndpointInfo>(), 16);
+        assert_eq!(size_of::<EndpointInfo>(), 24);
         assert_eq!(offset_of!(EndpointInfo, enforced_ingress), 8);
         assert_eq!(offset_of!(EndpointInfo, slot), 10);
         assert_eq!(offset_of!(EndpointInfo, plens), 12);
+        assert_eq!(offset_of!(EndpointInfo, plens_any), 16);
+        assert_eq!(offset_of!(EndpointInfo, entries), 20);
         for (f, decl) in [
             ("map_id", "__u32 map_id;"),
             ("identity", "__u32 identity;"),
@@ -176,14 +201,52 @@ mod tests {
             ("enforced_egress", "__u8 enforced_egress;"),
             ("slot", "__u16 slot;"),
             ("plens", "__u32 plens;"),
+            ("plens_any", "__u32 plens_any;"),
+            ("entries", "__u32 entries;"),
         ] {
             assert_eq!(c_field(header, "sl_endpoint", f), decl);
         }
-        assert_eq!(size_of::<Config>(), 8);
+        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(offset_of!(Config, world), 24);
+        assert_eq!(c_field(header, "sl_config", "world"), "__u32 world[2];");
+        for (i, f) in [
+            "test_mode",
+            "allow_localhost",
+            "generation",
+            "has_lpm",
+            "updates",
+            "update_errors",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(c_field(header, "sl_config", f), format!("__u32 {f};"));
+            // Config is six u32s in this order.
+            assert_eq!(
+                [
+                    offset_of!(Config, test_mode),
+                    offset_of!(Config, allow_localhost),
+                    offset_of!(Config, generation),
+                    offset_of!(Config, has_lpm),
+                    offset_of!(Config, updates),
+                    offset_of!(Config, update_errors)
+                ][i],
+                4 * i
+            );
+        }
+        assert_eq!(size_of::<IpcacheValue>(), 8);
         assert_eq!(
-            c_field(header, "sl_config", "test_mode"),
-            "__u32 test_mode;"
+            c_field(header, "sl_ipcache_value", "identity"),
+            "__u32 identity[2];"
         );
+        assert!(header.contains(&format!(
+            "#define SL_LAYOUT_VERSION {}",
+            crate::datapath::LAYOUT_VERSION
+        )));
+        assert!(header.contains(&format!(
+            "#define SL_EP_DIRECT {}",
+            crate::datapath::EP_DIRECT
+        )));
         assert_eq!(size_of::<Event>(), 32);
         assert_eq!(offset_of!(Event, endpoint), 24);
         assert_eq!(

@@ -6,13 +6,31 @@ use std::net::Ipv4Addr;
 /// `dport` is the ICMP type. Checksums are left zero: the programs do not
 /// check them.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = ipv4_any(src, dst, proto, sport, dport);
+    if proto == 6 {
+        p[TCP_FLAGS] = 0x02; // SYN: the first packet of a connection
+    }
+    p
+}
+
+/// Offset of the TCP flags byte in a frame from [`ipv4`].
+const TCP_FLAGS: usize = 14 + 20 + 13;
+
+/// A TCP segment with the given flags (0x10 ACK: a packet of an
+/// established connection; 0x12 SYN+ACK).
+pub fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = ipv4_any(src, dst, 6, sport, dport);
+    p[TCP_FLAGS] = flags;
+    p
+}
+
+fn ipv4_any(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
     let l4: Vec<u8> = match proto {
         6 => {
             let mut t = vec![0u8; 20];
             t[0..2].copy_from_slice(&sport.to_be_bytes());
             t[2..4].copy_from_slice(&dport.to_be_bytes());
             t[12] = 5 << 4; // data offset
-            t[13] = 0x02; // SYN
             t
         }
         17 => {

@@ -4,10 +4,11 @@
 //! Inputs that do not compile are reported and the enforced state stays:
 //! sluice never replaces enforced policy with nothing.
 
-use crate::datapath::{ifindex, ApplyStats, Datapath, DatapathError};
+use crate::datapath::{ifindex, Adopted, ApplyStats, Datapath, DatapathError};
 use compiler::compile::Compiled;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::Command;
 
 /// The host-side interface through which `ip` is reached: the device of
@@ -45,15 +46,39 @@ pub struct Applied {
     pub endpoints: Vec<String>,
     /// Local endpoints with no interface found (not enforced).
     pub unresolved: Vec<String>,
+    /// Pinned links removed because their interface is no longer an
+    /// endpoint's.
+    pub pruned: Vec<String>,
 }
 
 impl Reconciler {
-    pub fn new(node: Option<String>) -> Result<Reconciler, DatapathError> {
-        Ok(Reconciler {
-            datapath: Datapath::load()?,
-            node,
-            attached: BTreeSet::new(),
-        })
+    /// With `pin`, maps and links are pinned under that bpffs directory and
+    /// whatever an earlier agent left there is adopted (returned); without,
+    /// enforcement ends with the reconciler.
+    pub fn new(
+        node: Option<String>,
+        pin: Option<&Path>,
+    ) -> Result<(Reconciler, Option<Adopted>), DatapathError> {
+        let (datapath, adopted) = match pin {
+            Some(dir) => {
+                let (d, a) = Datapath::load_pinned(dir)?;
+                (d, Some(a))
+            }
+            None => (Datapath::load()?, None),
+        };
+        Ok((
+            Reconciler {
+                datapath,
+                node,
+                attached: BTreeSet::new(),
+            },
+            adopted,
+        ))
+    }
+
+    /// Records a refused update in the counters metrics report.
+    pub fn count_error(&mut self) {
+        let _ = self.datapath.count_error();
     }
 
     /// Verdict events since the last call.
@@ -79,12 +104,15 @@ impl Reconciler {
             }
         }
         out.stats = self.datapath.apply(c, &keys, self.node.as_deref(), false)?;
-        for iface in ifaces {
-            if !self.attached.contains(&iface) {
-                self.datapath.attach(&iface)?;
-                self.attached.insert(iface);
+        for iface in &ifaces {
+            if !self.attached.contains(iface) {
+                self.datapath.attach(iface)?;
+                self.attached.insert(iface.clone());
             }
         }
+        self.attached.retain(|i| ifaces.contains(i));
+        let keep: HashSet<u32> = keys.values().copied().collect();
+        out.pruned = self.datapath.prune_links(&keep)?;
         Ok(out)
     }
 }

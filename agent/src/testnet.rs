@@ -28,7 +28,10 @@ impl PodNet {
     /// different tests apart; the process id keeps runs apart.
     pub fn create(tag: &str) -> Option<PodNet> {
         let id = std::process::id() % 100_000;
-        let subnet = (std::process::id() % 200) as u8 + 20 + if tag == "a" { 0 } else { 1 };
+        // Tests of one binary run at once in one process: the tag keeps
+        // their subnets apart, the process id those of other runs.
+        let tag_sum: u32 = tag.bytes().map(u32::from).sum();
+        let subnet = 20 + (((std::process::id() % 50) * 4 + tag_sum % 4) % 200) as u8;
         let net = PodNet {
             ns: format!("sl-{tag}-{id}"),
             host_if: format!("sl{tag}h{id}"),
@@ -100,6 +103,23 @@ impl PodNet {
             "-c",
             &format!("exec 3<>/dev/tcp/{}/{port}", self.host_addr()),
         ])
+    }
+
+    /// Sends one UDP datagram from the pod to the host-side address and
+    /// waits up to 2 seconds for one back on the same socket; returns what
+    /// came back (empty when nothing did). `dd` reads the datagram whole
+    /// (bash's `read` would take one byte and lose the rest).
+    pub fn udp_exchange(&self, port: u16, payload: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "timeout", "4", "bash", "-c"])
+            .arg(format!(
+                "exec 3<>/dev/udp/{}/{port}; printf '%s' '{payload}' >&3; timeout 2 dd bs=1500 count=1 status=none <&3",
+                self.host_addr()
+            ))
+            .stderr(Stdio::null())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 }
 

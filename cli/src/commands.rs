@@ -21,13 +21,13 @@ fn print_diags(diags: &[Diagnostic], sources: &SourceMap, color: bool) {
 
 /// Policies, inventory and compiled state, or the exit code when the input
 /// cannot be compiled (it is never enforced or judged as "allow").
-struct Session {
-    loaded: Loaded,
-    inventory: Inventory,
-    compiled: Compiled,
+pub(crate) struct Session {
+    pub(crate) loaded: Loaded,
+    pub(crate) inventory: Inventory,
+    pub(crate) compiled: Compiled,
 }
 
-fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
+pub(crate) fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
     let mut loaded = policy_lang::load_paths(&inputs.policies, &LoadOptions::default());
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
@@ -516,155 +516,4 @@ pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// The newest modification time among the inputs (files and directories,
-/// recursively), to notice changes without an inotify dependency.
-fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
-    fn walk(p: &Path, best: &mut Option<std::time::SystemTime>, depth: usize) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if let Ok(m) = meta.modified() {
-            if best.is_none_or(|b| m > b) {
-                *best = Some(m);
-            }
-        }
-        if meta.is_dir() && depth < 16 {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    walk(&e.path(), best, depth + 1);
-                }
-            }
-        }
-    }
-    let mut best = None;
-    for p in paths {
-        walk(p, &mut best, 0);
-    }
-    best
-}
-
-/// An event as one line: text, or Hubble's JSON flow shape.
-fn event_line(c: &Compiled, e: &agent::maps::Event, json: bool) -> String {
-    let ip = |a: [u8; 4]| std::net::IpAddr::from(a);
-    let (src, dst) = (ip(e.saddr), ip(e.daddr));
-    let (sport, dport) = (u16::from_be_bytes(e.sport), u16::from_be_bytes(e.dport));
-    let verdict = if e.verdict == 0 {
-        "FORWARDED"
-    } else {
-        "DROPPED"
-    };
-    let direction = if e.egress == 1 { "EGRESS" } else { "INGRESS" };
-    let proto = compiler::mapstate::proto_name(e.proto);
-    let pod = |a: std::net::IpAddr| c.endpoint_by_ip(a).map(|ep| ep.name.clone());
-    if !json {
-        return format!(
-            "{verdict:<9} {direction:<7} {}:{sport} → {}:{dport} {proto} (remote identity {})",
-            pod(src).unwrap_or_else(|| src.to_string()),
-            pod(dst).unwrap_or_else(|| dst.to_string()),
-            e.remote_identity
-        );
-    }
-    let ep_json = |a: std::net::IpAddr| match pod(a).as_deref().and_then(|n| n.split_once('/')) {
-        Some((ns, name)) => serde_json::json!({"namespace": ns, "pod_name": name}),
-        None => serde_json::json!({}),
-    };
-    let l4 = match e.proto {
-        1 => serde_json::json!({"ICMPv4": {"type": dport}}),
-        p => {
-            serde_json::json!({ compiler::mapstate::proto_name(p): {"source_port": sport, "destination_port": dport}})
-        }
-    };
-    let reason = match (e.verdict, e.reason) {
-        (0, _) => serde_json::Value::Null,
-        (_, 2) => "POLICY_DENY".into(),
-        _ => "POLICY_DENIED".into(),
-    };
-    serde_json::json!({"flow": {
-        "verdict": verdict,
-        "drop_reason_desc": reason,
-        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": "IPv4"},
-        "l4": l4,
-        "source": ep_json(src),
-        "destination": ep_json(dst),
-        "traffic_direction": direction,
-        "Type": "L3_L4",
-    }})
-    .to_string()
-}
-
-pub fn agent(
-    inputs: &Inputs,
-    node: Option<String>,
-    interval_ms: u64,
-    duration_s: Option<u64>,
-    observe_json: Option<bool>,
-    color: bool,
-) -> ExitCode {
-    let mut rec = match agent::reconcile::Reconciler::new(node) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot load the eBPF datapath (root and BPF are needed): {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let watched: Vec<PathBuf> = inputs
-        .policies
-        .iter()
-        .chain(&inputs.inventory)
-        .cloned()
-        .collect();
-    let start = std::time::Instant::now();
-    let mut last: Option<std::time::SystemTime> = None;
-    let mut enforcing = false;
-    let mut current: Option<Compiled> = None;
-    loop {
-        if let (Some(json), Some(c)) = (observe_json, current.as_ref()) {
-            for e in rec.events() {
-                println!("{}", event_line(c, &e, json));
-            }
-            let _ = std::io::stdout().flush();
-        }
-        let now = newest_mtime(&watched);
-        if now != last {
-            last = now;
-            match load(inputs, color) {
-                Ok(s) => match rec.apply(&s.compiled) {
-                    Ok(a) => {
-                        enforcing = true;
-                        current = Some(s.compiled.clone());
-                        println!(
-                            "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
-                            a.endpoints.len(),
-                            a.stats.policy_entries,
-                            a.stats.ipcache_hosts + a.stats.ipcache_prefixes,
-                            a.endpoints.join(", "),
-                            if a.unresolved.is_empty() {
-                                String::new()
-                            } else {
-                                format!("; no interface for {}", a.unresolved.join(", "))
-                            }
-                        );
-                    }
-                    Err(e) => eprintln!(
-                        "error: the new state was refused, the previous one stays enforced: {e}"
-                    ),
-                },
-                Err(_) => eprintln!(
-                    "error: the inputs do not compile; {}",
-                    if enforcing {
-                        "the previous state stays enforced"
-                    } else {
-                        "nothing is enforced yet"
-                    }
-                ),
-            }
-            let _ = std::io::stdout().flush();
-        }
-        if duration_s.is_some_and(|d| start.elapsed().as_secs() >= d) {
-            return ExitCode::SUCCESS;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(interval_ms.max(50)));
-    }
 }

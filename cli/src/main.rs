@@ -166,6 +166,47 @@ enum Command {
         /// prints (which `sluice simulate` replays).
         #[arg(long, value_enum)]
         observe: Option<ObserveOutput>,
+        /// bpffs directory where maps and links are pinned: enforcement
+        /// survives the agent, and a new agent adopts what it finds there.
+        #[arg(long, default_value = "/sys/fs/bpf/sluice")]
+        bpffs: PathBuf,
+        /// Pin nothing: enforcement ends when the agent exits.
+        #[arg(long)]
+        no_pin: bool,
+        /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9962).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// With --from-cluster: seconds between reads of the cluster.
+        #[arg(long, default_value_t = 10)]
+        resync_s: u64,
+    },
+    /// Stream the verdict events of a running agent (read from its pinned
+    /// ring buffer) and optionally serve its metrics.
+    Observe {
+        /// The agent's --bpffs directory.
+        #[arg(long, default_value = "/sys/fs/bpf/sluice")]
+        bpffs: PathBuf,
+        /// Policy files or directories, to name pods in events (optional).
+        #[arg(short = 'p', long = "policies", num_args = 1..)]
+        policies: Vec<PathBuf>,
+        /// Inventory files, to name pods in events (with --policies).
+        #[arg(short = 'i', long)]
+        inventory: Vec<PathBuf>,
+        /// `text`, or `json` in the shape `hubble observe -o json` prints.
+        #[arg(short = 'o', long, value_enum, default_value_t = ObserveOutput::Text)]
+        output: ObserveOutput,
+        /// Serve Prometheus metrics on this loopback address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// Stop after this many seconds; by default run until killed.
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
+    /// Detach and remove everything an agent pinned (its enforcement ends).
+    Teardown {
+        /// The agent's --bpffs directory.
+        #[arg(long, default_value = "/sys/fs/bpf/sluice")]
+        bpffs: PathBuf,
     },
     /// Explain one flow step by step: identities, selecting policies, the
     /// entries looked up and the decision, for both directions.
@@ -236,14 +277,48 @@ fn main() -> ExitCode {
             interval_ms,
             duration_s,
             observe,
-        } => commands::agent(
+            bpffs,
+            no_pin,
+            metrics,
+            resync_s,
+        } => live::agent(
             &inputs,
-            node,
-            interval_ms,
-            duration_s,
-            observe.map(|o| o == ObserveOutput::Json),
+            &live::AgentOptions {
+                node,
+                interval_ms,
+                duration_s,
+                observe_json: observe.map(|o| o == ObserveOutput::Json),
+                bpffs: (!no_pin).then_some(bpffs),
+                metrics,
+                resync_s,
+            },
             color,
         ),
+        Command::Observe {
+            bpffs,
+            policies,
+            inventory,
+            output,
+            metrics,
+            duration_s,
+        } => {
+            let inputs = (!policies.is_empty()).then_some(Inputs {
+                policies,
+                inventory,
+                from_cluster: false,
+                map_capacity: 16_384,
+                dual_stack: false,
+            });
+            live::observe(
+                &bpffs,
+                inputs.as_ref(),
+                output == ObserveOutput::Json,
+                metrics,
+                duration_s,
+                color,
+            )
+        }
+        Command::Teardown { bpffs } => live::teardown(&bpffs),
         Command::Matrix { inputs, output } => {
             commands::matrix(&inputs, output == MatrixOutput::Json, color)
         }
@@ -258,6 +333,7 @@ fn main() -> ExitCode {
 
 mod cluster;
 mod commands;
+mod live;
 
 /// Whether any diagnostic is an input problem (unreadable file) rather than
 /// a finding about a policy.

@@ -44,6 +44,67 @@ impl Drop for Run {
     }
 }
 
+/// Starts `sluice agent` on the inputs with extra flags; its stdout and
+/// stderr lines arrive on the receiver.
+fn spawn_agent(pol: &Path, inv: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(SLUICE)
+        .args([
+            "agent",
+            "-p",
+            pol.to_str().expect("path"),
+            "-i",
+            inv.to_str().expect("path"),
+        ])
+        .args(["--interval-ms", "100", "--duration-s", "60"])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (child, rx)
+}
+
+/// The next line containing `what` (20 s at most); `None` when the agent
+/// says the datapath cannot load (then the test is skipped, or fails with
+/// SLUICE_REQUIRE_BPF=1).
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, require: bool) -> Option<String> {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("cannot load the eBPF datapath") => {
+                assert!(!require, "SLUICE_REQUIRE_BPF=1 but {line}");
+                eprintln!("SKIPPED: {line}");
+                return None;
+            }
+            Ok(line) if line.contains(what) => return Some(line),
+            // Shown when the test fails.
+            Ok(line) => eprintln!("agent: {line}"),
+            Err(_) => panic!("the agent never printed `{what}`"),
+        }
+    }
+}
+
 #[test]
 fn agent_enforces_and_follows_policy_changes() {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
@@ -73,68 +134,12 @@ fn agent_enforces_and_follows_policy_changes() {
         .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
         .collect();
 
-    let mut child = Command::new(SLUICE)
-        .args([
-            "agent",
-            "-p",
-            pol.to_str().expect("path"),
-            "-i",
-            inv.to_str().expect("path"),
-        ])
-        .args([
-            "--interval-ms",
-            "100",
-            "--duration-s",
-            "60",
-            "--observe",
-            "json",
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the agent");
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
+    let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin", "--observe", "json"]);
     fx.agent = Some(child);
-    let wait_for = |what: &str| -> String {
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(_) => continue,
-                Err(_) => {
-                    assert!(!require, "the agent never printed `{what}`");
-                    panic!("the agent never printed `{what}`");
-                }
-            }
-        }
-    };
-    let first = wait_for(":");
-    if first.contains("cannot load the eBPF datapath") {
-        assert!(!require, "SLUICE_REQUIRE_BPF=1 but {first}");
-        eprintln!("SKIPPED: {first}");
+    let wait_for = |what: &str| wait_line(&rx, what, require).unwrap_or_default();
+    let Some(first) = wait_line(&rx, "applied:", require) else {
         return;
-    }
-    assert!(first.starts_with("applied:"), "{first}");
+    };
     assert!(
         first.contains(&format!("live/client={}", net.host_if)),
         "{first}"
@@ -181,4 +186,238 @@ fn agent_enforces_and_follows_policy_changes() {
         !net.connects(8000),
         "an invalid change does not open anything"
     );
+}
+
+fn policy_tcp_udp(net: &PodNet, tcp: u16, udp: u16) -> String {
+    format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: client-out, namespace: live}}\nspec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toCIDR: [{}/32]\n    toPorts: [{{ports: [{{port: \"{tcp}\", protocol: TCP}}, {{port: \"{udp}\", protocol: UDP}}]}}]\n",
+        net.host_addr()
+    )
+}
+
+/// An agent with pinned state, its pins removed on drop (also on failure):
+/// `sluice teardown` first, then the directory itself if anything is left.
+struct PinnedRun {
+    run: Run,
+    bpffs: std::path::PathBuf,
+}
+
+impl Drop for PinnedRun {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.run.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = Command::new(SLUICE)
+            .args(["teardown", "--bpffs", self.bpffs.to_str().unwrap_or("")])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+    }
+}
+
+/// Replies of an echo server on the test's host-side address: each
+/// datagram is sent back to its sender, for `seconds` at most.
+fn udp_echo(addr: &str, port: u16) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind((addr, port)).expect("bind udp on the test's veth address");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let echo = s.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 1500];
+        while start.elapsed() < Duration::from_secs(120) {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        }
+    });
+    s
+}
+
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The value of the first sample line starting with `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some(net) = PodNet::create("c") else {
+        assert!(
+            !require,
+            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
+        );
+        eprintln!("SKIPPED: cannot create network namespaces here");
+        return;
+    };
+    let mut fx = PinnedRun {
+        run: Run {
+            dir: std::env::temp_dir().join(format!("sluice-agent-pin-{}", std::process::id())),
+            agent: None,
+        },
+        bpffs: std::path::PathBuf::from(format!("/sys/fs/bpf/sluice-test-{}", std::process::id())),
+    };
+    let dir = fx.run.dir.clone();
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let pol = dir.join("policy.yaml");
+    let inv = dir.join("inventory.yaml");
+    write(&pol, &policy_tcp_udp(&net, 8000, 9000));
+    write(
+        &inv,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
+    );
+    let host = net.host_addr();
+    let _tcp: Vec<TcpListener> = [8000u16, 8001]
+        .iter()
+        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
+        .collect();
+    let _udp: Vec<_> = [9000u16, 9001]
+        .iter()
+        .map(|p| udp_echo(&host, *p))
+        .collect();
+    let bpffs = fx.bpffs.to_str().expect("path").to_owned();
+
+    let (child, rx) = spawn_agent(&pol, &inv, &["--bpffs", &bpffs, "--metrics", "127.0.0.1:0"]);
+    fx.run.agent = Some(child);
+    let Some(metrics) = wait_line(&rx, "metrics: http://", require) else {
+        return;
+    };
+    let metrics_addr = metrics
+        .trim_start_matches("metrics: http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let applied = wait_line(&rx, "applied:", require).unwrap_or_default();
+    assert!(applied.contains(&net.host_if), "{applied}");
+
+    // TCP and UDP, with UDP replies let back in by conntrack.
+    assert!(net.connects(8000), "TCP 8000 is allowed");
+    assert!(!net.connects(8001), "TCP 8001 is not");
+    assert_eq!(
+        net.udp_exchange(9000, "ping"),
+        "ping",
+        "UDP 9000 and its reply pass"
+    );
+    assert_eq!(net.udp_exchange(9001, "ping"), "", "UDP 9001 is dropped");
+
+    // Metrics come from the kernel's counters: the drops above are there.
+    std::thread::sleep(Duration::from_millis(400));
+    let m = http_get(&metrics_addr);
+    let series = format!(
+        "sluice_packets_total{{interface=\"{}\",verdict=\"dropped\",reason=\"no_allow\"}}",
+        net.host_if
+    );
+    assert!(sample(&m, &series).is_some_and(|v| v >= 2.0), "{m}");
+    assert!(
+        sample(&m, "sluice_updates_total").is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    let replies = format!(
+        "sluice_packets_total{{interface=\"{}\",verdict=\"forwarded\",reason=\"conntrack_reply\"}}",
+        net.host_if
+    );
+    assert!(sample(&m, &replies).is_some_and(|v| v >= 1.0), "{m}");
+
+    // `sluice observe` reads the same pinned ring buffer: the drops made
+    // above are in it, named and in Hubble's shape.
+    let obs = Command::new(SLUICE)
+        .args([
+            "observe",
+            "--bpffs",
+            &bpffs,
+            "-o",
+            "json",
+            "--duration-s",
+            "1",
+        ])
+        .args([
+            "-p",
+            pol.to_str().expect("path"),
+            "-i",
+            inv.to_str().expect("path"),
+        ])
+        .output()
+        .expect("run observe");
+    let events = String::from_utf8_lossy(&obs.stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"destination_port\":9001")
+                && l.contains("\"verdict\":\"DROPPED\"")
+                && l.contains("\"pod_name\":\"client\"")),
+        "{events}"
+    );
+
+    // The agent dies without any chance to clean up: the pinned programs
+    // and maps keep enforcing.
+    if let Some(mut a) = fx.run.agent.take() {
+        a.kill().expect("kill the agent");
+        let _ = a.wait();
+    }
+    assert!(net.connects(8000), "with no agent, TCP 8000 still passes");
+    assert!(
+        !net.connects(8001),
+        "with no agent, TCP 8001 is still dropped"
+    );
+    assert_eq!(net.udp_exchange(9001, "ping"), "", "and UDP 9001 too");
+
+    // A new agent adopts the pinned state and applies the inputs as they
+    // are now.
+    write(&pol, &policy_tcp_udp(&net, 8001, 9001));
+    let (child, rx) = spawn_agent(&pol, &inv, &["--bpffs", &bpffs]);
+    fx.run.agent = Some(child);
+    let adopted = wait_line(&rx, "adopted:", require).unwrap_or_default();
+    assert!(adopted.contains("1 endpoints"), "{adopted}");
+    wait_line(&rx, "applied:", require);
+    assert!(net.connects(8001), "after the restart the new policy holds");
+    assert!(!net.connects(8000), "and the old allow is gone");
+    assert_eq!(net.udp_exchange(9001, "pong"), "pong");
+    assert_eq!(net.udp_exchange(9000, "pong"), "");
+    // One link per direction: the new agent's replaced the old ones.
+    let ifindex = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", net.host_if))
+        .expect("ifindex")
+        .trim()
+        .to_owned();
+    let links: Vec<String> = std::fs::read_dir(fx.bpffs.join("v2/links"))
+        .expect("links dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut links = links;
+    links.sort();
+    assert_eq!(
+        links,
+        [format!("{ifindex}-egress"), format!("{ifindex}-ingress")]
+    );
+
+    // Teardown ends enforcement and leaves nothing pinned.
+    if let Some(mut a) = fx.run.agent.take() {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let td = Command::new(SLUICE)
+        .args(["teardown", "--bpffs", &bpffs])
+        .output()
+        .expect("teardown");
+    assert!(
+        td.status.success(),
+        "{}",
+        String::from_utf8_lossy(&td.stderr)
+    );
+    assert!(!fx.bpffs.exists(), "teardown removes the pin directory");
+    assert!(net.connects(8000), "without sluice everything passes again");
 }

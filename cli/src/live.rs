@@ -1,0 +1,311 @@
+//! The commands that touch the kernel: `sluice agent` (enforce),
+//! `sluice observe` (events and metrics of a running agent) and
+//! `sluice teardown` (remove what an agent pinned).
+
+use crate::commands::load;
+use crate::Inputs;
+use agent::observe::{prometheus, serve, Pinned};
+use agent::reconcile::Reconciler;
+use compiler::compile::Compiled;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How `sluice agent` runs, beyond its inputs.
+pub struct AgentOptions {
+    pub node: Option<String>,
+    pub interval_ms: u64,
+    pub duration_s: Option<u64>,
+    /// Print verdict events: `Some(true)` as Hubble JSON, `Some(false)` as text.
+    pub observe_json: Option<bool>,
+    /// bpffs directory for pinned maps and links; `None`: nothing pinned,
+    /// enforcement ends with the process.
+    pub bpffs: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    /// With --from-cluster: how often to read the cluster again.
+    pub resync_s: u64,
+}
+
+/// The newest modification time among the inputs (files and directories,
+/// recursively), to notice changes without an inotify dependency.
+fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
+    fn walk(p: &Path, best: &mut Option<std::time::SystemTime>, depth: usize) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if let Ok(m) = meta.modified() {
+            if best.is_none_or(|b| m > b) {
+                *best = Some(m);
+            }
+        }
+        if meta.is_dir() && depth < 16 {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), best, depth + 1);
+                }
+            }
+        }
+    }
+    let mut best = None;
+    for p in paths {
+        walk(p, &mut best, 0);
+    }
+    best
+}
+
+/// An event as one line: text, or Hubble's JSON flow shape.
+fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> String {
+    let ip = |a: [u8; 4]| std::net::IpAddr::from(a);
+    let (src, dst) = (ip(e.saddr), ip(e.daddr));
+    let (sport, dport) = (u16::from_be_bytes(e.sport), u16::from_be_bytes(e.dport));
+    let verdict = if e.verdict == 0 {
+        "FORWARDED"
+    } else {
+        "DROPPED"
+    };
+    let direction = if e.egress == 1 { "EGRESS" } else { "INGRESS" };
+    let proto = compiler::mapstate::proto_name(e.proto);
+    let pod = |a: std::net::IpAddr| {
+        c.and_then(|c| c.endpoint_by_ip(a))
+            .map(|ep| ep.name.clone())
+    };
+    if !json {
+        return format!(
+            "{verdict:<9} {direction:<7} {}:{sport} → {}:{dport} {proto} (remote identity {})",
+            pod(src).unwrap_or_else(|| src.to_string()),
+            pod(dst).unwrap_or_else(|| dst.to_string()),
+            e.remote_identity
+        );
+    }
+    let ep_json = |a: std::net::IpAddr| match pod(a).as_deref().and_then(|n| n.split_once('/')) {
+        Some((ns, name)) => serde_json::json!({"namespace": ns, "pod_name": name}),
+        None => serde_json::json!({}),
+    };
+    let l4 = match e.proto {
+        1 => serde_json::json!({"ICMPv4": {"type": dport}}),
+        p => {
+            serde_json::json!({ compiler::mapstate::proto_name(p): {"source_port": sport, "destination_port": dport}})
+        }
+    };
+    let reason = match (e.verdict, e.reason) {
+        (0, _) => serde_json::Value::Null,
+        (_, 2) => "POLICY_DENY".into(),
+        _ => "POLICY_DENIED".into(),
+    };
+    serde_json::json!({"flow": {
+        "verdict": verdict,
+        "drop_reason_desc": reason,
+        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": "IPv4"},
+        "l4": l4,
+        "source": ep_json(src),
+        "destination": ep_json(dst),
+        "traffic_direction": direction,
+        "Type": "L3_L4",
+    }})
+    .to_string()
+}
+
+pub fn agent(inputs: &Inputs, o: &AgentOptions, color: bool) -> ExitCode {
+    let (mut rec, adopted) = match Reconciler::new(o.node.clone(), o.bpffs.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot load the eBPF datapath (root and BPF are needed): {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(a) = adopted.filter(|a| a.endpoints > 0 || a.policy_entries > 0) {
+        println!(
+            "adopted: {} endpoints, {} policy entries, {} ipcache entries (generation {}) left enforced by an earlier agent",
+            a.endpoints, a.policy_entries, a.ipcache_entries, a.generation
+        );
+    }
+    let metrics_text = Arc::new(Mutex::new(String::new()));
+    let mut pinned = None;
+    if let Some(addr) = o.metrics {
+        let Some(dir) = o.bpffs.as_deref() else {
+            eprintln!("error: --metrics reads the pinned maps; it cannot be used with --no-pin");
+            return ExitCode::from(2);
+        };
+        match Pinned::open(dir, false).and_then(|p| Ok((p, serve(addr, metrics_text.clone())?))) {
+            Ok((p, bound)) => {
+                println!("metrics: http://{bound}/metrics");
+                pinned = Some(p);
+            }
+            Err(e) => {
+                eprintln!("error: --metrics: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let watched: Vec<PathBuf> = inputs
+        .policies
+        .iter()
+        .chain(&inputs.inventory)
+        .cloned()
+        .collect();
+    let start = Instant::now();
+    let mut last: Option<std::time::SystemTime> = None;
+    let mut last_resync = Instant::now();
+    let mut enforcing = false;
+    let mut current: Option<(Compiled, Vec<u8>)> = None;
+    loop {
+        if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
+            for e in rec.events() {
+                println!("{}", event_line(Some(c), &e, json));
+            }
+            let _ = std::io::stdout().flush();
+        }
+        let now = newest_mtime(&watched);
+        let resync =
+            inputs.from_cluster && last_resync.elapsed() >= Duration::from_secs(o.resync_s);
+        if now != last || resync {
+            last = now;
+            last_resync = Instant::now();
+            match load(inputs, color) {
+                // The same state again (a cluster resync with no change):
+                // nothing to write.
+                Ok(s)
+                    if current.as_ref().is_some_and(|(_, bytes)| {
+                        *bytes == compiler::artifact::encode(&s.compiled)
+                    }) => {}
+                Ok(s) => match rec.apply(&s.compiled) {
+                    Ok(a) => {
+                        enforcing = true;
+                        let bytes = compiler::artifact::encode(&s.compiled);
+                        current = Some((s.compiled, bytes));
+                        println!(
+                            "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
+                            a.endpoints.len(),
+                            a.stats.policy_entries,
+                            a.stats.ipcache_hosts + a.stats.ipcache_prefixes,
+                            a.endpoints.join(", "),
+                            if a.unresolved.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; no interface for {}", a.unresolved.join(", "))
+                            }
+                        );
+                        if !a.pruned.is_empty() {
+                            println!("detached: {}", a.pruned.join(", "));
+                        }
+                    }
+                    Err(e) => {
+                        rec.count_error();
+                        eprintln!(
+                            "error: the new state was refused, the previous one stays enforced: {e}"
+                        )
+                    }
+                },
+                Err(_) => {
+                    rec.count_error();
+                    eprintln!(
+                        "error: the inputs do not compile; {}",
+                        if enforcing || adopted.is_some_and(|a| a.endpoints > 0) {
+                            "the previous state stays enforced"
+                        } else {
+                            "nothing is enforced yet"
+                        }
+                    )
+                }
+            }
+            let _ = std::io::stdout().flush();
+        }
+        if let Some(p) = &pinned {
+            match p.snapshot() {
+                Ok(s) => {
+                    if let Ok(mut t) = metrics_text.lock() {
+                        *t = prometheus(&s);
+                    }
+                }
+                Err(e) => eprintln!("error: reading counters for metrics: {e}"),
+            }
+        }
+        if o.duration_s.is_some_and(|d| start.elapsed().as_secs() >= d) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(o.interval_ms.max(50)));
+    }
+}
+
+/// `sluice observe`: verdict events of a running agent, read from its
+/// pinned ring buffer, and optionally its metrics.
+pub fn observe(
+    bpffs: &Path,
+    inputs: Option<&Inputs>,
+    json: bool,
+    metrics: Option<SocketAddr>,
+    duration_s: Option<u64>,
+    color: bool,
+) -> ExitCode {
+    let mut pinned = match Pinned::open(bpffs, true) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Names for addresses, when the inputs are given; addresses otherwise
+    // (`sluice simulate --hubble` resolves them the same way).
+    let compiled = match inputs.map(|i| load(i, color)) {
+        Some(Ok(s)) => Some(s.compiled),
+        Some(Err(code)) => return code,
+        None => None,
+    };
+    let text = Arc::new(Mutex::new(String::new()));
+    if let Some(addr) = metrics {
+        match serve(addr, text.clone()) {
+            Ok(bound) => eprintln!("metrics: http://{bound}/metrics"),
+            Err(e) => {
+                eprintln!("error: --metrics: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let start = Instant::now();
+    loop {
+        let events = pinned.events();
+        let mut out = std::io::stdout().lock();
+        for e in &events {
+            if writeln!(out, "{}", event_line(compiled.as_ref(), e, json)).is_err() {
+                return ExitCode::SUCCESS; // the reader went away (a closed pipe)
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        if metrics.is_some() {
+            match pinned.snapshot() {
+                Ok(s) => {
+                    if let Ok(mut t) = text.lock() {
+                        *t = prometheus(&s);
+                    }
+                }
+                Err(e) => eprintln!("error: reading counters: {e}"),
+            }
+        }
+        if duration_s.is_some_and(|d| start.elapsed().as_secs() >= d) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `sluice teardown`: detach and unpin everything an agent left.
+pub fn teardown(bpffs: &Path) -> ExitCode {
+    match agent::datapath::teardown(bpffs) {
+        Ok(removed) => {
+            println!(
+                "removed {} pinned objects under {}",
+                removed.len(),
+                bpffs.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
