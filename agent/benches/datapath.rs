@@ -54,8 +54,8 @@ fn state(n: u32) -> Compiled {
 fn main() {
     let server = Ipv4Addr::new(10, 200, 0, 1);
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "entries", "noop ns", "hit ns", "miss ns", "noop1 ns", "new ns", "apply ms"
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "entries", "noop ns", "hit ns", "miss ns", "noop1 ns", "new ns", "apply ms", "update ms"
     );
     for n in [10u32, 1_000, 10_000, 100_000] {
         let mut dp = match Datapath::load() {
@@ -70,6 +70,41 @@ fn main() {
         let t = std::time::Instant::now();
         dp.apply(&st, &keys, None, true).expect("apply");
         let apply_ms = t.elapsed().as_secs_f64() * 1e3;
+        // An update from an artifact file: a second state of the same size
+        // (other identities, so every entry changes) written with
+        // `compiler::artifact::encode`, then read, decoded and applied over
+        // the first, stale entries deleted: what the agent does when its
+        // --artifact file changes.
+        let mut second = state(n);
+        for e in &mut second.ipcache {
+            e.identity += n;
+        }
+        for m in &mut second.maps {
+            let shifted: Vec<_> = m
+                .entries
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        Key::new(k.identity + n, k.egress, k.proto, k.dport, k.plen),
+                        v.clone(),
+                    )
+                })
+                .collect();
+            *m = PolicyMap::default();
+            for (k, v) in shifted {
+                m.insert(k, v);
+            }
+        }
+        let file = std::env::temp_dir().join(format!("sluice-bench-{}.bin", std::process::id()));
+        std::fs::write(&file, compiler::artifact::encode(&second)).expect("write artifact");
+        let t = std::time::Instant::now();
+        let bytes = std::fs::read(&file).expect("read artifact");
+        let decoded = compiler::artifact::decode(&bytes).expect("decode");
+        dp.apply(&decoded, &keys, None, true).expect("apply");
+        let update_ms = t.elapsed().as_secs_f64() * 1e3;
+        let _ = std::fs::remove_file(&file);
+        // Back to the first state for the per-packet figures.
+        dp.apply(&st, &keys, None, true).expect("apply");
         let known = Ipv4Addr::from(0x0a00_0000 + n / 2 + 1);
         let hit = packet::ipv4(known, server, 6, 40000, 80);
         let miss = packet::ipv4(Ipv4Addr::new(192, 0, 2, 7), server, 6, 40001, 80);
@@ -105,6 +140,6 @@ fn main() {
         };
         let noop1 = first(NOOP);
         let new = first(TO_ENDPOINT);
-        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {noop1:>10} {new:>10} {apply_ms:>10.1}");
+        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {noop1:>10} {new:>10} {apply_ms:>10.1} {update_ms:>10.1}");
     }
 }

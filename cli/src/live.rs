@@ -14,6 +14,52 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// What the agent enforces.
+pub enum Source {
+    /// Policies and inventory, compiled on every change.
+    Inputs(Inputs),
+    /// A compiled artifact file, decoded on every change.
+    Artifact(PathBuf),
+}
+
+impl Source {
+    fn watched(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Inputs(i) => i.policies.iter().chain(&i.inventory).cloned().collect(),
+            Source::Artifact(a) => vec![a.clone()],
+        }
+    }
+
+    /// The compiled state, or `None` (reported) when it cannot be had.
+    fn state(&self, color: bool) -> Option<Compiled> {
+        match self {
+            Source::Inputs(i) => load(i, color).ok().map(|s| s.compiled),
+            Source::Artifact(path) => {
+                let read = read_artifact(path);
+                if let Err(e) = &read {
+                    eprintln!("error: {}: {e}", path.display());
+                }
+                read.ok()
+            }
+        }
+    }
+}
+
+/// Reads and decodes an artifact file (size-checked before reading, like
+/// policy files).
+pub fn read_artifact(path: &Path) -> Result<Compiled, String> {
+    const LIMIT: u64 = 512 << 20;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.len() > LIMIT {
+        return Err(format!(
+            "{} bytes, more than the {LIMIT}-byte limit",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    compiler::artifact::decode(&bytes).map_err(|e| e.to_string())
+}
+
 /// How `sluice agent` runs, beyond its inputs.
 pub struct AgentOptions {
     pub node: Option<String>,
@@ -108,7 +154,7 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
     .to_string()
 }
 
-pub fn agent(inputs: &Inputs, o: &AgentOptions, color: bool) -> ExitCode {
+pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let (mut rec, adopted) = match Reconciler::new(o.node.clone(), o.bpffs.as_deref()) {
         Ok(r) => r,
         Err(e) => {
@@ -140,12 +186,8 @@ pub fn agent(inputs: &Inputs, o: &AgentOptions, color: bool) -> ExitCode {
             }
         }
     }
-    let watched: Vec<PathBuf> = inputs
-        .policies
-        .iter()
-        .chain(&inputs.inventory)
-        .cloned()
-        .collect();
+    let watched = source.watched();
+    let from_cluster = matches!(source, Source::Inputs(i) if i.from_cluster);
     let start = Instant::now();
     let mut last: Option<std::time::SystemTime> = None;
     let mut last_resync = Instant::now();
@@ -159,23 +201,22 @@ pub fn agent(inputs: &Inputs, o: &AgentOptions, color: bool) -> ExitCode {
             let _ = std::io::stdout().flush();
         }
         let now = newest_mtime(&watched);
-        let resync =
-            inputs.from_cluster && last_resync.elapsed() >= Duration::from_secs(o.resync_s);
+        let resync = from_cluster && last_resync.elapsed() >= Duration::from_secs(o.resync_s);
         if now != last || resync {
             last = now;
             last_resync = Instant::now();
-            match load(inputs, color) {
+            match source.state(color) {
                 // The same state again (a cluster resync with no change):
                 // nothing to write.
-                Ok(s)
-                    if current.as_ref().is_some_and(|(_, bytes)| {
-                        *bytes == compiler::artifact::encode(&s.compiled)
-                    }) => {}
-                Ok(s) => match rec.apply(&s.compiled) {
+                Some(s)
+                    if current
+                        .as_ref()
+                        .is_some_and(|(_, bytes)| *bytes == compiler::artifact::encode(&s)) => {}
+                Some(s) => match rec.apply(&s) {
                     Ok(a) => {
                         enforcing = true;
-                        let bytes = compiler::artifact::encode(&s.compiled);
-                        current = Some((s.compiled, bytes));
+                        let bytes = compiler::artifact::encode(&s);
+                        current = Some((s, bytes));
                         println!(
                             "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
                             a.endpoints.len(),
@@ -199,7 +240,7 @@ pub fn agent(inputs: &Inputs, o: &AgentOptions, color: bool) -> ExitCode {
                         )
                     }
                 },
-                Err(_) => {
+                None => {
                     rec.count_error();
                     eprintln!(
                         "error: the inputs do not compile; {}",

@@ -149,8 +149,26 @@ enum Command {
     /// policies and inventory, attach to each local endpoint's host-side
     /// interface, and re-apply whenever the inputs change. Needs root.
     Agent {
-        #[command(flatten)]
-        inputs: Inputs,
+        /// Policy files or directories (recursive), compiled by the agent.
+        #[arg(short = 'p', long = "policies", num_args = 1.., required_unless_present = "artifact")]
+        policies: Vec<PathBuf>,
+        /// Inventory files (kubectl get ... -o yaml).
+        #[arg(short = 'i', long)]
+        inventory: Vec<PathBuf>,
+        /// Read the inventory from the live cluster as well, again every
+        /// --resync-s seconds.
+        #[arg(long)]
+        from_cluster: bool,
+        /// Entries one endpoint's policy map holds.
+        #[arg(long, default_value_t = 16_384)]
+        map_capacity: usize,
+        /// Dual-stack cluster (world-ipv4/world-ipv6 identities).
+        #[arg(long)]
+        dual_stack: bool,
+        /// Enforce a compiled artifact (`sluice compile -o binary`) instead
+        /// of compiling policies; re-read when the file changes.
+        #[arg(long, conflicts_with_all = ["policies", "inventory", "from_cluster"])]
+        artifact: Option<PathBuf>,
         /// This node's name: only its endpoints are enforced, and its own
         /// addresses are `host`.
         #[arg(long)]
@@ -272,7 +290,12 @@ fn main() -> ExitCode {
             output,
         } => commands::simulate(&inputs, &flows, hubble, output, color),
         Command::Agent {
-            inputs,
+            policies,
+            inventory,
+            from_cluster,
+            map_capacity,
+            dual_stack,
+            artifact,
             node,
             interval_ms,
             duration_s,
@@ -282,7 +305,16 @@ fn main() -> ExitCode {
             metrics,
             resync_s,
         } => live::agent(
-            &inputs,
+            &match artifact {
+                Some(a) => live::Source::Artifact(a),
+                None => live::Source::Inputs(Inputs {
+                    policies,
+                    inventory,
+                    from_cluster,
+                    map_capacity,
+                    dual_stack,
+                }),
+            },
             &live::AgentOptions {
                 node,
                 interval_ms,

@@ -47,16 +47,18 @@ impl Drop for Run {
 /// Starts `sluice agent` on the inputs with extra flags; its stdout and
 /// stderr lines arrive on the receiver.
 fn spawn_agent(pol: &Path, inv: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let (p, i) = (pol.to_str().expect("path"), inv.to_str().expect("path"));
+    let mut args = vec!["agent", "-p", p, "-i", i];
+    args.extend_from_slice(extra);
+    spawn_sluice(&args)
+}
+
+/// Starts `sluice` (with a 100 ms input check and a 60 s lifetime when it
+/// is the agent); its stdout and stderr lines arrive on the receiver.
+fn spawn_sluice(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(SLUICE)
-        .args([
-            "agent",
-            "-p",
-            pol.to_str().expect("path"),
-            "-i",
-            inv.to_str().expect("path"),
-        ])
+        .args(args)
         .args(["--interval-ms", "100", "--duration-s", "60"])
-        .args(extra)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -420,4 +422,68 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
     );
     assert!(!fx.bpffs.exists(), "teardown removes the pin directory");
     assert!(net.connects(8000), "without sluice everything passes again");
+}
+
+#[test]
+fn agent_enforces_a_compiled_artifact_and_refuses_a_corrupt_one() {
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some(net) = PodNet::create("d") else {
+        assert!(
+            !require,
+            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
+        );
+        eprintln!("SKIPPED: cannot create network namespaces here");
+        return;
+    };
+    let mut fx = Run {
+        dir: std::env::temp_dir().join(format!("sluice-agent-art-{}", std::process::id())),
+        agent: None,
+    };
+    std::fs::create_dir_all(&fx.dir).expect("tmp dir");
+    let pol = fx.dir.join("policy.yaml");
+    let inv = fx.dir.join("inventory.yaml");
+    let art = fx.dir.join("state.bin");
+    write(&pol, &policy(&net, "8000"));
+    write(
+        &inv,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
+    );
+    let compiled = Command::new(SLUICE)
+        .args(["compile", "-p", pol.to_str().expect("path")])
+        .args(["-i", inv.to_str().expect("path")])
+        .args(["-o", "binary", "--out", art.to_str().expect("path")])
+        .output()
+        .expect("compile");
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let host = net.host_addr();
+    let _listeners: Vec<TcpListener> = [8000u16, 8001]
+        .iter()
+        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
+        .collect();
+    let (child, rx) = spawn_sluice(&[
+        "agent",
+        "--artifact",
+        art.to_str().expect("path"),
+        "--no-pin",
+    ]);
+    fx.agent = Some(child);
+    let Some(applied) = wait_line(&rx, "applied:", require) else {
+        return;
+    };
+    assert!(
+        applied.contains(&format!("live/client={}", net.host_if)),
+        "{applied}"
+    );
+    assert!(net.connects(8000));
+    assert!(!net.connects(8001));
+    // A truncated artifact is refused and the enforced state stays.
+    let bytes = std::fs::read(&art).expect("artifact");
+    std::fs::write(&art, &bytes[..bytes.len() / 2]).expect("truncate");
+    wait_line(&rx, "previous state stays enforced", require);
+    assert!(net.connects(8000), "the enforced state stays");
+    assert!(!net.connects(8001), "and nothing opens");
 }
