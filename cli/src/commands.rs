@@ -28,7 +28,18 @@ pub(crate) struct Session {
 }
 
 pub(crate) fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
-    let mut loaded = policy_lang::load_paths(&inputs.policies, &LoadOptions::default());
+    let mut cluster_texts = Vec::new();
+    if inputs.cluster_policies {
+        match crate::cluster::fetch_policies() {
+            Ok(text) => cluster_texts.push(("<cluster policies>".to_owned(), text)),
+            Err(e) => {
+                eprintln!("error: --cluster-policies: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    let mut loaded =
+        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &LoadOptions::default());
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
     let mut inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);

@@ -187,7 +187,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
         }
     }
     let watched = source.watched();
-    let from_cluster = matches!(source, Source::Inputs(i) if i.from_cluster);
+    let from_cluster = matches!(source, Source::Inputs(i) if i.from_cluster || i.cluster_policies);
     let start = Instant::now();
     let mut last: Option<std::time::SystemTime> = None;
     let mut last_resync = Instant::now();

@@ -45,8 +45,13 @@ enum Output {
 #[derive(clap::Args)]
 struct Inputs {
     /// Policy files or directories (recursive); `-` is stdin.
-    #[arg(short = 'p', long = "policies", required = true, num_args = 1..)]
+    #[arg(short = 'p', long = "policies", required_unless_present = "cluster_policies", num_args = 1..)]
     policies: Vec<PathBuf>,
+    /// Also read the live cluster's CiliumNetworkPolicies,
+    /// CiliumClusterwideNetworkPolicies and NetworkPolicies (kubeconfig or
+    /// in-cluster config, as --from-cluster).
+    #[arg(long)]
+    cluster_policies: bool,
     /// Pods, namespaces, nodes and services, as `kubectl get pods,namespaces,nodes,services -A -o yaml` prints them.
     #[arg(short = 'i', long)]
     inventory: Vec<PathBuf>,
@@ -150,8 +155,12 @@ enum Command {
     /// interface, and re-apply whenever the inputs change. Needs root.
     Agent {
         /// Policy files or directories (recursive), compiled by the agent.
-        #[arg(short = 'p', long = "policies", num_args = 1.., required_unless_present = "artifact")]
+        #[arg(short = 'p', long = "policies", num_args = 1.., required_unless_present_any = ["artifact", "cluster_policies"])]
         policies: Vec<PathBuf>,
+        /// Also read the cluster's policies (CNP, CCNP, NetworkPolicy),
+        /// again every --resync-s seconds.
+        #[arg(long)]
+        cluster_policies: bool,
         /// Inventory files (kubectl get ... -o yaml).
         #[arg(short = 'i', long)]
         inventory: Vec<PathBuf>,
@@ -167,7 +176,7 @@ enum Command {
         dual_stack: bool,
         /// Enforce a compiled artifact (`sluice compile -o binary`) instead
         /// of compiling policies; re-read when the file changes.
-        #[arg(long, conflicts_with_all = ["policies", "inventory", "from_cluster"])]
+        #[arg(long, conflicts_with_all = ["policies", "inventory", "from_cluster", "cluster_policies"])]
         artifact: Option<PathBuf>,
         /// This node's name: only its endpoints are enforced, and its own
         /// addresses are `host`.
@@ -291,6 +300,7 @@ fn main() -> ExitCode {
         } => commands::simulate(&inputs, &flows, hubble, output, color),
         Command::Agent {
             policies,
+            cluster_policies,
             inventory,
             from_cluster,
             map_capacity,
@@ -309,6 +319,7 @@ fn main() -> ExitCode {
                 Some(a) => live::Source::Artifact(a),
                 None => live::Source::Inputs(Inputs {
                     policies,
+                    cluster_policies,
                     inventory,
                     from_cluster,
                     map_capacity,
@@ -336,6 +347,7 @@ fn main() -> ExitCode {
         } => {
             let inputs = (!policies.is_empty()).then_some(Inputs {
                 policies,
+                cluster_policies: false,
                 inventory,
                 from_cluster: false,
                 map_capacity: 16_384,

@@ -34,6 +34,10 @@ fn body(path: &str) -> Option<String> {
             pod("xwing", "10.0.0.12", r#"{"org":"alliance","class":"xwing"}"#),
         ],
         "/api/v1/services" => vec![],
+        // The example's two policies as the API server returns them, with
+        // server-side fields sluice must ignore; no clusterwide CRD (404).
+        "/apis/cilium.io/v2/ciliumnetworkpolicies" => vec![r#"{"apiVersion":"cilium.io/v2","metadata":{"name":"rule1","namespace":"default","uid":"0b4c","resourceVersion":"812","generation":1,"creationTimestamp":"2026-11-25T10:00:00Z","managedFields":[{"manager":"kubectl"}]},"spec":{"endpointSelector":{"matchLabels":{"org":"empire","class":"deathstar"}},"ingress":[{"fromEndpoints":[{"matchLabels":{"org":"empire"}}],"toPorts":[{"ports":[{"port":"80","protocol":"TCP"}],"rules":{"http":[{"method":"POST","path":"/v1/request-landing"}]}}]}]},"status":{"conditions":[]}}"#.to_owned()],
+        "/apis/networking.k8s.io/v1/networkpolicies" => vec![r#"{"metadata":{"name":"default-deny-ingress","namespace":"default","uid":"77aa","resourceVersion":"9"},"spec":{"podSelector":{},"policyTypes":["Ingress"]}}"#.to_owned()],
         _ => return None,
     };
     Some(format!(
@@ -138,6 +142,38 @@ fn inventory_from_a_live_api_server() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("7 of 7 expectations met"));
     assert_eq!(served.load(Ordering::SeqCst), 4, "one request per list");
+}
+
+#[test]
+fn policies_and_inventory_from_a_live_api_server() {
+    let dir = std::env::temp_dir().join(format!("sluice-cluster-pol-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let (port, served) = fake_api_server(16);
+    let kc = kubeconfig(&dir, port);
+    // No policy files at all: everything comes from the cluster.
+    let o = run(
+        &kc,
+        &[
+            "simulate",
+            "--from-cluster",
+            "--cluster-policies",
+            "-f",
+            "fixtures/example/flows.yaml",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("7 of 7 expectations met"));
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        7,
+        "three policy lists (one a 404) and four inventory lists"
+    );
 }
 
 #[test]

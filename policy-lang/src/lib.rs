@@ -147,7 +147,35 @@ pub fn parse_source(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
 /// Loads files and directories (recursively: `.yaml`, `.yml`, `.json`);
 /// `-` reads standard input. Validates the whole set at the end.
 pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Loaded {
+    load_paths_and_texts(paths, Vec::new(), opts)
+}
+
+/// [`load_paths`] plus texts that are not files (named `(name, text)`,
+/// e.g. policies read from a cluster's API), validated as one set with
+/// the files so that names and cross-policy checks see all of them.
+pub fn load_paths_and_texts(
+    paths: &[PathBuf],
+    texts: Vec<(String, String)>,
+    opts: &LoadOptions,
+) -> Loaded {
     let mut loaded = Loaded::default();
+    for (name, text) in texts {
+        loaded.files += 1;
+        if text.len() as u64 > opts.max_file_size {
+            loaded.diagnostics.push(Diagnostic::file_error(
+                Code::InputTooLarge,
+                name,
+                format!(
+                    "{} bytes, more than the {}-byte limit",
+                    text.len(),
+                    opts.max_file_size
+                ),
+            ));
+            continue;
+        }
+        let id = loaded.sources.add(name, text);
+        parse_file(&mut loaded, id, opts);
+    }
     let mut files = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
