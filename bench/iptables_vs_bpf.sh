@@ -81,7 +81,7 @@ for N in 10 1000 10000; do
     echo '    toPorts: [{ports: [{port: "5201", protocol: UDP}, {port: "5201", protocol: TCP}]}]'
   } > "$DIR/policy.yaml"
   printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: server, namespace: bench, labels: {app: server}}\nspec: {containers: [{name: c}]}\nstatus: {podIP: 10.198.0.2}\n' > "$DIR/inventory.yaml"
-  "$SLUICE" agent -p "$DIR/policy.yaml" -i "$DIR/inventory.yaml" --map-capacity 65536 --duration-s 30 > "$DIR/agent.log" 2>&1 &
+  "$SLUICE" agent -p "$DIR/policy.yaml" -i "$DIR/inventory.yaml" --map-capacity 65536 --no-pin --duration-s 30 > "$DIR/agent.log" 2>&1 &
   AGENT=$!
   for _ in $(seq 1 100); do grep -q applied "$DIR/agent.log" && break; sleep 0.1; done
   grep -q applied "$DIR/agent.log" || { cat "$DIR/agent.log"; exit 1; }
