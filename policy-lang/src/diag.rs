@@ -246,37 +246,88 @@ impl Diagnostic {
     /// Renders with miette's graphical handler: `file:line:col`, the source
     /// lines, the offending text underlined, the label and the help.
     pub fn render(&self, sources: &SourceMap, color: bool) -> String {
-        use miette::{GraphicalReportHandler, GraphicalTheme};
-        let theme = if color {
-            GraphicalTheme::unicode()
-        } else {
-            GraphicalTheme::unicode_nocolor()
-        };
-        let handler = GraphicalReportHandler::new_themed(theme)
-            .with_links(false)
-            .with_width(100);
-        let text_of = |span: Span| NamedText {
-            name: sources.name(span.file),
-            text: &sources.get(span.file).text,
-        };
-        let view = MietteView {
-            diag: self,
-            src: self.span.map(text_of),
-            related: self
-                .related
-                .iter()
-                .map(|r| RelatedView {
-                    related: r,
-                    src: text_of(r.span),
-                })
-                .collect(),
-        };
-        let mut out = String::new();
-        if handler.render_report(&mut out, &view).is_err() {
-            out = format!("{}: {}", self.location(sources), self.message);
-        }
-        out
+        let code = self.code.to_string();
+        render_report(
+            sources,
+            color,
+            &Report {
+                code: &code,
+                level: match self.severity {
+                    Severity::Error => Level::Error,
+                    Severity::Warning => Level::Warning,
+                },
+                message: &self.message,
+                span: self.span,
+                label: self.label.as_deref(),
+                help: self.help.as_deref(),
+                related: &self.related,
+                path: self.path.as_deref(),
+            },
+        )
     }
+}
+
+/// How loud a rendered report is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+    /// Advice: lint notes.
+    Note,
+}
+
+/// What [`render_report`] draws: the parts of a diagnostic, borrowed, so
+/// that lint findings render exactly as validation diagnostics do.
+#[derive(Clone, Copy, Debug)]
+pub struct Report<'a> {
+    pub code: &'a str,
+    pub level: Level,
+    pub message: &'a str,
+    pub span: Option<Span>,
+    pub label: Option<&'a str>,
+    pub help: Option<&'a str>,
+    pub related: &'a [Related],
+    /// For reports without a span: the file they concern.
+    pub path: Option<&'a str>,
+}
+
+/// Renders with miette's graphical handler: `file:line:col`, the source
+/// lines, the offending text underlined, the label and the help.
+pub fn render_report(sources: &SourceMap, color: bool, report: &Report<'_>) -> String {
+    use miette::{GraphicalReportHandler, GraphicalTheme};
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_links(false)
+        .with_width(100);
+    let text_of = |span: Span| NamedText {
+        name: sources.name(span.file),
+        text: &sources.get(span.file).text,
+    };
+    let view = MietteView {
+        diag: *report,
+        src: report.span.map(text_of),
+        related: report
+            .related
+            .iter()
+            .map(|r| RelatedView {
+                related: r,
+                src: text_of(r.span),
+            })
+            .collect(),
+    };
+    let mut out = String::new();
+    if handler.render_report(&mut out, &view).is_err() {
+        let at = match report.span {
+            Some(s) => format!("{}:{}:{}", sources.name(s.file), s.line, s.col),
+            None => report.path.unwrap_or_default().to_owned(),
+        };
+        out = format!("{at}: {}", report.message);
+    }
+    out
 }
 
 /// The JSON shape of a diagnostic: stable field names for tools.
@@ -295,25 +346,25 @@ pub struct JsonDiagnostic {
 }
 
 struct MietteView<'a> {
-    diag: &'a Diagnostic,
+    diag: Report<'a>,
     src: Option<NamedText<'a>>,
     related: Vec<RelatedView<'a>>,
 }
 
 impl fmt::Debug for MietteView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.diag, f)
+        fmt::Debug::fmt(&self.diag, f)
     }
 }
 
 impl fmt::Display for MietteView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.diag.span.is_none() {
-            if let Some(p) = &self.diag.path {
+            if let Some(p) = self.diag.path {
                 return write!(f, "{p}: {}", self.diag.message);
             }
         }
-        f.write_str(&self.diag.message)
+        f.write_str(self.diag.message)
     }
 }
 
@@ -386,16 +437,16 @@ impl miette::Diagnostic for MietteView<'_> {
     }
 
     fn severity(&self) -> Option<miette::Severity> {
-        Some(match self.diag.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
+        Some(match self.diag.level {
+            Level::Error => miette::Severity::Error,
+            Level::Warning => miette::Severity::Warning,
+            Level::Note => miette::Severity::Advice,
         })
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
         self.diag
             .help
-            .as_ref()
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
@@ -407,7 +458,7 @@ impl miette::Diagnostic for MietteView<'_> {
         let s = self.diag.span?;
         Some(Box::new(std::iter::once(
             miette::LabeledSpan::new_primary_with_span(
-                self.diag.label.clone(),
+                self.diag.label.map(str::to_owned),
                 (s.start as usize, s.len()),
             ),
         )))
