@@ -229,6 +229,47 @@ enum Command {
         #[arg(long)]
         duration_s: Option<u64>,
     },
+    /// Lint policies: legal, but probably not what you meant. Rules that
+    /// need pods, namespaces and nodes run when an inventory is given (-i,
+    /// or `inventory` in sluice.toml). Exit 0 clean, 1 findings at or above
+    /// --fail-on, 2 invalid input.
+    Lint {
+        /// Policy files or directories (recursive); `-` is stdin.
+        #[arg(required_unless_present = "list_rules")]
+        paths: Vec<PathBuf>,
+        /// Inventory files (kubectl get pods,namespaces,nodes,services -A -o yaml).
+        #[arg(short = 'i', long)]
+        inventory: Vec<PathBuf>,
+        /// human, json, sarif (2.1.0, for GitHub code scanning) or github
+        /// (workflow commands that annotate a pull request).
+        #[arg(short = 'o', long = "format", visible_alias = "output", value_enum, default_value_t = lint::LintFormat::Human)]
+        format: lint::LintFormat,
+        /// Exit 1 when a finding is at least this severe (default: sluice.toml's
+        /// `fail-on`, else error).
+        #[arg(long, value_enum)]
+        fail_on: Option<lint::FailOn>,
+        /// Configuration file (default: the nearest sluice.toml upward from
+        /// the working directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Ignore sluice.toml files.
+        #[arg(long)]
+        no_config: bool,
+        /// Entries one endpoint's policy map holds.
+        #[arg(long, default_value_t = 16_384)]
+        map_capacity: usize,
+        /// List the rules and exit.
+        #[arg(long)]
+        list_rules: bool,
+    },
+    /// The connectivity graph of the compiled state: identities as nodes,
+    /// allowed ports on edges, as Graphviz DOT or a Mermaid flowchart.
+    Graph {
+        #[command(flatten)]
+        inputs: Inputs,
+        #[arg(short = 'o', long = "format", value_enum, default_value_t = lint::GraphFormat::Dot)]
+        format: lint::GraphFormat,
+    },
     /// Detach and remove everything an agent pinned (its enforcement ends).
     Teardown {
         /// The agent's --bpffs directory.
@@ -363,6 +404,31 @@ fn main() -> ExitCode {
             )
         }
         Command::Teardown { bpffs } => live::teardown(&bpffs),
+        Command::Lint {
+            list_rules: true, ..
+        } => lint::list_rules(),
+        Command::Lint {
+            paths,
+            inventory,
+            format,
+            fail_on,
+            config,
+            no_config,
+            map_capacity,
+            list_rules: false,
+        } => lint::lint(
+            &lint::LintOptions {
+                paths,
+                inventory,
+                format,
+                fail_on,
+                config,
+                no_config,
+                map_capacity,
+            },
+            color,
+        ),
+        Command::Graph { inputs, format } => lint::graph(&inputs, format, color),
         Command::Matrix { inputs, output } => {
             commands::matrix(&inputs, output == MatrixOutput::Json, color)
         }
@@ -377,6 +443,7 @@ fn main() -> ExitCode {
 
 mod cluster;
 mod commands;
+mod lint;
 mod live;
 
 /// Whether any diagnostic is an input problem (unreadable file) rather than

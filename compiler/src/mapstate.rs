@@ -157,14 +157,32 @@ impl Entry {
 }
 
 /// One endpoint's policy map.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct PolicyMap {
     pub entries: BTreeMap<Key, Entry>,
     /// The prefix lengths present, longest first: a lookup probes only
     /// these (as an LPM trie walk visits only existing nodes).
     #[serde(skip)]
     plens: Vec<u8>,
+    /// (allow origin, deny origin) for each allow entry a deny replaced
+    /// while the map was built: what the lints need to say that an allow
+    /// is dead. Not part of the datapath state (not in artifacts, not
+    /// compared).
+    #[serde(skip)]
+    pub overridden: Vec<(u32, u32)>,
 }
+
+fn first_origin(e: &Entry) -> u32 {
+    e.origins.first().copied().unwrap_or(u32::MAX)
+}
+
+impl PartialEq for PolicyMap {
+    fn eq(&self, other: &PolicyMap) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for PolicyMap {}
 
 /// What a lookup found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +197,22 @@ impl PolicyMap {
             self.plens.insert(at, key.plen);
         }
         match self.entries.get_mut(&key) {
-            Some(e) => e.merge(entry),
+            Some(e) => {
+                match (e.deny, entry.deny) {
+                    (false, true) => {
+                        for &o in &e.origins {
+                            self.overridden.push((o, first_origin(&entry)));
+                        }
+                    }
+                    (true, false) => {
+                        for &o in &entry.origins {
+                            self.overridden.push((o, first_origin(e)));
+                        }
+                    }
+                    _ => {}
+                }
+                e.merge(entry)
+            }
             None => {
                 self.entries.insert(key, entry);
             }
@@ -258,6 +291,9 @@ impl PolicyMap {
                 })
                 .max_by_key(|(dk, _)| dk.plen);
             if let Some((_, d)) = cover {
+                for &o in &e.origins {
+                    self.overridden.push((o, first_origin(d)));
+                }
                 *e = d.clone();
             }
         }

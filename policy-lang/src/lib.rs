@@ -113,6 +113,21 @@ impl Loaded {
         self.set.policies.len() + self.broken_policies
     }
 
+    /// The policies without error-level diagnostics, as a set of their own
+    /// (what later stages may safely read when some policies are broken).
+    pub fn valid_set(&self) -> PolicySet {
+        let errors = self.error_spans();
+        PolicySet {
+            policies: self
+                .set
+                .policies
+                .iter()
+                .filter(|p| !Self::has_error_within(&errors, p.loc.0))
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn valid_count(&self) -> usize {
         let errors = self.error_spans();
         self.set

@@ -1,0 +1,229 @@
+//! `sluice lint` and `sluice graph`.
+
+use crate::plural;
+use compiler::compile::{compile, Compiled, Config as CompileConfig};
+use compiler::inventory::{self, Inventory};
+use lints::{Config, Finding, Input, Severity};
+use policy_lang::diag::Diagnostic;
+use policy_lang::LoadOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LintFormat {
+    Human,
+    Json,
+    Sarif,
+    Github,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    Error,
+    Warning,
+    Note,
+    Never,
+}
+
+pub struct LintOptions {
+    pub paths: Vec<PathBuf>,
+    pub inventory: Vec<PathBuf>,
+    pub format: LintFormat,
+    pub fail_on: Option<FailOn>,
+    pub config: Option<PathBuf>,
+    pub no_config: bool,
+    pub map_capacity: usize,
+}
+
+/// The configuration in effect: `--config`, else the nearest sluice.toml.
+fn config(o: &LintOptions) -> Result<Config, String> {
+    if o.no_config {
+        return Ok(Config::default());
+    }
+    let path = match &o.config {
+        Some(p) => Some(p.clone()),
+        None => std::env::current_dir().ok().and_then(|d| Config::find(&d)),
+    };
+    match path {
+        Some(p) => Config::load(&p),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Policies (all of them, with validation diagnostics), the inventory
+/// (when any), and the compiled state of the valid policies over it.
+struct Prepared {
+    loaded: policy_lang::Loaded,
+    valid: policy_lang::ir::PolicySet,
+    inventory: Option<Inventory>,
+    compiled: Option<Compiled>,
+    /// Validation, inventory and compile errors: the input is broken.
+    errors: Vec<Diagnostic>,
+}
+
+fn prepare(paths: &[PathBuf], inventory_paths: &[PathBuf], map_capacity: usize) -> Prepared {
+    let mut loaded = policy_lang::load_paths(paths, &LoadOptions::default());
+    let valid = loaded.valid_set();
+    let mut diags = Vec::new();
+    let (inventory, compiled) = if inventory_paths.is_empty() {
+        (None, None)
+    } else {
+        let refs: Vec<&Path> = inventory_paths.iter().map(PathBuf::as_path).collect();
+        let inv = inventory::load(&refs, &mut loaded.sources, &mut diags);
+        let compiled = if diags.iter().any(Diagnostic::is_error) {
+            None
+        } else {
+            let cfg = CompileConfig {
+                map_capacity,
+                ..CompileConfig::default()
+            };
+            let (c, d) = compile(&valid, &loaded.sources, &inv, &cfg);
+            // Warnings of the compiler (selects-nothing) are the lints'
+            // business here; its errors (map overflow) are reported.
+            diags.extend(d.into_iter().filter(Diagnostic::is_error));
+            Some(c)
+        };
+        (Some(inv), compiled)
+    };
+    let mut errors: Vec<Diagnostic> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .cloned()
+        .collect();
+    errors.extend(diags.into_iter().filter(Diagnostic::is_error));
+    Prepared {
+        loaded,
+        valid,
+        inventory,
+        compiled,
+        errors,
+    }
+}
+
+pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
+    let cfg = match config(o) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let inventory_paths = if o.inventory.is_empty() {
+        cfg.inventory.clone()
+    } else {
+        o.inventory.clone()
+    };
+    let p = prepare(&o.paths, &inventory_paths, o.map_capacity);
+    let findings = lints::lint(
+        &Input {
+            set: &p.valid,
+            sources: &p.loaded.sources,
+            inventory: p.inventory.as_ref(),
+            compiled: p.compiled.as_ref(),
+            map_capacity: o.map_capacity,
+        },
+        &cfg,
+    );
+    // Validation errors first, on stderr, whatever the format: they are why
+    // the exit code is 2, and machine formats keep stdout for findings.
+    let mut err = std::io::stderr().lock();
+    for d in &p.errors {
+        let _ = write!(err, "{}", d.render(&p.loaded.sources, color));
+    }
+    drop(err);
+    let sources = &p.loaded.sources;
+    let text = match o.format {
+        LintFormat::Human => {
+            let mut s = String::new();
+            for f in &findings {
+                s.push_str(&lints::output::render(f, sources, color));
+            }
+            s.push_str(&format!(
+                "{} {} linted{}: {}\n",
+                p.valid.policies.len(),
+                plural(p.valid.policies.len(), "policy", "policies"),
+                if p.inventory.is_some() {
+                    " against the inventory"
+                } else {
+                    " (no inventory: inventory rules skipped)"
+                },
+                lints::output::summary(&findings)
+            ));
+            s
+        }
+        LintFormat::Json => format!("{:#}\n", lints::output::json(&findings, sources)),
+        LintFormat::Sarif => format!("{:#}\n", lints::output::sarif(&findings, sources)),
+        LintFormat::Github => lints::output::github(&findings, sources),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return ExitCode::from(2);
+        }
+    }
+    if !p.errors.is_empty() {
+        if o.format == LintFormat::Human {
+            eprintln!(
+                "error: {} {} in the input (validation, inventory or compile); the valid policies were linted",
+                p.errors.len(),
+                plural(p.errors.len(), "error", "errors")
+            );
+        }
+        return ExitCode::from(2);
+    }
+    let threshold = match o.fail_on {
+        Some(FailOn::Never) => None,
+        Some(FailOn::Note) => Some(Severity::Note),
+        Some(FailOn::Warning) => Some(Severity::Warning),
+        Some(FailOn::Error) => Some(Severity::Error),
+        None => Some(cfg.fail_on.unwrap_or(Severity::Error)),
+    };
+    if threshold.is_some_and(|t| findings.iter().any(|f: &Finding| f.severity >= t)) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `sluice lint --list-rules`.
+pub fn list_rules() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    for r in lints::REGISTRY {
+        let _ = writeln!(
+            out,
+            "{}  {:<32} {:<8} {}{}",
+            r.code,
+            r.name,
+            r.severity.as_str(),
+            r.summary,
+            if r.needs_inventory {
+                " [inventory]"
+            } else {
+                ""
+            }
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+pub fn graph(inputs: &crate::Inputs, format: GraphFormat, color: bool) -> ExitCode {
+    let s = match crate::commands::load(inputs, color) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let g = lints::graph::Graph::build(&s.compiled);
+    let text = match format {
+        GraphFormat::Dot => g.dot(),
+        GraphFormat::Mermaid => g.mermaid(),
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,173 @@
+//! lints: "legal, but probably not what you meant". Validation
+//! (policy-lang) says what Cilium or the API server would reject; the rules
+//! here find policies that are accepted and then surprise: selectors that
+//! match nothing, allows that a deny kills, regexes that are anchored,
+//! FQDN rules that can never fire, endpoints left open.
+//!
+//! Every rule has a stable code (`SL001`...), a kebab-case name, a default
+//! severity and a document (`docs/lints/<CODE>.md`, generated from
+//! [`REGISTRY`] and the rule's fixtures). Rules that need to know which
+//! pods exist run only when an inventory is given.
+//!
+//! Data flow: `Loaded` (+ `Inventory` + `Compiled`) → [`lint`] →
+//! `Vec<Finding>` → [`output`] (human, JSON, SARIF 2.1.0, GitHub).
+
+pub mod config;
+pub mod graph;
+pub mod output;
+mod rules;
+mod suppress;
+
+pub use config::{Config, Level};
+
+use compiler::compile::Compiled;
+use compiler::inventory::Inventory;
+use policy_lang::diag::Related;
+use policy_lang::ir::PolicySet;
+use policy_lang::source::{SourceMap, Span};
+use serde::Serialize;
+
+/// How serious a finding is. Ordered: `Note < Warning < Error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Note,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "note" => Some(Severity::Note),
+            "warning" => Some(Severity::Warning),
+            "error" => Some(Severity::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One rule of the registry.
+#[derive(Debug)]
+pub struct Rule {
+    /// Stable, never reused: `SL001`.
+    pub code: &'static str,
+    /// Stable kebab-case name: `policy-selects-nothing`.
+    pub name: &'static str,
+    pub severity: Severity,
+    /// Whether the rule needs an inventory (pods, namespaces, nodes).
+    pub needs_inventory: bool,
+    /// One line: what it finds.
+    pub summary: &'static str,
+    /// Why it matters, for the rule's document.
+    pub why: &'static str,
+}
+
+/// A finding of a rule at a place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub span: Span,
+    /// Text under the underlined span.
+    pub label: Option<String>,
+    pub help: Option<String>,
+    pub related: Vec<Related>,
+}
+
+impl Finding {
+    pub(crate) fn new(rule: &'static Rule, span: Span, message: impl Into<String>) -> Finding {
+        Finding {
+            code: rule.code,
+            severity: rule.severity,
+            message: message.into(),
+            span,
+            label: None,
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    pub(crate) fn label(mut self, l: impl Into<String>) -> Finding {
+        self.label = Some(l.into());
+        self
+    }
+
+    pub(crate) fn help(mut self, h: impl Into<String>) -> Finding {
+        self.help = Some(h.into());
+        self
+    }
+
+    pub(crate) fn related(mut self, span: Span, message: impl Into<String>) -> Finding {
+        self.related.push(Related {
+            span,
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn rule(&self) -> &'static Rule {
+        rule(self.code).unwrap_or(REGISTRY[0])
+    }
+}
+
+/// What the rules look at.
+pub struct Input<'a> {
+    pub set: &'a PolicySet,
+    pub sources: &'a SourceMap,
+    /// `Some` when an inventory was given: enables the inventory rules.
+    pub inventory: Option<&'a Inventory>,
+    /// The compiled state of `set` over `inventory` (when given).
+    pub compiled: Option<&'a Compiled>,
+    /// Entries one endpoint's policy map holds (for the capacity rule).
+    pub map_capacity: usize,
+}
+
+pub use rules::REGISTRY;
+
+/// The rule with this code or name.
+pub fn rule(code_or_name: &str) -> Option<&'static Rule> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|r| r.code == code_or_name || r.name == code_or_name)
+}
+
+/// Runs every enabled rule, applies the configured severities and the
+/// policies' suppression annotations (reporting unused ones), and returns
+/// the findings in file and position order.
+pub fn lint(input: &Input<'_>, config: &Config) -> Vec<Finding> {
+    let mut findings = rules::run(input);
+    for f in &mut findings {
+        if let Some(Level::Severity(s)) = config.level(f.code) {
+            f.severity = s;
+        }
+    }
+    findings.retain(|f| config.level(f.code) != Some(Level::Off));
+    let mut findings = suppress::apply(input, findings);
+    for f in &mut findings {
+        if let Some(Level::Severity(s)) = config.level(f.code) {
+            f.severity = s;
+        }
+    }
+    findings.retain(|f| config.level(f.code) != Some(Level::Off));
+    findings.sort_by(|a, b| {
+        (a.span.file, a.span.start, a.code, &a.message).cmp(&(
+            b.span.file,
+            b.span.start,
+            b.code,
+            &b.message,
+        ))
+    });
+    findings.dedup();
+    findings
+}

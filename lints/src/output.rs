@@ -1,0 +1,246 @@
+//! Findings as people and CI systems read them: miette reports, JSON,
+//! SARIF 2.1.0 (GitHub code scanning) and GitHub Actions workflow commands.
+
+use crate::{Finding, Severity, REGISTRY};
+use policy_lang::diag::{render_report, Level, Report};
+use policy_lang::source::SourceMap;
+use serde_json::{json, Value};
+
+/// Where the rules' documents live, for links in SARIF.
+pub const DOCS_BASE: &str = "docs/lints";
+
+fn level(s: Severity) -> Level {
+    match s {
+        Severity::Error => Level::Error,
+        Severity::Warning => Level::Warning,
+        Severity::Note => Level::Note,
+    }
+}
+
+/// One finding drawn as a diagnostic: location, source, underline, help.
+pub fn render(f: &Finding, sources: &SourceMap, color: bool) -> String {
+    let code = format!("{}({})", f.code, f.rule().name);
+    render_report(
+        sources,
+        color,
+        &Report {
+            code: &code,
+            level: level(f.severity),
+            message: &f.message,
+            span: Some(f.span),
+            label: f.label.as_deref(),
+            help: f.help.as_deref(),
+            related: &f.related,
+            path: None,
+        },
+    )
+}
+
+/// "2 errors, 1 warning, 3 notes".
+pub fn summary(findings: &[Finding]) -> String {
+    let count = |s| findings.iter().filter(|f| f.severity == s).count();
+    let part = |n: usize, one: &str| match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {one}s"),
+    };
+    format!(
+        "{}, {}, {}",
+        part(count(Severity::Error), "error"),
+        part(count(Severity::Warning), "warning"),
+        part(count(Severity::Note), "note")
+    )
+}
+
+fn position(f: &Finding, sources: &SourceMap) -> (String, u32, u32, u32, u32) {
+    let (end_line, end_col) = sources.end_line_col(f.span);
+    (
+        sources.name(f.span.file).to_owned(),
+        f.span.line,
+        f.span.col,
+        end_line,
+        end_col,
+    )
+}
+
+pub fn json(findings: &[Finding], sources: &SourceMap) -> Value {
+    Value::Array(
+        findings
+            .iter()
+            .map(|f| {
+                let (file, line, col, end_line, end_col) = position(f, sources);
+                json!({
+                    "file": file,
+                    "line": line,
+                    "column": col,
+                    "end_line": end_line,
+                    "end_column": end_col,
+                    "code": f.code,
+                    "name": f.rule().name,
+                    "severity": f.severity,
+                    "message": f.message,
+                    "help": f.help,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn sarif_level(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Note => "note",
+    }
+}
+
+/// A file name as a SARIF artifact URI: relative paths stay relative (to
+/// the repository root, which GitHub resolves them against), with forward
+/// slashes and the characters URIs cannot hold percent-encoded.
+fn uri(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim_start_matches("./").chars() {
+        match c {
+            '\\' => out.push('/'),
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' | '_' | '~' | '/' | ':' => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The SARIF 2.1.0 log of a run: every rule of the registry in the driver
+/// (so code scanning can show their help), one result per finding.
+pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
+    let rules: Vec<Value> = REGISTRY
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.code,
+                "name": r.name,
+                "shortDescription": {"text": r.summary},
+                "fullDescription": {"text": r.why},
+                "help": {"text": format!("{}\n\n{}\n\nDocumented in {DOCS_BASE}/{}.md.", r.summary, r.why, r.code)},
+                "defaultConfiguration": {"level": sarif_level(r.severity)},
+                "properties": {"tags": if r.needs_inventory { vec!["inventory"] } else { vec!["policy"] }},
+            })
+        })
+        .collect();
+    let results: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            let (file, line, col, end_line, end_col) = position(f, sources);
+            let index = REGISTRY.iter().position(|r| r.code == f.code).unwrap_or(0);
+            let mut text = f.message.clone();
+            if let Some(h) = &f.help {
+                text.push_str(". ");
+                text.push_str(h);
+            }
+            let related: Vec<Value> = f
+                .related
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let (el, ec) = sources.end_line_col(r.span);
+                    json!({
+                        "id": i,
+                        "message": {"text": r.message},
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": uri(sources.name(r.span.file))},
+                            "region": {"startLine": r.span.line, "startColumn": r.span.col, "endLine": el, "endColumn": ec},
+                        },
+                    })
+                })
+                .collect();
+            let mut result = json!({
+                "ruleId": f.code,
+                "ruleIndex": index,
+                "level": sarif_level(f.severity),
+                "message": {"text": text},
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": uri(&file)},
+                        "region": {"startLine": line, "startColumn": col, "endLine": end_line, "endColumn": end_col},
+                    },
+                }],
+            });
+            if !related.is_empty() {
+                result["relatedLocations"] = Value::Array(related);
+            }
+            result
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "sluice",
+                "semanticVersion": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    })
+}
+
+/// Escapes a workflow command's message.
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a workflow command's property value.
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// GitHub Actions workflow commands: one `::error`, `::warning` or
+/// `::notice` line per finding, which the runner turns into annotations on
+/// the pull request's diff.
+pub fn github(findings: &[Finding], sources: &SourceMap) -> String {
+    let mut out = String::new();
+    for f in findings {
+        let (file, line, col, end_line, end_col) = position(f, sources);
+        let kind = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "notice",
+        };
+        let mut message = f.message.clone();
+        if let Some(h) = &f.help {
+            message.push('\n');
+            message.push_str(h);
+        }
+        out.push_str(&format!(
+            "::{kind} file={},line={line},col={col},endLine={end_line},endColumn={end_col},title={}::{}\n",
+            escape_property(&file),
+            escape_property(&format!("{} {}", f.code, f.rule().name)),
+            escape_data(&message)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_command_escaping() {
+        assert_eq!(escape_data("50% of\nit"), "50%25 of%0Ait");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+
+    #[test]
+    fn artifact_uris() {
+        assert_eq!(uri("./policies/a b.yaml"), "policies/a%20b.yaml");
+        assert_eq!(uri("dir\\x.yaml"), "dir/x.yaml");
+    }
+}
