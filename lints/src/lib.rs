@@ -160,6 +160,12 @@ pub fn lint(input: &Input<'_>, config: &Config) -> Vec<Finding> {
         }
     }
     findings.retain(|f| config.level(f.code) != Some(Level::Off));
+    for f in &mut findings {
+        f.span = trim(input.sources, f.span);
+        for r in &mut f.related {
+            r.span = trim(input.sources, r.span);
+        }
+    }
     findings.sort_by(|a, b| {
         (a.span.file, a.span.start, a.code, &a.message).cmp(&(
             b.span.file,
@@ -170,4 +176,19 @@ pub fn lint(input: &Input<'_>, config: &Config) -> Vec<Finding> {
     });
     findings.dedup();
     findings
+}
+
+/// A span without the whitespace a YAML list item's span ends with (the
+/// line break and the next item's indentation), so underlines stop at the
+/// text.
+fn trim(sources: &SourceMap, mut s: Span) -> Span {
+    let text = sources.get(s.file).text.as_bytes();
+    while s.end > s.start
+        && text
+            .get(s.end as usize - 1)
+            .is_some_and(u8::is_ascii_whitespace)
+    {
+        s.end -= 1;
+    }
+    s
 }

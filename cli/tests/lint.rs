@@ -1,0 +1,282 @@
+//! `sluice lint` and `sluice graph` as CI runs them: exit codes, formats,
+//! configuration, suppressions, and the documented workflow and pre-commit
+//! commands run on this repository's fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sluice")
+}
+
+fn run(args: &[&str]) -> Output {
+    run_in(&root(), args)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn codes(o: &Output) -> std::collections::BTreeSet<String> {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON findings");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|f| f["code"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn linting_the_fixtures_shows_every_rule() {
+    // From the repository root, so sluice.toml supplies the inventory.
+    let o = run(&["lint", "fixtures/", "-o", "json"]);
+    // fixtures/ holds deliberately invalid policies: exit 2, and the valid
+    // ones are linted all the same.
+    assert_eq!(o.status.code(), Some(2));
+    let found = codes(&o);
+    let missing: Vec<&str> = lints::REGISTRY
+        .iter()
+        .map(|r| r.code)
+        .filter(|c| !found.contains(*c))
+        .collect();
+    assert!(missing.is_empty(), "no finding of {missing:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("policy::unknown-field"));
+}
+
+#[test]
+fn exit_codes_follow_fail_on() {
+    let warn = "fixtures/lints/SL020/bad.yaml";
+    let o = run(&["lint", "--no-config", warn]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "a warning does not fail by default"
+    );
+    assert!(stdout(&o).contains("SL020(ingress-from-world-all-ports)"));
+    let o = run(&["lint", "--no-config", "--fail-on", "warning", warn]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&["lint", "--no-config", "fixtures/lints/SL062/bad.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "an error fails by default");
+    let o = run(&[
+        "lint",
+        "--no-config",
+        "--fail-on",
+        "never",
+        "fixtures/lints/SL062/bad.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = run(&[
+        "lint",
+        "--no-config",
+        "fixtures/valid/cnp-l7.yaml",
+        "--fail-on",
+        "note",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = run(&["lint", "--no-config", "fixtures/invalid/unknown-field.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "invalid input");
+    let o = run(&["lint", "--no-config", "no/such/dir"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn github_annotations() {
+    let o = run(&[
+        "lint",
+        "--no-config",
+        "--format",
+        "github",
+        "fixtures/lints/SL020/bad.yaml",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with(
+            "::warning file=fixtures/lints/SL020/bad.yaml,line=7,col=20,endLine=7,endColumn=25,title=SL020 ingress-from-world-all-ports::ingress from `world` on every port%0A"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn sluice_toml_is_found_upward_and_checked() {
+    let dir = std::env::temp_dir().join(format!("sluice-lint-cfg-{}", std::process::id()));
+    let sub = dir.join("policies/team");
+    std::fs::create_dir_all(&sub).expect("tmp");
+    std::fs::copy(
+        root().join("fixtures/lints/SL020/bad.yaml"),
+        sub.join("p.yaml"),
+    )
+    .expect("copy");
+    std::fs::write(
+        dir.join("sluice.toml"),
+        "[lint]\nfail-on = \"warning\"\n[lint.rules]\ningress-from-world-all-ports = \"off\"\n",
+    )
+    .expect("config");
+    let o = run_in(&sub, &["lint", "p.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("SL020"));
+    std::fs::write(dir.join("sluice.toml"), "[lint.rules]\nSL020 = \"error\"\n").expect("config");
+    let o = run_in(&sub, &["lint", "p.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "raised to error");
+    std::fs::write(
+        dir.join("sluice.toml"),
+        "[lint.rules]\ningress-from-world-all-port = \"off\"\n",
+    )
+    .expect("config");
+    let o = run_in(&sub, &["lint", "p.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did you mean `ingress-from-world-all-ports`")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn suppressions_silence_with_a_reason_and_report_when_unused() {
+    let dir = std::env::temp_dir().join(format!("sluice-lint-sup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let p = dir.join("gw.yaml");
+    std::fs::write(
+        &p,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: gw\n  namespace: payments\n  annotations:\n    lint.sluice.dev/ignore: \"SL020: public by design\"\nspec:\n  endpointSelector: {matchLabels: {app: gateway}}\n  ingress:\n  - fromEntities: [world]\n",
+    )
+    .expect("policy");
+    let o = run(&[
+        "lint",
+        "--no-config",
+        "-o",
+        "json",
+        p.to_str().expect("path"),
+    ]);
+    assert!(codes(&o).is_empty(), "{}", stdout(&o));
+    let o = run(&[
+        "lint",
+        "--no-config",
+        "-o",
+        "json",
+        "fixtures/lints/SL110/bad.yaml",
+    ]);
+    assert_eq!(codes(&o).into_iter().collect::<Vec<_>>(), ["SL110"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sarif_is_the_default_for_code_scanning_and_lists_all_rules() {
+    let o = run(&[
+        "lint",
+        "--no-config",
+        "-o",
+        "sarif",
+        "fixtures/lints/SL061/bad.yaml",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("SARIF JSON");
+    assert_eq!(v["version"], "2.1.0");
+    assert_eq!(
+        v["runs"][0]["tool"]["driver"]["rules"]
+            .as_array()
+            .map(Vec::len),
+        Some(lints::REGISTRY.len())
+    );
+    assert_eq!(v["runs"][0]["results"][0]["ruleId"], "SL061");
+    assert_eq!(
+        v["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "fixtures/lints/SL061/bad.yaml"
+    );
+}
+
+/// The `run:` lines of the workflow example that invoke `sluice lint`.
+fn workflow_commands() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("docs/ci/sluice-lint.yml")).expect("workflow");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("run: "))
+        .filter(|c| c.starts_with("sluice lint"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_documented_workflow_and_pre_commit_commands_run() {
+    let cmds = workflow_commands();
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    for cmd in cmds {
+        // Same flags, this repository's files in place of the example paths.
+        let cmd = cmd
+            .replace("policies/", "fixtures/lints/SL020/bad.yaml")
+            .replace("inventory/cluster.yaml", "fixtures/lints/inventory.yaml");
+        let (cmd, redirect) = match cmd.split_once(" > ") {
+            Some((c, r)) => (c.to_owned(), Some(r.to_owned())),
+            None => (cmd, None),
+        };
+        let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        let o = run(&args);
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = stdout(&o);
+        if redirect.is_some() {
+            assert_eq!(o.status.code(), Some(0), "--fail-on never");
+            let v: serde_json::Value = serde_json::from_str(&out).expect("SARIF");
+            assert_eq!(v["version"], "2.1.0");
+        } else {
+            assert!(
+                out.starts_with("::warning file=fixtures/lints/SL020/bad.yaml"),
+                "{out}"
+            );
+        }
+    }
+    let hooks = std::fs::read_to_string(root().join(".pre-commit-hooks.yaml")).expect("hooks");
+    let entry = hooks
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("entry: "))
+        .expect("entry");
+    let mut args: Vec<&str> = entry.split_whitespace().skip(1).collect();
+    // pre-commit appends the hook's args, then the staged files.
+    args.extend(["--no-config", "fixtures/lints/SL020/bad.yaml"]);
+    assert_eq!(
+        run(&args).status.code(),
+        Some(1),
+        "a warning fails the commit"
+    );
+    let mut args: Vec<&str> = entry.split_whitespace().skip(1).collect();
+    args.extend(["--no-config", "fixtures/valid/cnp-l7.yaml"]);
+    assert_eq!(run(&args).status.code(), Some(0));
+}
+
+#[test]
+fn graph_as_dot_and_mermaid() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    let args = [
+        "graph",
+        "-p",
+        "fixtures/example/policies",
+        "-i",
+        "fixtures/example/inventory.yaml",
+    ];
+    let dot = run(&[&args[..], &["-o", "dot"]].concat());
+    assert_eq!(dot.status.code(), Some(0));
+    let mermaid = run(&[&args[..], &["-o", "mermaid"]].concat());
+    assert_eq!(mermaid.status.code(), Some(0));
+    settings.bind(|| {
+        insta::assert_snapshot!("cli__graph__dot", stdout(&dot));
+        insta::assert_snapshot!("cli__graph__mermaid", stdout(&mermaid));
+    });
+    // tiefighter (empire) reaches the deathstar on 80; xwing does not.
+    let d = stdout(&dot);
+    assert!(d.contains("digraph sluice"));
+}

@@ -1,0 +1,67 @@
+//! The SARIF output is valid SARIF 2.1.0: validated against the standard's
+//! own JSON schema (tests/data), for a run with findings of every rule.
+
+use compiler::compile::{compile, Config as CompileConfig};
+use compiler::inventory;
+use lints::{lint, Config, Input};
+use policy_lang::LoadOptions;
+use std::path::Path;
+
+#[test]
+fn sarif_output_validates_against_the_official_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut loaded =
+        policy_lang::load_paths(&[root.join("fixtures/lints")], &LoadOptions::default());
+    assert_eq!(loaded.error_count(), 0);
+    let mut diags = Vec::new();
+    let inv_path = root.join("fixtures/lints/inventory.yaml");
+    let inv = inventory::load(&[inv_path.as_path()], &mut loaded.sources, &mut diags);
+    let (c, _) = compile(
+        &loaded.set,
+        &loaded.sources,
+        &inv,
+        &CompileConfig::default(),
+    );
+    let findings = lint(
+        &Input {
+            set: &loaded.set,
+            sources: &loaded.sources,
+            inventory: Some(&inv),
+            compiled: Some(&c),
+            map_capacity: 16_384,
+        },
+        &Config::default(),
+    );
+    let codes: std::collections::BTreeSet<&str> = findings.iter().map(|f| f.code).collect();
+    assert_eq!(
+        codes.len(),
+        lints::REGISTRY.len(),
+        "every rule has a finding in the run"
+    );
+    let doc = lints::output::sarif(&findings, &loaded.sources);
+
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema_path).expect("schema"))
+            .expect("schema JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource("sarif-schema-2.1.0.json", schema)
+        .expect("add schema");
+    let id = compiler
+        .compile("sarif-schema-2.1.0.json", &mut schemas)
+        .expect("compile schema");
+    if let Err(e) = schemas.validate(&doc, id) {
+        panic!("SARIF output does not validate: {e:#}");
+    }
+    // And a document the schema must reject, so the check can fail.
+    let mut broken = doc.clone();
+    broken["runs"][0]["results"][0]["level"] = "fatal".into();
+    assert!(schemas.validate(&broken, id).is_err());
+    assert_eq!(
+        doc["runs"][0]["results"].as_array().map(Vec::len),
+        Some(findings.len())
+    );
+}
