@@ -55,7 +55,9 @@ fn config(o: &LintOptions) -> Result<Config, String> {
 /// (when any), and the compiled state of the valid policies over it.
 struct Prepared {
     loaded: policy_lang::Loaded,
-    valid: policy_lang::ir::PolicySet,
+    /// The valid policies when some are not (all of them are in `loaded`
+    /// otherwise: no copy of a large set).
+    valid: Option<policy_lang::ir::PolicySet>,
     inventory: Option<Inventory>,
     compiled: Option<Compiled>,
     /// Validation, inventory and compile errors: the input is broken.
@@ -64,7 +66,7 @@ struct Prepared {
 
 fn prepare(paths: &[PathBuf], inventory_paths: &[PathBuf], map_capacity: usize) -> Prepared {
     let mut loaded = policy_lang::load_paths(paths, &LoadOptions::default());
-    let valid = loaded.valid_set();
+    let valid = (loaded.error_count() > 0).then(|| loaded.valid_set());
     let mut diags = Vec::new();
     let (inventory, compiled) = if inventory_paths.is_empty() {
         (None, None)
@@ -78,7 +80,12 @@ fn prepare(paths: &[PathBuf], inventory_paths: &[PathBuf], map_capacity: usize) 
                 map_capacity,
                 ..CompileConfig::default()
             };
-            let (c, d) = compile(&valid, &loaded.sources, &inv, &cfg);
+            let (c, d) = compile(
+                valid.as_ref().unwrap_or(&loaded.set),
+                &loaded.sources,
+                &inv,
+                &cfg,
+            );
             // Warnings of the compiler (selects-nothing) are the lints'
             // business here; its errors (map overflow) are reported.
             diags.extend(d.into_iter().filter(Diagnostic::is_error));
@@ -116,9 +123,10 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         o.inventory.clone()
     };
     let p = prepare(&o.paths, &inventory_paths, o.map_capacity);
+    let set = p.valid.as_ref().unwrap_or(&p.loaded.set);
     let findings = lints::lint(
         &Input {
-            set: &p.valid,
+            set,
             sources: &p.loaded.sources,
             inventory: p.inventory.as_ref(),
             compiled: p.compiled.as_ref(),
@@ -136,14 +144,24 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     let sources = &p.loaded.sources;
     let text = match o.format {
         LintFormat::Human => {
-            let mut s = String::new();
-            for f in &findings {
-                s.push_str(&lints::output::render(f, sources, color));
-            }
+            // Drawing is the costly part of large reports and each finding
+            // is independent: both cores draw, in order.
+            let render = |part: &[Finding]| -> String {
+                part.iter()
+                    .map(|f| lints::output::render(f, sources, color))
+                    .collect()
+            };
+            let (first, second) = findings.split_at(findings.len() / 2);
+            let mut s = std::thread::scope(|scope| {
+                let other = scope.spawn(|| render(second));
+                let mut s = render(first);
+                s.push_str(&other.join().unwrap_or_default());
+                s
+            });
             s.push_str(&format!(
                 "{} {} linted{}: {}\n",
-                p.valid.policies.len(),
-                plural(p.valid.policies.len(), "policy", "policies"),
+                set.policies.len(),
+                plural(set.policies.len(), "policy", "policies"),
                 if p.inventory.is_some() {
                     " against the inventory"
                 } else {

@@ -223,6 +223,11 @@ impl PolicyMap {
         self.entries.len()
     }
 
+    /// The prefix lengths the map's entries use, longest first.
+    pub fn prefix_lens(&self) -> &[u8] {
+        &self.plens
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

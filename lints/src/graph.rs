@@ -93,6 +93,17 @@ fn port_texts(intervals: &[(u32, u32)]) -> Vec<String> {
     out
 }
 
+/// Ports on which traffic from outside the cluster (the world identities)
+/// passes an endpoint's ingress, by its policy map.
+pub fn world_ports(m: &PolicyMap) -> Vec<String> {
+    [WORLD, WORLD_IPV4, WORLD_IPV6]
+        .iter()
+        .flat_map(|&w| port_texts(&allowed((m, w, false), None)))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 impl Graph {
     pub fn build(c: &Compiled) -> Graph {
         let mut g = Graph {
@@ -173,20 +184,6 @@ impl Graph {
         }
         self.ports.push(texts);
         self.graph.add_edge(a, b, self.ports.len() - 1);
-    }
-
-    /// Ports on which outside traffic (world) reaches endpoint `i`.
-    pub fn from_world(&self, i: usize) -> Vec<String> {
-        let Some((&id, _)) = self.rep.iter().find(|(_, &r)| r == i) else {
-            return Vec::new();
-        };
-        [WORLD, WORLD_IPV4, WORLD_IPV6]
-            .iter()
-            .filter_map(|w| self.graph.edge_weight(*w, id))
-            .flat_map(|&e| self.ports[e].iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
     }
 
     fn name(&self, id: u32) -> &str {

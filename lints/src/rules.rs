@@ -730,6 +730,8 @@ struct InvCtx<'a> {
     selected: HashSet<u32>,
     /// Endpoint indexes selected by each origin.
     endpoints_of: HashMap<u32, Vec<usize>>,
+    /// Pods by `namespace/name`.
+    pods: HashMap<String, &'a compiler::inventory::Pod>,
 }
 
 impl<'a> InvCtx<'a> {
@@ -747,12 +749,19 @@ impl<'a> InvCtx<'a> {
             }
         }
         let selected = endpoints_of.keys().copied().collect();
+        let pods = input
+            .inventory
+            .iter()
+            .flat_map(|inv| inv.pods.iter())
+            .map(|p| (format!("{}/{}", p.namespace, p.name), p))
+            .collect();
         InvCtx {
             input,
             c,
             origin_at,
             selected,
             endpoints_of,
+            pods,
         }
     }
 
@@ -1034,16 +1043,12 @@ impl<'a> InvCtx<'a> {
                 (&pods, &CIDR_COVERS_PODS, "pod"),
                 (&nodes, &CIDR_COVERS_NODES, "node"),
             ] {
-                let inside: Vec<&(IpAddr, String)> = list
-                    .iter()
-                    .filter(|(ip, _)| {
-                        c.value.contains(&Cidr {
-                            addr: *ip,
-                            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-                            bare: true,
-                        })
-                    })
-                    .collect();
+                // Addresses sort by family then value, so a prefix's
+                // addresses are one contiguous run of the sorted list.
+                let (lo, hi) = bounds(&c.value);
+                let from = list.partition_point(|(ip, _)| *ip < lo);
+                let to = list.partition_point(|(ip, _)| *ip <= hi);
+                let inside = &list[from..to];
                 if let Some((ip, name)) = inside.first() {
                     let more = if inside.len() > 1 {
                         format!(" and {} more", inside.len() - 1)
@@ -1176,11 +1181,7 @@ impl<'a> InvCtx<'a> {
         if e.host {
             return None;
         }
-        let (ns, name) = e.name.split_once('/')?;
-        self.inventory()
-            .pods
-            .iter()
-            .find(|p| p.namespace == ns && p.name == name)
+        self.pods.get(&e.name).copied()
     }
 
     /// Redundant allows and allows a deny kills, from the entries'
@@ -1197,13 +1198,31 @@ impl<'a> InvCtx<'a> {
         }
         let mut tally: HashMap<u32, Tally> = HashMap::new();
         for m in &self.c.maps {
+            let has_deny = m.entries.values().any(|e| e.deny);
             for (k, e) in &m.entries {
                 if e.deny {
                     continue;
                 }
-                let (lo_proto, lo_port) = (k.proto, k.dport);
-                let verdict = m.lookup(k.identity, k.egress, lo_proto, lo_port);
-                let dead = verdict.filter(|h| h.entry.deny);
+                // An origin with one entry that is live and its own decides
+                // nothing more: skip the lookups when every origin is such.
+                let settled = e
+                    .origins
+                    .iter()
+                    .all(|o| tally.get(o).is_some_and(|t| t.total > t.dead + t.covered));
+                if settled {
+                    for &o in &e.origins {
+                        if let Some(t) = tally.get_mut(&o) {
+                            t.total += 1;
+                        }
+                    }
+                    continue;
+                }
+                let dead = if has_deny {
+                    m.lookup(k.identity, k.egress, k.proto, k.dport)
+                        .filter(|h| h.entry.deny)
+                } else {
+                    None
+                };
                 let also = e.origins.len() > 1 || (!e.redirect && broader_allow(m, k, e));
                 for &o in &e.origins {
                     let t = tally.entry(o).or_default();
@@ -1347,12 +1366,17 @@ impl<'a> InvCtx<'a> {
     }
 
     fn exposure(&self, out: &mut Vec<Finding>) {
-        let g = crate::graph::Graph::build(self.c);
+        // Endpoints that share a map share the answer.
+        let mut by_map: HashMap<usize, Vec<String>> = HashMap::new();
         for (i, e) in self.c.endpoints.iter().enumerate() {
             if e.host || !e.enforced[0] {
                 continue;
             }
-            let ports = g.from_world(i);
+            let ports = by_map
+                .entry(e.map)
+                .or_insert_with(|| crate::graph::world_ports(&self.c.maps[e.map]))
+                .clone();
+            let _ = i;
             if ports.is_empty() {
                 continue;
             }
@@ -1374,6 +1398,36 @@ impl<'a> InvCtx<'a> {
     }
 }
 
+/// The first and last address of a prefix.
+fn bounds(c: &Cidr) -> (IpAddr, IpAddr) {
+    match c.addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let mask = if c.prefix_len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(c.prefix_len))
+            };
+            (
+                IpAddr::V4((bits & mask).into()),
+                IpAddr::V4((bits | !mask).into()),
+            )
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let mask = if c.prefix_len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(c.prefix_len))
+            };
+            (
+                IpAddr::V6((bits & mask).into()),
+                IpAddr::V6((bits | !mask).into()),
+            )
+        }
+    }
+}
+
 /// Whether an allow of other origins covers `k` (the same identity with a
 /// shorter prefix, or the wildcard identity with the same or a shorter
 /// one) with the same flags: without `e`, the lookup would still allow.
@@ -1386,7 +1440,10 @@ fn broader_allow(m: &compiler::mapstate::PolicyMap, k: &Key, e: &Entry) -> bool 
                 && b.origins.iter().all(|o| !e.origins.contains(o))
         })
     };
-    (0..k.plen).any(|plen| other_allow(Key::new(k.identity, k.egress, k.proto, k.dport, plen)))
-        || (k.identity != 0
-            && (0..=k.plen).any(|plen| other_allow(Key::new(0, k.egress, k.proto, k.dport, plen))))
+    m.prefix_lens().iter().any(|&plen| {
+        (plen < k.plen && other_allow(Key::new(k.identity, k.egress, k.proto, k.dport, plen)))
+            || (k.identity != 0
+                && plen <= k.plen
+                && other_allow(Key::new(0, k.egress, k.proto, k.dport, plen)))
+    })
 }

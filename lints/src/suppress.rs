@@ -114,7 +114,9 @@ pub fn apply(input: &Input<'_>, findings: Vec<Finding>) -> Vec<Finding> {
 
 /// Line and column of `offset` bytes into `scope`.
 fn locate(input: &Input<'_>, scope: Span, offset: usize) -> Span {
-    let text = &input.sources.get(scope.file).text;
-    let (line, col) = policy_lang::source::line_col(text, scope.start as usize + offset);
+    let (line, col) = input
+        .sources
+        .get(scope.file)
+        .line_col(scope.start as usize + offset);
     Span { line, col, ..scope }
 }

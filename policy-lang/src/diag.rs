@@ -305,7 +305,7 @@ pub fn render_report(sources: &SourceMap, color: bool, report: &Report<'_>) -> S
         .with_width(100);
     let text_of = |span: Span| NamedText {
         name: sources.name(span.file),
-        text: &sources.get(span.file).text,
+        file: sources.get(span.file),
     };
     let view = MietteView {
         diag: *report,
@@ -373,26 +373,58 @@ impl std::error::Error for MietteView<'_> {}
 /// A source file's text under its display name, as miette wants it.
 struct NamedText<'a> {
     name: &'a str,
-    text: &'a str,
+    file: &'a crate::source::SourceFile,
 }
 
 impl miette::SourceCode for NamedText<'_> {
+    /// The lines around a span, found through the file's line index: the
+    /// cost depends on the context shown, not on where in a large file the
+    /// span lies.
     fn read_span<'b>(
         &'b self,
         span: &miette::SourceSpan,
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn miette::SpanContents<'b> + 'b>, miette::MietteError> {
-        let inner = self
-            .text
-            .read_span(span, context_lines_before, context_lines_after)?;
+        let text = &self.file.text;
+        let (start, len) = (span.offset(), span.len());
+        if start + len > text.len() {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let starts = self.file.line_starts();
+        let first = self
+            .file
+            .line_of(start)
+            .saturating_sub(context_lines_before);
+        // A span ending in a line break ends, as miette counts, on the
+        // next line.
+        let ends_with_break = len > 0 && text.as_bytes()[start + len - 1] == b'\n';
+        let last_of_span = if ends_with_break {
+            self.file.line_of(start + len)
+        } else {
+            self.file
+                .line_of((start + len).saturating_sub(usize::from(len > 0)))
+        };
+        let last = (last_of_span + context_lines_after).min(starts.len() - 1);
+        // As miette's own implementation: without context before, the
+        // contents start at the span with its column (in bytes); with
+        // context, at the first context line's start.
+        let (from, column) = if context_lines_before == 0 {
+            (start, start - starts[self.file.line_of(start)] as usize)
+        } else {
+            (starts[first] as usize, 0)
+        };
+        let to = starts
+            .get(last + 1)
+            .map_or(text.len(), |&s| s as usize)
+            .max(from);
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.name.to_owned(),
-            inner.data(),
-            *inner.span(),
-            inner.line(),
-            inner.column(),
-            inner.line_count(),
+            &text.as_bytes()[from..to],
+            (from, to - from).into(),
+            first,
+            column,
+            last + 1,
         )))
     }
 }

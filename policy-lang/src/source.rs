@@ -51,6 +51,47 @@ impl Span {
 pub struct SourceFile {
     pub name: String,
     pub text: Arc<str>,
+    /// Byte offsets of line starts, built on first use: turning offsets
+    /// into lines is then a binary search, not a scan of the text (reports
+    /// on a large file would otherwise cost a scan each).
+    line_starts: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl SourceFile {
+    pub fn line_starts(&self) -> &[u32] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(
+                    self.text
+                        .bytes()
+                        .enumerate()
+                        .filter(|(_, b)| *b == b'\n')
+                        .map(|(i, _)| i as u32 + 1),
+                )
+                .collect()
+        })
+    }
+
+    /// 0-based line of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let starts = self.line_starts();
+        starts
+            .partition_point(|&s| s as usize <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Line and column (1-based, column in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (u32, u32) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_of(offset);
+        let start = self.line_starts()[line] as usize;
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
+        (line as u32 + 1, col as u32)
+    }
 }
 
 /// All files of one run. Spans index into it by [`FileId`].
@@ -69,6 +110,7 @@ impl SourceMap {
         self.files.push(SourceFile {
             name: name.into(),
             text: text.into(),
+            line_starts: std::sync::OnceLock::new(),
         });
         id
     }
@@ -106,7 +148,7 @@ impl SourceMap {
 
     /// Line and column (both 1-based, column in characters) of the span's end.
     pub fn end_line_col(&self, span: Span) -> (u32, u32) {
-        line_col(&self.get(span.file).text, span.end as usize)
+        self.get(span.file).line_col(span.end as usize)
     }
 }
 
@@ -203,5 +245,27 @@ mod tests {
         let off = text.find('x').expect("x present");
         assert_eq!(line_col(text, off), (2, 5));
         assert_eq!(line_col(text, 0), (1, 1));
+    }
+}
+
+#[cfg(test)]
+mod line_index_tests {
+    use super::*;
+
+    #[test]
+    fn indexed_line_col_equals_the_scan() {
+        let mut m = SourceMap::new();
+        let text = "a: 1\r\nbé: [x,\n  y]\n\nlast";
+        let id = m.add("t.yaml", text);
+        let f = m.get(id);
+        for offset in 0..=text.len() {
+            if text.is_char_boundary(offset) {
+                assert_eq!(
+                    f.line_col(offset),
+                    line_col(text, offset),
+                    "offset {offset}"
+                );
+            }
+        }
     }
 }
