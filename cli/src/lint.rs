@@ -142,7 +142,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     }
     drop(err);
     let sources = &p.loaded.sources;
-    let text = match o.format {
+    let written: std::io::Result<()> = match o.format {
         LintFormat::Human => {
             // Drawing is the costly part of large reports and each finding
             // is independent: both cores draw, in order.
@@ -169,14 +169,27 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                 },
                 lints::output::summary(&findings)
             ));
-            s
+            std::io::stdout().lock().write_all(s.as_bytes())
         }
-        LintFormat::Json => format!("{:#}\n", lints::output::json(&findings, sources)),
-        LintFormat::Sarif => format!("{:#}\n", lints::output::sarif(&findings, sources)),
-        LintFormat::Github => lints::output::github(&findings, sources),
+        LintFormat::Json | LintFormat::Sarif => {
+            // Large reports are written as they are serialized, not built
+            // as one more string first.
+            let doc = if o.format == LintFormat::Json {
+                lints::output::json(&findings, sources)
+            } else {
+                lints::output::sarif(&findings, sources)
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &doc)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+                .and_then(|()| out.flush())
+        }
+        LintFormat::Github => std::io::stdout()
+            .lock()
+            .write_all(lints::output::github(&findings, sources).as_bytes()),
     };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()) {
+    if let Err(e) = written {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return ExitCode::from(2);
         }

@@ -140,24 +140,40 @@ rules! {
 }
 
 pub fn run(input: &Input<'_>) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for p in &input.set.policies {
-        policy_checks(p, input, &mut out);
-    }
-    duplicates(input, &mut out);
-    fqdn_visibility(input, &mut out);
-    if let (Some(_), Some(c)) = (input.inventory, input.compiled) {
-        let ctx = InvCtx::new(input, c);
-        ctx.selection(&mut out);
-        ctx.labels(&mut out);
-        ctx.cidrs(&mut out);
-        ctx.ports(&mut out);
-        ctx.entries(&mut out);
-        ctx.coverage(&mut out);
-        ctx.capacity(&mut out);
-        ctx.exposure(&mut out);
-    }
-    out
+    // The policy-only checks and the inventory checks read disjoint things:
+    // one thread each.
+    std::thread::scope(|scope| {
+        let policy_only = scope.spawn(|| {
+            let mut out = Vec::new();
+            for p in &input.set.policies {
+                policy_checks(p, input, &mut out);
+            }
+            duplicates(input, &mut out);
+            fqdn_visibility(input, &mut out);
+            out
+        });
+        let mut out = Vec::new();
+        if let (Some(_), Some(c)) = (input.inventory, input.compiled) {
+            let ctx = InvCtx::new(input, c);
+            ctx.selection(&mut out);
+            ctx.labels(&mut out);
+            ctx.cidrs(&mut out);
+            ctx.ports(&mut out);
+            ctx.entries(&mut out);
+            ctx.coverage(&mut out);
+            ctx.capacity(&mut out);
+            ctx.exposure(&mut out);
+        }
+        match policy_only.join() {
+            Ok(mut v) => {
+                v.append(&mut out);
+                v
+            }
+            // A check that panicked is a bug; re-raise it rather than
+            // report a partial, seemingly clean result.
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    })
 }
 
 // ---------------------------------------------------------------- policy-only
