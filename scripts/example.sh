@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q -p sluice
-sluice=target/release/sluice
+sluice="${CARGO_TARGET_DIR:-target}/release/sluice"
 ex=fixtures/example
 
 echo "\$ sluice validate $ex/policies"

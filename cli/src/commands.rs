@@ -305,11 +305,12 @@ pub fn simulate(
                 };
                 let _ = writeln!(
                     out,
-                    "{:<8} {} → {} {}{mark}",
+                    "{:<8} {} → {} {}{}{mark}",
                     o.verdict.to_string().to_uppercase(),
                     peer_text(&f.from),
                     peer_text(&f.to),
-                    port_text(f)
+                    port_text(f),
+                    f.l7.as_ref().map(request_text).unwrap_or_default()
                 );
                 if let Some(st) = o.steps.iter().find(|st| Some(st.direction) == o.decided_by) {
                     let _ = writeln!(out, "         {}", explain_step(c, st));
@@ -375,6 +376,7 @@ pub fn trace(inputs: &Inputs, from: &str, to: &str, port: &str, color: bool) -> 
         expect: None,
         loc: Default::default(),
         recorded: None,
+        l7: None,
     };
     let mut diags = Vec::new();
     flow::check_peers(std::slice::from_ref(&f), &s.inventory, &mut diags);
@@ -527,4 +529,40 @@ pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// ` HTTP PUT /v1/exhaust-port`, ` Kafka key 0 topic t`, ` DNS example.com`.
+fn request_text(r: &compiler::l7::Request) -> String {
+    use compiler::l7::Request;
+    match r {
+        Request::Http {
+            method, path, host, ..
+        } => format!(
+            " HTTP {method} {path}{}",
+            if host.is_empty() {
+                String::new()
+            } else {
+                format!(" (host {host})")
+            }
+        ),
+        Request::Kafka {
+            api_key,
+            api_version,
+            client_id,
+            topic,
+        } => format!(
+            " Kafka key {api_key} v{api_version}{}{}",
+            if client_id.is_empty() {
+                String::new()
+            } else {
+                format!(" client {client_id}")
+            },
+            if topic.is_empty() {
+                String::new()
+            } else {
+                format!(" topic {topic}")
+            }
+        ),
+        Request::Dns { query } => format!(" DNS {query}"),
+    }
 }

@@ -140,7 +140,7 @@ fn inventory_from_a_live_api_server() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stdout).contains("7 of 7 expectations met"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("9 of 9 expectations met"));
     assert_eq!(served.load(Ordering::SeqCst), 4, "one request per list");
 }
 
@@ -168,7 +168,7 @@ fn policies_and_inventory_from_a_live_api_server() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stdout).contains("7 of 7 expectations met"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("9 of 9 expectations met"));
     assert_eq!(
         served.load(Ordering::SeqCst),
         7,

@@ -236,6 +236,8 @@ struct Ctx<'a> {
     cidr_ids: Vec<(Cidr, u32)>,
     /// Port names → (port, protocol) over every pod, for egress.
     all_named: HashMap<String, BTreeSet<(u16, u8)>>,
+    /// L7 rule sets that did not compile (too large an automaton).
+    l7_errors: Vec<crate::l7::L7Error>,
 }
 
 pub(crate) fn compile_model(
@@ -401,6 +403,7 @@ pub(crate) fn compile_model(
         node_ids,
         cidr_ids,
         all_named,
+        l7_errors: Vec::new(),
     };
 
     // Which rules select which identities (and nodes, for host policy).
@@ -525,6 +528,36 @@ pub(crate) fn compile_model(
                 .collect(),
         });
     }
+    // An L7 rule set that cannot be compiled fails the whole state: it is
+    // never enforced as "allow", nor silently dropped.
+    let mut seen = BTreeSet::new();
+    for e in std::mem::take(&mut cx.l7_errors) {
+        if !seen.insert((e.origin, e.message.clone())) {
+            continue;
+        }
+        let span = model
+            .rules
+            .iter()
+            .find(|r| {
+                r.origin as u32 == e.origin || r.rules.iter().any(|n| n.origin as u32 == e.origin)
+            })
+            .map(|r| r.name_span);
+        let origin = model.origins.get(e.origin as usize);
+        if let Some(span) = span {
+            diags.push(
+                Diagnostic::error(
+                    Code::L7Automaton,
+                    span,
+                    format!(
+                        "{}: {}",
+                        origin.map_or_else(String::new, |o| format!("{} {}", o.policy, o.path)),
+                        e.message
+                    ),
+                )
+                .with_help("simplify the regexes (bounded repetitions like {0,40} multiply states) or split the rules across ports"),
+            );
+        }
+    }
     cx.out.index();
     (cx.out, diags)
 }
@@ -589,6 +622,12 @@ impl Ctx<'_> {
             }
         }
         map.apply_deny_precedence();
+        if !map.l7_grants.is_empty() {
+            let (ports, errors) =
+                crate::l7::build_ports(&map.l7_grants, &map.entries, crate::l7::DEFAULT_SIZE_LIMIT);
+            map.l7 = ports;
+            self.l7_errors.extend(errors);
+        }
         map
     }
 
@@ -621,22 +660,36 @@ impl Ctx<'_> {
                 }
             }
         };
-        let l4 = match &nr.ports {
-            None => vec![(0u8, 0u16, 0u8)],
+        let l4: Vec<(u8, u16, u8, Option<&crate::model::L7Ref>)> = match &nr.ports {
+            None => vec![(0u8, 0u16, 0u8, None)],
             Some(ports) => ports
                 .iter()
-                .flat_map(|p| self.expand_port(p, own_ports, egress))
+                .flat_map(|p| {
+                    self.expand_port(p, own_ports, egress)
+                        .into_iter()
+                        .map(move |(a, b, c)| (a, b, c, p.l7.as_ref()))
+                })
                 .collect(),
         };
         let origin = nr.origin as u32;
         for id in ids {
-            for &(proto, port, plen) in &l4 {
+            for &(proto, port, plen, l7) in &l4 {
                 let key = Key::new(id, egress, proto, port, plen);
                 let entry = if nr.deny {
                     Entry::deny(origin)
                 } else {
                     Entry::allow(nr.redirect, nr.auth, origin)
                 };
+                if let (Some(rules), false) = (l7, nr.deny) {
+                    map.l7_grants
+                        .entry((egress, key.proto, key.dport, key.plen))
+                        .or_default()
+                        .push(crate::l7::L7Grant {
+                            origin,
+                            identity: id,
+                            rules: rules.clone(),
+                        });
+                }
                 map.insert(key, entry);
             }
         }

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod compile;
 pub mod identity;
 pub mod inventory;
+pub mod l7;
 pub mod labels;
 pub mod mapstate;
 pub mod model;

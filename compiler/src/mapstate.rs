@@ -170,6 +170,13 @@ pub struct PolicyMap {
     /// compared).
     #[serde(skip)]
     pub overridden: Vec<(u32, u32)>,
+    /// The L7 rules of allows, by (egress, proto, dport, plen) key: what
+    /// [`crate::l7::build_ports`] turns into `l7`.
+    #[serde(skip)]
+    pub l7_grants: BTreeMap<(bool, u8, u16, u8), Vec<crate::l7::L7Grant>>,
+    /// The L7 policy of each redirected key: one automaton per protocol.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l7: Vec<crate::l7::L7Port>,
 }
 
 fn first_origin(e: &Entry) -> u32 {
@@ -221,6 +228,17 @@ impl PolicyMap {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The L7 policy that applies to a hit (its key's, for its protocol).
+    pub fn l7_port(&self, key: &Key, kind: crate::l7::L7Kind) -> Option<&crate::l7::L7Port> {
+        self.l7.iter().find(|p| {
+            p.egress == key.egress
+                && p.proto == key.proto
+                && p.dport == key.dport
+                && p.plen == key.plen
+                && p.kind == kind
+        })
     }
 
     /// The prefix lengths the map's entries use, longest first.

@@ -73,6 +73,27 @@ pub enum PeerSel {
 pub struct NPort {
     pub proto: Option<u8>,
     pub ports: PortSel,
+    /// The L7 rules of the port rule this port comes from (allow rules).
+    pub l7: Option<L7Ref>,
+}
+
+/// A port rule's L7 rules, shared by its ports; compared by identity (the
+/// same port rule), which is what caches keyed by ports need.
+#[derive(Clone, Debug)]
+pub struct L7Ref(pub std::sync::Arc<ir::L7Rules>);
+
+impl PartialEq for L7Ref {
+    fn eq(&self, other: &L7Ref) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for L7Ref {}
+
+impl std::hash::Hash for L7Ref {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::ptr::hash(std::sync::Arc::as_ptr(&self.0), h)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -349,11 +370,17 @@ fn peer_rule(
         redirect |= r.rules.as_ref().is_some_and(|l| l.has_rules())
             || r.listener.is_some()
             || r.server_names.as_ref().is_some_and(|s| !s.is_empty());
+        let l7 = r
+            .rules
+            .as_ref()
+            .filter(|l| l.has_rules() && !deny)
+            .map(|l| L7Ref(std::sync::Arc::new((**l).clone())));
         let list = r.ports.as_deref().unwrap_or(&[]);
         if list.is_empty() {
             ports.push(NPort {
                 proto: None,
                 ports: PortSel::All,
+                l7: l7.clone(),
             });
         }
         for pp in list {
@@ -370,6 +397,7 @@ fn peer_rule(
             ports.push(NPort {
                 proto: proto.number(),
                 ports: sel,
+                l7: l7.clone(),
             });
         }
     }
@@ -380,6 +408,7 @@ fn peer_rule(
                 ports.push(NPort {
                     proto: Some(if family == ir::IcmpFamily::V4 { 1 } else { 58 }),
                     ports: PortSel::Range(u16::from(t), u16::from(t)),
+                    l7: None,
                 });
             }
         }
@@ -454,6 +483,7 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
                         NPort {
                             proto: proto.number(),
                             ports: sel,
+                            l7: None,
                         }
                     })
                     .collect()

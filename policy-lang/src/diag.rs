@@ -96,6 +96,7 @@ codes! {
     DuplicateIp => "duplicate-ip", "two pods or nodes share an IP address";
     SelectsNothing => "selects-nothing", "a policy whose subject selector matches no endpoint of the inventory";
     MapOverflow => "map-overflow", "an endpoint needs more policy-map entries than the map holds";
+    L7Automaton => "l7-automaton", "the L7 rules of one endpoint port compile to an automaton over the size limit";
     FlowSyntax => "flow-syntax", "a flow that cannot be read";
     UnknownPeer => "unknown-peer", "a flow names a pod, IP or entity the inventory does not know";
 }
@@ -105,7 +106,7 @@ impl Code {
     pub fn area(self) -> &'static str {
         match self {
             Code::InventoryObject | Code::PodWithoutIp | Code::DuplicateIp => "inventory",
-            Code::SelectsNothing | Code::MapOverflow => "compile",
+            Code::SelectsNothing | Code::MapOverflow | Code::L7Automaton => "compile",
             Code::FlowSyntax | Code::UnknownPeer => "flow",
             _ => "policy",
         }

@@ -160,6 +160,7 @@ fn main() {
             expect: None,
             loc: Default::default(),
             recorded: None,
+            l7: None,
         })
         .collect();
     let mut best = f64::MAX;

@@ -39,6 +39,24 @@ pub struct Step<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry: Option<&'a Entry>,
     pub verdict: Verdict,
+    /// The proxy's decision, when the entry redirects to L7 and the flow
+    /// carries a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Step>,
+}
+
+/// What the L7 policy of a redirected port said.
+#[derive(Clone, Debug, Serialize)]
+pub struct L7Step {
+    pub protocol: compiler::l7::L7Kind,
+    pub verdict: Verdict,
+    /// The rules that allowed the request (as written), or what an L4-only
+    /// allow means here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// The answer a denied request gets: 403 for HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -146,6 +164,7 @@ fn step<'a>(
         key: hit.map(|h| *h.key),
         entry: hit.map(|h| h.entry),
         verdict,
+        l7: None,
     }
 }
 
@@ -171,7 +190,81 @@ pub fn resolve_flow<'a>(c: &'a Compiled, flow: &Flow) -> Result<Resolved<'a>, St
 
 /// Judges one flow against the compiled state.
 pub fn simulate<'a>(c: &'a Compiled, flow: &Flow) -> Result<Outcome<'a>, String> {
-    Ok(judge(c, &resolve_flow(c, flow)?))
+    let mut o = judge(c, &resolve_flow(c, flow)?);
+    if let Some(req) = &flow.l7 {
+        judge_l7(c, &mut o, req);
+    }
+    Ok(o)
+}
+
+/// The proxies' decisions: each step allowed by an entry that redirects to
+/// L7 (egress first) has the request judged by its port's L7 policy; the
+/// first denial decides, and the steps after it never happen.
+pub fn judge_l7(c: &Compiled, o: &mut Outcome<'_>, req: &compiler::l7::Request) {
+    use compiler::l7::L7Verdict;
+    for i in 0..o.steps.len() {
+        let s = &o.steps[i];
+        let (Some(key), Some(entry)) = (s.key, s.entry) else {
+            continue;
+        };
+        if s.verdict != Verdict::Allowed || !entry.redirect {
+            continue;
+        }
+        let Some(ep) = c.endpoint(s.endpoint) else {
+            continue;
+        };
+        let map = &c.maps[ep.map];
+        let step = match map.l7_port(&key, req.kind()) {
+            Some(port) => match port.judge(s.remote_identity, req) {
+                L7Verdict::Allowed { rules, open } => L7Step {
+                    protocol: port.kind,
+                    verdict: Verdict::Allowed,
+                    rules: if open {
+                        vec!["an allow without L7 rules for this peer: every request".to_owned()]
+                    } else {
+                        rules.iter().map(|&r| port.rules[r].text.clone()).collect()
+                    },
+                    status: None,
+                },
+                L7Verdict::Denied => L7Step {
+                    protocol: port.kind,
+                    verdict: Verdict::Denied,
+                    rules: Vec::new(),
+                    status: (port.kind == compiler::l7::L7Kind::Http).then_some(403),
+                },
+            },
+            None => {
+                // The port redirects for another protocol's rules (the
+                // proxy cannot parse this request: denied), or only for a
+                // listener or SNI check, which does not judge requests.
+                let other = map.l7.iter().find(|p| {
+                    p.egress == key.egress
+                        && p.proto == key.proto
+                        && p.dport == key.dport
+                        && p.plen == key.plen
+                });
+                match other {
+                    Some(p) => L7Step {
+                        protocol: p.kind,
+                        verdict: Verdict::Denied,
+                        rules: Vec::new(),
+                        status: None,
+                    },
+                    None => continue,
+                }
+            }
+        };
+        let denied = step.verdict == Verdict::Denied;
+        let s = &mut o.steps[i];
+        s.l7 = Some(step);
+        if denied {
+            s.verdict = Verdict::Denied;
+            o.verdict = Verdict::Denied;
+            o.decided_by = Some(s.direction);
+            o.steps.truncate(i + 1);
+            return;
+        }
+    }
 }
 
 /// The datapath's decision for a resolved flow: egress at the source
@@ -260,8 +353,21 @@ pub fn explain_step(c: &Compiled, s: &Step) -> String {
         "allow"
     };
     let origins: Vec<String> = entry.origins.iter().map(|&o| origin_text(c, o)).collect();
+    let l7 = match &s.l7 {
+        None => String::new(),
+        Some(l) if l.verdict == Verdict::Allowed => {
+            format!("; L7 {:?}: allowed by {}", l.protocol, l.rules.join(", "))
+                .replace("Http", "HTTP")
+        }
+        Some(l) => format!(
+            "; L7 {:?}: denied{}, no rule matches the request",
+            l.protocol,
+            l.status.map(|s| format!(" ({s})")).unwrap_or_default()
+        )
+        .replace("Http", "HTTP"),
+    };
     format!(
-        "{dir} at {}: {what} entry [identity {}, {}] from {}",
+        "{dir} at {}: {what} entry [identity {}, {}] from {}{l7}",
         s.endpoint,
         identity_name(c, key.identity),
         key.port_text(),

@@ -77,6 +77,10 @@ pub struct Flow {
     /// For replayed Hubble flows: the verdict Hubble recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded: Option<Verdict>,
+    /// The request the flow carries (`http`, `kafka` or `dns`), judged by
+    /// the L7 policy of a port that redirects to the proxy.
+    #[serde(skip)]
+    pub l7: Option<compiler::l7::Request>,
 }
 
 pub fn protocol_number(text: &str) -> Option<u8> {
@@ -231,6 +235,7 @@ fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
             }
         },
     };
+    let l7 = l7_request(n, diags)?;
     Some(Flow {
         from: from?,
         to: to?,
@@ -239,7 +244,133 @@ fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
         expect,
         loc: Loc(n.span),
         recorded: None,
+        l7,
     })
+}
+
+/// The `http`, `kafka` or `dns` section of a flow; `Some(None)` when there
+/// is none, `None` when it is malformed (reported).
+fn l7_request(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Option<compiler::l7::Request>> {
+    use compiler::l7::Request;
+    let sections: Vec<(&str, &Node)> = ["http", "kafka", "dns"]
+        .iter()
+        .filter_map(|k| n.get(k).map(|v| (*k, v)))
+        .collect();
+    let Some(&(kind, sec)) = sections.first() else {
+        return Some(None);
+    };
+    if sections.len() > 1 {
+        err(
+            diags,
+            sec.span,
+            "a flow carries one request: `http`, `kafka` or `dns`",
+        );
+        return None;
+    }
+    let NodeKind::Map(entries) = &sec.kind else {
+        err(diags, sec.span, format!("`{kind}` is an object"));
+        return None;
+    };
+    let allowed: &[&str] = match kind {
+        "http" => &["method", "path", "host", "headers"],
+        "kafka" => &["api_key", "api_version", "client_id", "topic"],
+        _ => &["query"],
+    };
+    let mut ok = true;
+    for (k, _) in entries {
+        let name = scalar(k).unwrap_or("");
+        if !allowed.contains(&name) {
+            let mut d = Diagnostic::error(
+                Code::FlowSyntax,
+                k.span,
+                format!("unknown `{kind}` field `{name}`"),
+            );
+            d = d.with_help(format!("`{kind}` has {}", allowed.join(", ")));
+            diags.push(d);
+            ok = false;
+        }
+    }
+    let text = |f: &str| sec.get(f).and_then(scalar).unwrap_or("").to_owned();
+    let req = match kind {
+        "http" => {
+            let mut headers = Vec::new();
+            if let Some(h) = sec.get("headers") {
+                match &h.kind {
+                    NodeKind::Map(hs) => {
+                        for (k, v) in hs {
+                            headers.push((
+                                scalar(k).unwrap_or("").to_owned(),
+                                scalar(v).unwrap_or("").to_owned(),
+                            ));
+                        }
+                    }
+                    _ => {
+                        err(diags, h.span, "`headers` maps names to values");
+                        ok = false;
+                    }
+                }
+            }
+            let method = if text("method").is_empty() {
+                "GET".to_owned()
+            } else {
+                text("method")
+            };
+            let path = if text("path").is_empty() {
+                "/".to_owned()
+            } else {
+                text("path")
+            };
+            Request::Http {
+                method,
+                path,
+                host: text("host"),
+                headers,
+            }
+        }
+        "kafka" => {
+            let key_text = text("api_key");
+            let api_key = key_text.parse::<u16>().ok().or_else(|| {
+                policy_lang::validate::KAFKA_API_KEYS
+                    .iter()
+                    .position(|k| k.eq_ignore_ascii_case(&key_text))
+                    .map(|i| i as u16)
+            });
+            let Some(api_key) = api_key else {
+                err(
+                    diags,
+                    sec.span,
+                    format!(
+                        "kafka `api_key` `{key_text}` is neither a number nor a known API key name"
+                    ),
+                );
+                return None;
+            };
+            let api_version = if text("api_version").is_empty() {
+                Some(0)
+            } else {
+                text("api_version").parse().ok()
+            };
+            let Some(api_version) = api_version else {
+                err(diags, sec.span, "kafka `api_version` is a number");
+                return None;
+            };
+            Request::Kafka {
+                api_key,
+                api_version,
+                client_id: text("client_id"),
+                topic: text("topic"),
+            }
+        }
+        _ => {
+            let query = text("query");
+            if query.is_empty() {
+                err(diags, sec.span, "`dns` needs a `query` name");
+                return None;
+            }
+            Request::Dns { query }
+        }
+    };
+    ok.then_some(Some(req))
 }
 
 /// Reads `hubble observe -o json` output: one JSON object per line, each a
@@ -315,6 +446,7 @@ pub fn parse_hubble(
             _ => None,
         };
         out.push(Flow {
+            l7: None,
             from,
             to,
             port: port.and_then(|p| p.as_u64()).unwrap_or(0) as u16,

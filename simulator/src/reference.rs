@@ -144,7 +144,14 @@ impl<'a> Reference<'a> {
                     .rules
                     .iter()
                     .filter(|nr| nr.dir == dir && nr.deny == deny)
-                    .any(|nr| self.l3(nr, peer, &subj, &requires) && self.l4(nr, &subj, flow, dir))
+                    .any(|nr| {
+                        self.l3(nr, peer, &subj, &requires)
+                            && if deny {
+                                self.l4(nr, &subj, flow, dir)
+                            } else {
+                                self.l4_l7(nr, &subj, flow, dir)
+                            }
+                    })
             })
         };
         if matching(true) {
@@ -257,6 +264,20 @@ impl<'a> Reference<'a> {
         ports.iter().any(|p| self.port_matches(p, subj, flow, dir))
     }
 
+    /// An allow's ports, and when the flow carries a request and the
+    /// matching port has L7 rules, those rules: each evaluated on its own
+    /// with the `regex` crate, from the policy text.
+    fn l4_l7(&self, nr: &NRule, subj: &Subj, flow: &Flow, dir: Direction) -> bool {
+        let Some(ports) = &nr.ports else { return true };
+        ports.iter().any(|p| {
+            self.port_matches(p, subj, flow, dir)
+                && match (&p.l7, &flow.l7) {
+                    (Some(rules), Some(req)) => l7_allows(&rules.0, req),
+                    _ => true,
+                }
+        })
+    }
+
     fn port_matches(&self, p: &NPort, subj: &Subj, flow: &Flow, dir: Direction) -> bool {
         let (proto, port) = (flow.protocol, flow.port);
         let l4_proto = matches!(proto, 6 | 17 | 132);
@@ -325,5 +346,85 @@ fn host_cidr(ip: IpAddr) -> Cidr {
         addr: ip,
         prefix_len: if ip.is_ipv4() { 32 } else { 128 },
         bare: true,
+    }
+}
+
+fn full_match(re: &str, value: &str) -> bool {
+    regex::bytes::RegexBuilder::new(&format!("^(?:{re})$"))
+        .unicode(false)
+        .build()
+        .is_ok_and(|r| r.is_match(value.as_bytes()))
+}
+
+/// Whether any L7 rule of a port rule allows the request: a rule of the
+/// request's protocol whose every present field matches.
+fn l7_allows(rules: &policy_lang::ir::L7Rules, req: &compiler::l7::Request) -> bool {
+    use compiler::l7::Request;
+    fn set(s: &Option<policy_lang::source::Spanned<String>>) -> Option<&str> {
+        s.as_ref()
+            .map(|v| v.value.as_str())
+            .filter(|v| !v.is_empty())
+    }
+    match req {
+        Request::Http {
+            method,
+            path,
+            host,
+            headers,
+        } => rules.http.iter().flatten().any(|h| {
+            set(&h.method).is_none_or(|m| full_match(m, method))
+                && set(&h.path).is_none_or(|p| full_match(p, path))
+                && set(&h.host).is_none_or(|x| full_match(x, host))
+                && h.headers.iter().all(|want| {
+                    let (name, value) = match want.value.split_once(':') {
+                        Some((n, v)) => (n.trim(), Some(v.trim())),
+                        None => (want.value.trim(), None),
+                    };
+                    headers
+                        .iter()
+                        .any(|(n, v)| n.eq_ignore_ascii_case(name) && value.is_none_or(|w| w == v))
+                })
+                && h.header_matches
+                    .iter()
+                    .filter(|m| m.mismatch.is_none())
+                    .all(|m| {
+                        headers.iter().any(|(n, v)| {
+                            n.eq_ignore_ascii_case(&m.name.value)
+                                && m.value.as_ref().is_none_or(|w| &w.value == v)
+                        })
+                    })
+        }),
+        Request::Kafka {
+            api_key,
+            api_version,
+            client_id,
+            topic,
+        } => rules.kafka.iter().flatten().any(|k| {
+            let key_ok = match (&k.role, &k.api_key) {
+                (Some(role), _) => {
+                    compiler::l7::kafka_role_keys(role.value.as_str()).contains(api_key)
+                }
+                (None, Some(name)) => policy_lang::validate::KAFKA_API_KEYS
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(&name.value))
+                    .is_some_and(|i| i == usize::from(*api_key)),
+                (None, None) => true,
+            };
+            key_ok
+                && set(&k.api_version).is_none_or(|v| v == api_version.to_string())
+                && set(&k.client_id).is_none_or(|v| v == client_id)
+                && set(&k.topic).is_none_or(|v| v == topic)
+        }),
+        Request::Dns { query } => {
+            let name = compiler::l7::dns_name(query);
+            rules.dns.iter().flatten().any(|d| {
+                d.match_name
+                    .as_ref()
+                    .is_some_and(|n| compiler::l7::dns_name(&n.value) == name)
+                    || d.match_pattern
+                        .as_ref()
+                        .is_some_and(|p| full_match(&compiler::l7::dns_pattern(&p.value), &name))
+            })
+        }
     }
 }

@@ -48,6 +48,7 @@ proptest! {
                 expect: None,
                 loc: Loc::default(),
                 recorded: None,
+                l7: None,
             };
             let got = simulate(&compiled, &flow).expect("peers exist").verdict;
             let want = reference.verdict(&flow).expect("peers exist");

@@ -1,0 +1,758 @@
+//! L7 matchers: all the HTTP, Kafka or DNS rules of one port in one
+//! automaton, matched in one pass over the request.
+//!
+//! A request is a few fields (HTTP: method, path, host; Kafka: API key,
+//! version, client id, topic; DNS: the query name), written as one byte
+//! string with a NUL between fields. Each rule becomes one pattern of the
+//! same shape, a regex per field (`[^\x00]*` for an absent field), and all
+//! of a port's rules are compiled together into one dense DFA
+//! (regex-automata) that reports every rule matching the whole request.
+//! Requests whose fields contain NUL match nothing: with exactly N-1
+//! separators in the input and N-1 literal ones in every pattern, no field
+//! regex can swallow a separator, so the encoding is exact.
+//!
+//! DFAs serialize to bytes (`to_bytes`), which is how they travel in the
+//! compiled artifact: the agent and the simulator load them without
+//! recompiling. A rule set whose DFA would exceed the size limit is refused
+//! with the rule that makes it explode.
+
+use regex_automata::dfa::{dense, Automaton};
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, MatchKind};
+use std::fmt;
+
+/// Bytes a port's DFA may take (and its determinization may use).
+pub const DEFAULT_SIZE_LIMIT: usize = 16 << 20;
+
+/// A field regex that matches any value of a field.
+const ANY_FIELD: &str = "[^\\x00]*";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildError {
+    /// The rule (index in the input) that does not fit on its own, or
+    /// `None` when each fits but not all together.
+    pub rule: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One port's rules as one DFA. Pattern `i` is rule `i`.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    dfa: dense::DFA<Vec<u32>>,
+    fields: usize,
+}
+
+fn pattern(fields: &[Option<String>]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|f| match f {
+            // Cilium's regexes match whole values; the group keeps a
+            // top-level alternation inside its field.
+            Some(re) => format!("(?:{re})"),
+            None => ANY_FIELD.to_owned(),
+        })
+        .collect();
+    format!("^{}$", parts.join("\\x00"))
+}
+
+fn build_dfa(patterns: &[String], limit: usize) -> Result<dense::DFA<Vec<u32>>, String> {
+    dense::Builder::new()
+        .configure(
+            dense::DFA::config()
+                .match_kind(MatchKind::All)
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(limit))
+                .determinize_size_limit(Some(limit)),
+        )
+        .syntax(
+            // Bytes, not Unicode: paths and names are matched as the octets
+            // on the wire; `.` is any byte but a newline, `\w` is ASCII.
+            syntax::Config::new().unicode(false).utf8(false),
+        )
+        .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(limit)))
+        .build_many(patterns)
+        .map_err(|e| e.to_string())
+}
+
+impl Matcher {
+    /// Compiles rules of `fields` fields each (a regex per field, `None`
+    /// for any value) into one DFA of at most `limit` bytes.
+    pub fn build(
+        fields: usize,
+        rules: &[Vec<Option<String>>],
+        limit: usize,
+    ) -> Result<Matcher, BuildError> {
+        let patterns: Vec<String> = rules
+            .iter()
+            .map(|r| {
+                debug_assert_eq!(r.len(), fields);
+                pattern(r)
+            })
+            .collect();
+        match build_dfa(&patterns, limit) {
+            Ok(dfa) => Ok(Matcher { dfa, fields }),
+            Err(all) => {
+                // Find the rule that fails on its own, to name it.
+                for (i, p) in patterns.iter().enumerate() {
+                    if let Err(e) = build_dfa(std::slice::from_ref(p), limit) {
+                        return Err(BuildError {
+                            rule: Some(i),
+                            message: e,
+                        });
+                    }
+                }
+                Err(BuildError {
+                    rule: None,
+                    message: format!(
+                        "{} rules together exceed the automaton size limit of {limit} bytes: {all}",
+                        rules.len()
+                    ),
+                })
+            }
+        }
+    }
+
+    pub fn patterns(&self) -> usize {
+        self.dfa.pattern_len()
+    }
+
+    /// Size of the transition tables, in bytes.
+    pub fn memory(&self) -> usize {
+        self.dfa.memory_usage()
+    }
+
+    /// States of the DFA.
+    pub fn states(&self) -> usize {
+        self.dfa.memory_usage() / (self.dfa.stride() * 4).max(1)
+    }
+
+    /// The rules (pattern indexes, ascending) that match the request whose
+    /// fields are given; none when a field holds a NUL byte or the number
+    /// of fields is wrong.
+    pub fn matches(&self, fields: &[&[u8]], out: &mut Vec<usize>) {
+        out.clear();
+        if fields.len() != self.fields || fields.iter().any(|f| f.contains(&0)) {
+            return;
+        }
+        let input = Input::new(&[][..]).anchored(Anchored::Yes);
+        let Ok(mut state) = self.dfa.start_state_forward(&input) else {
+            return;
+        };
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                state = self.dfa.next_state(state, 0);
+            }
+            for &b in *f {
+                state = self.dfa.next_state(state, b);
+            }
+            if self.dfa.is_dead_state(state) {
+                return;
+            }
+        }
+        state = self.dfa.next_eoi_state(state);
+        if self.dfa.is_match_state(state) {
+            for i in 0..self.dfa.match_len(state) {
+                out.push(self.dfa.match_pattern(state, i).as_usize());
+            }
+            out.sort_unstable();
+        }
+    }
+
+    /// Whether any rule matches: stops at the first.
+    pub fn is_match(&self, fields: &[&[u8]]) -> bool {
+        let mut out = Vec::new();
+        self.matches(fields, &mut out);
+        !out.is_empty()
+    }
+
+    /// Serialized form (little-endian), with the field count in front.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let (bytes, pad) = self.dfa.to_bytes_little_endian();
+        let mut out = Vec::with_capacity(bytes.len() - pad + 4);
+        out.extend_from_slice(&(self.fields as u32).to_le_bytes());
+        out.extend_from_slice(&bytes[pad..]);
+        out
+    }
+
+    /// Reads [`to_bytes`](Self::to_bytes) output; the DFA is validated
+    /// (a corrupt artifact is an error, never a matcher that misbehaves).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Matcher, String> {
+        if bytes.len() < 4 {
+            return Err("L7 matcher: truncated".into());
+        }
+        let fields = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        // The DFA reads its tables in place and wants them 4-byte
+        // aligned: copy the bytes to an aligned offset of a fresh buffer.
+        let body = &bytes[4..];
+        let mut buf = vec![0u8; body.len() + 3];
+        let off = buf.as_ptr().align_offset(4).min(3);
+        buf[off..off + body.len()].copy_from_slice(body);
+        let slice = &buf[off..off + body.len()];
+        let (dfa, _) = dense::DFA::from_bytes(slice).map_err(|e| format!("L7 matcher: {e}"))?;
+        if fields == 0 || fields > 8 {
+            return Err(format!("L7 matcher: {fields} fields"));
+        }
+        Ok(Matcher {
+            dfa: dfa.to_owned(),
+            fields,
+        })
+    }
+}
+
+/// Regex syntax that matches `s` literally.
+pub fn literal(s: &str) -> String {
+    regex_syntax::escape(s)
+}
+
+/// Kafka API keys of each role (Cilium's `produce` and `consume`).
+pub fn kafka_role_keys(role: &str) -> &'static [u16] {
+    match role {
+        "produce" => &[0, 3, 18],
+        "consume" => &[1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 18],
+        _ => &[],
+    }
+}
+
+/// A DNS name as matched: lower case, with the trailing dot.
+pub fn dns_name(name: &str) -> String {
+    let mut n = name.to_ascii_lowercase();
+    if !n.ends_with('.') {
+        n.push('.');
+    }
+    n
+}
+
+/// Cilium's `matchPattern` as a regex over [`dns_name`]s: `*` alone matches
+/// every name; `*` within a label is any run of name characters that does
+/// not cross a dot; a leading `**.` is one or more whole labels.
+pub fn dns_pattern(pattern: &str) -> String {
+    let p = dns_name(pattern.trim());
+    if p == "*." || p.chars().all(|c| c == '*' || c == '.') {
+        return "[-a-z0-9_.]+".to_owned();
+    }
+    let label = "[-a-z0-9_]";
+    let (prefix, rest) = if let Some(stripped) = p.strip_prefix("**.") {
+        (format!("(?:{label}+\\.)+"), stripped.to_owned())
+    } else {
+        (String::new(), p)
+    };
+    let body: String = rest
+        .chars()
+        .map(|c| match c {
+            '*' => format!("{label}*"),
+            c => regex_syntax::escape(&c.to_string()),
+        })
+        .collect();
+    format!("{prefix}{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(rules: &[(&str, &str, &str)]) -> Matcher {
+        let rules: Vec<Vec<Option<String>>> = rules
+            .iter()
+            .map(|(m, p, h)| {
+                [m, p, h]
+                    .iter()
+                    .map(|s| (!s.is_empty()).then(|| s.to_string()))
+                    .collect()
+            })
+            .collect();
+        Matcher::build(3, &rules, DEFAULT_SIZE_LIMIT).expect("builds")
+    }
+
+    fn hits(m: &Matcher, f: &[&str]) -> Vec<usize> {
+        let fields: Vec<&[u8]> = f.iter().map(|s| s.as_bytes()).collect();
+        let mut out = Vec::new();
+        m.matches(&fields, &mut out);
+        out
+    }
+
+    #[test]
+    fn whole_values_every_matching_rule() {
+        let m = http(&[
+            ("POST", "/v1/request-landing", ""),
+            ("GET", "/api/.*", ""),
+            ("GET|HEAD", "", "api\\.example\\.com"),
+        ]);
+        assert_eq!(hits(&m, &["POST", "/v1/request-landing", "x"]), [0]);
+        assert!(hits(&m, &["PUT", "/v1/exhaust-port", "x"]).is_empty());
+        assert!(
+            hits(&m, &["POST", "/v1/request-landing/x", "x"]).is_empty(),
+            "anchored path"
+        );
+        assert!(
+            hits(&m, &["POSTX", "/v1/request-landing", "x"]).is_empty(),
+            "anchored method"
+        );
+        assert_eq!(hits(&m, &["GET", "/api/users", "api.example.com"]), [1, 2]);
+        assert_eq!(hits(&m, &["HEAD", "/", "api.example.com"]), [2]);
+        // A NUL inside a field cannot shift the fields.
+        assert!(hits(&m, &["GET", "/api/\0x", "api.example.com"]).is_empty());
+        assert!(hits(&m, &["GET", "/api/x"]).is_empty(), "wrong field count");
+    }
+
+    #[test]
+    fn serialized_matchers_answer_the_same() {
+        let m = http(&[("GET", "/a.*", ""), ("", "/b", "h")]);
+        let back = Matcher::from_bytes(&m.to_bytes()).expect("round trip");
+        for req in [["GET", "/abc", ""], ["PUT", "/b", "h"], ["GET", "/b", "x"]] {
+            assert_eq!(hits(&m, &req), hits(&back, &req));
+        }
+        let mut bad = m.to_bytes();
+        let n = bad.len();
+        bad[n / 2] ^= 0xff;
+        bad.truncate(n - 3);
+        assert!(Matcher::from_bytes(&bad).is_err());
+    }
+
+    #[test]
+    fn size_limit_names_the_rule() {
+        let big = "[a-z]{0,40}x[a-z]{40}".to_owned();
+        let rules = vec![
+            vec![Some("GET".to_owned()), None, None],
+            vec![None, Some(big), None],
+        ];
+        let e = Matcher::build(3, &rules, 1 << 16).expect_err("too big");
+        assert_eq!(e.rule, Some(1), "{e}");
+    }
+
+    #[test]
+    fn dns_patterns_follow_cilium() {
+        let re = |p: &str| regex::Regex::new(&format!("^(?:{})$", dns_pattern(p))).expect("regex");
+        assert!(re("*").is_match("a.b.example.com."));
+        assert!(re("*.cilium.io").is_match("www.cilium.io."));
+        assert!(!re("*.cilium.io").is_match("cilium.io."));
+        assert!(!re("*.cilium.io").is_match("a.b.cilium.io."));
+        assert!(re("sub*.cilium.io").is_match("subdomain.cilium.io."));
+        assert!(re("**.cilium.io").is_match("a.b.cilium.io."));
+        assert!(!re("**.cilium.io").is_match("cilium.io."));
+        assert_eq!(dns_name("API.Example.com"), "api.example.com.");
+    }
+}
+
+// ------------------------------------------------------------ per-port policy
+
+use crate::model::L7Ref;
+use policy_lang::ir::{self, L7Rules};
+
+/// The protocol an L7 port speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L7Kind {
+    Http,
+    Kafka,
+    Dns,
+}
+
+impl L7Kind {
+    pub fn fields(self) -> usize {
+        match self {
+            L7Kind::Http => 3,
+            L7Kind::Kafka => 4,
+            L7Kind::Dns => 1,
+        }
+    }
+}
+
+/// Where a map key's L7 rules came from: one allow of one peer rule for
+/// one peer identity (0: any).
+#[derive(Clone, Debug)]
+pub struct L7Grant {
+    pub origin: u32,
+    pub identity: u32,
+    pub rules: L7Ref,
+}
+
+/// A header constraint of an HTTP rule (checked after the automaton).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HeaderCheck {
+    pub name: String,
+    /// `None`: presence only.
+    pub value: Option<String>,
+}
+
+/// One rule of a port's matcher (pattern `i` of the DFA is `rules[i]`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct L7Rule {
+    pub origin: u32,
+    /// Peer identities the rule applies to; 0 is any.
+    pub identities: Vec<u32>,
+    /// The rule as written, for explanations (`GET /api/.*`).
+    pub text: String,
+    /// HTTP header constraints.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderCheck>,
+}
+
+/// The L7 policy of one map key (direction, protocol, port prefix): every
+/// rule of one protocol in one automaton.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct L7Port {
+    pub egress: bool,
+    pub proto: u8,
+    pub dport: u16,
+    pub plen: u8,
+    pub kind: L7Kind,
+    pub rules: Vec<L7Rule>,
+    /// Identities (0: any) an L4-only allow also admits on this key: every
+    /// request of theirs passes.
+    pub open: Vec<u32>,
+    #[serde(skip)]
+    pub matcher: std::sync::Arc<Matcher>,
+    /// DFA states and bytes, for reports.
+    pub states: usize,
+    pub bytes: usize,
+}
+
+/// An L7 request of a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Http {
+        method: String,
+        path: String,
+        host: String,
+        headers: Vec<(String, String)>,
+    },
+    Kafka {
+        api_key: u16,
+        api_version: u16,
+        client_id: String,
+        topic: String,
+    },
+    Dns {
+        query: String,
+    },
+}
+
+impl Request {
+    pub fn kind(&self) -> L7Kind {
+        match self {
+            Request::Http { .. } => L7Kind::Http,
+            Request::Kafka { .. } => L7Kind::Kafka,
+            Request::Dns { .. } => L7Kind::Dns,
+        }
+    }
+}
+
+/// What the L7 policy of a port says about a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum L7Verdict {
+    /// Allowed by these rules (indexes into `L7Port::rules`), or by an
+    /// L4-only allow (`open`, empty list).
+    Allowed { rules: Vec<usize>, open: bool },
+    /// No rule matches: HTTP answers 403, DNS REFUSED, Kafka an error.
+    Denied,
+}
+
+impl L7Port {
+    fn applies(ids: &[u32], identity: u32) -> bool {
+        ids.iter().any(|&i| i == 0 || i == identity)
+    }
+
+    /// Judges a request from `identity`. A request of another protocol than
+    /// the port's matches no rule (denied unless the peer is open).
+    pub fn judge(&self, identity: u32, req: &Request) -> L7Verdict {
+        if Self::applies(&self.open, identity) {
+            return L7Verdict::Allowed {
+                rules: Vec::new(),
+                open: true,
+            };
+        }
+        if req.kind() != self.kind {
+            return L7Verdict::Denied;
+        }
+        let key_text;
+        let ver_text;
+        let dns;
+        let fields: Vec<&[u8]> = match req {
+            Request::Http {
+                method, path, host, ..
+            } => vec![method.as_bytes(), path.as_bytes(), host.as_bytes()],
+            Request::Kafka {
+                api_key,
+                api_version,
+                client_id,
+                topic,
+            } => {
+                key_text = api_key.to_string();
+                ver_text = api_version.to_string();
+                vec![
+                    key_text.as_bytes(),
+                    ver_text.as_bytes(),
+                    client_id.as_bytes(),
+                    topic.as_bytes(),
+                ]
+            }
+            Request::Dns { query } => {
+                dns = dns_name(query);
+                vec![dns.as_bytes()]
+            }
+        };
+        let mut hits = Vec::new();
+        self.matcher.matches(&fields, &mut hits);
+        let headers: &[(String, String)] = match req {
+            Request::Http { headers, .. } => headers,
+            _ => &[],
+        };
+        hits.retain(|&i| {
+            let r = &self.rules[i];
+            Self::applies(&r.identities, identity)
+                && r.headers.iter().all(|h| {
+                    headers.iter().any(|(n, v)| {
+                        n.eq_ignore_ascii_case(&h.name)
+                            && h.value.as_ref().is_none_or(|want| want == v)
+                    })
+                })
+        });
+        if hits.is_empty() {
+            L7Verdict::Denied
+        } else {
+            L7Verdict::Allowed {
+                rules: hits,
+                open: false,
+            }
+        }
+    }
+}
+
+/// The field regexes of one HTTP rule, its text and header checks.
+fn http_rule(h: &ir::HttpRule) -> (Vec<Option<String>>, String, Vec<HeaderCheck>) {
+    let f = |s: &Option<policy_lang::source::Spanned<String>>| {
+        s.as_ref()
+            .filter(|v| !v.value.is_empty())
+            .map(|v| v.value.clone())
+    };
+    let mut headers: Vec<HeaderCheck> = h
+        .headers
+        .iter()
+        .map(|s| match s.value.split_once(':') {
+            Some((n, v)) => HeaderCheck {
+                name: n.trim().to_owned(),
+                value: Some(v.trim().to_owned()),
+            },
+            None => HeaderCheck {
+                name: s.value.trim().to_owned(),
+                value: None,
+            },
+        })
+        .collect();
+    // A headerMatch with a mismatch action still lets the request through
+    // (the proxy logs or rewrites); only plain ones constrain it. Secrets
+    // are not known offline: such a match is a presence check.
+    for m in h.header_matches.iter().filter(|m| m.mismatch.is_none()) {
+        headers.push(HeaderCheck {
+            name: m.name.value.clone(),
+            value: m.value.as_ref().map(|v| v.value.clone()),
+        });
+    }
+    let fields = vec![f(&h.method), f(&h.path), f(&h.host)];
+    let text = format!(
+        "{} {}{}",
+        fields[0].as_deref().unwrap_or("*"),
+        fields[1].as_deref().unwrap_or("*"),
+        fields[2]
+            .as_ref()
+            .map(|h| format!(" host {h}"))
+            .unwrap_or_default()
+    );
+    (fields, text, headers)
+}
+
+fn kafka_rule(k: &ir::KafkaRule) -> (Vec<Option<String>>, String) {
+    let keys: Vec<u16> = if let Some(role) = &k.role {
+        kafka_role_keys(role.value.as_str()).to_vec()
+    } else if let Some(key) = &k.api_key {
+        policy_lang::validate::KAFKA_API_KEYS
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(&key.value))
+            .map(|i| vec![i as u16])
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let key_re = if k.role.is_none() && k.api_key.is_none() {
+        None
+    } else if keys.is_empty() {
+        // A name validation did not know: matches no request.
+        Some("[^\\x00]\\x00\\x00".to_owned())
+    } else {
+        Some(
+            keys.iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join("|"),
+        )
+    };
+    let lit = |s: &Option<policy_lang::source::Spanned<String>>| {
+        s.as_ref()
+            .filter(|v| !v.value.is_empty())
+            .map(|v| literal(&v.value))
+    };
+    let text = format!(
+        "{}{}{}{}",
+        k.role
+            .as_ref()
+            .map(|r| format!("role {}", r.value.as_str()))
+            .or_else(|| k.api_key.as_ref().map(|a| format!("apiKey {}", a.value)))
+            .unwrap_or_else(|| "any request".to_owned()),
+        k.api_version
+            .as_ref()
+            .map(|v| format!(" version {}", v.value))
+            .unwrap_or_default(),
+        k.client_id
+            .as_ref()
+            .map(|v| format!(" client {}", v.value))
+            .unwrap_or_default(),
+        k.topic
+            .as_ref()
+            .map(|v| format!(" topic {}", v.value))
+            .unwrap_or_default(),
+    );
+    (
+        vec![
+            key_re,
+            lit(&k.api_version),
+            lit(&k.client_id),
+            lit(&k.topic),
+        ],
+        text,
+    )
+}
+
+fn dns_rule(d: &ir::DnsRule) -> (Vec<Option<String>>, String) {
+    let mut alts = Vec::new();
+    let mut text = Vec::new();
+    if let Some(n) = &d.match_name {
+        alts.push(literal(&dns_name(&n.value)));
+        text.push(format!("matchName {}", n.value));
+    }
+    if let Some(p) = &d.match_pattern {
+        alts.push(dns_pattern(&p.value));
+        text.push(format!("matchPattern {}", p.value));
+    }
+    (vec![Some(alts.join("|"))], text.join(" or "))
+}
+
+/// Why a port's L7 rules cannot be compiled.
+#[derive(Clone, Debug)]
+pub struct L7Error {
+    /// The peer rule that holds the offending rule (or one of the port's).
+    pub origin: u32,
+    pub message: String,
+}
+
+/// Builds the L7 ports of a map from its grants: per key and protocol, one
+/// automaton for all rules. `limit` bounds each automaton.
+pub fn build_ports(
+    grants: &std::collections::BTreeMap<(bool, u8, u16, u8), Vec<L7Grant>>,
+    entries: &std::collections::BTreeMap<crate::mapstate::Key, crate::mapstate::Entry>,
+    limit: usize,
+) -> (Vec<L7Port>, Vec<L7Error>) {
+    let mut ports = Vec::new();
+    let mut errors = Vec::new();
+    for (&(egress, proto, dport, plen), gs) in grants {
+        let l7_origins: std::collections::BTreeSet<u32> = gs.iter().map(|g| g.origin).collect();
+        // Identities an allow without L7 rules admits on this very key.
+        let open: Vec<u32> = entries
+            .range(
+                crate::mapstate::Key {
+                    identity: 0,
+                    egress,
+                    proto,
+                    dport,
+                    plen,
+                }..,
+            )
+            .filter(|(k, e)| {
+                k.egress == egress
+                    && k.proto == proto
+                    && k.dport == dport
+                    && k.plen == plen
+                    && !e.deny
+                    && e.origins.iter().any(|o| !l7_origins.contains(o))
+            })
+            .map(|(k, _)| k.identity)
+            .collect();
+        for kind in [L7Kind::Http, L7Kind::Kafka, L7Kind::Dns] {
+            // (origin, rules pointer) → identities; rule order is stable.
+            let mut groups: Vec<(u32, &L7Rules, Vec<u32>)> = Vec::new();
+            for g in gs {
+                let r: &L7Rules = &g.rules.0;
+                match groups
+                    .iter_mut()
+                    .find(|(o, rr, _)| *o == g.origin && std::ptr::eq(*rr, r))
+                {
+                    Some((_, _, ids)) => ids.push(g.identity),
+                    None => groups.push((g.origin, r, vec![g.identity])),
+                }
+            }
+            let mut rules = Vec::new();
+            let mut fields = Vec::new();
+            for (origin, r, ids) in &groups {
+                let mut push = |f: Vec<Option<String>>, text: String, headers: Vec<HeaderCheck>| {
+                    fields.push(f);
+                    rules.push(L7Rule {
+                        origin: *origin,
+                        identities: ids.clone(),
+                        text,
+                        headers,
+                    });
+                };
+                match kind {
+                    L7Kind::Http => {
+                        for h in r.http.iter().flatten() {
+                            let (f, t, hd) = http_rule(h);
+                            push(f, t, hd);
+                        }
+                    }
+                    L7Kind::Kafka => {
+                        for k in r.kafka.iter().flatten() {
+                            let (f, t) = kafka_rule(k);
+                            push(f, t, Vec::new());
+                        }
+                    }
+                    L7Kind::Dns => {
+                        for d in r.dns.iter().flatten() {
+                            let (f, t) = dns_rule(d);
+                            push(f, t, Vec::new());
+                        }
+                    }
+                }
+            }
+            if rules.is_empty() {
+                continue;
+            }
+            match Matcher::build(kind.fields(), &fields, limit) {
+                Ok(m) => ports.push(L7Port {
+                    egress,
+                    proto,
+                    dport,
+                    plen,
+                    kind,
+                    states: m.states(),
+                    bytes: m.memory(),
+                    matcher: std::sync::Arc::new(m),
+                    rules,
+                    open: open.clone(),
+                }),
+                Err(e) => errors.push(L7Error {
+                    origin: e.rule.map_or(rules[0].origin, |i| rules[i].origin),
+                    message: match e.rule {
+                        Some(i) => format!("the rule `{}` {}", rules[i].text, e.message),
+                        None => e.message,
+                    },
+                }),
+            }
+        }
+    }
+    (ports, errors)
+}
