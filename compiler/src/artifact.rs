@@ -14,7 +14,7 @@
 //! Layout of the binary form (all integers little-endian):
 //!
 //! ```text
-//! header    : b"SLUICE\0\0", u32 version (= 1)
+//! header    : b"SLUICE\0\0", u32 version (= 2)
 //! string    : u32 byte length, UTF-8 bytes
 //! identities: u32 n, n × { u32 id, u8 kind (0 reserved, 1 endpoint, 2 cidr, 3 node),
 //!                          string detail (prefix or node), u32 m, m × string label }
@@ -27,7 +27,16 @@
 //!                          (u8 family, [16] address), u32 map, u8 enforced (1 ingress,
 //!                          2 egress), u8 host, u16 k, k × u32 selecting origin }
 //! origins   : u32 n, n × { string policy, string path, string file, u32 line, u32 col }
+//! l7        : u32 n, n × { u32 map, u8 egress, u8 proto, u16 dport, u8 prefix length,
+//!                          u8 kind (0 HTTP, 1 Kafka, 2 DNS), u32 k, k × rule { u32 origin,
+//!                          u32 j, j × u32 identity, string text, u32 h, h × header
+//!                          { string name, u8 has value, string value } }, u32 o, o × u32
+//!                          open identity, u32 states, u32 bytes, string dfa (the
+//!                          serialized regex-automata DFA, little-endian) }
 //! ```
+//!
+//! Version 2 added the `l7` section: the agent and the simulator load the
+//! automata without compiling a regex.
 
 use crate::compile::{Compiled, Endpoint, IpcacheEntry};
 use crate::identity::{IdKind, IdentityInfo};
@@ -39,7 +48,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const MAGIC: &[u8; 8] = b"SLUICE\0\0";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Default)]
 struct W(Vec<u8>);
@@ -148,6 +157,49 @@ pub fn encode(c: &Compiled) -> Vec<u8> {
         w.str(&o.file);
         w.u32(o.line);
         w.u32(o.col);
+    }
+    let ports: Vec<(usize, &crate::l7::L7Port)> = c
+        .maps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| m.l7.iter().map(move |p| (i, p)))
+        .collect();
+    w.len(ports.len());
+    for (map, p) in ports {
+        w.len(map);
+        w.u8(u8::from(p.egress));
+        w.u8(p.proto);
+        w.u16(p.dport);
+        w.u8(p.plen);
+        w.u8(match p.kind {
+            crate::l7::L7Kind::Http => 0,
+            crate::l7::L7Kind::Kafka => 1,
+            crate::l7::L7Kind::Dns => 2,
+        });
+        w.len(p.rules.len());
+        for r in &p.rules {
+            w.u32(r.origin);
+            w.len(r.identities.len());
+            for id in &r.identities {
+                w.u32(*id);
+            }
+            w.str(&r.text);
+            w.len(r.headers.len());
+            for h in &r.headers {
+                w.str(&h.name);
+                w.u8(u8::from(h.value.is_some()));
+                w.str(h.value.as_deref().unwrap_or(""));
+            }
+        }
+        w.len(p.open.len());
+        for id in &p.open {
+            w.u32(*id);
+        }
+        w.len(p.states);
+        w.len(p.bytes);
+        let dfa = p.matcher.to_bytes();
+        w.len(dfa.len());
+        w.0.extend_from_slice(&dfa);
     }
     w.0
 }
@@ -350,6 +402,78 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
             col: r.u32()?,
         });
     }
+    for _ in 0..r.count(21)? {
+        let map = r.u32()? as usize;
+        if map >= nmaps {
+            return r.fail(format!("an L7 port refers to map {map} of {nmaps}"));
+        }
+        let egress = r.u8()? != 0;
+        let proto = r.u8()?;
+        let dport = r.u16()?;
+        let plen = r.u8()?;
+        let kind = match r.u8()? {
+            0 => crate::l7::L7Kind::Http,
+            1 => crate::l7::L7Kind::Kafka,
+            2 => crate::l7::L7Kind::Dns,
+            k => return r.fail(format!("unknown L7 protocol {k}")),
+        };
+        let mut rules = Vec::new();
+        for _ in 0..r.count(16)? {
+            let origin = r.u32()?;
+            let n = r.count(4)?;
+            let identities = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+            let text = r.str()?;
+            let mut headers = Vec::new();
+            for _ in 0..r.count(9)? {
+                let name = r.str()?;
+                let has = r.u8()? != 0;
+                let value = r.str()?;
+                headers.push(crate::l7::HeaderCheck {
+                    name,
+                    value: has.then_some(value),
+                });
+            }
+            rules.push(crate::l7::L7Rule {
+                origin,
+                identities,
+                text,
+                headers,
+            });
+        }
+        let n = r.count(4)?;
+        let open = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+        let states = r.u32()? as usize;
+        let size = r.u32()? as usize;
+        let n = r.count(1)?;
+        let at = r.at;
+        let matcher = crate::l7::Matcher::from_bytes(r.take(n)?).map_err(|e| DecodeError {
+            offset: at,
+            what: e,
+        })?;
+        // Every pattern must name a rule and the fields fit the protocol:
+        // a mismatched automaton is refused, not trusted.
+        if matcher.patterns() != rules.len() || matcher.fields() != kind.fields() {
+            return r.fail(format!(
+                "an L7 automaton has {} patterns of {} fields for {} rules of {} fields",
+                matcher.patterns(),
+                matcher.fields(),
+                rules.len(),
+                kind.fields()
+            ));
+        }
+        c.maps[map].l7.push(crate::l7::L7Port {
+            egress,
+            proto,
+            dport,
+            plen,
+            kind,
+            rules,
+            open,
+            matcher: std::sync::Arc::new(matcher),
+            states,
+            bytes: size,
+        });
+    }
     if r.at != bytes.len() {
         return r.fail("trailing bytes after the last section");
     }
@@ -377,6 +501,31 @@ pub struct JsonEndpoint<'a> {
     pub ingress_enforced: bool,
     pub egress_enforced: bool,
     pub entries: Vec<JsonEntry>,
+    /// The L7 policy of each redirected port: its rules and automaton.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l7: Vec<JsonL7>,
+}
+
+#[derive(Serialize)]
+pub struct JsonL7 {
+    pub direction: &'static str,
+    pub port: String,
+    pub protocol: crate::l7::L7Kind,
+    pub rules: Vec<JsonL7Rule>,
+    /// Identities an L4-only allow admits on this port (every request).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub open_to: Vec<u32>,
+    pub dfa_states: usize,
+    pub dfa_bytes: usize,
+}
+
+#[derive(Serialize)]
+pub struct JsonL7Rule {
+    pub rule: String,
+    pub identities: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    pub derived_from: String,
 }
 
 #[derive(Serialize)]
@@ -436,6 +585,39 @@ pub fn to_json(c: &Compiled) -> JsonArtifact<'_> {
                                     .map_or_else(|| o.to_string(), |x| x.to_string()),
                             })
                             .collect(),
+                    })
+                    .collect(),
+                l7: c.maps[e.map]
+                    .l7
+                    .iter()
+                    .map(|p| JsonL7 {
+                        direction: if p.egress { "egress" } else { "ingress" },
+                        port: crate::mapstate::Key::new(0, p.egress, p.proto, p.dport, p.plen)
+                            .port_text(),
+                        protocol: p.kind,
+                        rules: p
+                            .rules
+                            .iter()
+                            .map(|r| JsonL7Rule {
+                                rule: r.text.clone(),
+                                identities: r.identities.clone(),
+                                headers: r
+                                    .headers
+                                    .iter()
+                                    .map(|h| match &h.value {
+                                        Some(v) => format!("{}: {v}", h.name),
+                                        None => h.name.clone(),
+                                    })
+                                    .collect(),
+                                derived_from: c
+                                    .origins
+                                    .get(r.origin as usize)
+                                    .map_or_else(|| r.origin.to_string(), |x| x.to_string()),
+                            })
+                            .collect(),
+                        open_to: p.open.clone(),
+                        dfa_states: p.states,
+                        dfa_bytes: p.bytes,
                     })
                     .collect(),
             })

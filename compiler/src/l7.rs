@@ -122,6 +122,11 @@ impl Matcher {
         self.dfa.pattern_len()
     }
 
+    /// Fields a request has for this matcher.
+    pub fn fields(&self) -> usize {
+        self.fields
+    }
+
     /// Size of the transition tables, in bytes.
     pub fn memory(&self) -> usize {
         self.dfa.memory_usage()
