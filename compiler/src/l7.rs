@@ -331,6 +331,38 @@ mod tests {
     }
 
     #[test]
+    fn hostile_requests_are_judged_never_crash() {
+        let m = http(&[("GET", "/api/.*", ""), ("POST", "/exact", "")]);
+        // A 1 MB path: one pass, the right answer.
+        let long = format!("/api/{}", "x".repeat(1 << 20));
+        assert_eq!(hits(&m, &["GET", &long, ""]), [0]);
+        let long_miss = format!("/exact{}", "y".repeat(1 << 20));
+        assert!(hits(&m, &["POST", &long_miss, ""]).is_empty());
+        // Binary garbage in every field: no match, no panic.
+        let garbage: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let mut out = Vec::new();
+        m.matches(&[&garbage, &garbage, &garbage], &mut out);
+        assert!(out.is_empty());
+        m.matches(&[b"GET", b"/api/\xff\xfe", b"\x01"], &mut out);
+        assert_eq!(out, [0], "bytes that are not UTF-8 are still bytes");
+    }
+
+    #[test]
+    fn catastrophic_rules_are_refused_with_the_rule_named() {
+        // Classic blow-ups for a DFA: a counted repetition after `.*`.
+        let rules = vec![
+            vec![Some("GET".to_owned()), Some("/ok".to_owned()), None],
+            vec![None, Some("(a|b)*a(a|b){24}".to_owned()), None],
+        ];
+        let e = Matcher::build(3, &rules, 1 << 20).expect_err("explodes");
+        assert_eq!(e.rule, Some(1), "{e}");
+        assert!(
+            e.message.contains("limit") || e.message.contains("exceed"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn dns_patterns_follow_cilium() {
         let re = |p: &str| regex::Regex::new(&format!("^(?:{})$", dns_pattern(p))).expect("regex");
         assert!(re("*").is_match("a.b.example.com."));

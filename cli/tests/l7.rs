@@ -1,0 +1,49 @@
+//! L7 through the CLI: a rule set whose automaton would blow up is an
+//! input error naming the rule (nothing compiled, nothing enforced), and
+//! L7 verdicts come out of `simulate -o json` with the proxy's answer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn an_exploding_l7_rule_set_is_refused_with_the_rule_named() {
+    let o = Command::new(SLUICE)
+        .args(["compile", "-p", "fixtures/bad-input/l7-explodes.yaml"])
+        .args(["-i", "fixtures/example/inventory.yaml"])
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sluice");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("compile::l7-automaton"), "{err}");
+    assert!(err.contains("(a|b)*a(a|b){30}"), "the rule is named: {err}");
+    assert!(err.contains("nothing was compiled"), "{err}");
+}
+
+#[test]
+fn http_denials_carry_the_403() {
+    let o = Command::new(SLUICE)
+        .args(["simulate", "-p", "fixtures/example/policies"])
+        .args(["-i", "fixtures/example/inventory.yaml"])
+        .args(["-f", "fixtures/example/flows.yaml", "-o", "json"])
+        .current_dir(root())
+        .output()
+        .expect("run sluice");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let text = v.to_string();
+    assert!(text.contains("\"status\":403"), "{text}");
+    assert!(text.contains("POST /v1/request-landing"), "{text}");
+}
