@@ -107,29 +107,40 @@ fn wait_line(rx: &mpsc::Receiver<String>, what: &str, require: bool) -> Option<S
     }
 }
 
-#[test]
-fn agent_enforces_and_follows_policy_changes() {
+/// The test's pod network and an input directory holding the client pod's
+/// inventory, or `None` when namespaces cannot be made here (a failure
+/// with SLUICE_REQUIRE_BPF=1).
+fn setup(tag: &str) -> Option<(PodNet, Run, std::path::PathBuf)> {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let Some(net) = PodNet::create("b") else {
+    let Some(net) = PodNet::create(tag) else {
         assert!(
             !require,
             "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
         );
         eprintln!("SKIPPED: cannot create network namespaces here");
-        return;
+        return None;
     };
-    let mut fx = Run {
-        dir: std::env::temp_dir().join(format!("sluice-agent-{}", std::process::id())),
+    let run = Run {
+        dir: std::env::temp_dir().join(format!("sluice-agent-{tag}-{}", std::process::id())),
         agent: None,
     };
-    std::fs::create_dir_all(&fx.dir).expect("tmp dir");
-    let pol = fx.dir.join("policy.yaml");
-    let inv = fx.dir.join("inventory.yaml");
-    write(&pol, &policy(&net, "8000"));
+    std::fs::create_dir_all(&run.dir).expect("tmp dir");
+    let inv = run.dir.join("inventory.yaml");
     write(
         &inv,
         &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
     );
+    Some((net, run, inv))
+}
+
+#[test]
+fn agent_enforces_and_follows_policy_changes() {
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some((net, mut fx, inv)) = setup("b") else {
+        return;
+    };
+    let pol = fx.dir.join("policy.yaml");
+    write(&pol, &policy(&net, "8000"));
     let host = net.host_addr();
     let _listeners: Vec<TcpListener> = [8000u16, 8001]
         .iter()
@@ -259,30 +270,16 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let Some(net) = PodNet::create("c") else {
-        assert!(
-            !require,
-            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
-        );
-        eprintln!("SKIPPED: cannot create network namespaces here");
+    let Some((net, run, inv)) = setup("c") else {
         return;
     };
     let mut fx = PinnedRun {
-        run: Run {
-            dir: std::env::temp_dir().join(format!("sluice-agent-pin-{}", std::process::id())),
-            agent: None,
-        },
+        run,
         bpffs: std::path::PathBuf::from(format!("/sys/fs/bpf/sluice-test-{}", std::process::id())),
     };
     let dir = fx.run.dir.clone();
-    std::fs::create_dir_all(&dir).expect("tmp dir");
     let pol = dir.join("policy.yaml");
-    let inv = dir.join("inventory.yaml");
     write(&pol, &policy_tcp_udp(&net, 8000, 9000));
-    write(
-        &inv,
-        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
-    );
     let host = net.host_addr();
     let _tcp: Vec<TcpListener> = [8000u16, 8001]
         .iter()
@@ -427,27 +424,12 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
 #[test]
 fn agent_enforces_a_compiled_artifact_and_refuses_a_corrupt_one() {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let Some(net) = PodNet::create("d") else {
-        assert!(
-            !require,
-            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
-        );
-        eprintln!("SKIPPED: cannot create network namespaces here");
+    let Some((net, mut fx, inv)) = setup("d") else {
         return;
     };
-    let mut fx = Run {
-        dir: std::env::temp_dir().join(format!("sluice-agent-art-{}", std::process::id())),
-        agent: None,
-    };
-    std::fs::create_dir_all(&fx.dir).expect("tmp dir");
     let pol = fx.dir.join("policy.yaml");
-    let inv = fx.dir.join("inventory.yaml");
     let art = fx.dir.join("state.bin");
     write(&pol, &policy(&net, "8000"));
-    write(
-        &inv,
-        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
-    );
     let compiled = Command::new(SLUICE)
         .args(["compile", "-p", pol.to_str().expect("path")])
         .args(["-i", inv.to_str().expect("path")])

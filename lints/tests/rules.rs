@@ -5,16 +5,13 @@
 //! checked here (`SLUICE_BLESS=1 cargo test -p lints --test rules` rewrites
 //! them).
 
-use compiler::compile::{compile, Config as CompileConfig};
-use compiler::inventory;
-use lints::{lint, Config, Finding, Input};
+mod common;
+
+use common::root;
+use lints::Finding;
 use policy_lang::source::SourceMap;
 use policy_lang::LoadOptions;
 use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn rel(p: &Path) -> String {
     p.strip_prefix(root()).unwrap_or(p).display().to_string()
@@ -31,32 +28,7 @@ fn lint_file(path: &Path) -> (Vec<Finding>, SourceMap) {
         rel(path),
         loaded.diagnostics
     );
-    let mut diags = Vec::new();
-    let inv_path = root().join("fixtures/lints/inventory.yaml");
-    let inv_text = std::fs::read_to_string(&inv_path).expect("inventory");
-    let inv = inventory::parse_str(
-        "fixtures/lints/inventory.yaml",
-        &inv_text,
-        &mut loaded.sources,
-        &mut diags,
-    );
-    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
-    let (c, _) = compile(
-        &loaded.set,
-        &loaded.sources,
-        &inv,
-        &CompileConfig::default(),
-    );
-    let findings = lint(
-        &Input {
-            set: &loaded.set,
-            sources: &loaded.sources,
-            inventory: Some(&inv),
-            compiled: Some(&c),
-            map_capacity: CompileConfig::default().map_capacity,
-        },
-        &Config::default(),
-    );
+    let findings = common::lint_with_inventory(&mut loaded);
     (findings, loaded.sources)
 }
 

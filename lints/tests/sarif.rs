@@ -1,9 +1,8 @@
 //! The SARIF output is valid SARIF 2.1.0: validated against the standard's
 //! own JSON schema (tests/data), for a run with findings of every rule.
 
-use compiler::compile::{compile, Config as CompileConfig};
-use compiler::inventory;
-use lints::{lint, Config, Input};
+mod common;
+
 use policy_lang::LoadOptions;
 use std::path::Path;
 
@@ -13,25 +12,7 @@ fn sarif_output_validates_against_the_official_schema() {
     let mut loaded =
         policy_lang::load_paths(&[root.join("fixtures/lints")], &LoadOptions::default());
     assert_eq!(loaded.error_count(), 0);
-    let mut diags = Vec::new();
-    let inv_path = root.join("fixtures/lints/inventory.yaml");
-    let inv = inventory::load(&[inv_path.as_path()], &mut loaded.sources, &mut diags);
-    let (c, _) = compile(
-        &loaded.set,
-        &loaded.sources,
-        &inv,
-        &CompileConfig::default(),
-    );
-    let findings = lint(
-        &Input {
-            set: &loaded.set,
-            sources: &loaded.sources,
-            inventory: Some(&inv),
-            compiled: Some(&c),
-            map_capacity: 16_384,
-        },
-        &Config::default(),
-    );
+    let findings = common::lint_with_inventory(&mut loaded);
     let codes: std::collections::BTreeSet<&str> = findings.iter().map(|f| f.code).collect();
     assert_eq!(
         codes.len(),
