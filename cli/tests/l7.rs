@@ -47,3 +47,35 @@ fn http_denials_carry_the_403() {
     assert!(text.contains("\"status\":403"), "{text}");
     assert!(text.contains("POST /v1/request-landing"), "{text}");
 }
+
+#[test]
+fn hubble_l7_records_replay_with_l7_verdicts() {
+    let o = Command::new(SLUICE)
+        .args([
+            "simulate",
+            "-p",
+            "fixtures/simulate/14-l7-every-field/policy.yaml",
+        ])
+        .args(["-i", "fixtures/simulate/inventory.yaml", "--hubble"])
+        .args(["-f", "fixtures/simulate/14-l7-every-field/hubble.jsonl"])
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sluice");
+    let out = String::from_utf8_lossy(&o.stdout);
+    // Five records, one a response (not replayed); the Kafka produce to
+    // `payments` was forwarded when recorded and is denied by these rules.
+    assert!(out.contains("4 flows: 2 allowed, 2 denied"), "{out}");
+    assert!(
+        out.contains("DENIED   ns1/a → ns1/b 80/TCP HTTP POST /api/v1/orders"),
+        "{out}"
+    );
+    assert!(
+        out.contains("DENIED   ns1/c → ns1/b 9092/TCP Kafka key 0 v3 topic payments"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 recorded flows would change verdict"),
+        "{out}"
+    );
+}

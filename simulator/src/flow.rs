@@ -373,6 +373,56 @@ fn l7_request(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Option<compiler::
     ok.then_some(Some(req))
 }
 
+/// The request of a Hubble L7 record (`l7.http`, `l7.kafka`, `l7.dns`).
+fn hubble_request(l7: &serde_json::Value) -> Option<compiler::l7::Request> {
+    use compiler::l7::Request;
+    let s =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    if let Some(h) = l7.get("http") {
+        // Hubble records the URL: scheme://host/path?query.
+        let url = s(h, "url");
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let headers = h
+            .get("headers")
+            .and_then(|x| x.as_array())
+            .map(|a| a.iter().map(|kv| (s(kv, "key"), s(kv, "value"))).collect())
+            .unwrap_or_default();
+        return Some(Request::Http {
+            method: s(h, "method"),
+            path: path.to_owned(),
+            host: host.to_owned(),
+            headers,
+        });
+    }
+    if let Some(d) = l7.get("dns") {
+        return Some(Request::Dns {
+            query: s(d, "query"),
+        });
+    }
+    if let Some(k) = l7.get("kafka") {
+        let key = k.get("api_key")?;
+        let api_key = key.as_u64().map(|n| n as u16).or_else(|| {
+            key.as_str().and_then(|name| {
+                policy_lang::validate::KAFKA_API_KEYS
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(name))
+                    .map(|i| i as u16)
+            })
+        })?;
+        return Some(Request::Kafka {
+            api_key,
+            api_version: k.get("api_version").and_then(|x| x.as_u64()).unwrap_or(0) as u16,
+            client_id: s(k, "client_id"),
+            topic: s(k, "topic"),
+        });
+    }
+    None
+}
+
 /// Reads `hubble observe -o json` output: one JSON object per line, each a
 /// flow (or `{"flow": {...}}`). Lines that are not L3/L4 flows are skipped.
 pub fn parse_hubble(
@@ -445,8 +495,25 @@ pub fn parse_hubble(
             Some("DROPPED") => Some(Verdict::Denied),
             _ => None,
         };
+        // L7 records: requests are judged by the port's L7 policy;
+        // responses answer a request already replayed.
+        let l7 = match f.get("l7") {
+            Some(l7) if l7.get("type").and_then(|t| t.as_str()) == Some("RESPONSE") => continue,
+            Some(l7) => match hubble_request(l7) {
+                Some(r) => Some(r),
+                None => {
+                    err(
+                        diags,
+                        span,
+                        "Hubble L7 record with no http, kafka or dns request",
+                    );
+                    continue;
+                }
+            },
+            None => None,
+        };
         out.push(Flow {
-            l7: None,
+            l7,
             from,
             to,
             port: port.and_then(|p| p.as_u64()).unwrap_or(0) as u16,
