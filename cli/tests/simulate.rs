@@ -53,7 +53,7 @@ fn simulate_meets_expectations_and_exits_zero() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(out(&o).contains("7 of 7 expectations met"), "{}", out(&o));
+    assert!(out(&o).contains("9 of 9 expectations met"), "{}", out(&o));
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn simulate_json_has_one_object_per_flow_in_order() {
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let flows = v["flows"].as_array().expect("flows");
-    assert_eq!(flows.len(), 7);
+    assert_eq!(flows.len(), 9);
     assert_eq!(flows[0]["verdict"], "allowed");
     assert_eq!(flows[1]["verdict"], "denied");
     assert_eq!(flows[0]["from"], "default/tiefighter");
