@@ -146,7 +146,7 @@ pub fn run(input: &Input<'_>) -> Vec<Finding> {
         let policy_only = scope.spawn(|| {
             let mut out = Vec::new();
             for p in &input.set.policies {
-                policy_checks(p, input, &mut out);
+                policy_checks(p, &mut out);
             }
             duplicates(input, &mut out);
             fqdn_visibility(input, &mut out);
@@ -178,12 +178,12 @@ pub fn run(input: &Input<'_>) -> Vec<Finding> {
 
 // ---------------------------------------------------------------- policy-only
 
-fn policy_checks(p: &Policy, input: &Input<'_>, out: &mut Vec<Finding>) {
+fn policy_checks(p: &Policy, out: &mut Vec<Finding>) {
     match &p.body {
         PolicyBody::Kubernetes(k) => knp_checks(p, k, out),
         PolicyBody::Cilium(_) => {
             for r in p.rules() {
-                rule_checks(p, r, input, out);
+                rule_checks(p, r, out);
             }
         }
     }
@@ -212,7 +212,7 @@ fn peer_cidrs(peer: &PeerRule) -> Vec<&Spanned<Cidr>> {
     v
 }
 
-fn rule_checks(p: &Policy, r: &IrRule, input: &Input<'_>, out: &mut Vec<Finding>) {
+fn rule_checks(p: &Policy, r: &IrRule, out: &mut Vec<Finding>) {
     // Deny-only directions that are default deny.
     for (dir, allows, denies) in [
         (Direction::Ingress, &r.ingress, &r.ingress_deny),
@@ -245,7 +245,7 @@ fn rule_checks(p: &Policy, r: &IrRule, input: &Input<'_>, out: &mut Vec<Finding>
     }
     for (dir, action, list) in r.peer_lists() {
         for peer in list.into_iter().flatten() {
-            peer_checks(p, dir, action, peer, input, out);
+            peer_checks(p, dir, action, peer, out);
         }
     }
 }
@@ -255,7 +255,6 @@ fn peer_checks(
     dir: Direction,
     action: Action,
     peer: &PeerRule,
-    input: &Input<'_>,
     out: &mut Vec<Finding>,
 ) {
     let all_ports = peer.to_ports.as_ref().is_none_or(|v| v.is_empty())
@@ -383,7 +382,6 @@ fn peer_checks(
             }
         }
     }
-    let _ = input;
 }
 
 const HTTP_METHODS: &[&str] = &[
@@ -1313,7 +1311,6 @@ impl<'a> InvCtx<'a> {
     }
 
     fn coverage(&self, out: &mut Vec<Finding>) {
-        let inv = self.inventory();
         // Per namespace: (endpoint, ingress enforced, any direction enforced).
         let mut by_ns: std::collections::BTreeMap<&str, Vec<(usize, bool, bool)>> =
             Default::default();
@@ -1353,7 +1350,6 @@ impl<'a> InvCtx<'a> {
             if no_policy {
                 if let Some(other) = isolated_ns.iter().find(|o| *o != ns) {
                     if let Some(pod) = eps.first().and_then(|(i, _, _)| self.pod_of(*i)) {
-                        let _ = inv;
                         out.push(
                             Finding::new(&NAMESPACE_WITHOUT_POLICY, pod.loc.0, format!("namespace {ns} has {} pods and no policy, while namespace {other} is isolated", eps.len()))
                                 .label("first pod of the namespace")
@@ -1392,7 +1388,6 @@ impl<'a> InvCtx<'a> {
                 .entry(e.map)
                 .or_insert_with(|| crate::graph::world_ports(&self.c.maps[e.map]))
                 .clone();
-            let _ = i;
             if ports.is_empty() {
                 continue;
             }
