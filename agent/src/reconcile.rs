@@ -49,6 +49,10 @@ pub struct Applied {
     /// Pinned links removed because their interface is no longer an
     /// endpoint's.
     pub pruned: Vec<String>,
+    /// Policy entries of enforced endpoints that redirect to an L7 proxy.
+    /// The agent has no proxy yet: the datapath passes that traffic on its
+    /// L4 verdict, so the L7 rules behind these entries are not enforced.
+    pub l7_unenforced: usize,
 }
 
 impl Reconciler {
@@ -104,6 +108,24 @@ impl Reconciler {
             }
         }
         out.stats = self.datapath.apply(c, &keys, self.node.as_deref(), false)?;
+        let mut maps: Vec<usize> = c
+            .endpoints
+            .iter()
+            .filter(|e| keys.contains_key(&e.name))
+            .map(|e| e.map)
+            .collect();
+        maps.sort_unstable();
+        maps.dedup();
+        out.l7_unenforced = maps
+            .iter()
+            .map(|&m| {
+                c.maps[m]
+                    .entries
+                    .values()
+                    .filter(|e| e.redirect && !e.deny)
+                    .count()
+            })
+            .sum();
         for iface in &ifaces {
             if !self.attached.contains(iface) {
                 self.datapath.attach(iface)?;

@@ -232,6 +232,15 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         if !a.pruned.is_empty() {
                             println!("detached: {}", a.pruned.join(", "));
                         }
+                        if a.l7_unenforced > 0 {
+                            eprintln!(
+                                "warning: {} policy {} redirect to L7, and this agent has no L7 proxy yet: \
+                                 that traffic passes on its L4 verdict, its HTTP/Kafka/DNS rules are NOT enforced \
+                                 (`sluice simulate` judges them)",
+                                a.l7_unenforced,
+                                crate::plural(a.l7_unenforced, "entry", "entries")
+                            );
+                        }
                     }
                     Err(e) => {
                         rec.count_error();
