@@ -103,7 +103,7 @@ fn github_annotations() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(
         out.starts_with(
-            "::warning file=fixtures/lints/SL020/bad.yaml,line=7,col=20,endLine=7,endColumn=25,title=SL020 ingress-from-world-all-ports::ingress from `world` on every port%0A"
+            "::warning file=fixtures/lints/SL020/bad.yaml,line=7,col=20,endLine=7,endColumn=25,title=SL020::ingress-from-world-all-ports: ingress from `world` on every port%0A"
         ),
         "{out}"
     );

@@ -213,7 +213,9 @@ pub fn github(findings: &[Finding], sources: &SourceMap) -> String {
             Severity::Warning => "warning",
             Severity::Note => "notice",
         };
-        let mut message = f.message.clone();
+        // The title is the bare code (what people search and configure
+        // by); the rule's name leads the message.
+        let mut message = format!("{}: {}", f.rule().name, f.message);
         if let Some(h) = &f.help {
             message.push('\n');
             message.push_str(h);
@@ -221,7 +223,7 @@ pub fn github(findings: &[Finding], sources: &SourceMap) -> String {
         out.push_str(&format!(
             "::{kind} file={},line={line},col={col},endLine={end_line},endColumn={end_col},title={}::{}\n",
             escape_property(&file),
-            escape_property(&format!("{} {}", f.code, f.rule().name)),
+            escape_property(f.code),
             escape_data(&message)
         ));
     }
