@@ -116,23 +116,22 @@ fn run(kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("run sluice")
 }
 
-#[test]
-fn inventory_from_a_live_api_server() {
-    let dir = std::env::temp_dir().join(format!("sluice-cluster-{}", std::process::id()));
+/// Runs `sluice simulate --from-cluster <extra>` on the example's flows
+/// against a fresh fake API server; returns the output and the number of
+/// requests the server answered.
+fn simulate_against_fake_cluster(tag: &str, extra: &[&str]) -> (Output, usize) {
+    let dir = std::env::temp_dir().join(format!("sluice-cluster-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let (port, served) = fake_api_server(16);
     let kc = kubeconfig(&dir, port);
-    let o = run(
-        &kc,
-        &[
-            "simulate",
-            "--from-cluster",
-            "-p",
-            "fixtures/example/policies",
-            "-f",
-            "fixtures/example/flows.yaml",
-        ],
-    );
+    let mut args = vec![
+        "simulate",
+        "--from-cluster",
+        "-f",
+        "fixtures/example/flows.yaml",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&kc, &args);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         o.status.code(),
@@ -141,37 +140,21 @@ fn inventory_from_a_live_api_server() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("9 of 9 expectations met"));
-    assert_eq!(served.load(Ordering::SeqCst), 4, "one request per list");
+    (o, served.load(Ordering::SeqCst))
+}
+
+#[test]
+fn inventory_from_a_live_api_server() {
+    let (_, served) = simulate_against_fake_cluster("inv", &["-p", "fixtures/example/policies"]);
+    assert_eq!(served, 4, "one request per list");
 }
 
 #[test]
 fn policies_and_inventory_from_a_live_api_server() {
-    let dir = std::env::temp_dir().join(format!("sluice-cluster-pol-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let (port, served) = fake_api_server(16);
-    let kc = kubeconfig(&dir, port);
     // No policy files at all: everything comes from the cluster.
-    let o = run(
-        &kc,
-        &[
-            "simulate",
-            "--from-cluster",
-            "--cluster-policies",
-            "-f",
-            "fixtures/example/flows.yaml",
-        ],
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_, served) = simulate_against_fake_cluster("pol", &["--cluster-policies"]);
     assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stdout).contains("9 of 9 expectations met"));
-    assert_eq!(
-        served.load(Ordering::SeqCst),
-        7,
+        served, 7,
         "three policy lists (one a 404) and four inventory lists"
     );
 }
