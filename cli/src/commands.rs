@@ -28,6 +28,15 @@ pub(crate) struct Session {
 }
 
 pub(crate) fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
+    load_with_dns(inputs, color, Vec::new())
+}
+
+/// [`load`], with DNS answers for toFQDNs.
+pub(crate) fn load_with_dns(
+    inputs: &Inputs,
+    color: bool,
+    dns: Vec<(String, Vec<std::net::IpAddr>)>,
+) -> Result<Session, ExitCode> {
     let mut cluster_texts = Vec::new();
     if inputs.cluster_policies {
         match crate::cluster::fetch_policies() {
@@ -62,6 +71,7 @@ pub(crate) fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
     let cfg = Config {
         map_capacity: inputs.map_capacity,
         dual_stack: inputs.dual_stack,
+        dns,
         ..Config::default()
     };
     let policy_errors = loaded.error_count();
@@ -212,7 +222,22 @@ pub fn simulate(
     output: SimOutput,
     color: bool,
 ) -> ExitCode {
-    let mut s = match load(inputs, color) {
+    // DNS answers in the flows file feed toFQDNs: read them before compiling.
+    let mut dns_diags = Vec::new();
+    let dns = match std::fs::read_to_string(flows_path) {
+        Ok(text)
+            if !hubble
+                && !flows_path
+                    .extension()
+                    .is_some_and(|e| e == "json" || e == "jsonl") =>
+        {
+            let mut scratch = SourceMap::new();
+            let id = scratch.add(flows_path.display().to_string(), text.clone());
+            flow::parse_dns(&text, id, &mut dns_diags)
+        }
+        _ => Vec::new(),
+    };
+    let mut s = match load_with_dns(inputs, color, dns) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -220,6 +245,14 @@ pub fn simulate(
     let Some(flows) = read_flows(flows_path, hubble, &mut s.loaded.sources, &mut diags) else {
         return ExitCode::from(2);
     };
+    if !dns_diags.is_empty() {
+        // Read again against the file as loaded, so that the problems of
+        // the `dns` section point into it.
+        if let Some((id, file)) = s.loaded.sources.iter().last() {
+            let text = file.text.to_string();
+            let _ = flow::parse_dns(&text, id, &mut diags);
+        }
+    }
     flow::check_peers(&flows, &s.inventory, &mut diags);
     print_diags(&diags, &s.loaded.sources, color);
     if diags.iter().any(Diagnostic::is_error) {
@@ -348,8 +381,30 @@ pub fn simulate(
     }
 }
 
-pub fn trace(inputs: &Inputs, from: &str, to: &str, port: &str, color: bool) -> ExitCode {
-    let s = match load(inputs, color) {
+pub fn trace(
+    inputs: &Inputs,
+    from: &str,
+    to: &str,
+    port: &str,
+    dns: &[String],
+    color: bool,
+) -> ExitCode {
+    let mut answers = Vec::new();
+    for d in dns {
+        let parsed = d.split_once('=').and_then(|(name, ips)| {
+            let ips: Option<Vec<std::net::IpAddr>> =
+                ips.split(',').map(|i| i.trim().parse().ok()).collect();
+            Some((name.trim().to_owned(), ips?))
+        });
+        match parsed {
+            Some(a) => answers.push(a),
+            None => {
+                eprintln!("error: --dns wants NAME=IP[,IP...], got `{d}`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let s = match load_with_dns(inputs, color, answers) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -290,6 +290,9 @@ enum Command {
         /// Destination port, optionally with protocol: 80, 80/TCP, 53/UDP.
         #[arg(long)]
         port: String,
+        /// A DNS answer for toFQDNs, `NAME=IP[,IP...]`; repeat for more.
+        #[arg(long = "dns", value_name = "NAME=IPS")]
+        dns: Vec<String>,
     },
 }
 
@@ -437,7 +440,8 @@ fn main() -> ExitCode {
             from,
             to,
             port,
-        } => commands::trace(&inputs, &from, &to, &port, color),
+            dns,
+        } => commands::trace(&inputs, &from, &to, &port, &dns, color),
     }
 }
 

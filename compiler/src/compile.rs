@@ -25,6 +25,9 @@ pub struct Config {
     pub allow_localhost: bool,
     /// World traffic has identities 9 and 10 instead of 2.
     pub dual_stack: bool,
+    /// DNS answers (name, addresses) the cluster's proxies saw: what
+    /// `toFQDNs` selectors resolve to.
+    pub dns: Vec<(String, Vec<IpAddr>)>,
 }
 
 impl Default for Config {
@@ -33,6 +36,7 @@ impl Default for Config {
             map_capacity: 16_384,
             allow_localhost: true,
             dual_stack: false,
+            dns: Vec::new(),
         }
     }
 }
@@ -238,6 +242,9 @@ struct Ctx<'a> {
     all_named: HashMap<String, BTreeSet<(u16, u8)>>,
     /// L7 rule sets that did not compile (too large an automaton).
     l7_errors: Vec<crate::l7::L7Error>,
+    /// For the endpoint whose map is being built: which DNS answers its
+    /// lookups make visible (its egress DNS rules allow the name).
+    dns_visible: Vec<bool>,
 }
 
 pub(crate) fn compile_model(
@@ -302,12 +309,24 @@ pub(crate) fn compile_model(
             },
         });
     }
-    // CIDR identities for every prefix a policy names (except /0: world).
+    // CIDR identities for every prefix a policy names (except /0: world),
+    // and for the addresses of DNS answers a toFQDNs selector matches.
     let mut prefixes: BTreeSet<Cidr> = BTreeSet::new();
     for r in &model.rules {
         for nr in &r.rules {
             if let Peers::Any(sels) = &nr.peers {
                 for s in sels {
+                    if let PeerSel::Fqdn(fs) = s {
+                        for (name, ips) in &cfg.dns {
+                            if fs.iter().any(|f| f.matches(name)) {
+                                prefixes.extend(ips.iter().map(|ip| Cidr {
+                                    addr: *ip,
+                                    prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+                                    bare: false,
+                                }));
+                            }
+                        }
+                    }
                     if let PeerSel::Cidr { cidr, except } = s {
                         for c in std::iter::once(cidr).chain(except) {
                             if c.prefix_len > 0 {
@@ -327,9 +346,19 @@ pub(crate) fn compile_model(
     for (i, c) in prefixes.iter().enumerate() {
         let id = CIDR_SCOPE | (i as u32 + 1);
         cidr_ids.push((*c, id));
+        // An answer address carries the names it answered, as Cilium's
+        // FQDN identities do: what `trace` shows for it.
+        let mut labels: Vec<Label> = cidr_labels(c).iter().cloned().collect();
+        if c.prefix_len == c.max_len() {
+            for (name, ips) in &cfg.dns {
+                if ips.contains(&c.addr) {
+                    labels.push(Label::new("fqdn", &crate::l7::dns_name(name), ""));
+                }
+            }
+        }
         out.identities.push(IdentityInfo {
             id,
-            labels: cidr_labels(c),
+            labels: LabelSet::from_labels(labels),
             kind: IdKind::Cidr {
                 prefix: c.to_string(),
             },
@@ -404,6 +433,7 @@ pub(crate) fn compile_model(
         cidr_ids,
         all_named,
         l7_errors: Vec::new(),
+        dns_visible: Vec::new(),
     };
 
     // Which rules select which identities (and nodes, for host policy).
@@ -596,6 +626,31 @@ impl Ctx<'_> {
     ) -> PolicyMap {
         let mut map = PolicyMap::default();
         let enforced = enforcement(model, rules);
+        // toFQDNs learns addresses only from lookups the DNS proxy sees:
+        // the endpoint's own egress DNS rules must allow the name.
+        self.dns_visible = self
+            .cfg
+            .dns
+            .iter()
+            .map(|(name, _)| {
+                rules.iter().any(|&ri| {
+                    model.rules[ri]
+                        .rules
+                        .iter()
+                        .filter(|nr| nr.dir == Direction::Egress && !nr.deny)
+                        .flat_map(|nr| nr.ports.iter().flatten())
+                        .filter_map(|p| p.l7.as_ref())
+                        .flat_map(|l7| l7.0.dns.iter().flatten())
+                        .any(|d| {
+                            crate::model::FqdnSel {
+                                name: d.match_name.as_ref().map(|v| v.value.clone()),
+                                pattern: d.match_pattern.as_ref().map(|v| v.value.clone()),
+                            }
+                            .matches(name)
+                        })
+                })
+            })
+            .collect();
         for dir in [Direction::Ingress, Direction::Egress] {
             let d = dir_index(dir);
             let egress = dir == Direction::Egress;
@@ -648,6 +703,11 @@ impl Ctx<'_> {
                 let mut wildcard = false;
                 let rid = self.requires_id(requires);
                 for s in sels {
+                    if let PeerSel::Fqdn(fs) = s {
+                        // Per endpoint (visibility), so not cached.
+                        all.extend(self.fqdn_ids(fs));
+                        continue;
+                    }
                     match &*self.resolve(s, requires, rid, node) {
                         None => wildcard = true,
                         Some(ids) => all.extend(ids.iter().copied()),
@@ -775,6 +835,27 @@ impl Ctx<'_> {
         v
     }
 
+    /// The CIDR identities of the answers a toFQDNs selector matches and
+    /// the current endpoint's lookups make visible.
+    fn fqdn_ids(&self, fs: &[crate::model::FqdnSel]) -> BTreeSet<u32> {
+        let mut out = BTreeSet::new();
+        for ((name, ips), visible) in self.cfg.dns.iter().zip(&self.dns_visible) {
+            if !visible || !fs.iter().any(|f| f.matches(name)) {
+                continue;
+            }
+            for ip in ips {
+                let len = if ip.is_ipv4() { 32 } else { 128 };
+                out.extend(
+                    self.cidr_ids
+                        .iter()
+                        .filter(|(c, _)| c.addr == *ip && c.prefix_len == len)
+                        .map(|(_, id)| *id),
+                );
+            }
+        }
+        out
+    }
+
     fn requires_id(&mut self, requires: &[Sel]) -> usize {
         let next = self.requires_ids.len();
         *self.requires_ids.entry(requires.to_vec()).or_insert(next)
@@ -883,6 +964,8 @@ impl Ctx<'_> {
                     v
                 }
             },
+            // Resolved per endpoint by `fqdn_ids`, never through here.
+            PeerSel::Fqdn(_) => BTreeSet::new(),
             PeerSel::Cidr { cidr, except } => {
                 let mut v: BTreeSet<u32> = self
                     .cidr_ids

@@ -64,7 +64,35 @@ pub enum PeerSel {
     Endpoints(Sel),
     Nodes(Sel),
     Entity(Entity),
-    Cidr { cidr: Cidr, except: Vec<Cidr> },
+    Cidr {
+        cidr: Cidr,
+        except: Vec<Cidr>,
+    },
+    /// `toFQDNs`: the addresses of DNS answers for matching names, when
+    /// the subject's lookups are visible to the DNS proxy.
+    Fqdn(Vec<FqdnSel>),
+}
+
+/// One `toFQDNs` selector: `matchName` or `matchPattern`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FqdnSel {
+    pub name: Option<String>,
+    pub pattern: Option<String>,
+}
+
+impl FqdnSel {
+    /// Whether a queried name matches (case-insensitive, trailing dot
+    /// implied; patterns as Cilium compiles them).
+    pub fn matches(&self, query: &str) -> bool {
+        let q = crate::l7::dns_name(query);
+        self.name
+            .as_ref()
+            .is_some_and(|n| crate::l7::dns_name(n) == q)
+            || self.pattern.as_ref().is_some_and(|p| {
+                crate::l7::Matcher::build(1, &[vec![Some(crate::l7::dns_pattern(p))]], 1 << 20)
+                    .is_ok_and(|m| m.is_match(&[q.as_bytes()]))
+            })
+    }
 }
 
 /// A port selector: protocol (`None` = TCP, UDP and SCTP when a port is
@@ -355,6 +383,16 @@ fn peer_rule(
                 }
             }
         }
+    }
+    if let Some(f) = pr.fqdns.as_ref().filter(|v| !v.is_empty()) {
+        sels.push(PeerSel::Fqdn(
+            f.iter()
+                .map(|s| FqdnSel {
+                    name: s.match_name.as_ref().map(|v| v.value.clone()),
+                    pattern: s.match_pattern.as_ref().map(|v| v.value.clone()),
+                })
+                .collect(),
+        ));
     }
     if pr.groups.as_ref().is_some_and(|v| !v.is_empty())
         || pr.fqdns.as_ref().is_some_and(|v| !v.is_empty())

@@ -2,8 +2,7 @@
 //! sets and random requests, the rules the one-pass DFA reports are exactly
 //! those for which every field's regex, evaluated alone, matches the whole
 //! field. 100 rule sets × 1,000 requests = 100,000 requests, from a fixed
-//! seed (proptest's default; SLUICE_SEED is not needed here because
-//! failures are shrunk and reported with their input).
+//! seed; a failure is shrunk and reported with its input.
 
 use compiler::l7::{Matcher, DEFAULT_SIZE_LIMIT};
 use proptest::collection::vec;
@@ -52,14 +51,23 @@ fn field_value() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+    // A fixed seed: the same 100 rule sets in every run (CI included).
+    #![proptest_config(ProptestConfig {
+        cases: 100,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20261125),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn combined_dfa_equals_each_rule_alone(
         rules in vec(vec(field_regex(), 3), 1..24),
         requests in vec(vec(field_value(), 3), 1000),
     ) {
-        let m = Matcher::build(3, &rules, DEFAULT_SIZE_LIMIT).expect("small rules build");
+        // Some random sets exceed the automaton size limit (refusing them
+        // is tested on its own); the comparison needs a built automaton.
+        let built = Matcher::build(3, &rules, DEFAULT_SIZE_LIMIT);
+        prop_assume!(built.is_ok());
+        let Ok(m) = built else { return Ok(()) };
         let alone: Vec<Vec<Option<regex::bytes::Regex>>> = rules
             .iter()
             .map(|r| {

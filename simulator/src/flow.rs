@@ -102,6 +102,53 @@ fn err(diags: &mut Vec<Diagnostic>, span: Span, msg: impl Into<String>) {
     diags.push(Diagnostic::error(Code::FlowSyntax, span, msg));
 }
 
+/// DNS answers a flows file gives (`dns: {name: [addresses]}` beside
+/// `flows:`), for toFQDNs: what the cluster's DNS proxies would have seen.
+pub fn parse_dns(
+    text: &str,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, Vec<std::net::IpAddr>)> {
+    let mut roots = Vec::new();
+    if yaml::parse_stream(text, file, &yaml::Limits::default(), |e| {
+        if let yaml::Emitted::Document { root, .. } = e {
+            roots.push(root);
+        }
+    })
+    .is_err()
+    {
+        return Vec::new(); // parse_yaml reports it
+    }
+    let mut out = Vec::new();
+    for root in &roots {
+        let Some(dns) = root.get("dns") else { continue };
+        let NodeKind::Map(entries) = &dns.kind else {
+            err(diags, dns.span, "`dns` maps names to lists of addresses");
+            continue;
+        };
+        for (k, v) in entries {
+            let name = scalar(k).unwrap_or("").to_owned();
+            let items: Vec<&Node> = match &v.kind {
+                NodeKind::Seq(items) => items.iter().collect(),
+                _ => vec![v],
+            };
+            let mut ips = Vec::new();
+            for item in items {
+                match scalar(item).and_then(|s| s.parse().ok()) {
+                    Some(ip) => ips.push(ip),
+                    None => err(
+                        diags,
+                        item.span,
+                        format!("`{}` is not an IP address", scalar(item).unwrap_or("")),
+                    ),
+                }
+            }
+            out.push((name, ips));
+        }
+    }
+    out
+}
+
 /// Reads the compact YAML form: a list (or `flows:` list) of
 /// `{from, to, port, protocol, expect}`. `port` may be `80/TCP`.
 pub fn parse_yaml(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Flow> {

@@ -115,20 +115,47 @@ impl<'a> Reference<'a> {
         }
     }
 
-    fn judge(&self, subj: Subj, peer: &Who, dir: Direction, flow: &Flow) -> Verdict {
-        let d = dir_index(dir);
-        let rules: Vec<usize> = self
-            .model
+    /// The rules whose subject selects `subj`.
+    fn selecting(&self, subj: &Subj) -> Vec<usize> {
+        self.model
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| match (&r.subject, &subj) {
+            .filter(|(_, r)| match (&r.subject, subj) {
                 (Subject::Endpoints(s), Subj::Pod(_, labels)) => s.matches(labels),
                 (Subject::Nodes(s), Subj::Host(n)) => s.matches(&node_labels(n)),
                 _ => false,
             })
             .map(|(i, _)| i)
-            .collect();
+            .collect()
+    }
+
+    /// Whether `subj`'s lookups of `name` reach the DNS proxy and are
+    /// allowed: one of its egress allows has a DNS rule for the name.
+    fn dns_visible(&self, subj: &Subj, name: &str) -> bool {
+        let wanted = compiler::l7::dns_name(name);
+        self.selecting(subj).into_iter().any(|ri| {
+            self.model.rules[ri]
+                .rules
+                .iter()
+                .filter(|nr| nr.dir == Direction::Egress && !nr.deny)
+                .flat_map(|nr| nr.ports.iter().flatten())
+                .filter_map(|p| p.l7.as_ref())
+                .flat_map(|l7| l7.0.dns.iter().flatten())
+                .any(|d| {
+                    d.match_name
+                        .as_ref()
+                        .is_some_and(|n| compiler::l7::dns_name(&n.value) == wanted)
+                        || d.match_pattern.as_ref().is_some_and(|p| {
+                            full_match(&compiler::l7::dns_pattern(&p.value), &wanted)
+                        })
+                })
+        })
+    }
+
+    fn judge(&self, subj: Subj, peer: &Who, dir: Direction, flow: &Flow) -> Verdict {
+        let d = dir_index(dir);
+        let rules = self.selecting(&subj);
         // A node's host endpoint exists (is enforced at all) only with host policies.
         if matches!(subj, Subj::Host(_)) && rules.is_empty() {
             return Verdict::Allowed;
@@ -254,6 +281,16 @@ impl<'a> Reference<'a> {
                     cidr.contains(&host) && !except.iter().any(|e| e.contains(&host))
                 }
                 Who::World(None) => cidr.prefix_len == 0,
+                _ => false,
+            },
+            // An outside address some DNS answer gave for a matching name,
+            // looked up where the DNS proxy saw it.
+            PeerSel::Fqdn(fs) => match peer {
+                Who::World(Some(ip)) => self.cfg.dns.iter().any(|(name, ips)| {
+                    ips.contains(ip)
+                        && fs.iter().any(|f| f.matches(name))
+                        && self.dns_visible(subj, name)
+                }),
                 _ => false,
             },
         }

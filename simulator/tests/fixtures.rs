@@ -23,6 +23,7 @@ struct Case {
     inventory: Inventory,
     flows: Vec<Flow>,
     sources: SourceMap,
+    cfg: Config,
 }
 
 fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
@@ -37,10 +38,17 @@ fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
     let mut diags = Vec::new();
     let inv = inventory::load(&[inventory_path], &mut loaded.sources, &mut diags);
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
-    let cfg = Config::default();
+    let text = std::fs::read_to_string(flows).expect("flows");
+    // DNS answers in the flows file feed toFQDNs.
+    let mut dd = Vec::new();
+    let dns = flow::parse_dns(&text, policy_lang::source::FileId(0), &mut dd);
+    assert!(dd.is_empty(), "{dd:?}");
+    let cfg = Config {
+        dns,
+        ..Config::default()
+    };
     let (compiled, cdiags) = compile(&loaded.set, &loaded.sources, &inv, &cfg);
     assert!(cdiags.iter().all(|d| !d.is_error()), "{cdiags:?}");
-    let text = std::fs::read_to_string(flows).expect("flows");
     let id = loaded
         .sources
         .add(flows.display().to_string(), text.clone());
@@ -53,16 +61,16 @@ fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
         inventory: inv,
         flows: parsed,
         sources: loaded.sources,
+        cfg,
     }
 }
 
 /// Judges every flow with both evaluators; returns the failures.
 fn check(case: &Case, label: &str) -> Vec<String> {
-    let cfg = Config::default();
     let reference = Reference {
         model: &case.model,
         inv: &case.inventory,
-        cfg: &cfg,
+        cfg: &case.cfg,
     };
     let mut failures = Vec::new();
     for f in &case.flows {
