@@ -245,6 +245,9 @@ struct Ctx<'a> {
     /// For the endpoint whose map is being built: which DNS answers its
     /// lookups make visible (its egress DNS rules allow the name).
     dns_visible: Vec<bool>,
+    /// Whether a name selector matches DNS answer `i`: patterns compile to
+    /// an automaton, so each pair is decided once, not once per map.
+    fqdn_memo: HashMap<(crate::model::FqdnSel, usize), bool>,
 }
 
 pub(crate) fn compile_model(
@@ -434,6 +437,7 @@ pub(crate) fn compile_model(
         all_named,
         l7_errors: Vec::new(),
         dns_visible: Vec::new(),
+        fqdn_memo: HashMap::new(),
     };
 
     // Which rules select which identities (and nodes, for host policy).
@@ -628,28 +632,20 @@ impl Ctx<'_> {
         let enforced = enforcement(model, rules);
         // toFQDNs learns addresses only from lookups the DNS proxy sees:
         // the endpoint's own egress DNS rules must allow the name.
-        self.dns_visible = self
-            .cfg
-            .dns
+        let dns_rules: Vec<crate::model::FqdnSel> = rules
             .iter()
-            .map(|(name, _)| {
-                rules.iter().any(|&ri| {
-                    model.rules[ri]
-                        .rules
-                        .iter()
-                        .filter(|nr| nr.dir == Direction::Egress && !nr.deny)
-                        .flat_map(|nr| nr.ports.iter().flatten())
-                        .filter_map(|p| p.l7.as_ref())
-                        .flat_map(|l7| l7.0.dns.iter().flatten())
-                        .any(|d| {
-                            crate::model::FqdnSel {
-                                name: d.match_name.as_ref().map(|v| v.value.clone()),
-                                pattern: d.match_pattern.as_ref().map(|v| v.value.clone()),
-                            }
-                            .matches(name)
-                        })
-                })
+            .flat_map(|&ri| model.rules[ri].rules.iter())
+            .filter(|nr| nr.dir == Direction::Egress && !nr.deny)
+            .flat_map(|nr| nr.ports.iter().flatten())
+            .filter_map(|p| p.l7.as_ref())
+            .flat_map(|l7| l7.0.dns.iter().flatten())
+            .map(|d| crate::model::FqdnSel {
+                name: d.match_name.as_ref().map(|v| v.value.clone()),
+                pattern: d.match_pattern.as_ref().map(|v| v.value.clone()),
             })
+            .collect();
+        self.dns_visible = (0..self.cfg.dns.len())
+            .map(|i| dns_rules.iter().any(|sel| self.fqdn_hit(sel, i)))
             .collect();
         for dir in [Direction::Ingress, Direction::Egress] {
             let d = dir_index(dir);
@@ -837,10 +833,11 @@ impl Ctx<'_> {
 
     /// The CIDR identities of the answers a toFQDNs selector matches and
     /// the current endpoint's lookups make visible.
-    fn fqdn_ids(&self, fs: &[crate::model::FqdnSel]) -> BTreeSet<u32> {
+    fn fqdn_ids(&mut self, fs: &[crate::model::FqdnSel]) -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
-        for ((name, ips), visible) in self.cfg.dns.iter().zip(&self.dns_visible) {
-            if !visible || !fs.iter().any(|f| f.matches(name)) {
+        let cfg = self.cfg;
+        for (i, (_, ips)) in cfg.dns.iter().enumerate() {
+            if !self.dns_visible[i] || !fs.iter().any(|f| self.fqdn_hit(f, i)) {
                 continue;
             }
             for ip in ips {
@@ -854,6 +851,17 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+
+    /// Whether `sel` matches the name of DNS answer `answer` (memoized).
+    fn fqdn_hit(&mut self, sel: &crate::model::FqdnSel, answer: usize) -> bool {
+        let key = (sel.clone(), answer);
+        if let Some(&hit) = self.fqdn_memo.get(&key) {
+            return hit;
+        }
+        let hit = sel.matches(&self.cfg.dns[answer].0);
+        self.fqdn_memo.insert(key, hit);
+        hit
     }
 
     fn requires_id(&mut self, requires: &[Sel]) -> usize {
