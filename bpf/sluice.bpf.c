@@ -190,15 +190,11 @@ static __always_inline __u32 identity_of(__u32 addr, const struct sl_config *cfg
 	return slot ? cfg->world[1] : cfg->world[0];
 }
 
-/* Longest-prefix match over the prefix lengths the endpoint's map uses. */
+/* Longest-prefix match over the prefix lengths `plens` of one identity's
+ * entries; `bits` is protocol << 16 | destination port. */
 static __always_inline struct sl_policy_value *lpm(__u32 map_id, __u32 identity, __u8 egress,
-						   const struct flow *f, __u32 plens)
+						   __u32 bits, __u32 plens)
 {
-	__u32 bits = ((__u32)f->proto << 16) | bpf_ntohs(f->dport);
-	/* Without ports (non-first fragments, other protocols) only entries
-	 * that ignore the port can match. */
-	if (!f->has_ports)
-		plens &= 0x1ff;
 	struct sl_policy_key k = { .map_id = map_id, .identity = identity, .egress = egress };
 	for (int p = 24; p >= 0; p--) {
 		if (!(plens & (1u << p)))
@@ -214,25 +210,28 @@ static __always_inline struct sl_policy_value *lpm(__u32 map_id, __u32 identity,
 	return 0;
 }
 
-/* Returns the deciding entry, or NULL (no entry: drop). */
-static __always_inline struct sl_policy_value *decide(const struct sl_endpoint *ep, __u32 remote,
-						      __u8 egress, const struct flow *f)
+/* The deciding entry's flags (SL_FLAG_*), or -1 when no entry matches
+ * (drop). `bits`: protocol << 16 | port, and the direction (1: egress) in
+ * bit 24 (BPF functions take at most five arguments). A global function: the verifier checks it once on its own, not
+ * once per path of the program that calls it, which keeps the programs'
+ * verification far from its instruction limit. */
+__attribute__((noinline)) int sl_decide(__u32 map_id, __u32 remote, __u32 bits, __u32 plens,
+					__u32 plens_any)
 {
-	struct sl_policy_value *l3 =
-		lpm(ep->map_id, remote, egress, f, remote ? ep->plens : ep->plens_any);
+	__u8 egress = bits >> 24;
+	bits &= 0xffffff;
+	struct sl_policy_value *l3 = lpm(map_id, remote, egress, bits, remote ? plens : plens_any);
 	if (l3 && l3->precedence == DENY_PRECEDENCE)
-		return l3;
+		return l3->flags;
 	/* The wildcard probe only when the map has wildcard entries. */
-	struct sl_policy_value *l4 =
-		remote && ep->plens_any ? lpm(ep->map_id, 0, egress, f, ep->plens_any) : 0;
+	struct sl_policy_value *l4 = remote && plens_any ? lpm(map_id, 0, egress, bits, plens_any) : 0;
+	struct sl_policy_value *v = l3;
 	if (!l3)
-		return l4;
-	if (!l4)
-		return l3;
-	if (l4->precedence > l3->precedence ||
-	    (l4->precedence == l3->precedence && l4->plen > l3->plen))
-		return l4;
-	return l3;
+		v = l4;
+	else if (l4 && (l4->precedence > l3->precedence ||
+			(l4->precedence == l3->precedence && l4->plen > l3->plen)))
+		v = l4;
+	return v ? v->flags : -1;
 }
 
 static __always_inline void count(const struct sl_endpoint *ep, int which)
@@ -272,6 +271,75 @@ static __always_inline struct sl_endpoint *endpoint_of(__u32 key)
 	return bpf_map_lookup_elem(&SL_ENDPOINTS_HIGH, &key);
 }
 
+/* Assigns the agent's proxy socket to a packet (TC ingress only) and marks
+ * it for local delivery: the connection's own socket when the proxy has
+ * accepted it already, else the listener (TCP) or the proxy's socket (UDP)
+ * on 127.0.0.1. Returns < 0 when there is no socket to assign. */
+static __always_inline int to_proxy(struct __sk_buff *skb, const struct flow *f,
+				    const struct sl_config *cfg)
+{
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = f->sport;
+	t.ipv4.dport = f->dport;
+	struct bpf_sock *sk = 0;
+	if (f->proto == IPPROTO_TCP && cfg->proxy_port_tcp) {
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk) {
+			if (sk->state != BPF_TCP_LISTEN)
+				goto assign;
+			bpf_sk_release(sk);
+		}
+		t.ipv4.daddr = bpf_htonl(0x7f000001);
+		t.ipv4.dport = bpf_htons(cfg->proxy_port_tcp);
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else if (f->proto == IPPROTO_UDP && cfg->proxy_port_udp) {
+		t.ipv4.daddr = bpf_htonl(0x7f000001);
+		t.ipv4.dport = bpf_htons(cfg->proxy_port_udp);
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (!sk)
+		return -1;
+assign:;
+	long r = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (r)
+		return -1;
+	skb->mark = SL_MARK_TO_PROXY;
+	return 0;
+}
+
+/* Hands a packet the endpoint's policy redirects to L7 to the proxy. From
+ * the endpoint (TC ingress) the proxy's socket is assigned here; towards it
+ * (TC egress, where sockets cannot be assigned) the packet is turned around
+ * into the same interface's ingress, marked, and sl_from_endpoint assigns
+ * the socket there. Without a proxy socket the packet is dropped: L7 policy
+ * that cannot be enforced never passes as L4. */
+static __always_inline int redirect(struct __sk_buff *skb, const struct flow *f,
+				    const struct sl_config *cfg, const struct sl_endpoint *ep,
+				    __u8 egress, __u32 ep_key, __u32 remote, int new_conn)
+{
+	if (egress && to_proxy(skb, f, cfg) < 0) {
+		count(ep, SL_STAT_DROP_PROXY);
+		event(f, egress, 1, SL_STAT_DROP_PROXY, ep_key, remote);
+		return TC_ACT_SHOT;
+	}
+	count(ep, SL_STAT_PROXY);
+	if (new_conn)
+		event(f, egress, 2, SL_STAT_PROXY, ep_key, remote);
+	if (egress)
+		return TC_ACT_OK;
+	/* The interface's own address becomes the destination MAC, so that the
+	 * turned-around frame is taken as addressed to this host. */
+	__u8 mac[ETH_ALEN];
+	if (bpf_skb_load_bytes(skb, ETH_ALEN, mac, ETH_ALEN) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	skb->mark = SL_MARK_TO_PROXY;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 {
 	struct flow f;
@@ -293,6 +361,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	if (!ep)
 		return TC_ACT_OK; /* not an endpoint sluice manages */
 
+	int from_proxy = 0;
+	if (!cfg->test_mode) {
+		__u32 kind = mark & SL_MARK_MASK;
+		if (egress && kind == SL_MARK_TO_PROXY) {
+			/* Turned around by sl_to_endpoint: judged there as the
+			 * endpoint's ingress; only the socket is left to assign. */
+			if (to_proxy(skb, &f, cfg) < 0) {
+				count(ep, SL_STAT_DROP_PROXY);
+				event(&f, 0, 1, SL_STAT_DROP_PROXY, ep_key, 0);
+				return TC_ACT_SHOT;
+			}
+			return TC_ACT_OK;
+		}
+		from_proxy = !egress && kind == SL_MARK_FROM_PROXY;
+	}
+
 	/* One lookup finds the connection whichever way the packet goes. */
 	__u64 s = ((__u64)f.saddr << 16) | f.sport, d = ((__u64)f.daddr << 16) | f.dport;
 	int s_lo = s < d;
@@ -310,6 +394,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 			/* The connection's own direction: its verdict stands as
 			 * long as no new state was applied since it was judged. */
 			if (ct->generation == cfg->generation) {
+				if (ct->proxy)
+					return redirect(skb, &f, cfg, ep, egress, ep_key, 0, 0);
 				count(ep, SL_STAT_FORWARD);
 				return TC_ACT_OK;
 			}
@@ -320,10 +406,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		}
 	}
 
-	__u32 remote = identity_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
-	struct sl_policy_value *v = decide(ep, remote, egress, &f);
-	if (!v || (v->flags & SL_FLAG_DENY)) {
-		int why = v ? SL_STAT_DROP_DENY : SL_STAT_DROP_POLICY;
+	/* The proxy's own connections are judged as the client's. */
+	__u32 remote = from_proxy && (mark & SL_MARK_ID_MASK)
+			       ? mark & SL_MARK_ID_MASK
+			       : identity_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
+	/* Without ports (non-first fragments, other protocols) only entries
+	 * that ignore the port can match. */
+	__u32 ports_mask = f.has_ports ? 0x1ffffff : 0x1ff;
+	__u32 bits = ((__u32)egress << 24) | ((__u32)f.proto << 16) | bpf_ntohs(f.dport);
+	int flags = sl_decide(ep->map_id, remote, bits, ep->plens & ports_mask,
+			      ep->plens_any & ports_mask);
+	if (flags < 0 || (flags & SL_FLAG_DENY)) {
+		int why = flags < 0 ? SL_STAT_DROP_POLICY : SL_STAT_DROP_DENY;
 		/* A connection the new state denies loses its replies too. */
 		if (ct && ct->egress == egress)
 			bpf_map_delete_elem(&SL_CT, &ck);
@@ -331,18 +425,28 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		event(&f, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
+	/* In test mode (BPF_PROG_TEST_RUN) there is no proxy: a redirect is
+	 * the L4 allow it stands on. The proxy's own connection has had its
+	 * requests judged already. */
+	__u8 proxy = (flags & SL_FLAG_REDIRECT) && !cfg->test_mode && !from_proxy;
 	if (ct) {
-		if (ct->egress == egress)
+		if (ct->egress == egress) {
 			ct->generation = cfg->generation;
+			ct->proxy = proxy;
+		}
 	} else {
 		struct sl_ct_value cv = {
 			.created_ns = bpf_ktime_get_ns(),
 			.generation = cfg->generation,
 			.egress = egress,
+			.proxy = proxy,
 		};
 		bpf_map_update_elem(&SL_CT, &ck, &cv, BPF_ANY);
-		event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
+		if (!proxy)
+			event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}
+	if (proxy)
+		return redirect(skb, &f, cfg, ep, egress, ep_key, remote, !ct);
 	count(ep, SL_STAT_FORWARD);
 	return TC_ACT_OK;
 }

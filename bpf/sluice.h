@@ -16,7 +16,7 @@
 
 /* Bumped whenever a map's layout changes: pinned maps live under a directory
  * named after it, so an agent never adopts maps of another layout. */
-#define SL_LAYOUT_VERSION 2
+#define SL_LAYOUT_VERSION 3
 
 /* Endpoint keys (ifindex, or the test-mode mark) below this index live in an
  * array, whose lookup the verifier inlines; larger ones in a hash. */
@@ -95,7 +95,8 @@ struct sl_ct_value {
 	__u64 created_ns;
 	__u32 generation; /* policy generation the forward direction was last judged in */
 	__u8 egress;      /* 1: opened by the endpoint (its egress) */
-	__u8 pad[3];
+	__u8 proxy;       /* 1: the connection's forward packets go to the L7 proxy */
+	__u8 pad[2];
 };
 
 /* Per-endpoint counters, indexed by SL_STAT_*. */
@@ -104,8 +105,23 @@ enum {
 	SL_STAT_DROP_POLICY = 1,
 	SL_STAT_DROP_DENY = 2,
 	SL_STAT_REPLY = 3,
-	SL_STAT_MAX = 4,
+	SL_STAT_PROXY = 4,      /* handed to the agent's L7 proxy */
+	SL_STAT_DROP_PROXY = 5, /* to be proxied, but no proxy socket: dropped */
+	SL_STAT_MAX = 6,
 };
+
+/* Packet marks (skb->mark) between the programs, the agent's L7 proxy and
+ * the routing rule the agent installs. The top nibble says what a mark is.
+ *   TO_PROXY: the packet has the proxy's socket assigned; a policy-routing
+ *     rule (fwmark) delivers it locally whatever its destination.
+ *   FROM_PROXY: sent by the proxy on behalf of a client; the low 28 bits
+ *     carry the client's identity, which the destination's ingress policy
+ *     judges instead of the proxy's own address. Only privileged processes
+ *     set marks, and marks are cleared when a packet leaves a namespace. */
+#define SL_MARK_MASK 0xf0000000u
+#define SL_MARK_TO_PROXY 0xa0000000u
+#define SL_MARK_FROM_PROXY 0xb0000000u
+#define SL_MARK_ID_MASK 0x0fffffffu
 
 /* A verdict event on the ring buffer. */
 struct sl_event {
@@ -116,7 +132,7 @@ struct sl_event {
 	__be16 dport;
 	__u8 proto;
 	__u8 egress;
-	__u8 verdict;    /* 0 forwarded (new connection), 1 dropped */
+	__u8 verdict;    /* 0 forwarded (new connection), 1 dropped, 2 redirected to the proxy */
 	__u8 reason;     /* SL_STAT_* */
 	__u32 endpoint;  /* ifindex or test-mode mark */
 	__u32 remote_identity;
@@ -136,6 +152,10 @@ struct sl_config {
 	/* The identity of addresses no prefix matches (0.0.0.0/0: world, or
 	 * world-ipv4 in dual-stack clusters), per ipcache slot. */
 	__u32 world[2];
+	/* Ports (host order) of the agent's L7 proxy sockets on 127.0.0.1;
+	 * 0: none, and traffic to be proxied is dropped. */
+	__u16 proxy_port_tcp;
+	__u16 proxy_port_udp;
 };
 
 #endif

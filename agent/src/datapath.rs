@@ -22,7 +22,7 @@ pub static BPF_OBJECT_PINNED: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-pinned.bpf.o"));
 
 /// `SL_LAYOUT_VERSION` of bpf/sluice.h: pins live under `<root>/v<this>`.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `SL_EP_DIRECT`: endpoint keys below it live in the array map.
 pub const EP_DIRECT: u32 = 65536;
@@ -287,6 +287,15 @@ impl Datapath {
     }
 
     /// Counts a refused update (for metrics).
+    /// Tells the programs where the L7 proxy's sockets are (0: no proxy,
+    /// and traffic to be proxied is dropped).
+    pub fn set_proxy_ports(&mut self, tcp: u16, udp: u16) -> Result<(), DatapathError> {
+        let mut cfg = self.config()?;
+        cfg.proxy_port_tcp = tcp;
+        cfg.proxy_port_udp = udp;
+        self.set_config(cfg)
+    }
+
     pub fn count_error(&mut self) -> Result<(), DatapathError> {
         let mut c = self.config()?;
         c.update_errors = c.update_errors.wrapping_add(1);
@@ -511,13 +520,13 @@ impl Datapath {
     }
 
     fn zero_counters(&mut self, slot: u16) -> Result<(), DatapathError> {
-        let mut stats: aya::maps::PerCpuArray<_, [u64; 4]> =
+        let mut stats: aya::maps::PerCpuArray<_, [u64; crate::maps::STAT_MAX]> =
             aya::maps::PerCpuArray::try_from(map(&mut self.bpf, "SL_STATS")?)
                 .map_err(ctx("SL_STATS"))?;
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| DatapathError::new(format!("counting CPUs: {e}")))?;
-        let zeros =
-            aya::maps::PerCpuValues::try_from(vec![[0u64; 4]; cpus]).map_err(ctx("SL_STATS"))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![[0u64; crate::maps::STAT_MAX]; cpus])
+            .map_err(ctx("SL_STATS"))?;
         stats
             .set(u32::from(slot), zeros, 0)
             .map_err(ctx("writing SL_STATS"))

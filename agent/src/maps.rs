@@ -83,7 +83,22 @@ pub struct Config {
     pub update_errors: u32,
     /// The identity of addresses no prefix matches, per ipcache slot.
     pub world: [u32; 2],
+    /// Ports of the agent's L7 proxy sockets on 127.0.0.1 (0: none, and
+    /// traffic to be proxied is dropped).
+    pub proxy_port_tcp: u16,
+    pub proxy_port_udp: u16,
 }
+
+/// Counters per endpoint (`SL_STAT_*`): forwarded, dropped for lack of an
+/// allow, dropped by a deny, replies of tracked connections, handed to the
+/// L7 proxy, dropped for want of a proxy socket.
+pub const STAT_MAX: usize = 6;
+
+/// Packet marks shared with the programs and the routing rule (`SL_MARK_*`).
+pub const MARK_MASK: u32 = 0xf000_0000;
+pub const MARK_TO_PROXY: u32 = 0xa000_0000;
+pub const MARK_FROM_PROXY: u32 = 0xb000_0000;
+pub const MARK_ID_MASK: u32 = 0x0fff_ffff;
 
 /// A verdict event from the ring buffer (`struct sl_event`).
 #[repr(C)]
@@ -206,9 +221,26 @@ mod tests {
         ] {
             assert_eq!(c_field(header, "sl_endpoint", f), decl);
         }
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<Config>(), 36);
         assert_eq!(offset_of!(Config, world), 24);
+        assert_eq!(offset_of!(Config, proxy_port_tcp), 32);
+        assert_eq!(offset_of!(Config, proxy_port_udp), 34);
         assert_eq!(c_field(header, "sl_config", "world"), "__u32 world[2];");
+        for f in ["proxy_port_tcp", "proxy_port_udp"] {
+            assert_eq!(c_field(header, "sl_config", f), format!("__u16 {f};"));
+        }
+        assert!(header.contains(&format!("SL_STAT_MAX = {STAT_MAX},")));
+        for (name, value) in [
+            ("SL_MARK_MASK", MARK_MASK),
+            ("SL_MARK_TO_PROXY", MARK_TO_PROXY),
+            ("SL_MARK_FROM_PROXY", MARK_FROM_PROXY),
+            ("SL_MARK_ID_MASK", MARK_ID_MASK),
+        ] {
+            assert!(
+                header.contains(&format!("#define {name} {value:#010x}u")),
+                "{name}"
+            );
+        }
         for (i, f) in [
             "test_mode",
             "allow_localhost",

@@ -29,9 +29,8 @@ pub struct EndpointSnapshot {
     pub interface: String,
     pub identity: u32,
     pub entries: u32,
-    /// Packets by `SL_STAT_*`: forwarded, dropped for lack of an allow,
-    /// dropped by a deny, replies of tracked connections.
-    pub counters: [u64; 4],
+    /// Packets by `SL_STAT_*` (see [`crate::maps::STAT_MAX`]).
+    pub counters: [u64; crate::maps::STAT_MAX],
 }
 
 /// Handles on an agent's pinned maps.
@@ -39,7 +38,7 @@ pub struct Pinned {
     config: Array<MapData, Config>,
     endpoints: Array<MapData, EndpointInfo>,
     endpoints_high: BpfHashMap<MapData, u32, EndpointInfo>,
-    stats: PerCpuArray<MapData, [u64; 4]>,
+    stats: PerCpuArray<MapData, [u64; crate::maps::STAT_MAX]>,
     events: Option<RingBuf<MapData>>,
 }
 
@@ -120,7 +119,7 @@ impl Pinned {
                 continue;
             }
             let per_cpu = typed(self.stats.get(&u32::from(info.slot), 0), "reading SL_STATS")?;
-            let mut counters = [0u64; 4];
+            let mut counters = [0u64; crate::maps::STAT_MAX];
             for cpu in per_cpu.iter() {
                 for (c, v) in counters.iter_mut().zip(cpu) {
                     *c += v;
@@ -208,6 +207,8 @@ pub fn prometheus(s: &Snapshot) -> String {
             ("dropped", "no_allow"),
             ("dropped", "policy_deny"),
             ("forwarded", "conntrack_reply"),
+            ("redirected", "l7_proxy"),
+            ("dropped", "proxy_unavailable"),
         ]
         .iter()
         .enumerate()
@@ -269,7 +270,7 @@ mod tests {
                 interface: "veth1".into(),
                 identity: 256,
                 entries: 12,
-                counters: [5, 2, 1, 7],
+                counters: [5, 2, 1, 7, 3, 0],
             }],
         };
         let t = prometheus(&s);
@@ -280,6 +281,9 @@ mod tests {
         ));
         assert!(t.contains(
             "sluice_packets_total{interface=\"veth1\",verdict=\"forwarded\",reason=\"conntrack_reply\"} 7\n"
+        ));
+        assert!(t.contains(
+            "sluice_packets_total{interface=\"veth1\",verdict=\"redirected\",reason=\"l7_proxy\"} 3\n"
         ));
         // Every sample line belongs to a declared family.
         for line in t.lines().filter(|l| !l.starts_with('#')) {

@@ -49,10 +49,8 @@ pub struct Applied {
     /// Pinned links removed because their interface is no longer an
     /// endpoint's.
     pub pruned: Vec<String>,
-    /// Policy entries of enforced endpoints that redirect to an L7 proxy.
-    /// The agent has no proxy yet: the datapath passes that traffic on its
-    /// L4 verdict, so the L7 rules behind these entries are not enforced.
-    pub l7_unenforced: usize,
+    /// Policy entries of enforced endpoints that redirect to the L7 proxy.
+    pub l7_redirects: usize,
 }
 
 impl Reconciler {
@@ -78,6 +76,11 @@ impl Reconciler {
             },
             adopted,
         ))
+    }
+
+    /// Points the datapath at the L7 proxy's sockets.
+    pub fn set_proxy(&mut self, tcp: u16, udp: u16) -> Result<(), DatapathError> {
+        self.datapath.set_proxy_ports(tcp, udp)
     }
 
     /// Records a refused update in the counters metrics report.
@@ -116,7 +119,7 @@ impl Reconciler {
             .collect();
         maps.sort_unstable();
         maps.dedup();
-        out.l7_unenforced = maps
+        out.l7_redirects = maps
             .iter()
             .map(|&m| {
                 c.maps[m]
@@ -128,6 +131,7 @@ impl Reconciler {
             .sum();
         for iface in &ifaces {
             if !self.attached.contains(iface) {
+                crate::proxy::prepare_interface(iface).map_err(DatapathError::new)?;
                 self.datapath.attach(iface)?;
                 self.attached.insert(iface.clone());
             }

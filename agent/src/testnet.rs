@@ -92,6 +92,12 @@ impl PodNet {
     /// Whether a TCP connection from the pod to the host-side address
     /// succeeds within 3 seconds.
     pub fn connects(&self, port: u16) -> bool {
+        self.connects_to(&self.host_addr(), port)
+    }
+
+    /// Whether a TCP connection from the pod to `addr` (an address of this
+    /// test's own making) succeeds within 3 seconds.
+    pub fn connects_to(&self, addr: &str, port: u16) -> bool {
         sh(&[
             "ip",
             "netns",
@@ -101,8 +107,38 @@ impl PodNet {
             "3",
             "bash",
             "-c",
-            &format!("exec 3<>/dev/tcp/{}/{port}", self.host_addr()),
+            &format!("exec 3<>/dev/tcp/{addr}/{port}"),
         ])
+    }
+
+    /// Runs `f` on a thread inside the pod's namespace (sockets it opens
+    /// belong to the pod), e.g. a server for the test.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<Option<T>> {
+        use std::os::fd::AsRawFd;
+        let path = format!("/var/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).ok()?;
+            // SAFETY: setns on a namespace file we hold open; it changes
+            // only this thread's network namespace.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            (r == 0).then(f)
+        })
+    }
+
+    /// Runs a Python program inside the pod (Python is on every machine
+    /// these tests run on) and returns its standard output.
+    pub fn python(&self, program: &str) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "timeout", "30", "python3", "-c", program,
+            ])
+            .stderr(Stdio::inherit())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// Sends one UDP datagram from the pod to the host-side address and

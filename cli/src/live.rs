@@ -2,7 +2,7 @@
 //! `sluice observe` (events and metrics of a running agent) and
 //! `sluice teardown` (remove what an agent pinned).
 
-use crate::commands::load;
+use crate::commands::{load, load_with_dns};
 use crate::Inputs;
 use agent::observe::{prometheus, serve, Pinned};
 use agent::reconcile::Reconciler;
@@ -31,9 +31,10 @@ impl Source {
     }
 
     /// The compiled state, or `None` (reported) when it cannot be had.
-    fn state(&self, color: bool) -> Option<Compiled> {
+    /// `dns`: the answers the L7 proxy has seen, for toFQDNs.
+    fn state(&self, color: bool, dns: Vec<(String, Vec<std::net::IpAddr>)>) -> Option<Compiled> {
         match self {
-            Source::Inputs(i) => load(i, color).ok().map(|s| s.compiled),
+            Source::Inputs(i) => load_with_dns(i, color, dns).ok().map(|s| s.compiled),
             Source::Artifact(path) => {
                 let read = read_artifact(path);
                 if let Err(e) = &read {
@@ -107,10 +108,10 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
     let ip = |a: [u8; 4]| std::net::IpAddr::from(a);
     let (src, dst) = (ip(e.saddr), ip(e.daddr));
     let (sport, dport) = (u16::from_be_bytes(e.sport), u16::from_be_bytes(e.dport));
-    let verdict = if e.verdict == 0 {
-        "FORWARDED"
-    } else {
-        "DROPPED"
+    let verdict = match e.verdict {
+        0 => "FORWARDED",
+        2 => "REDIRECTED",
+        _ => "DROPPED",
     };
     let direction = if e.egress == 1 { "EGRESS" } else { "INGRESS" };
     let proto = compiler::mapstate::proto_name(e.proto);
@@ -137,8 +138,9 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         }
     };
     let reason = match (e.verdict, e.reason) {
-        (0, _) => serde_json::Value::Null,
+        (0 | 2, _) => serde_json::Value::Null,
         (_, 2) => "POLICY_DENY".into(),
+        (_, 5) => "PROXY_UNAVAILABLE".into(),
         _ => "POLICY_DENIED".into(),
     };
     serde_json::json!({"flow": {
@@ -168,6 +170,25 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
             a.endpoints, a.policy_entries, a.ipcache_entries, a.generation
         );
     }
+    // The L7 proxy; DNS answers are learned when there are policies to
+    // compile them into (an artifact is enforced as it is).
+    let proxy = match agent::proxy::Proxy::start(matches!(source, Source::Inputs(_))) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot start the L7 proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = agent::proxy::install_routing()
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            rec.set_proxy(proxy.tcp_port, proxy.udp_port)
+                .map_err(|e| e.to_string())
+        })
+    {
+        eprintln!("error: cannot set up the L7 proxy: {e}");
+        return ExitCode::from(2);
+    }
     let metrics_text = Arc::new(Mutex::new(String::new()));
     let mut pinned = None;
     if let Some(addr) = o.metrics {
@@ -192,20 +213,28 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let mut last: Option<std::time::SystemTime> = None;
     let mut last_resync = Instant::now();
     let mut enforcing = false;
-    let mut current: Option<(Compiled, Vec<u8>)> = None;
+    let mut current: Option<(Arc<Compiled>, Vec<u8>)> = None;
     loop {
         if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
             for e in rec.events() {
                 println!("{}", event_line(Some(c), &e, json));
             }
+            if !json {
+                for line in proxy.shared.drain_log() {
+                    println!("l7 {line}");
+                }
+            }
             let _ = std::io::stdout().flush();
         }
         let now = newest_mtime(&watched);
         let resync = from_cluster && last_resync.elapsed() >= Duration::from_secs(o.resync_s);
-        if now != last || resync {
+        // New DNS answers seen by the proxy: compiled in, so that toFQDNs
+        // selects their addresses.
+        let learned = proxy.shared.pending_answers();
+        if now != last || resync || learned.is_some() {
             last = now;
             last_resync = Instant::now();
-            match source.state(color) {
+            match source.state(color, proxy.shared.answers()) {
                 // The same state again (a cluster resync with no change):
                 // nothing to write.
                 Some(s)
@@ -216,6 +245,8 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                     Ok(a) => {
                         enforcing = true;
                         let bytes = compiler::artifact::encode(&s);
+                        let s = Arc::new(s);
+                        proxy.shared.set_state(s.clone());
                         current = Some((s, bytes));
                         println!(
                             "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
@@ -232,13 +263,11 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         if !a.pruned.is_empty() {
                             println!("detached: {}", a.pruned.join(", "));
                         }
-                        if a.l7_unenforced > 0 {
-                            eprintln!(
-                                "warning: {} policy {} redirect to L7, and this agent has no L7 proxy yet: \
-                                 that traffic passes on its L4 verdict, its HTTP/Kafka/DNS rules are NOT enforced \
-                                 (`sluice simulate` judges them)",
-                                a.l7_unenforced,
-                                crate::plural(a.l7_unenforced, "entry", "entries")
+                        if a.l7_redirects > 0 {
+                            println!(
+                                "l7: {} policy {} redirect to the proxy",
+                                a.l7_redirects,
+                                crate::plural(a.l7_redirects, "entry", "entries")
                             );
                         }
                     }
@@ -260,6 +289,9 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         }
                     )
                 }
+            }
+            if let Some((version, _)) = learned {
+                proxy.shared.answers_enforced(version);
             }
             let _ = std::io::stdout().flush();
         }
@@ -344,6 +376,7 @@ pub fn observe(
 
 /// `sluice teardown`: detach and unpin everything an agent left.
 pub fn teardown(bpffs: &Path) -> ExitCode {
+    agent::proxy::remove_routing();
     match agent::datapath::teardown(bpffs) {
         Ok(removed) => {
             println!(

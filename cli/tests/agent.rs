@@ -6,131 +6,19 @@
 //! watch, and an invalid change that leaves the enforced state in place.
 //! Needs root; fails rather than skips with SLUICE_REQUIRE_BPF=1.
 
-use agent::testnet::PodNet;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+use agent::testnet::PodNet;
+use common::{setup, spawn_agent, spawn_sluice, wait_line, write, Run, SLUICE};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
 
 fn policy(net: &PodNet, port: &str) -> String {
     format!(
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: client-out, namespace: live}}\nspec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toCIDR: [{}/32]\n    toPorts: [{{ports: [{{port: \"{port}\", protocol: TCP}}]}}]\n",
         net.host_addr()
     )
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write input");
-}
-
-/// The agent process and the input directory; removed on drop (the
-/// namespace is removed by `PodNet`).
-struct Run {
-    dir: std::path::PathBuf,
-    agent: Option<Child>,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Starts `sluice agent` on the inputs with extra flags; its stdout and
-/// stderr lines arrive on the receiver.
-fn spawn_agent(pol: &Path, inv: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let (p, i) = (pol.to_str().expect("path"), inv.to_str().expect("path"));
-    let mut args = vec!["agent", "-p", p, "-i", i];
-    args.extend_from_slice(extra);
-    spawn_sluice(&args)
-}
-
-/// Starts `sluice` (with a 100 ms input check and a 60 s lifetime when it
-/// is the agent); its stdout and stderr lines arrive on the receiver.
-fn spawn_sluice(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(SLUICE)
-        .args(args)
-        .args(["--interval-ms", "100", "--duration-s", "60"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the agent");
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    (child, rx)
-}
-
-/// The next line containing `what` (20 s at most); `None` when the agent
-/// says the datapath cannot load (then the test is skipped, or fails with
-/// SLUICE_REQUIRE_BPF=1).
-fn wait_line(rx: &mpsc::Receiver<String>, what: &str, require: bool) -> Option<String> {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.contains("cannot load the eBPF datapath") => {
-                assert!(!require, "SLUICE_REQUIRE_BPF=1 but {line}");
-                eprintln!("SKIPPED: {line}");
-                return None;
-            }
-            Ok(line) if line.contains(what) => return Some(line),
-            // Shown when the test fails.
-            Ok(line) => eprintln!("agent: {line}"),
-            Err(_) => panic!("the agent never printed `{what}`"),
-        }
-    }
-}
-
-/// The test's pod network and an input directory holding the client pod's
-/// inventory, or `None` when namespaces cannot be made here (a failure
-/// with SLUICE_REQUIRE_BPF=1).
-fn setup(tag: &str) -> Option<(PodNet, Run, std::path::PathBuf)> {
-    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let Some(net) = PodNet::create(tag) else {
-        assert!(
-            !require,
-            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
-        );
-        eprintln!("SKIPPED: cannot create network namespaces here");
-        return None;
-    };
-    let run = Run {
-        dir: std::env::temp_dir().join(format!("sluice-agent-{tag}-{}", std::process::id())),
-        agent: None,
-    };
-    std::fs::create_dir_all(&run.dir).expect("tmp dir");
-    let inv = run.dir.join("inventory.yaml");
-    write(
-        &inv,
-        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
-    );
-    Some((net, run, inv))
 }
 
 #[test]
@@ -391,11 +279,14 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
         .expect("ifindex")
         .trim()
         .to_owned();
-    let links: Vec<String> = std::fs::read_dir(fx.bpffs.join("v2/links"))
-        .expect("links dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let links: Vec<String> = std::fs::read_dir(
+        fx.bpffs
+            .join(format!("v{}/links", agent::datapath::LAYOUT_VERSION)),
+    )
+    .expect("links dir")
+    .flatten()
+    .map(|e| e.file_name().to_string_lossy().into_owned())
+    .collect();
     let mut links = links;
     links.sort();
     assert_eq!(

@@ -1,0 +1,123 @@
+//! Helpers of the live CLI tests: the agent as a child process, its output
+//! lines, and a pod network with an input directory.
+
+#![allow(dead_code)] // each test binary uses its own share of these
+
+use agent::testnet::PodNet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write input");
+}
+
+/// The agent process and the input directory; removed on drop (the
+/// namespace is removed by `PodNet`).
+pub struct Run {
+    pub dir: std::path::PathBuf,
+    pub agent: Option<Child>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `sluice agent` on the inputs with extra flags; its stdout and
+/// stderr lines arrive on the receiver.
+pub fn spawn_agent(pol: &Path, inv: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let (p, i) = (pol.to_str().expect("path"), inv.to_str().expect("path"));
+    let mut args = vec!["agent", "-p", p, "-i", i];
+    args.extend_from_slice(extra);
+    spawn_sluice(&args)
+}
+
+/// Starts `sluice` (with a 100 ms input check and a 60 s lifetime when it
+/// is the agent); its stdout and stderr lines arrive on the receiver.
+pub fn spawn_sluice(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(SLUICE)
+        .args(args)
+        .args(["--interval-ms", "100", "--duration-s", "60"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (child, rx)
+}
+
+/// The next line containing `what` (20 s at most); `None` when the agent
+/// says the datapath cannot load (then the test is skipped, or fails with
+/// SLUICE_REQUIRE_BPF=1).
+pub fn wait_line(rx: &mpsc::Receiver<String>, what: &str, require: bool) -> Option<String> {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("cannot load the eBPF datapath") => {
+                assert!(!require, "SLUICE_REQUIRE_BPF=1 but {line}");
+                eprintln!("SKIPPED: {line}");
+                return None;
+            }
+            Ok(line) if line.contains(what) => return Some(line),
+            // Shown when the test fails.
+            Ok(line) => eprintln!("agent: {line}"),
+            Err(_) => panic!("the agent never printed `{what}`"),
+        }
+    }
+}
+
+/// The test's pod network and an input directory holding the client pod's
+/// inventory, or `None` when namespaces cannot be made here (a failure
+/// with SLUICE_REQUIRE_BPF=1).
+pub fn setup(tag: &str) -> Option<(PodNet, Run, std::path::PathBuf)> {
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some(net) = PodNet::create(tag) else {
+        assert!(
+            !require,
+            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
+        );
+        eprintln!("SKIPPED: cannot create network namespaces here");
+        return None;
+    };
+    let run = Run {
+        dir: std::env::temp_dir().join(format!("sluice-agent-{tag}-{}", std::process::id())),
+        agent: None,
+    };
+    std::fs::create_dir_all(&run.dir).expect("tmp dir");
+    let inv = run.dir.join("inventory.yaml");
+    write(
+        &inv,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
+    );
+    Some((net, run, inv))
+}
