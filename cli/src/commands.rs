@@ -222,20 +222,21 @@ pub fn simulate(
     output: SimOutput,
     color: bool,
 ) -> ExitCode {
-    // DNS answers in the flows file feed toFQDNs: read them before compiling.
+    // DNS answers feed toFQDNs: read them before compiling, from the flows
+    // file's `dns:` section or from recorded Hubble DNS responses.
     let mut dns_diags = Vec::new();
+    let is_json = hubble
+        || flows_path
+            .extension()
+            .is_some_and(|e| e == "json" || e == "jsonl");
     let dns = match std::fs::read_to_string(flows_path) {
-        Ok(text)
-            if !hubble
-                && !flows_path
-                    .extension()
-                    .is_some_and(|e| e == "json" || e == "jsonl") =>
-        {
+        Ok(text) if is_json => flow::hubble_dns_answers(&text),
+        Ok(text) => {
             let mut scratch = SourceMap::new();
             let id = scratch.add(flows_path.display().to_string(), text.clone());
             flow::parse_dns(&text, id, &mut dns_diags)
         }
-        _ => Vec::new(),
+        Err(_) => Vec::new(),
     };
     let mut s = match load_with_dns(inputs, color, dns) {
         Ok(s) => s,

@@ -79,3 +79,31 @@ fn hubble_l7_records_replay_with_l7_verdicts() {
         "{out}"
     );
 }
+
+#[test]
+fn hubble_dns_responses_resolve_to_fqdns_in_a_replay() {
+    let o = Command::new(SLUICE)
+        .args(["simulate", "-p", "fixtures/simulate/15-fqdn/policy.yaml"])
+        .args(["-i", "fixtures/simulate/inventory.yaml"])
+        .args(["-f", "fixtures/simulate/15-fqdn/hubble.jsonl"])
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sluice");
+    let out = String::from_utf8_lossy(&o.stdout);
+    // The recorded answer for api.example.com opens its address; the
+    // NXDOMAIN for evil.example.org teaches nothing; 198.51.100.7 was
+    // never answered in this recording, so its connection (forwarded when
+    // recorded, with an answer from before the recording) is denied.
+    assert!(
+        out.contains("ALLOWED  ns1/a → 203.0.113.10 443/TCP"),
+        "{out}"
+    );
+    assert!(out.contains("fqdn:api.example.com."), "{out}");
+    assert!(
+        out.contains("DENIED   ns1/a → 198.51.100.7 443/TCP"),
+        "{out}"
+    );
+    assert!(out.contains("DENIED   ns1/a → 192.0.2.66 443/TCP"), "{out}");
+    assert!(out.contains("4 flows: 2 allowed, 2 denied"), "{out}");
+}

@@ -573,6 +573,51 @@ pub fn parse_hubble(
     out
 }
 
+/// DNS answers in recorded Hubble flows (`l7.type: RESPONSE` records with
+/// a `dns` section and rcode 0): the names and addresses the DNS proxies
+/// saw, for toFQDNs. Lines that are not such records are ignored here
+/// (`parse_hubble` reports malformed ones). Answers hold for the whole
+/// replay, as if every lookup came before the connections.
+pub fn hubble_dns_answers(text: &str) -> Vec<(String, Vec<std::net::IpAddr>)> {
+    let mut out: Vec<(String, Vec<std::net::IpAddr>)> = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let f = v.get("flow").unwrap_or(&v);
+        let Some(l7) = f.get("l7") else { continue };
+        if l7.get("type").and_then(|t| t.as_str()) != Some("RESPONSE") {
+            continue;
+        }
+        let Some(dns) = l7.get("dns") else { continue };
+        if dns.get("rcode").and_then(|r| r.as_u64()).unwrap_or(0) != 0 {
+            continue;
+        }
+        let Some(name) = dns.get("query").and_then(|q| q.as_str()) else {
+            continue;
+        };
+        let ips: Vec<std::net::IpAddr> = dns
+            .get("ips")
+            .and_then(|i| i.as_array())
+            .map(|a| a.iter().filter_map(|i| i.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        if ips.is_empty() {
+            continue;
+        }
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, known)) => {
+                for ip in ips {
+                    if !known.contains(&ip) {
+                        known.push(ip);
+                    }
+                }
+            }
+            None => out.push((name.to_owned(), ips)),
+        }
+    }
+    out
+}
+
 /// Checks that pods named by flows exist in the inventory.
 pub fn check_peers(flows: &[Flow], inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     for f in flows {
