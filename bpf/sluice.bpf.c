@@ -92,6 +92,14 @@ struct {
 	SL_PINNING
 } SL_CT SEC(".maps");
 
+/* Not pinned: a cache, rebuilt from conntrack by whichever programs run. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sl_flow);
+	__uint(max_entries, SL_FLOW_SLOTS);
+} SL_FLOWS SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -262,6 +270,19 @@ static __always_inline void event(const struct flow *f, __u8 egress, __u8 verdic
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Copies a conntrack entry into its flow-cache slot. */
+static __always_inline void remember(struct sl_flow *fc, const struct sl_ct_key *k,
+				     const struct sl_ct_value *ct)
+{
+	if (!fc)
+		return;
+	fc->key = *k;
+	fc->generation = ct->generation;
+	fc->egress = ct->egress;
+	fc->proxy = ct->proxy;
+	fc->dropped = 0;
+}
+
 static __always_inline struct sl_endpoint *endpoint_of(__u32 key)
 {
 	if (key < SL_EP_DIRECT) {
@@ -388,8 +409,37 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		.proto = f.proto,
 		.endpoint = ep_key,
 	};
+	/* The flow cache first: an array slot, no hashing in the kernel. */
+	__u32 h = (ck.addr_lo * 0x9e3779b1u) ^ (ck.addr_hi * 0x85ebca6bu) ^
+		  ((((__u32)ck.port_lo << 16) | ck.port_hi) * 0xc2b2ae35u) ^
+		  ((ep_key ^ ck.proto) * 0x27d4eb2fu);
+	__u32 slot = (h ^ (h >> 16)) & (SL_FLOW_SLOTS - 1);
+	struct sl_flow *fc = bpf_map_lookup_elem(&SL_FLOWS, &slot);
+	if (fc && fc->generation == cfg->generation && fc->key.addr_lo == ck.addr_lo &&
+	    fc->key.addr_hi == ck.addr_hi && fc->key.port_lo == ck.port_lo &&
+	    fc->key.port_hi == ck.port_hi && fc->key.proto == ck.proto &&
+	    fc->key.endpoint == ck.endpoint) {
+		if (fc->egress == egress) {
+			if (fc->dropped) {
+				count(ep, fc->dropped);
+				event(&f, egress, 1, fc->dropped, ep_key, fc->remote);
+				return TC_ACT_SHOT;
+			}
+			if (fc->proxy)
+				return redirect(skb, &f, cfg, ep, egress, ep_key, 0, 0);
+			count(ep, SL_STAT_FORWARD);
+			return TC_ACT_OK;
+		}
+		if (!fc->dropped && f.proto != IPPROTO_ICMP && !f.tcp_syn) {
+			count(ep, SL_STAT_REPLY);
+			return TC_ACT_OK;
+		}
+	}
+
 	struct sl_ct_value *ct = bpf_map_lookup_elem(&SL_CT, &ck);
 	if (ct) {
+		if (ct->generation == cfg->generation)
+			remember(fc, &ck, ct);
 		if (ct->egress == egress) {
 			/* The connection's own direction: its verdict stands as
 			 * long as no new state was applied since it was judged. */
@@ -421,6 +471,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		/* A connection the new state denies loses its replies too. */
 		if (ct && ct->egress == egress)
 			bpf_map_delete_elem(&SL_CT, &ck);
+		/* Not for the proxy's packets: their identity is the mark's,
+		 * which the slot's key does not hold. */
+		if (fc && !from_proxy) {
+			fc->key = ck;
+			fc->generation = cfg->generation;
+			fc->egress = egress;
+			fc->proxy = 0;
+			fc->dropped = why;
+			fc->remote = remote;
+		}
 		count(ep, why);
 		event(&f, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
@@ -433,6 +493,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 		if (ct->egress == egress) {
 			ct->generation = cfg->generation;
 			ct->proxy = proxy;
+			remember(fc, &ck, ct);
 		}
 	} else {
 		struct sl_ct_value cv = {
@@ -442,6 +503,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 			.proxy = proxy,
 		};
 		bpf_map_update_elem(&SL_CT, &ck, &cv, BPF_ANY);
+		remember(fc, &ck, &cv);
 		if (!proxy)
 			event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}

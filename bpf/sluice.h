@@ -99,6 +99,26 @@ struct sl_ct_value {
 	__u8 pad[2];
 };
 
+/* A per-CPU cache of conntrack in front of the LRU map, and of drop
+ * verdicts: one slot per hash of the key, holding the key and what the
+ * packet path needs.
+ * A slot counts only while its generation is the current one, so anything
+ * an update may have changed (verdicts, deleted entries) is looked up in
+ * conntrack again. */
+#define SL_FLOW_SLOTS 8192
+
+struct sl_flow {
+	struct sl_ct_key key;
+	__u32 generation;
+	__u8 egress;     /* the direction it was judged in */
+	__u8 proxy;
+	__u8 dropped;    /* SL_STAT_DROP_* when the flow is denied (no conntrack
+			  * entry: packets of the same flow are dropped again
+			  * without the lookups), else 0 */
+	__u8 pad;
+	__u32 remote;    /* for the drop event */
+};
+
 /* Per-endpoint counters, indexed by SL_STAT_*. */
 enum {
 	SL_STAT_FORWARD = 0,

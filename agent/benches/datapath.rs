@@ -54,8 +54,8 @@ fn state(n: u32) -> Compiled {
 fn main() {
     let server = Ipv4Addr::new(10, 200, 0, 1);
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "entries", "noop ns", "hit ns", "miss ns", "noop1 ns", "new ns", "apply ms", "update ms"
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "entries", "noop ns", "hit ns", "miss ns", "noop1 ns", "new ns", "newdrop ns", "apply ms", "update ms"
     );
     for n in [10u32, 1_000, 10_000, 100_000] {
         let mut dp = match Datapath::load() {
@@ -129,17 +129,19 @@ fn main() {
         // inserts an entry and an event. One run per packet; the kernel's
         // per-run figure then includes the timer's own cost, so the no-op
         // is measured the same way.
-        let first = |prog: &str| {
+        let first = |prog: &str, from: Ipv4Addr| {
             let total: u64 = (0..20_000u16)
                 .map(|i| {
-                    let p = packet::ipv4(known, server, 6, 1024 + i, 80);
+                    let p = packet::ipv4(from, server, 6, 1024 + i, 80);
                     u64::from(dp.test_run(prog, &p, 1, 1).expect("run").1)
                 })
                 .sum();
             total / 20_000
         };
-        let noop1 = first(NOOP);
-        let new = first(TO_ENDPOINT);
-        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {noop1:>10} {new:>10} {apply_ms:>10.1} {update_ms:>10.1}");
+        let noop1 = first(NOOP, known);
+        let new = first(TO_ENDPOINT, known);
+        // The same for flows that are denied: full lookups, drop, event.
+        let new_drop = first(TO_ENDPOINT, Ipv4Addr::new(192, 0, 2, 8));
+        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {noop1:>10} {new:>10} {new_drop:>10} {apply_ms:>10.1} {update_ms:>10.1}");
     }
 }
