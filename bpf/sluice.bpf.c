@@ -16,6 +16,8 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/icmpv6.h>
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -60,6 +62,24 @@ struct {
 } SL_IPCACHE_HOSTS SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_ipcache6_key);
+	__type(value, struct sl_ipcache_value);
+	__uint(max_entries, 512000);
+	SL_PINNING
+} SL_IPCACHE6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u8[16]);
+	__type(value, struct sl_ipcache_value);
+	__uint(max_entries, 512000);
+	SL_PINNING
+} SL_IPCACHE6_HOSTS SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_policy_key);
@@ -91,6 +111,14 @@ struct {
 	__uint(max_entries, 262144);
 	SL_PINNING
 } SL_CT SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sl_ct6_key);
+	__type(value, struct sl_ct_value);
+	__uint(max_entries, 131072);
+	SL_PINNING
+} SL_CT6 SEC(".maps");
 
 /* Not pinned: a cache, rebuilt from conntrack by whichever programs run. */
 struct {
@@ -361,11 +389,217 @@ static __always_inline int redirect(struct __sk_buff *skb, const struct flow *f,
 	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 }
 
+/* ---- IPv6 ----
+ * The same decisions as IPv4's path, on maps of their own: addresses are
+ * 16 bytes, so the ipcache and conntrack keys differ; policy lookup is
+ * shared (identities and ports know no family). No flow cache and no L7
+ * proxy for IPv6 yet: traffic an IPv6 entry redirects to L7 is dropped. */
+
+struct flow6 {
+	__u32 saddr[4], daddr[4];
+	__be16 sport, dport;
+	__u8 proto;
+	__u8 has_ports;
+	__u8 tcp_syn;
+	__u8 nd; /* ICMPv6 neighbour discovery: never subject to policy */
+};
+
+struct sl_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+static __always_inline int parse6(struct __sk_buff *skb, struct flow6 *f)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > end)
+		return -1;
+	__builtin_memcpy(f->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(f->daddr, &ip6->daddr, 16);
+	f->sport = 0;
+	f->dport = 0;
+	f->has_ports = 0;
+	f->tcp_syn = 0;
+	f->nd = 0;
+	__u8 nh = ip6->nexthdr;
+	void *l4 = ip6 + 1;
+	/* Extension headers, a bounded number of them. */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+			struct ipv6_opt_hdr *o = l4;
+			if ((void *)(o + 1) > end)
+				return -1;
+			nh = o->nexthdr;
+			l4 += (o->hdrlen + 1) * 8;
+		} else if (nh == IPPROTO_FRAGMENT) {
+			struct sl_frag_hdr *fr = l4;
+			if ((void *)(fr + 1) > end)
+				return -1;
+			nh = fr->nexthdr;
+			/* Non-first fragments carry no ports. */
+			if (fr->frag_off & bpf_htons(0xfff8)) {
+				f->proto = nh;
+				return 0;
+			}
+			l4 += sizeof(*fr);
+		} else {
+			break;
+		}
+	}
+	f->proto = nh;
+	if (nh == IPPROTO_TCP) {
+		struct tcphdr *t = l4;
+		if ((void *)(t + 1) > end)
+			return -1;
+		f->sport = t->source;
+		f->dport = t->dest;
+		f->has_ports = 1;
+		f->tcp_syn = t->syn && !t->ack;
+	} else if (nh == IPPROTO_UDP || nh == IPPROTO_SCTP) {
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end)
+			return -1;
+		f->sport = u->source;
+		f->dport = u->dest;
+		f->has_ports = 1;
+	} else if (nh == IPPROTO_ICMPV6) {
+		struct icmp6hdr *i = l4;
+		if ((void *)(i + 1) > end)
+			return -1;
+		f->dport = bpf_htons(i->icmp6_type);
+		f->has_ports = 1;
+		/* Router/neighbour solicitation and advertisement, redirect:
+		 * without them no address on the link resolves. */
+		f->nd = i->icmp6_type >= 133 && i->icmp6_type <= 137;
+	}
+	return 0;
+}
+
+static __always_inline __u32 identity6_of(const __u32 *addr, const struct sl_config *cfg,
+					  __u32 map_id)
+{
+	__u32 slot = (map_id >> 16) & 1;
+	struct sl_ipcache_value *v = bpf_map_lookup_elem(&SL_IPCACHE6_HOSTS, addr);
+	if (v && v->identity[slot])
+		return v->identity[slot];
+	if (cfg->has_lpm6) {
+		struct sl_ipcache6_key k = { .prefixlen = 128 };
+		__builtin_memcpy(k.addr, addr, 16);
+		v = bpf_map_lookup_elem(&SL_IPCACHE6, &k);
+		if (v)
+			return v->identity[slot];
+	}
+	return slot ? cfg->world6[1] : cfg->world6[0];
+}
+
+static __always_inline void event6(const struct flow6 *f, __u8 egress, __u8 verdict, __u8 reason,
+				   __u32 ep, __u32 remote)
+{
+	struct sl_event6 *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->base.ts_ns = bpf_ktime_get_ns();
+	e->base.saddr = 0;
+	e->base.daddr = 0;
+	e->base.sport = f->sport;
+	e->base.dport = f->dport;
+	e->base.proto = f->proto;
+	e->base.egress = egress;
+	e->base.verdict = verdict;
+	e->base.reason = reason;
+	e->base.endpoint = ep;
+	e->base.remote_identity = remote;
+	__builtin_memcpy(e->saddr6, f->saddr, 16);
+	__builtin_memcpy(e->daddr6, f->daddr, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const struct sl_config *cfg,
+				   struct sl_endpoint *ep, __u32 ep_key)
+{
+	struct flow6 f;
+	if (parse6(skb, &f) < 0)
+		return TC_ACT_OK; /* not a packet sluice can judge */
+	if (f.nd)
+		return TC_ACT_OK;
+
+	/* Order the two (address, port) pairs: the lower first. */
+	int s_lo = 0, decided = 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (!decided && f.saddr[i] != f.daddr[i]) {
+			s_lo = bpf_ntohl(f.saddr[i]) < bpf_ntohl(f.daddr[i]);
+			decided = 1;
+		}
+	}
+	if (!decided)
+		s_lo = bpf_ntohs(f.sport) < bpf_ntohs(f.dport);
+	struct sl_ct6_key ck = {
+		.port_lo = s_lo ? f.sport : f.dport,
+		.port_hi = s_lo ? f.dport : f.sport,
+		.proto = f.proto,
+		.endpoint = ep_key,
+	};
+	__builtin_memcpy(ck.addr_lo, s_lo ? f.saddr : f.daddr, 16);
+	__builtin_memcpy(ck.addr_hi, s_lo ? f.daddr : f.saddr, 16);
+	struct sl_ct_value *ct = bpf_map_lookup_elem(&SL_CT6, &ck);
+	if (ct) {
+		if (ct->egress == egress) {
+			if (ct->generation == cfg->generation) {
+				count(ep, SL_STAT_FORWARD);
+				return TC_ACT_OK;
+			}
+		} else if (f.proto != IPPROTO_ICMPV6 && !f.tcp_syn) {
+			count(ep, SL_STAT_REPLY);
+			return TC_ACT_OK;
+		}
+	}
+
+	__u32 remote = identity6_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
+	__u32 ports_mask = f.has_ports ? 0x1ffffff : 0x1ff;
+	__u32 bits = ((__u32)egress << 24) | ((__u32)f.proto << 16) | bpf_ntohs(f.dport);
+	int flags = sl_decide(ep->map_id, remote, bits, ep->plens & ports_mask,
+			      ep->plens_any & ports_mask);
+	int redirect = flags >= 0 && (flags & SL_FLAG_REDIRECT) && !cfg->test_mode;
+	if (flags < 0 || (flags & SL_FLAG_DENY) || redirect) {
+		int why = flags < 0 ? SL_STAT_DROP_POLICY
+			  : redirect ? SL_STAT_DROP_PROXY : SL_STAT_DROP_DENY;
+		if (ct && ct->egress == egress)
+			bpf_map_delete_elem(&SL_CT6, &ck);
+		count(ep, why);
+		event6(&f, egress, 1, why, ep_key, remote);
+		return TC_ACT_SHOT;
+	}
+	if (ct) {
+		if (ct->egress == egress)
+			ct->generation = cfg->generation;
+	} else {
+		struct sl_ct_value cv = {
+			.created_ns = bpf_ktime_get_ns(),
+			.generation = cfg->generation,
+			.egress = egress,
+		};
+		bpf_map_update_elem(&SL_CT6, &ck, &cv, BPF_ANY);
+		event6(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
+	}
+	count(ep, SL_STAT_FORWARD);
+	return TC_ACT_OK;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 {
 	struct flow f;
-	if (parse(skb, &f) < 0)
-		return TC_ACT_OK; /* not IPv4: not ours to judge (yet) */
+	int v6 = 0;
+	if (parse(skb, &f) < 0) {
+		if (skb->protocol != bpf_htons(ETH_P_IPV6))
+			return TC_ACT_OK; /* neither IPv4 nor IPv6: not ours to judge */
+		v6 = 1;
+	}
 
 	/* Both context fields are read unconditionally: selecting between
 	 * them with a ternary makes clang compute a ctx pointer offset, which
@@ -381,6 +615,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	struct sl_endpoint *ep = endpoint_of(ep_key);
 	if (!ep)
 		return TC_ACT_OK; /* not an endpoint sluice manages */
+	if (v6)
+		return handle6(skb, egress, cfg, ep, ep_key);
 
 	int from_proxy = 0;
 	if (!cfg->test_mode) {

@@ -28,6 +28,12 @@ struct sl_ipcache_key {
 	__u32 addr;      /* network byte order */
 };
 
+/* The same for IPv6. */
+struct sl_ipcache6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
 /* The identity of a prefix in each of two states: an endpoint reads the
  * slot of its policy map's generation (bit 16 of map_id), so a new state's
  * identities are written beside the enforced ones and every endpoint sees
@@ -89,6 +95,17 @@ struct sl_ct_key {
 	__u8 proto;
 	__u8 pad[3];
 	__u32 endpoint;  /* ifindex or test-mode mark */
+};
+
+/* The same for IPv6 (a map of its own: IPv4's key stays small). */
+struct sl_ct6_key {
+	__u32 addr_lo[4];
+	__u32 addr_hi[4];
+	__be16 port_lo;
+	__be16 port_hi;
+	__u8 proto;
+	__u8 pad[3];
+	__u32 endpoint;
 };
 
 struct sl_ct_value {
@@ -158,6 +175,14 @@ struct sl_event {
 	__u32 remote_identity;
 };
 
+/* An IPv6 verdict event: the IPv4 one (with zero addresses) followed by
+ * the addresses. The ring buffer's record length tells them apart. */
+struct sl_event6 {
+	struct sl_event base;
+	__u8 saddr6[16];
+	__u8 daddr6[16];
+};
+
 /* Global configuration, index 0 of an array map. */
 struct sl_config {
 	__u32 test_mode;  /* key endpoints by skb->mark instead of ifindex */
@@ -176,6 +201,9 @@ struct sl_config {
 	 * 0: none, and traffic to be proxied is dropped. */
 	__u16 proxy_port_tcp;
 	__u16 proxy_port_udp;
+	/* IPv6's counterparts of has_lpm and world. */
+	__u32 has_lpm6;
+	__u32 world6[2];
 };
 
 #endif

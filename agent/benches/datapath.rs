@@ -55,7 +55,15 @@ fn main() {
     let server = Ipv4Addr::new(10, 200, 0, 1);
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "entries", "noop ns", "hit ns", "miss ns", "noop1 ns", "new ns", "newdrop ns", "apply ms", "update ms"
+        "entries",
+        "noop ns",
+        "hit ns",
+        "miss ns",
+        "noop1 ns",
+        "new ns",
+        "newdrop ns",
+        "apply ms",
+        "update ms"
     );
     for n in [10u32, 1_000, 10_000, 100_000] {
         let mut dp = match Datapath::load() {

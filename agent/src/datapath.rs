@@ -109,39 +109,176 @@ pub struct Datapath {
     test_mode: bool,
 }
 
+/// One address family's share of the ipcache as written.
+struct Family<const N: usize> {
+    /// Host addresses (/32, /128) and their identity.
+    hosts: HashMap<[u8; N], u32>,
+    /// The state's own prefixes (the default, length 0, among them) and
+    /// their identities.
+    prefixes: HashMap<(u32, [u8; N]), u32>,
+}
+
+impl<const N: usize> Default for Family<N> {
+    fn default() -> Self {
+        Family {
+            hosts: HashMap::new(),
+            prefixes: HashMap::new(),
+        }
+    }
+}
+
+impl<const N: usize> Family<N> {
+    fn len(&self) -> usize {
+        self.hosts.len() + self.prefixes.len()
+    }
+
+    /// Whether the state has prefixes for the trie: the default (/0) is
+    /// not one of them, it lives in SL_CONFIG.
+    fn has_lpm(&self) -> bool {
+        self.prefixes.keys().any(|(len, _)| *len > 0)
+    }
+
+    /// The identity of addresses no other prefix matches.
+    fn world(&self) -> u32 {
+        longest_match(&self.prefixes, 0, [0; N])
+    }
+}
+
 #[derive(Default)]
 struct Written {
     policy: HashSet<PolicyKey>,
-    /// /32 addresses and their identity in the enforced state.
-    hosts: HashMap<[u8; 4], u32>,
-    /// The enforced state's own prefixes and their identities.
-    prefixes: HashMap<(u32, [u8; 4]), u32>,
+    v4: Family<4>,
+    v6: Family<16>,
     endpoints: HashSet<u32>,
+}
+
+/// `addr` with the bits past `len` cleared.
+fn masked<const N: usize>(addr: [u8; N], len: u32) -> [u8; N] {
+    let mut out = addr;
+    for (i, b) in out.iter_mut().enumerate() {
+        let keep = len.saturating_sub(8 * i as u32).min(8);
+        *b &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    out
 }
 
 /// The longest prefix of `prefixes` that contains (`len`, `addr`), with its
 /// identity; world when none does. Prefix lengths are walked from `len`
-/// down, so this is at most 33 hash probes.
-fn longest_match(prefixes: &HashMap<(u32, [u8; 4]), u32>, len: u32, addr: [u8; 4]) -> u32 {
-    let a = u32::from_be_bytes(addr);
-    (0..=len.min(32))
+/// down, so this is at most 33 (IPv4) or 129 (IPv6) hash probes.
+fn longest_match<const N: usize>(
+    prefixes: &HashMap<(u32, [u8; N]), u32>,
+    len: u32,
+    addr: [u8; N],
+) -> u32 {
+    (0..=len.min(8 * N as u32))
         .rev()
-        .find_map(|l| {
-            let masked = if l == 0 {
-                0
-            } else {
-                a & (u32::MAX << (32 - l))
-            };
-            prefixes.get(&(l, masked.to_be_bytes())).copied()
-        })
+        .find_map(|l| prefixes.get(&(l, masked(addr, l))).copied())
         .unwrap_or(WORLD)
 }
 
-/// Whether a state has prefixes for the trie: /0 is not one of them, it is
-/// the default identity in SL_CONFIG.
-fn has_lpm(prefixes: &HashMap<(u32, [u8; 4]), u32>) -> bool {
-    prefixes.keys().any(|(len, _)| *len > 0)
+/// Writes a family's new state beside the enforced one: host entries into
+/// the hash, prefixes into the trie, each carrying both states' identity.
+fn write_family<const N: usize>(
+    bpf: &mut Ebpf,
+    (hosts_map, trie_map): (&'static str, &'static str),
+    next: &Family<N>,
+    old: &Family<N>,
+    (new_slot, old_slot): (usize, usize),
+) -> Result<(), DatapathError> {
+    {
+        let mut hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
+            BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
+        for (a, id) in next.hosts.iter().map(|(a, id)| (*a, *id)).chain(
+            old.hosts
+                .keys()
+                .filter(|a| !next.hosts.contains_key(*a))
+                .map(|a| (*a, 0)),
+        ) {
+            let mut v = IpcacheValue::default();
+            v.identity[new_slot] = id;
+            v.identity[old_slot] = old.hosts.get(&a).copied().unwrap_or(0);
+            hosts.insert(a, v, 0).map_err(ctx(hosts_map))?;
+        }
+    }
+    // Every prefix of either state carries both states' answer for it (the
+    // longest match among that state's own prefixes), so the trie's single
+    // longest match is right for either slot.
+    let mut lpm: LpmTrie<_, [u8; N], IpcacheValue> =
+        LpmTrie::try_from(map(bpf, trie_map)?).map_err(ctx(trie_map))?;
+    let union: HashSet<(u32, [u8; N])> = next
+        .prefixes
+        .keys()
+        .chain(old.prefixes.keys())
+        .copied()
+        .collect();
+    for (len, addr) in union {
+        if len == 0 {
+            continue; // the default, kept in SL_CONFIG
+        }
+        let mut v = IpcacheValue::default();
+        v.identity[new_slot] = longest_match(&next.prefixes, len, addr);
+        v.identity[old_slot] = longest_match(&old.prefixes, len, addr);
+        lpm.insert(&Key::new(len, addr), v, 0)
+            .map_err(ctx(trie_map))?;
+    }
+    Ok(())
 }
+
+/// Reads what an earlier agent left in a family's maps (slot `slot`).
+fn read_family<const N: usize>(
+    bpf: &mut Ebpf,
+    (hosts_map, trie_map): (&'static str, &'static str),
+    slot: usize,
+    world: u32,
+) -> Result<Family<N>, DatapathError> {
+    let mut f = Family::default();
+    {
+        let hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
+            BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
+        for item in hosts.iter() {
+            let (a, v) = item.map_err(ctx(hosts_map))?;
+            f.hosts.insert(a, v.identity[slot]);
+        }
+    }
+    let lpm: LpmTrie<_, [u8; N], IpcacheValue> =
+        LpmTrie::try_from(map(bpf, trie_map)?).map_err(ctx(trie_map))?;
+    for item in lpm.iter() {
+        let (k, v) = item.map_err(ctx(trie_map))?;
+        f.prefixes
+            .insert((k.prefix_len(), k.data()), v.identity[slot]);
+    }
+    f.prefixes.insert((0, [0; N]), world);
+    Ok(f)
+}
+
+/// Deletes the entries of `old` that `next` does not have.
+fn remove_family<const N: usize>(
+    bpf: &mut Ebpf,
+    (hosts_map, trie_map): (&'static str, &'static str),
+    old: &Family<N>,
+    next: &Family<N>,
+) -> Result<(), DatapathError> {
+    {
+        let mut hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
+            BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
+        for a in old.hosts.keys().filter(|a| !next.hosts.contains_key(*a)) {
+            let _ = hosts.remove(a);
+        }
+    }
+    let mut lpm: LpmTrie<_, [u8; N], IpcacheValue> =
+        LpmTrie::try_from(map(bpf, trie_map)?).map_err(ctx(trie_map))?;
+    for (len, a) in old
+        .prefixes
+        .keys()
+        .filter(|p| p.0 > 0 && !next.prefixes.contains_key(*p))
+    {
+        let _ = lpm.remove(&Key::new(*len, *a));
+    }
+    Ok(())
+}
+
+const V4_MAPS: (&str, &str) = ("SL_IPCACHE_HOSTS", "SL_IPCACHE");
+const V6_MAPS: (&str, &str) = ("SL_IPCACHE6_HOSTS", "SL_IPCACHE6");
 
 fn map<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, DatapathError> {
     bpf.map_mut(name)
@@ -224,25 +361,8 @@ impl Datapath {
                 w.policy.insert(k.map_err(ctx("reading SL_POLICY"))?);
             }
         }
-        {
-            let hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
-                BpfHashMap::try_from(map(&mut self.bpf, "SL_IPCACHE_HOSTS")?)
-                    .map_err(ctx("SL_IPCACHE_HOSTS"))?;
-            for item in hosts.iter() {
-                let (a, v) = item.map_err(ctx("reading SL_IPCACHE_HOSTS"))?;
-                w.hosts.insert(a, v.identity[slot]);
-            }
-        }
-        {
-            let lpm: LpmTrie<_, IpcacheKeyData, IpcacheValue> =
-                LpmTrie::try_from(map(&mut self.bpf, "SL_IPCACHE")?).map_err(ctx("SL_IPCACHE"))?;
-            for item in lpm.iter() {
-                let (k, v) = item.map_err(ctx("reading SL_IPCACHE"))?;
-                w.prefixes
-                    .insert((k.prefix_len(), k.data().addr), v.identity[slot]);
-            }
-            w.prefixes.insert((0, [0; 4]), cfg.world[slot]);
-        }
+        w.v4 = read_family(&mut self.bpf, V4_MAPS, slot, cfg.world[slot])?;
+        w.v6 = read_family(&mut self.bpf, V6_MAPS, slot, cfg.world6[slot])?;
         {
             let eps: Array<_, EndpointInfo> = Array::try_from(map(&mut self.bpf, "SL_ENDPOINTS")?)
                 .map_err(ctx("SL_ENDPOINTS"))?;
@@ -267,7 +387,7 @@ impl Datapath {
         let adopted = Adopted {
             endpoints: w.endpoints.len(),
             policy_entries: w.policy.len(),
-            ipcache_entries: w.hosts.len() + w.prefixes.len(),
+            ipcache_entries: w.v4.len() + w.v6.len(),
             generation: cfg.generation,
         };
         self.written = w;
@@ -340,84 +460,58 @@ impl Datapath {
 
         let mut next = Written::default();
         for e in &c.ipcache {
-            let IpAddr::V4(a) = e.cidr.addr else { continue };
-            if e.cidr.prefix_len == 32 {
-                let id = if e.node.is_some() && e.node.as_deref() == node {
-                    HOST
-                } else {
-                    e.identity
-                };
-                next.hosts.insert(a.octets(), id);
+            let len = u32::from(e.cidr.prefix_len);
+            let host = len == if e.cidr.addr.is_ipv4() { 32 } else { 128 };
+            // This node's own addresses are `host` to its datapath.
+            let id = if host && e.node.is_some() && e.node.as_deref() == node {
+                HOST
             } else {
-                next.prefixes
-                    .insert((u32::from(e.cidr.prefix_len), a.octets()), e.identity);
+                e.identity
+            };
+            match (e.cidr.addr, host) {
+                (IpAddr::V4(a), true) => {
+                    next.v4.hosts.insert(a.octets(), id);
+                }
+                (IpAddr::V4(a), false) => {
+                    next.v4.prefixes.insert((len, a.octets()), id);
+                }
+                (IpAddr::V6(a), true) => {
+                    next.v6.hosts.insert(a.octets(), id);
+                }
+                (IpAddr::V6(a), false) => {
+                    next.v6.prefixes.insert((len, a.octets()), id);
+                }
             }
         }
-        let hosts_total = next.hosts.len() + self.written.hosts.len();
-        if hosts_total > IPCACHE_CAPACITY
-            || next.prefixes.len() + self.written.prefixes.len() > IPCACHE_CAPACITY
+        let hosts_total = next.v4.hosts.len() + self.written.v4.hosts.len();
+        let hosts6_total = next.v6.hosts.len() + self.written.v6.hosts.len();
+        if hosts_total.max(hosts6_total) > IPCACHE_CAPACITY
+            || next.v4.prefixes.len() + self.written.v4.prefixes.len() > IPCACHE_CAPACITY
+            || next.v6.prefixes.len() + self.written.v6.prefixes.len() > IPCACHE_CAPACITY
         {
             return Err(DatapathError::new(format!(
                 "the artifact's ipcache ({} addresses, {} prefixes) with the enforced one exceeds the datapath map's {IPCACHE_CAPACITY}",
-                next.hosts.len(),
-                next.prefixes.len()
+                next.v4.hosts.len() + next.v6.hosts.len(),
+                next.v4.prefixes.len() + next.v6.prefixes.len()
             )));
         }
         let mut cfg = self.config()?;
-        let old_has_lpm = has_lpm(&self.written.prefixes);
         // While both states are live the trie is consulted if either has
         // prefixes.
         cfg.test_mode = u32::from(test_mode);
         cfg.allow_localhost = 1;
-        cfg.has_lpm = u32::from(old_has_lpm || has_lpm(&next.prefixes));
-        cfg.world[new_slot] = longest_match(&next.prefixes, 0, [0; 4]);
+        cfg.has_lpm = u32::from(self.written.v4.has_lpm() || next.v4.has_lpm());
+        cfg.has_lpm6 = u32::from(self.written.v6.has_lpm() || next.v6.has_lpm());
+        cfg.world[new_slot] = next.v4.world();
+        cfg.world6[new_slot] = next.v6.world();
         self.set_config(cfg)?;
 
         let mut stats = ApplyStats::default();
-        {
-            let mut hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
-                BpfHashMap::try_from(map(&mut self.bpf, "SL_IPCACHE_HOSTS")?)
-                    .map_err(ctx("SL_IPCACHE_HOSTS"))?;
-            for (a, id) in next.hosts.iter().map(|(a, id)| (*a, *id)).chain(
-                self.written
-                    .hosts
-                    .keys()
-                    .filter(|a| !next.hosts.contains_key(*a))
-                    .map(|a| (*a, 0)),
-            ) {
-                let mut v = IpcacheValue::default();
-                v.identity[new_slot] = id;
-                v.identity[old_slot] = self.written.hosts.get(&a).copied().unwrap_or(0);
-                hosts
-                    .insert(a, v, 0)
-                    .map_err(ctx("writing SL_IPCACHE_HOSTS"))?;
-            }
-            stats.ipcache_hosts = next.hosts.len();
-        }
-        {
-            // Every prefix of either state carries both states' answer for
-            // it (the longest match among that state's own prefixes), so the
-            // trie's single longest match is right for either slot.
-            let mut lpm: LpmTrie<_, IpcacheKeyData, IpcacheValue> =
-                LpmTrie::try_from(map(&mut self.bpf, "SL_IPCACHE")?).map_err(ctx("SL_IPCACHE"))?;
-            let union: HashSet<(u32, [u8; 4])> = next
-                .prefixes
-                .keys()
-                .chain(self.written.prefixes.keys())
-                .copied()
-                .collect();
-            for (len, addr) in union {
-                if len == 0 {
-                    continue; // the default, kept in SL_CONFIG
-                }
-                let mut v = IpcacheValue::default();
-                v.identity[new_slot] = longest_match(&next.prefixes, len, addr);
-                v.identity[old_slot] = longest_match(&self.written.prefixes, len, addr);
-                lpm.insert(&Key::new(len, IpcacheKeyData { addr }), v, 0)
-                    .map_err(ctx("writing SL_IPCACHE"))?;
-            }
-            stats.ipcache_prefixes = next.prefixes.len();
-        }
+        let slots = (new_slot, old_slot);
+        write_family(&mut self.bpf, V4_MAPS, &next.v4, &self.written.v4, slots)?;
+        write_family(&mut self.bpf, V6_MAPS, &next.v6, &self.written.v6, slots)?;
+        stats.ipcache_hosts = next.v4.hosts.len() + next.v6.hosts.len();
+        stats.ipcache_prefixes = next.v4.prefixes.len() + next.v6.prefixes.len();
         let mut plens = vec![(0u32, 0u32); c.maps.len()];
         {
             let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
@@ -508,7 +602,8 @@ impl Datapath {
             }
         }
         cfg.generation = generation;
-        cfg.has_lpm = u32::from(has_lpm(&next.prefixes));
+        cfg.has_lpm = u32::from(next.v4.has_lpm());
+        cfg.has_lpm6 = u32::from(next.v6.has_lpm());
         cfg.updates = cfg.updates.wrapping_add(1);
         self.set_config(cfg)?;
         self.remove_stale(&next)?;
@@ -573,23 +668,8 @@ impl Datapath {
                 let _ = pol.remove(k);
             }
         }
-        {
-            let mut hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
-                BpfHashMap::try_from(map(&mut self.bpf, "SL_IPCACHE_HOSTS")?)
-                    .map_err(ctx("SL_IPCACHE_HOSTS"))?;
-            for a in old.hosts.keys().filter(|a| !next.hosts.contains_key(*a)) {
-                let _ = hosts.remove(a);
-            }
-        }
-        let mut lpm: LpmTrie<_, IpcacheKeyData, IpcacheValue> =
-            LpmTrie::try_from(map(&mut self.bpf, "SL_IPCACHE")?).map_err(ctx("SL_IPCACHE"))?;
-        for (len, a) in old
-            .prefixes
-            .keys()
-            .filter(|p| !next.prefixes.contains_key(*p))
-        {
-            let _ = lpm.remove(&Key::new(*len, IpcacheKeyData { addr: *a }));
-        }
+        remove_family(&mut self.bpf, V4_MAPS, &old.v4, &next.v4)?;
+        remove_family(&mut self.bpf, V6_MAPS, &old.v6, &next.v6)?;
         Ok(())
     }
 

@@ -9,13 +9,6 @@
 // true for the fixed-width integer fields below.
 #![allow(unsafe_code)]
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IpcacheKeyData {
-    /// Network byte order, as the packet carries it.
-    pub addr: [u8; 4],
-}
-
 /// The identity of a prefix in each of the two states an update spans
 /// (`struct sl_ipcache_value`); 0: not in that state.
 #[repr(C)]
@@ -87,6 +80,9 @@ pub struct Config {
     /// traffic to be proxied is dropped).
     pub proxy_port_tcp: u16,
     pub proxy_port_udp: u16,
+    /// IPv6's `has_lpm` and `world`.
+    pub has_lpm6: u32,
+    pub world6: [u32; 2],
 }
 
 /// Counters per endpoint (`SL_STAT_*`): forwarded, dropped for lack of an
@@ -100,10 +96,11 @@ pub const MARK_TO_PROXY: u32 = 0xa000_0000;
 pub const MARK_FROM_PROXY: u32 = 0xb000_0000;
 pub const MARK_ID_MASK: u32 = 0x0fff_ffff;
 
-/// A verdict event from the ring buffer (`struct sl_event`).
+/// The ring-buffer record of a verdict (`struct sl_event`); IPv6 records
+/// (`struct sl_event6`) append the two addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Event {
+pub struct RawEvent {
     pub ts_ns: u64,
     pub saddr: [u8; 4],
     pub daddr: [u8; 4],
@@ -117,20 +114,56 @@ pub struct Event {
     pub remote_identity: u32,
 }
 
+/// Size of an IPv6 event record.
+pub const EVENT6_SIZE: usize = std::mem::size_of::<RawEvent>() + 32;
+
+/// A verdict event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub saddr: std::net::IpAddr,
+    pub daddr: std::net::IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub egress: u8,
+    /// 0 forwarded (a new connection), 1 dropped, 2 redirected to the proxy.
+    pub verdict: u8,
+    /// `SL_STAT_*`.
+    pub reason: u8,
+    pub endpoint: u32,
+    pub remote_identity: u32,
+}
+
 impl Event {
     /// Reads an event record as the program wrote it (native byte order,
     /// addresses and ports in network order); `None` if it is too short.
     pub fn from_bytes(b: &[u8]) -> Option<Event> {
-        if b.len() < std::mem::size_of::<Event>() {
+        if b.len() < std::mem::size_of::<RawEvent>() {
             return None;
         }
         let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let (saddr, daddr) = if b.len() >= EVENT6_SIZE {
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&b[32..48]);
+            d.copy_from_slice(&b[48..64]);
+            (
+                std::net::IpAddr::from(std::net::Ipv6Addr::from(s)),
+                std::net::IpAddr::from(std::net::Ipv6Addr::from(d)),
+            )
+        } else {
+            (
+                std::net::IpAddr::from([b[8], b[9], b[10], b[11]]),
+                std::net::IpAddr::from([b[12], b[13], b[14], b[15]]),
+            )
+        };
         Some(Event {
             ts_ns: u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-            saddr: [b[8], b[9], b[10], b[11]],
-            daddr: [b[12], b[13], b[14], b[15]],
-            sport: [b[16], b[17]],
-            dport: [b[18], b[19]],
+            saddr,
+            daddr,
+            sport: u16::from_be_bytes([b[16], b[17]]),
+            dport: u16::from_be_bytes([b[18], b[19]]),
             proto: b[20],
             egress: b[21],
             verdict: b[22],
@@ -141,7 +174,6 @@ impl Event {
     }
 }
 
-unsafe impl aya::Pod for IpcacheKeyData {}
 unsafe impl aya::Pod for IpcacheValue {}
 unsafe impl aya::Pod for PolicyKey {}
 unsafe impl aya::Pod for PolicyValue {}
@@ -221,7 +253,17 @@ mod tests {
         ] {
             assert_eq!(c_field(header, "sl_endpoint", f), decl);
         }
-        assert_eq!(size_of::<Config>(), 36);
+        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(offset_of!(Config, has_lpm6), 36);
+        assert_eq!(offset_of!(Config, world6), 40);
+        assert_eq!(c_field(header, "sl_config", "has_lpm6"), "__u32 has_lpm6;");
+        assert_eq!(c_field(header, "sl_config", "world6"), "__u32 world6[2];");
+        assert_eq!(c_field(header, "sl_ipcache6_key", "addr"), "__u8 addr[16];");
+        assert_eq!(c_field(header, "sl_event6", "saddr6"), "__u8 saddr6[16];");
+        assert_eq!(
+            c_field(header, "sl_event6", "base"),
+            "struct sl_event base;"
+        );
         assert_eq!(offset_of!(Config, world), 24);
         assert_eq!(offset_of!(Config, proxy_port_tcp), 32);
         assert_eq!(offset_of!(Config, proxy_port_udp), 34);
@@ -279,8 +321,8 @@ mod tests {
             "#define SL_EP_DIRECT {}",
             crate::datapath::EP_DIRECT
         )));
-        assert_eq!(size_of::<Event>(), 32);
-        assert_eq!(offset_of!(Event, endpoint), 24);
+        assert_eq!(size_of::<RawEvent>(), 32);
+        assert_eq!(offset_of!(RawEvent, endpoint), 24);
         assert_eq!(
             c_field(header, "sl_event", "remote_identity"),
             "__u32 remote_identity;"

@@ -1,6 +1,7 @@
-//! Crafting test packets: Ethernet + IPv4 + TCP/UDP/SCTP/ICMP headers.
+//! Crafting test packets: Ethernet + IPv4 or IPv6 + TCP/UDP/SCTP/ICMP
+//! headers.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// An Ethernet frame carrying an IPv4 packet from `src` to `dst`. For ICMP,
 /// `dport` is the ICMP type. Checksums are left zero: the programs do not
@@ -24,8 +25,28 @@ pub fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> V
     p
 }
 
-fn ipv4_any(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
-    let l4: Vec<u8> = match proto {
+/// An Ethernet frame carrying an IPv6 packet (a TCP SYN for TCP); for
+/// ICMPv6 (58), `dport` is the type.
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut l4 = l4_header(proto, sport, dport);
+    if proto == 6 {
+        l4[13] = 0x02;
+    }
+    let mut p = Vec::with_capacity(54 + l4.len());
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(&0x86ddu16.to_be_bytes());
+    p.extend_from_slice(&[0x60, 0, 0, 0]); // version, traffic class, flow label
+    p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[proto, 64]); // next header, hop limit
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&l4);
+    p
+}
+
+fn l4_header(proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    match proto {
         6 => {
             let mut t = vec![0u8; 20];
             t[0..2].copy_from_slice(&sport.to_be_bytes());
@@ -46,13 +67,17 @@ fn ipv4_any(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> 
             s[2..4].copy_from_slice(&dport.to_be_bytes());
             s
         }
-        1 => {
+        1 | 58 => {
             let mut i = vec![0u8; 8];
             i[0] = dport as u8;
             i
         }
         _ => Vec::new(),
-    };
+    }
+}
+
+fn ipv4_any(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let l4 = l4_header(proto, sport, dport);
     let mut p = Vec::with_capacity(34 + l4.len());
     p.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // destination MAC
     p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // source MAC

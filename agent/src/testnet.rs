@@ -19,6 +19,7 @@ pub fn sh(args: &[&str]) -> bool {
 pub struct PodNet {
     pub ns: String,
     pub host_if: String,
+    pub pod_if: String,
     pub subnet: u8,
 }
 
@@ -35,9 +36,10 @@ impl PodNet {
         let net = PodNet {
             ns: format!("sl-{tag}-{id}"),
             host_if: format!("sl{tag}h{id}"),
+            pod_if: format!("sl{tag}p{id}"),
             subnet,
         };
-        let pod_if = format!("sl{tag}p{id}");
+        let pod_if = net.pod_if.clone();
         let ok = sh(&["ip", "netns", "add", &net.ns])
             && sh(&[
                 "ip",
@@ -79,6 +81,42 @@ impl PodNet {
                 "ip", "netns", "exec", &net.ns, "ip", "link", "set", "lo", "up",
             ]);
         ok.then_some(net)
+    }
+
+    /// Adds IPv6 addresses (`fd00:199:<subnet>::1` host side, `::2` in the
+    /// pod; no duplicate-address detection, so they are usable at once).
+    pub fn add_ipv6(&self) -> bool {
+        sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.host_addr6()),
+            "dev",
+            &self.host_if,
+            "nodad",
+        ]) && sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", self.pod_addr6()),
+            "dev",
+            &self.pod_if,
+            "nodad",
+        ])
+    }
+
+    pub fn host_addr6(&self) -> String {
+        format!("fd00:199:{}::1", self.subnet)
+    }
+
+    pub fn pod_addr6(&self) -> String {
+        format!("fd00:199:{}::2", self.subnet)
     }
 
     pub fn host_addr(&self) -> String {

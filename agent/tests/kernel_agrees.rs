@@ -1,7 +1,8 @@
 //! Differential test: the loaded eBPF program, run on crafted packets with
 //! BPF_PROG_TEST_RUN, gives the simulator's verdict for every flow, each
 //! direction checked on its own. 100 random cases (policies + inventory)
-//! × 100 flows = 10,000 flows, from a fixed seed (override: SLUICE_SEED).
+//! × 100 flows = 10,000 flows, from a fixed seed (override: SLUICE_SEED),
+//! once over IPv4 and once over IPv6 (the pods dual-stack).
 //! Each case's state is applied over a random earlier one, as updates are.
 //!
 //! Needs root and BPF. Without them the test says so and passes, unless
@@ -19,7 +20,30 @@ use simulator::eval::{judge, resolve, Resolved, Side};
 use simulator::flow::{PeerRef, Verdict};
 use simulator::testgen::{inventory, pod_strategy, policy, WORLD_IPS};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Outside addresses for IPv6 flows.
+const WORLD_IPS6: &[&str] = &[
+    "2001:4860::8888",
+    "2606:4700::1111",
+    "fd00::9",
+    "2001:db8:ffff::7",
+];
+
+/// The IPv6 address a test pod gets beside its IPv4 one.
+fn v6_of(a: Ipv4Addr) -> Ipv6Addr {
+    let o = a.octets();
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([o[0], o[1]]),
+        u16::from_be_bytes([o[2], o[3]]),
+    )
+}
 
 fn bpf_or_skip() -> Option<Datapath> {
     match Datapath::load() {
@@ -75,6 +99,15 @@ fn v4(ip: Option<IpAddr>) -> Ipv4Addr {
 
 #[test]
 fn kernel_verdicts_equal_simulator_verdicts() {
+    differential(false);
+}
+
+#[test]
+fn kernel_verdicts_equal_simulator_verdicts_over_ipv6() {
+    differential(true);
+}
+
+fn differential(ipv6: bool) {
     // One datapath for all cases: each case's states are applied over the
     // previous case's, as a long-running agent's are. (Loading costs ~1 s
     // of verifier time; conntrack entries of earlier cases cannot pass a
@@ -110,8 +143,15 @@ fn kernel_verdicts_equal_simulator_verdicts() {
         vec(policy(), 0..4),
     );
     let checked = std::cell::Cell::new(0usize);
+    let denied = std::cell::Cell::new(0usize);
     let result = runner.run(&strategy, |(pods, ns_team, policies, flows, previous)| {
-        let inv = inventory(pods, ns_team);
+        let mut inv = inventory(pods, ns_team);
+        if ipv6 {
+            for p in &mut inv.pods {
+                let v4 = v4(p.ips.first().copied());
+                p.ips.push(IpAddr::V6(v6_of(v4)));
+            }
+        }
         let set = PolicySet { policies };
         let (c, _) = compile(&set, &SourceMap::new(), &inv, &Config::default());
         let mut dp = dp.borrow_mut();
@@ -140,6 +180,8 @@ fn kernel_verdicts_equal_simulator_verdicts() {
             let peer = |x: usize, k: u8| {
                 if k < 6 {
                     PeerRef::Pod(names[x % names.len()].to_owned())
+                } else if ipv6 {
+                    PeerRef::Ip(WORLD_IPS6[x % WORLD_IPS6.len()].parse().expect("ip"))
                 } else {
                     PeerRef::Ip(WORLD_IPS[x % WORLD_IPS.len()].parse().expect("ip"))
                 }
@@ -152,11 +194,27 @@ fn kernel_verdicts_equal_simulator_verdicts() {
                 0 => (6, [80, 81, 53, 8080, 8050, 9090, 0][port]),
                 1 => (17, [80, 81, 53, 8080, 8050, 9090, 0][port]),
                 2 => (132, [80, 81, 53, 8080, 8050, 9090, 0][port]),
+                _ if ipv6 => (58, 128),
                 _ => (1, 8),
             };
-            let src = resolve(&c, &from).map_err(TestCaseError::fail)?;
-            let dst = resolve(&c, &to).map_err(TestCaseError::fail)?;
-            let pkt = packet::ipv4(v4(src.ip), v4(dst.ip), protocol, 20000 + i as u16, port);
+            let mut src = resolve(&c, &from).map_err(TestCaseError::fail)?;
+            let mut dst = resolve(&c, &to).map_err(TestCaseError::fail)?;
+            let sport = 20000 + i as u16;
+            let pkt = if ipv6 {
+                // A pod's IPv6 address; world peers have one already.
+                for side in [&mut src, &mut dst] {
+                    if let Some(ep) = side.endpoint {
+                        side.ip = ep.ips.iter().copied().find(IpAddr::is_ipv6);
+                    }
+                }
+                let v6 = |ip: Option<IpAddr>| match ip {
+                    Some(IpAddr::V6(a)) => a,
+                    other => panic!("IPv6 flows need IPv6 addresses, got {other:?}"),
+                };
+                packet::ipv6(v6(src.ip), v6(dst.ip), protocol, sport, port)
+            } else {
+                packet::ipv4(v4(src.ip), v4(dst.ip), protocol, sport, port)
+            };
             for (egress, side, prog) in [(true, &src, FROM_ENDPOINT), (false, &dst, TO_ENDPOINT)] {
                 let Some(ep) = side.endpoint else { continue };
                 let mark = keys[&ep.name];
@@ -182,14 +240,24 @@ fn kernel_verdicts_equal_simulator_verdicts() {
                     ret
                 );
                 checked.set(checked.get() + 1);
+                denied.set(denied.get() + usize::from(kernel == Verdict::Denied));
             }
         }
         Ok(())
     });
     if let Err(e) = result {
-        panic!("kernel and simulator disagree (seed {seed}): {e}");
+        panic!(
+            "kernel and simulator disagree over {} (seed {seed}): {e}",
+            if ipv6 { "IPv6" } else { "IPv4" }
+        );
     }
     let checked = checked.get();
-    eprintln!("{checked} direction verdicts compared, all equal");
+    let denied = denied.get();
+    eprintln!("{checked} direction verdicts compared ({denied} denied), all equal");
     assert!(checked >= 10_000, "only {checked} verdicts compared");
+    // Both verdicts are well represented, or agreeing would prove little.
+    assert!(
+        denied >= checked / 10 && checked - denied >= checked / 10,
+        "{denied} of {checked} denied"
+    );
 }

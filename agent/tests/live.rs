@@ -107,3 +107,68 @@ fn allowed_port_connects_denied_port_does_not() {
     );
     assert!(net.connects(8001), "port 8001 still connects");
 }
+
+#[test]
+fn ipv6_allowed_port_connects_denied_port_does_not() {
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some(net) = PodNet::create("s").filter(PodNet::add_ipv6) else {
+        assert!(
+            !require,
+            "SLUICE_REQUIRE_BPF=1 but a network namespace with IPv6 could not be created"
+        );
+        eprintln!("SKIPPED: cannot create network namespaces with IPv6 here");
+        return;
+    };
+    let mut dp = match Datapath::load() {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(
+                !require,
+                "SLUICE_REQUIRE_BPF=1 but the datapath did not load: {e}"
+            );
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let host = net.host_addr6();
+    let _listeners: Vec<TcpListener> = [8000u16, 8001]
+        .iter()
+        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's IPv6 address"))
+        .collect();
+    let policy = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: client-out, namespace: live}}\nspec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toCIDR: [\"{host}/128\"]\n    toPorts: [{{ports: [{{port: \"8000\", protocol: TCP}}]}}]\n"
+    );
+    let inv = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n",
+        net.pod_addr(),
+        net.pod_addr6()
+    );
+    let loaded = policy_lang::parse_source("policy.yaml", &policy, &Default::default());
+    assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
+    let mut sources = loaded.sources.clone();
+    let mut diags = Vec::new();
+    let inv = inventory::parse_str("inventory.yaml", &inv, &mut sources, &mut diags);
+    let (c, d) = compile(&loaded.set, &sources, &inv, &Config::default());
+    assert!(d.iter().all(|x| !x.is_error()), "{d:?}");
+    let keys = HashMap::from([(
+        "live/client".to_owned(),
+        ifindex(&net.host_if).expect("ifindex"),
+    )]);
+    dp.apply(&c, &keys, None, false).expect("apply");
+    dp.attach(&net.host_if).expect("attach");
+    std::thread::sleep(Duration::from_millis(100));
+    // Neighbour discovery passes whatever the policy, so the address
+    // resolves; then the policy decides.
+    assert!(
+        net.connects_to(&host, 8000),
+        "8000 over IPv6 is allowed and must connect"
+    );
+    assert!(
+        !net.connects_to(&host, 8001),
+        "8001 over IPv6 is not allowed"
+    );
+    // IPv4 to the same port (a listener is there) is not allowed by an
+    // IPv6 CIDR.
+    let _v4 = TcpListener::bind((net.host_addr().as_str(), 8000)).expect("bind IPv4");
+    assert!(!net.connects(8000), "the IPv6 allow does not open IPv4");
+}

@@ -105,9 +105,8 @@ fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
 
 /// An event as one line: text, or Hubble's JSON flow shape.
 fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> String {
-    let ip = |a: [u8; 4]| std::net::IpAddr::from(a);
-    let (src, dst) = (ip(e.saddr), ip(e.daddr));
-    let (sport, dport) = (u16::from_be_bytes(e.sport), u16::from_be_bytes(e.dport));
+    let (src, dst) = (e.saddr, e.daddr);
+    let (sport, dport) = (e.sport, e.dport);
     let verdict = match e.verdict {
         0 => "FORWARDED",
         2 => "REDIRECTED",
@@ -133,6 +132,7 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
     };
     let l4 = match e.proto {
         1 => serde_json::json!({"ICMPv4": {"type": dport}}),
+        58 => serde_json::json!({"ICMPv6": {"type": dport}}),
         p => {
             serde_json::json!({ compiler::mapstate::proto_name(p): {"source_port": sport, "destination_port": dport}})
         }
@@ -146,7 +146,7 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
     serde_json::json!({"flow": {
         "verdict": verdict,
         "drop_reason_desc": reason,
-        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": "IPv4"},
+        "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": if src.is_ipv6() { "IPv6" } else { "IPv4" }},
         "l4": l4,
         "source": ep_json(src),
         "destination": ep_json(dst),
