@@ -320,33 +320,43 @@ static __always_inline struct sl_endpoint *endpoint_of(__u32 key)
 	return bpf_map_lookup_elem(&SL_ENDPOINTS_HIGH, &key);
 }
 
+/* Points a lookup tuple at the proxy's socket on the loopback address. */
+static __always_inline void to_loopback(struct bpf_sock_tuple *t, int v6, __u16 port)
+{
+	if (v6) {
+		t->ipv6.daddr[0] = 0;
+		t->ipv6.daddr[1] = 0;
+		t->ipv6.daddr[2] = 0;
+		t->ipv6.daddr[3] = bpf_htonl(1);
+		t->ipv6.dport = bpf_htons(port);
+	} else {
+		t->ipv4.daddr = bpf_htonl(0x7f000001);
+		t->ipv4.dport = bpf_htons(port);
+	}
+}
+
 /* Assigns the agent's proxy socket to a packet (TC ingress only) and marks
  * it for local delivery: the connection's own socket when the proxy has
  * accepted it already, else the listener (TCP) or the proxy's socket (UDP)
- * on 127.0.0.1. Returns < 0 when there is no socket to assign. */
-static __always_inline int to_proxy(struct __sk_buff *skb, const struct flow *f,
-				    const struct sl_config *cfg)
+ * on the loopback address. `t` is the packet's tuple. Returns < 0 when
+ * there is no socket to assign. */
+static __always_inline int assign_proxy(struct __sk_buff *skb, struct bpf_sock_tuple *t, int v6,
+					__u8 proto, const struct sl_config *cfg)
 {
-	struct bpf_sock_tuple t = {};
-	t.ipv4.saddr = f->saddr;
-	t.ipv4.daddr = f->daddr;
-	t.ipv4.sport = f->sport;
-	t.ipv4.dport = f->dport;
+	__u32 size = v6 ? sizeof(t->ipv6) : sizeof(t->ipv4);
 	struct bpf_sock *sk = 0;
-	if (f->proto == IPPROTO_TCP && cfg->proxy_port_tcp) {
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (proto == IPPROTO_TCP && cfg->proxy_port_tcp) {
+		sk = bpf_skc_lookup_tcp(skb, t, size, BPF_F_CURRENT_NETNS, 0);
 		if (sk) {
 			if (sk->state != BPF_TCP_LISTEN)
 				goto assign;
 			bpf_sk_release(sk);
 		}
-		t.ipv4.daddr = bpf_htonl(0x7f000001);
-		t.ipv4.dport = bpf_htons(cfg->proxy_port_tcp);
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	} else if (f->proto == IPPROTO_UDP && cfg->proxy_port_udp) {
-		t.ipv4.daddr = bpf_htonl(0x7f000001);
-		t.ipv4.dport = bpf_htons(cfg->proxy_port_udp);
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		to_loopback(t, v6, cfg->proxy_port_tcp);
+		sk = bpf_skc_lookup_tcp(skb, t, size, BPF_F_CURRENT_NETNS, 0);
+	} else if (proto == IPPROTO_UDP && cfg->proxy_port_udp) {
+		to_loopback(t, v6, cfg->proxy_port_udp);
+		sk = bpf_sk_lookup_udp(skb, t, size, BPF_F_CURRENT_NETNS, 0);
 	}
 	if (!sk)
 		return -1;
@@ -359,12 +369,36 @@ assign:;
 	return 0;
 }
 
-/* Hands a packet the endpoint's policy redirects to L7 to the proxy. From
- * the endpoint (TC ingress) the proxy's socket is assigned here; towards it
- * (TC egress, where sockets cannot be assigned) the packet is turned around
- * into the same interface's ingress, marked, and sl_from_endpoint assigns
- * the socket there. Without a proxy socket the packet is dropped: L7 policy
- * that cannot be enforced never passes as L4. */
+static __always_inline int to_proxy(struct __sk_buff *skb, const struct flow *f,
+				    const struct sl_config *cfg)
+{
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = f->sport;
+	t.ipv4.dport = f->dport;
+	return assign_proxy(skb, &t, 0, f->proto, cfg);
+}
+
+/* Turns a frame going out to the endpoint around into the same interface's
+ * ingress, marked for the proxy (sockets can only be assigned at TC
+ * ingress). The interface's own address becomes the destination MAC, so
+ * that the frame is taken as addressed to this host. */
+static __always_inline int turn_around(struct __sk_buff *skb)
+{
+	__u8 mac[ETH_ALEN];
+	if (bpf_skb_load_bytes(skb, ETH_ALEN, mac, ETH_ALEN) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	skb->mark = SL_MARK_TO_PROXY;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* Hands a packet the endpoint's policy redirects to L7 to the proxy: from
+ * the endpoint (TC ingress) by assigning the proxy's socket here; towards
+ * it by turning it around, and sl_from_endpoint assigns the socket. Without
+ * a proxy socket the packet is dropped: L7 policy that cannot be enforced
+ * never passes as L4. */
 static __always_inline int redirect(struct __sk_buff *skb, const struct flow *f,
 				    const struct sl_config *cfg, const struct sl_endpoint *ep,
 				    __u8 egress, __u32 ep_key, __u32 remote, int new_conn)
@@ -377,23 +411,14 @@ static __always_inline int redirect(struct __sk_buff *skb, const struct flow *f,
 	count(ep, SL_STAT_PROXY);
 	if (new_conn)
 		event(f, egress, 2, SL_STAT_PROXY, ep_key, remote);
-	if (egress)
-		return TC_ACT_OK;
-	/* The interface's own address becomes the destination MAC, so that the
-	 * turned-around frame is taken as addressed to this host. */
-	__u8 mac[ETH_ALEN];
-	if (bpf_skb_load_bytes(skb, ETH_ALEN, mac, ETH_ALEN) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0) < 0)
-		return TC_ACT_SHOT;
-	skb->mark = SL_MARK_TO_PROXY;
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return egress ? TC_ACT_OK : turn_around(skb);
 }
 
 /* ---- IPv6 ----
  * The same decisions as IPv4's path, on maps of their own: addresses are
- * 16 bytes, so the ipcache and conntrack keys differ; policy lookup is
- * shared (identities and ports know no family). No flow cache and no L7
- * proxy for IPv6 yet: traffic an IPv6 entry redirects to L7 is dropped. */
+ * 16 bytes, so the ipcache and conntrack keys differ; policy lookup and the
+ * proxy hand-over are shared (identities and ports know no family). No
+ * flow cache for IPv6 yet. */
 
 struct flow6 {
 	__u32 saddr[4], daddr[4];
@@ -519,14 +544,55 @@ static __always_inline void event6(const struct flow6 *f, __u8 egress, __u8 verd
 	bpf_ringbuf_submit(e, 0);
 }
 
+static __always_inline int to_proxy6(struct __sk_buff *skb, const struct flow6 *f,
+				     const struct sl_config *cfg)
+{
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(t.ipv6.saddr, f->saddr, 16);
+	__builtin_memcpy(t.ipv6.daddr, f->daddr, 16);
+	t.ipv6.sport = f->sport;
+	t.ipv6.dport = f->dport;
+	return assign_proxy(skb, &t, 1, f->proto, cfg);
+}
+
+/* `redirect` for IPv6. */
+static __always_inline int redirect6(struct __sk_buff *skb, const struct flow6 *f,
+				     const struct sl_config *cfg, const struct sl_endpoint *ep,
+				     __u8 egress, __u32 ep_key, __u32 remote, int new_conn)
+{
+	if (egress && to_proxy6(skb, f, cfg) < 0) {
+		count(ep, SL_STAT_DROP_PROXY);
+		event6(f, egress, 1, SL_STAT_DROP_PROXY, ep_key, remote);
+		return TC_ACT_SHOT;
+	}
+	count(ep, SL_STAT_PROXY);
+	if (new_conn)
+		event6(f, egress, 2, SL_STAT_PROXY, ep_key, remote);
+	return egress ? TC_ACT_OK : turn_around(skb);
+}
+
 static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const struct sl_config *cfg,
-				   struct sl_endpoint *ep, __u32 ep_key)
+				   struct sl_endpoint *ep, __u32 ep_key, __u32 mark)
 {
 	struct flow6 f;
 	if (parse6(skb, &f) < 0)
 		return TC_ACT_OK; /* not a packet sluice can judge */
 	if (f.nd)
 		return TC_ACT_OK;
+	int from_proxy = 0;
+	if (!cfg->test_mode) {
+		__u32 kind = mark & SL_MARK_MASK;
+		if (egress && kind == SL_MARK_TO_PROXY) {
+			/* Turned around by sl_to_endpoint (see handle). */
+			if (to_proxy6(skb, &f, cfg) < 0) {
+				count(ep, SL_STAT_DROP_PROXY);
+				event6(&f, 0, 1, SL_STAT_DROP_PROXY, ep_key, 0);
+				return TC_ACT_SHOT;
+			}
+			return TC_ACT_OK;
+		}
+		from_proxy = !egress && kind == SL_MARK_FROM_PROXY;
+	}
 
 	/* Order the two (address, port) pairs: the lower first. */
 	int s_lo = 0, decided = 0;
@@ -551,6 +617,8 @@ static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const str
 	if (ct) {
 		if (ct->egress == egress) {
 			if (ct->generation == cfg->generation) {
+				if (ct->proxy)
+					return redirect6(skb, &f, cfg, ep, egress, ep_key, 0, 0);
 				count(ep, SL_STAT_FORWARD);
 				return TC_ACT_OK;
 			}
@@ -560,33 +628,40 @@ static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const str
 		}
 	}
 
-	__u32 remote = identity6_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
+	__u32 remote = from_proxy && (mark & SL_MARK_ID_MASK)
+			       ? mark & SL_MARK_ID_MASK
+			       : identity6_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
 	__u32 ports_mask = f.has_ports ? 0x1ffffff : 0x1ff;
 	__u32 bits = ((__u32)egress << 24) | ((__u32)f.proto << 16) | bpf_ntohs(f.dport);
 	int flags = sl_decide(ep->map_id, remote, bits, ep->plens & ports_mask,
 			      ep->plens_any & ports_mask);
-	int redirect = flags >= 0 && (flags & SL_FLAG_REDIRECT) && !cfg->test_mode;
-	if (flags < 0 || (flags & SL_FLAG_DENY) || redirect) {
-		int why = flags < 0 ? SL_STAT_DROP_POLICY
-			  : redirect ? SL_STAT_DROP_PROXY : SL_STAT_DROP_DENY;
+	if (flags < 0 || (flags & SL_FLAG_DENY)) {
+		int why = flags < 0 ? SL_STAT_DROP_POLICY : SL_STAT_DROP_DENY;
 		if (ct && ct->egress == egress)
 			bpf_map_delete_elem(&SL_CT6, &ck);
 		count(ep, why);
 		event6(&f, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
+	__u8 proxy = (flags & SL_FLAG_REDIRECT) && !cfg->test_mode && !from_proxy;
 	if (ct) {
-		if (ct->egress == egress)
+		if (ct->egress == egress) {
 			ct->generation = cfg->generation;
+			ct->proxy = proxy;
+		}
 	} else {
 		struct sl_ct_value cv = {
 			.created_ns = bpf_ktime_get_ns(),
 			.generation = cfg->generation,
 			.egress = egress,
+			.proxy = proxy,
 		};
 		bpf_map_update_elem(&SL_CT6, &ck, &cv, BPF_ANY);
-		event6(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
+		if (!proxy)
+			event6(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}
+	if (proxy)
+		return redirect6(skb, &f, cfg, ep, egress, ep_key, remote, !ct);
 	count(ep, SL_STAT_FORWARD);
 	return TC_ACT_OK;
 }
@@ -616,7 +691,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	if (!ep)
 		return TC_ACT_OK; /* not an endpoint sluice manages */
 	if (v6)
-		return handle6(skb, egress, cfg, ep, ep_key);
+		return handle6(skb, egress, cfg, ep, ep_key, mark);
 
 	int from_proxy = 0;
 	if (!cfg->test_mode) {

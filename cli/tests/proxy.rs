@@ -9,7 +9,8 @@
 //!   - ingress HTTP rules (Star Wars): the host's connections to the pod
 //!     turn around into the proxy, POST /v1/request-landing passes and
 //!     PUT /v1/exhaust-port gets 403 on the same connection;
-//!   - a 1 MB request line is refused and never reaches the server.
+//!   - a 1 MB request line is refused and never reaches the server;
+//!   - over IPv6 too: HTTP egress rules and the ingress rule.
 //!
 //! Needs root; fails rather than skips with SLUICE_REQUIRE_BPF=1.
 
@@ -227,7 +228,10 @@ print("api", ask("api.example.test"), sep="|")
 #[test]
 fn the_l7_proxy_enforces_http_and_dns_end_to_end() {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let (Some(a), Some(b)) = (PodNet::create("pa"), PodNet::create("pb")) else {
+    let (Some(a), Some(b)) = (
+        PodNet::create("pa").filter(PodNet::add_ipv6),
+        PodNet::create("pb").filter(PodNet::add_ipv6),
+    ) else {
         assert!(
             !require,
             "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
@@ -257,10 +261,12 @@ fn the_l7_proxy_enforces_http_and_dns_end_to_end() {
     write(
         &inv,
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {{name: deathstar, namespace: live, labels: {{org: empire, class: deathstar}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: deathstar, namespace: live, labels: {{org: empire, class: deathstar}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n",
             a.pod_addr(),
-            b.pod_addr()
+            a.pod_addr6(),
+            b.pod_addr(),
+            b.pod_addr6()
         ),
     );
     let pol = fx.dir.join("policy.yaml");
@@ -273,7 +279,7 @@ metadata: {{name: client-out, namespace: live}}
 spec:
   endpointSelector: {{matchLabels: {{app: client}}}}
   egress:
-  - toCIDR: [{host}/32]
+  - toCIDR: [{host}/32, "{host6}/128"]
     toPorts:
     - ports: [{{port: "8080", protocol: TCP}}]
       rules:
@@ -294,13 +300,15 @@ metadata: {{name: rule1, namespace: live}}
 spec:
   endpointSelector: {{matchLabels: {{org: empire, class: deathstar}}}}
   ingress:
-  - fromCIDR: [{}/32]
+  - fromCIDR: [{}/32, "{}/128"]
     toPorts:
     - ports: [{{port: "80", protocol: TCP}}]
       rules:
         http: [{{method: POST, path: "/v1/request-landing"}}]
 "#,
-            b.host_addr()
+            b.host_addr(),
+            b.host_addr6(),
+            host6 = a.host_addr6(),
         ),
     );
 
@@ -310,6 +318,10 @@ spec:
     let l = TcpListener::bind((host.as_str(), 8080)).expect("bind the HTTP server");
     let s = seen_http.clone();
     std::thread::spawn(move || http_server(l, s));
+    let seen_http6: Seen = Arc::default();
+    let l = TcpListener::bind((a.host_addr6().as_str(), 8080)).expect("bind the IPv6 HTTP server");
+    let s = seen_http6.clone();
+    std::thread::spawn(move || http_server(l, s));
     let fqdn_listener = TcpListener::bind((fqdn_addr.as_str(), 8081)).expect("bind 8081");
     let ip: std::net::Ipv4Addr = fqdn_addr.parse().expect("ipv4");
     dns_server(&host, 8053, ip.octets(), seen_dns.clone());
@@ -317,6 +329,12 @@ spec:
     let s = seen_star.clone();
     let _deathstar = b.spawn_in(move || {
         if let Ok(l) = TcpListener::bind((star.as_str(), 80)) {
+            http_server(l, s);
+        }
+    });
+    let (star6, s) = (b.pod_addr6(), seen_star.clone());
+    let _deathstar6 = b.spawn_in(move || {
+        if let Ok(l) = TcpListener::bind((star6.as_str(), 80)) {
             http_server(l, s);
         }
     });
@@ -413,6 +431,27 @@ spec:
         exchange(&mut w, &mut r, land),
         (200, "conn=1 POST /v1/request-landing".into())
     );
+    // The same over IPv6: egress HTTP rules, then the ingress rule.
+    // (With the port given, http.client takes the address as it is.)
+    let out = a.python(&HTTP_CLIENT.replace("HOST", &a.host_addr6()));
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    for (row, (path, status, body)) in rows.iter().zip(expect) {
+        assert_eq!((row[1], row[2]), (path, status), "IPv6: {out}");
+        assert!(row[4].ends_with(body), "IPv6 {path}: {out}");
+    }
+    assert_eq!(seen_http6.lock().expect("seen").len(), 3, "IPv6: {out}");
+    let mut w = TcpStream::connect((b.pod_addr6().as_str(), 80)).expect("connect over IPv6");
+    w.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r = BufReader::new(w.try_clone().expect("clone"));
+    assert_eq!(
+        exchange(&mut w, &mut r, exhaust),
+        (403, "Access denied".into())
+    );
+    let (status, body) = exchange(&mut w, &mut r, land);
+    assert_eq!(status, 200, "IPv6 landing: {body}");
+
     // A 1 MB request line: refused, never forwarded.
     let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
     w.set_read_timeout(Some(Duration::from_secs(10)))
@@ -426,7 +465,7 @@ spec:
     assert_ne!(status, 200);
     assert_eq!(
         seen_star.lock().expect("seen").len(),
-        2,
-        "only the two landings reached the deathstar"
+        3,
+        "only the three landings reached the deathstar"
     );
 }

@@ -19,27 +19,65 @@ const RCODE_SERVFAIL: u8 = 2;
 const RCODE_NOTIMP: u8 = 4;
 const RCODE_REFUSED: u8 = 5;
 
-pub(super) fn listen() -> io::Result<UdpSocket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_ip_transparent_v4(true)?;
-    // Datagrams keep their original destination (the DNS server the
-    // client asked); this option reports it with each one.
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket and a pointer to an int of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_IP,
-            libc::IP_RECVORIGDSTADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
+/// The proxy's DNS sockets on 127.0.0.1 and (where the host has IPv6) ::1,
+/// on one port.
+pub(super) fn listen() -> io::Result<(UdpSocket, Option<UdpSocket>)> {
+    super::same_port(|at| {
+        let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+        super::transparent(&s, at)?;
+        // Datagrams keep their original destination (the DNS server the
+        // client asked); this option reports it with each one.
+        let (level, name) = if at.is_ipv6() {
+            (libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR)
+        } else {
+            (libc::SOL_IP, libc::IP_RECVORIGDSTADDR)
+        };
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a pointer to an int of the given size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        s.bind(&at.into())?;
+        Ok(s.into())
+    })
+}
+
+/// A socket address as the kernel wrote it (IPv4 or IPv6).
+///
+/// # Safety
+/// `p` points to a `sockaddr_in` (family AF_INET), a `sockaddr_in6`
+/// (AF_INET6), or at least a family field of another value.
+unsafe fn socket_addr(p: *const u8) -> Option<SocketAddr> {
+    // SAFETY: as the caller promises; unaligned reads copy the structs out.
+    unsafe {
+        let family = std::ptr::read_unaligned(p.cast::<libc::sa_family_t>());
+        match i32::from(family) {
+            libc::AF_INET => {
+                let a: libc::sockaddr_in = std::ptr::read_unaligned(p.cast());
+                Some(SocketAddr::from((
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                let a: libc::sockaddr_in6 = std::ptr::read_unaligned(p.cast());
+                Some(SocketAddr::from((
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                )))
+            }
+            _ => None,
+        }
     }
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    Ok(s.into())
 }
 
 /// One datagram with its sender and original destination.
@@ -49,17 +87,18 @@ fn receive(
 ) -> io::Result<(usize, SocketAddr, Option<SocketAddr>)> {
     // SAFETY: every pointer handed to recvmsg points into a live local of
     // the size given; control messages are read only within msg_controllen
-    // through the CMSG_* accessors, and unaligned reads copy them out.
+    // through the CMSG_* accessors, and addresses are copied out by
+    // `socket_addr` from buffers the kernel filled for their family.
     unsafe {
-        let mut src: libc::sockaddr_in = std::mem::zeroed();
+        let mut src: libc::sockaddr_storage = std::mem::zeroed();
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
         let mut control = [0u64; 16];
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut src as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_name = (&mut src as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -68,19 +107,16 @@ fn receive(
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let from = SocketAddr::from((
-            Ipv4Addr::from(u32::from_be(src.sin_addr.s_addr)),
-            u16::from_be(src.sin_port),
-        ));
+        let from = socket_addr((&src as *const libc::sockaddr_storage).cast())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "sender address"))?;
         let mut orig = None;
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_IP && (*c).cmsg_type == libc::IP_ORIGDSTADDR {
-                let a: libc::sockaddr_in = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                orig = Some(SocketAddr::from((
-                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                    u16::from_be(a.sin_port),
-                )));
+            let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+            if (level == libc::SOL_IP && kind == libc::IP_ORIGDSTADDR)
+                || (level == libc::SOL_IPV6 && kind == libc::IPV6_ORIGDSTADDR)
+            {
+                orig = socket_addr(libc::CMSG_DATA(c));
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
@@ -159,7 +195,7 @@ fn query(shared: &Shared, packet: &[u8], src: SocketAddr, dst: SocketAddr) {
 fn send_from(from: SocketAddr, to: SocketAddr, data: &[u8]) -> io::Result<()> {
     let s = Socket::new(Domain::for_address(from), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
-    s.set_ip_transparent_v4(true)?;
+    super::transparent(&s, from)?;
     s.bind(&from.into())?;
     s.send_to(data, &to.into())?;
     Ok(())
@@ -169,7 +205,12 @@ fn send_from(from: SocketAddr, to: SocketAddr, data: &[u8]) -> io::Result<()> {
 fn forward(packet: &[u8], id: u16, dst: SocketAddr, mark: u32) -> io::Result<Vec<u8>> {
     let s = Socket::new(Domain::for_address(dst), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_mark(mark)?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+    let any: IpAddr = if dst.is_ipv6() {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    s.bind(&SocketAddr::new(any, 0).into())?;
     let u: UdpSocket = s.into();
     u.connect(dst)?;
     u.send(packet)?;

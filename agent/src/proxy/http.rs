@@ -20,15 +20,19 @@ const MAX_LINE: usize = 4096;
 const IDLE: Duration = Duration::from_secs(60);
 const CONNECT: Duration = Duration::from_secs(5);
 
-pub(super) fn listen() -> io::Result<TcpListener> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    // Accepted connections keep their original destination as local
-    // address; answering from it needs a transparent socket.
-    s.set_ip_transparent_v4(true)?;
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    s.listen(1024)?;
-    Ok(s.into())
+/// The proxy's listeners on 127.0.0.1 and, where the host has IPv6, on
+/// ::1, both on the same port (the datapath knows one port per protocol).
+pub(super) fn listen() -> io::Result<(TcpListener, Option<TcpListener>)> {
+    super::same_port(|at| {
+        let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        // Accepted connections keep their original destination as local
+        // address; answering from it needs a transparent socket.
+        super::transparent(&s, at)?;
+        s.bind(&at.into())?;
+        s.listen(1024)?;
+        Ok(s.into())
+    })
 }
 
 pub(super) fn serve(listener: TcpListener, shared: Arc<Shared>) {

@@ -185,23 +185,73 @@ impl Proxy {
             learning,
             ..Shared::default()
         });
-        let tcp = http::listen()?;
-        let udp = dns::listen()?;
+        let (tcp, tcp6) = http::listen()?;
+        let (udp, udp6) = dns::listen()?;
         let tcp_port = tcp.local_addr()?.port();
         let udp_port = udp.local_addr()?.port();
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("proxy-tcp".into())
-            .spawn(move || http::serve(tcp, s))?;
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("proxy-dns".into())
-            .spawn(move || dns::serve(udp, s))?;
+        for l in std::iter::once(tcp).chain(tcp6) {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name("proxy-tcp".into())
+                .spawn(move || http::serve(l, s))?;
+        }
+        for u in std::iter::once(udp).chain(udp6) {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name("proxy-dns".into())
+                .spawn(move || dns::serve(u, s))?;
+        }
         Ok(Proxy {
             tcp_port,
             udp_port,
             shared,
         })
+    }
+}
+
+/// Binds `bind(127.0.0.1:port)` and `bind([::1]:port)` on one port (the
+/// first free for both, ephemeral). Without IPv6 on the host, only the
+/// IPv4 socket.
+fn same_port<T: HasPort>(
+    bind: impl Fn(SocketAddr) -> std::io::Result<T>,
+) -> std::io::Result<(T, Option<T>)> {
+    for _ in 0..64 {
+        let v4 = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let port = v4.port()?;
+        match bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))) {
+            Ok(v6) => return Ok((v4, Some(v6))),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            // No IPv6 here: IPv6 traffic to be proxied is dropped.
+            Err(_) => return Ok((v4, None)),
+        }
+    }
+    Err(std::io::ErrorKind::AddrInUse.into())
+}
+
+trait HasPort {
+    fn port(&self) -> std::io::Result<u16>;
+}
+
+impl HasPort for std::net::TcpListener {
+    fn port(&self) -> std::io::Result<u16> {
+        Ok(self.local_addr()?.port())
+    }
+}
+
+impl HasPort for std::net::UdpSocket {
+    fn port(&self) -> std::io::Result<u16> {
+        Ok(self.local_addr()?.port())
+    }
+}
+
+/// Makes a socket transparent (it may use addresses not of this host);
+/// IPv6 sockets answer only IPv6.
+fn transparent(s: &socket2::Socket, at: SocketAddr) -> std::io::Result<()> {
+    if at.is_ipv6() {
+        s.set_only_v6(true)?;
+        s.set_ip_transparent_v6(true)
+    } else {
+        s.set_ip_transparent_v4(true)
     }
 }
 
@@ -304,49 +354,38 @@ fn redirect_kinds(c: &Compiled, o: &Outcome) -> BTreeSet<L7Kind> {
 }
 
 /// The policy-routing rule and table that deliver packets marked for the
-/// proxy to the local stack, whatever their destination address
-/// (idempotent).
+/// proxy to the local stack, whatever their destination address, for IPv4
+/// and (where the host has it) IPv6. Idempotent.
 pub fn install_routing() -> Result<(), String> {
     let mark = format!("{MARK_TO_PROXY:#x}/{:#x}", crate::maps::MARK_MASK);
     let table = ROUTE_TABLE.to_string();
-    let rules = ip(&["rule", "list", "pref", &RULE_PRIORITY.to_string()])?;
-    if !rules.contains(&format!("lookup {table}")) {
+    let pref = RULE_PRIORITY.to_string();
+    let mut families = vec![("-4", "0.0.0.0/0")];
+    if std::path::Path::new("/proc/net/if_inet6").exists() {
+        families.push(("-6", "::/0"));
+    }
+    for (family, all) in families {
+        let rules = ip(&[family, "rule", "list", "pref", &pref])?;
+        if !rules.contains(&format!("lookup {table}")) {
+            ip(&[
+                family, "rule", "add", "pref", &pref, "fwmark", &mark, "lookup", &table,
+            ])?;
+        }
         ip(&[
-            "rule",
-            "add",
-            "pref",
-            &RULE_PRIORITY.to_string(),
-            "fwmark",
-            &mark,
-            "lookup",
-            &table,
+            family, "route", "replace", "local", all, "dev", "lo", "table", &table,
         ])?;
     }
-    ip(&[
-        "route",
-        "replace",
-        "local",
-        "0.0.0.0/0",
-        "dev",
-        "lo",
-        "table",
-        &table,
-    ])?;
     Ok(())
 }
 
 /// Removes what [`install_routing`] added (nothing missing is an error).
 pub fn remove_routing() {
     let table = ROUTE_TABLE.to_string();
-    let _ = ip(&[
-        "rule",
-        "del",
-        "pref",
-        &RULE_PRIORITY.to_string(),
-        "lookup",
-        &table,
-    ]);
-    let _ = ip(&["route", "flush", "table", &table]);
+    let pref = RULE_PRIORITY.to_string();
+    for family in ["-4", "-6"] {
+        let _ = ip(&[family, "rule", "del", "pref", &pref, "lookup", &table]);
+        let _ = ip(&[family, "route", "flush", "table", &table]);
+    }
 }
 
 fn ip(args: &[&str]) -> Result<String, String> {
