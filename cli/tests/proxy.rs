@@ -9,7 +9,8 @@
 //!   - ingress HTTP rules (Star Wars): the host's connections to the pod
 //!     turn around into the proxy, POST /v1/request-landing passes and
 //!     PUT /v1/exhaust-port gets 403 on the same connection;
-//!   - a 1 MB request line is refused and never reaches the server;
+//!   - a 1 MB request line and binary garbage are refused and never reach
+//!     the server;
 //!   - over IPv6 too: HTTP egress rules and the ingress rule.
 //!
 //! Needs root; fails rather than skips with SLUICE_REQUIRE_BPF=1.
@@ -451,6 +452,13 @@ spec:
     );
     let (status, body) = exchange(&mut w, &mut r, land);
     assert_eq!(status, 200, "IPv6 landing: {body}");
+
+    // Binary garbage where a request should be: 400, never forwarded.
+    let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
+    w.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut r = BufReader::new(w.try_clone().expect("clone"));
+    let garbage = "\u{1}\u{2}\u{7f}GET\u{0}/v1/request-landing \u{fe}\r\n\r\n";
+    assert_eq!(exchange(&mut w, &mut r, garbage).0, 400);
 
     // A 1 MB request line: refused, never forwarded.
     let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
