@@ -5,7 +5,8 @@
 //!     403, and the client's keep-alive connection survives a denial;
 //!   - egress DNS rules: a denied name gets REFUSED, malformed queries
 //!     FORMERR or nothing, an allowed one its answer, which the agent
-//!     learns so that a toFQDNs rule opens the answered address;
+//!     learns so that a toFQDNs rule opens the answered address; the same
+//!     over TCP, two queries on one connection;
 //!   - ingress HTTP rules (Star Wars): the host's connections to the pod
 //!     turn around into the proxy, POST /v1/request-landing passes and
 //!     PUT /v1/exhaust-port gets 403 on the same connection;
@@ -94,9 +95,38 @@ fn http_server(listener: TcpListener, seen: Seen) {
     }
 }
 
-/// A DNS server answering `api.example.test` with `answer` and every other
-/// name with NXDOMAIN; records the names asked. Bound with SO_REUSEADDR:
-/// the proxy answers clients from this same address.
+/// The test DNS server's answer to query `q`: `answer` for
+/// `api.example.test`, NXDOMAIN for any other name (recorded in `seen`).
+fn dns_answer(q: &[u8], answer: [u8; 4], seen: &Seen) -> Vec<u8> {
+    let n = q.len();
+    // The name, label by label, up to the question's end.
+    let (mut i, mut name) = (12, Vec::new());
+    while i < n && q[i] != 0 {
+        let l = usize::from(q[i]);
+        let label = q.get(i + 1..i + 1 + l).unwrap_or_default();
+        name.push(String::from_utf8_lossy(label).into_owned());
+        i += 1 + l;
+    }
+    let name = name.join(".");
+    if let Ok(mut s) = seen.lock() {
+        s.push(name.clone());
+    }
+    let end = (i + 5).min(n);
+    let hit = name == "api.example.test";
+    let mut r = q.get(..2).unwrap_or_default().to_vec();
+    let rcode = if hit { 0x80 } else { 0x83 };
+    r.extend_from_slice(&[0x81, rcode, 0, 1, 0, u8::from(hit), 0, 0, 0, 0]);
+    r.extend_from_slice(q.get(12..end).unwrap_or_default());
+    if hit {
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&answer);
+    }
+    r
+}
+
+/// A DNS server on UDP and TCP answering with [`dns_answer`]. The UDP
+/// socket is bound with SO_REUSEADDR: the proxy answers clients from this
+/// same address.
 fn dns_server(addr: &str, port: u16, answer: [u8; 4], seen: Seen) {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("udp socket");
@@ -106,47 +136,37 @@ fn dns_server(addr: &str, port: u16, answer: [u8; 4], seen: Seen) {
     let u: UdpSocket = s.into();
     u.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
+    let udp_seen = seen.clone();
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut buf = [0u8; 512];
         while start.elapsed() < SERVE {
-            let Ok((n, from)) = u.recv_from(&mut buf) else {
+            if let Ok((n, from)) = u.recv_from(&mut buf) {
+                let _ = u.send_to(&dns_answer(&buf[..n], answer, &udp_seen), from);
+            }
+        }
+    });
+    let l = TcpListener::bind(at).expect("bind the DNS server (TCP)");
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < SERVE {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
-            let q = &buf[..n];
-            // The name, label by label, up to the question's end.
-            let (mut i, mut name) = (12, Vec::new());
-            while i < n && q[i] != 0 {
-                let l = usize::from(q[i]);
-                let label = q.get(i + 1..i + 1 + l).unwrap_or_default();
-                name.push(String::from_utf8_lossy(label).into_owned());
-                i += 1 + l;
+            let _ = c.set_nonblocking(false);
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut len = [0u8; 2];
+            while c.read_exact(&mut len).is_ok() {
+                let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if c.read_exact(&mut q).is_err() {
+                    break;
+                }
+                let r = dns_answer(&q, answer, &seen);
+                let _ = c.write_all(&(r.len() as u16).to_be_bytes());
+                let _ = c.write_all(&r);
             }
-            let name = name.join(".");
-            if let Ok(mut s) = seen.lock() {
-                s.push(name.clone());
-            }
-            let end = (i + 5).min(n);
-            let hit = name == "api.example.test";
-            let mut r = q[..2].to_vec();
-            r.extend_from_slice(&[
-                0x81,
-                if hit { 0x80 } else { 0x83 },
-                0,
-                1,
-                0,
-                u8::from(hit),
-                0,
-                0,
-                0,
-                0,
-            ]);
-            r.extend_from_slice(q.get(12..end).unwrap_or_default());
-            if hit {
-                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-                r.extend_from_slice(&answer);
-            }
-            let _ = u.send_to(&r, from);
         }
     });
 }
@@ -224,6 +244,19 @@ print("evil", ask("evil.other.test"), sep="|")
 print("short", ask(raw=b"\x12\x34\x01"), sep="|")
 print("twoq", ask(raw=struct.pack(">HHHHHH", 7, 0x0100, 2, 0, 0, 0)), sep="|")
 print("api", ask("api.example.test"), sep="|")
+# Over TCP: two queries on one connection.
+c = socket.create_connection(("HOST", 8053), timeout=3)
+def ask_tcp(name):
+    q = struct.pack(">HHHHHH", 0x4343, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    c.sendall(struct.pack(">H", len(q)) + q)
+    n = struct.unpack(">H", c.recv(2, socket.MSG_WAITALL))[0]
+    d = c.recv(n, socket.MSG_WAITALL)
+    an = struct.unpack(">H", d[6:8])[0]
+    return "rcode=%d an=%d %s" % (d[3] & 15, an, socket.inet_ntoa(d[-4:]) if an else "-")
+print("tcp-evil", ask_tcp("evil.other.test"), sep="|")
+print("tcp-api", ask_tcp("api.example.test"), sep="|")
 "#;
 
 #[test]
@@ -289,7 +322,7 @@ spec:
         - {{method: POST, path: "/submit"}}
   - toCIDR: [{host}/32]
     toPorts:
-    - ports: [{{port: "8053", protocol: UDP}}]
+    - ports: [{{port: "8053", protocol: UDP}}, {{port: "8053", protocol: TCP}}]
       rules:
         dns: [{{matchPattern: "*.example.test"}}]
   - toFQDNs: [{{matchName: api.example.test}}]
@@ -401,10 +434,16 @@ spec:
         Some(&format!("rcode=0 an=1 {fqdn_addr}").as_str()),
         "{out}"
     );
+    assert_eq!(answers.get("tcp-evil"), Some(&"rcode=5 an=0 -"), "{out}");
+    assert_eq!(
+        answers.get("tcp-api"),
+        Some(&format!("rcode=0 an=1 {fqdn_addr}").as_str()),
+        "{out}"
+    );
     assert_eq!(
         *seen_dns.lock().expect("seen"),
-        vec!["api.example.test"],
-        "only the allowed query reaches the server"
+        vec!["api.example.test", "api.example.test"],
+        "only the allowed queries reach the server"
     );
     assert!(
         a.connects_to(&fqdn_addr, 8081),
@@ -455,7 +494,8 @@ spec:
 
     // Binary garbage where a request should be: 400, never forwarded.
     let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
-    w.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    w.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut r = BufReader::new(w.try_clone().expect("clone"));
     let garbage = "\u{1}\u{2}\u{7f}GET\u{0}/v1/request-landing \u{fe}\r\n\r\n";
     assert_eq!(exchange(&mut w, &mut r, garbage).0, 400);

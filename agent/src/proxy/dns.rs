@@ -1,4 +1,5 @@
-//! DNS through the proxy: each query is judged by its name; a denied one
+//! DNS through the proxy, over UDP and TCP: each query is judged by its
+//! name; a denied one
 //! gets REFUSED, a malformed one FORMERR (or nothing, when not even its
 //! header can be read), an allowed one is forwarded to the server the
 //! client asked, and the addresses in the answer are learned for toFQDNs
@@ -7,8 +8,8 @@
 use super::{decide, Shared};
 use compiler::l7::Request;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,45 +150,143 @@ pub(super) fn serve(sock: UdpSocket, shared: Arc<Shared>) {
     }
 }
 
-fn query(shared: &Shared, packet: &[u8], src: SocketAddr, dst: SocketAddr) {
+/// What to do with one query.
+enum Step {
+    /// Answer the client with this (REFUSED, FORMERR).
+    Answer(Vec<u8>),
+    /// Drop it without an answer.
+    Ignore,
+    /// Ask the server, as the client (mark), and learn from the answer.
+    Forward { q: Query, mark: u32, line: String },
+}
+
+/// Judges one query from `src` to the server `dst` (over `protocol`).
+fn judge(shared: &Shared, packet: &[u8], src: SocketAddr, dst: SocketAddr, protocol: u8) -> Step {
     let q = match parse_query(packet) {
         Ok(q) => q,
         Err(reply) => {
             shared.log(format!("denied   DNS {src} → {dst}: malformed query"));
-            if let Some(r) = reply {
-                let _ = send_from(dst, src, &r);
-            }
-            return;
+            return reply.map_or(Step::Ignore, Step::Answer);
         }
     };
     let line = format!("DNS {src} → {dst}: {}", q.name);
-    let Some(c) = shared.state() else { return };
+    let Some(c) = shared.state() else {
+        return Step::Ignore;
+    };
     let d = decide(
         &c,
         src,
         dst,
-        17,
+        protocol,
         Some(Request::Dns {
             query: q.name.clone(),
         }),
     );
     if !d.allowed {
         shared.log(format!("denied   {line}: {}", d.reason));
-        let _ = send_from(dst, src, &reply(packet, &q, RCODE_REFUSED));
-        return;
+        return Step::Answer(reply(packet, &q, RCODE_REFUSED));
     }
-    match forward(packet, q.id, dst, d.mark) {
+    shared.log(format!("allowed  {line}: {}", d.reason));
+    Step::Forward {
+        q,
+        mark: d.mark,
+        line,
+    }
+}
+
+/// The server's answer, after learning its addresses; SERVFAIL when there
+/// was none.
+fn answered(
+    shared: &Shared,
+    packet: &[u8],
+    q: &Query,
+    line: &str,
+    got: io::Result<Vec<u8>>,
+) -> Vec<u8> {
+    match got {
         Ok(answer) => {
             let ips = answer_addresses(&answer);
-            shared.log(format!("allowed  {line}: {} → {ips:?}", d.reason));
+            shared.log(format!("answered {line}: {ips:?}"));
             shared.learn(&q.name, &ips);
-            let _ = send_from(dst, src, &answer);
+            answer
         }
         Err(e) => {
             shared.log(format!("error    {line}: {e}"));
-            let _ = send_from(dst, src, &reply(packet, &q, RCODE_SERVFAIL));
+            reply(packet, q, RCODE_SERVFAIL)
         }
     }
+}
+
+fn query(shared: &Shared, packet: &[u8], src: SocketAddr, dst: SocketAddr) {
+    let out = match judge(shared, packet, src, dst, 17) {
+        Step::Answer(r) => r,
+        Step::Ignore => return,
+        Step::Forward { q, mark, line } => {
+            let got = forward(packet, q.id, dst, mark);
+            answered(shared, packet, &q, &line, got)
+        }
+    };
+    let _ = send_from(dst, src, &out);
+}
+
+/// DNS over TCP (RFC 7766): length-prefixed queries on one connection,
+/// each judged like a datagram; allowed ones go to the server on one
+/// connection of the proxy's own. A malformed query without a readable
+/// header ends the connection.
+pub(super) fn tcp(
+    client: TcpStream,
+    src: SocketAddr,
+    dst: SocketAddr,
+    shared: &Shared,
+) -> io::Result<()> {
+    let mut r = client.try_clone()?;
+    let mut w = client;
+    let mut up: Option<TcpStream> = None;
+    loop {
+        let Some(packet) = read_framed(&mut r)? else {
+            return Ok(());
+        };
+        let out = match judge(shared, &packet, src, dst, 6) {
+            Step::Answer(a) => a,
+            Step::Ignore => return Ok(()),
+            Step::Forward { q, mark, line } => {
+                let got = (|| {
+                    if up.is_none() {
+                        up = Some(super::http::connect(dst, mark)?);
+                    }
+                    let u = up.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+                    write_framed(u, &packet)?;
+                    read_framed(u)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+                })();
+                if got.is_err() {
+                    up = None;
+                }
+                answered(shared, &packet, &q, &line, got)
+            }
+        };
+        write_framed(&mut w, &out)?;
+    }
+}
+
+/// One length-prefixed DNS message; `None` when the peer closed between
+/// messages.
+fn read_framed(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    r.read_exact(&mut m)?;
+    Ok(Some(m))
+}
+
+fn write_framed(w: &mut impl Write, m: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(m.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(m)?;
+    w.flush()
 }
 
 /// Sends `data` to `to` from `from`, the server the client asked, as the

@@ -1,7 +1,8 @@
 //! TCP through the proxy: HTTP/1.1 judged request by request (a denied
 //! request gets 403 and the connection stays usable when the client keeps
-//! it alive), redirects without HTTP rules passed through on their L4
-//! verdict, and protocols this proxy does not parse (Kafka) refused.
+//! it alive), DNS over TCP (in `dns`), redirects without L7 rules passed
+//! through on their L4 verdict, and protocols this proxy does not parse
+//! (Kafka) refused.
 
 use super::{decide, Shared};
 use compiler::l7::{L7Kind, Request};
@@ -66,6 +67,8 @@ fn connection(client: TcpStream, shared: &Shared) {
     }
     if first.kinds.contains(&L7Kind::Http) {
         let _ = http(client, src, dst, shared);
+    } else if first.kinds.contains(&L7Kind::Dns) {
+        let _ = super::dns::tcp(client, src, dst, shared);
     } else if first.kinds.is_empty() {
         // The redirect judges no requests (e.g. an L7 listener without
         // rules here): the L4 allow is the verdict.
@@ -82,7 +85,7 @@ fn connection(client: TcpStream, shared: &Shared) {
 
 /// The proxy's own connection to a destination, carrying the client's
 /// identity in its mark.
-fn connect(dst: SocketAddr, mark: u32) -> io::Result<TcpStream> {
+pub(super) fn connect(dst: SocketAddr, mark: u32) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
     s.set_mark(mark)?;
     s.connect_timeout(&dst.into(), CONNECT)?;
