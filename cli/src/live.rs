@@ -299,7 +299,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
             match p.snapshot() {
                 Ok(s) => {
                     if let Ok(mut t) = metrics_text.lock() {
-                        *t = prometheus(&s);
+                        *t = prometheus(&s) + &proxy.shared.prometheus();
                     }
                 }
                 Err(e) => eprintln!("error: reading counters for metrics: {e}"),

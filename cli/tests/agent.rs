@@ -9,7 +9,9 @@
 mod common;
 
 use agent::testnet::PodNet;
-use common::{setup, spawn_agent, spawn_sluice, wait_line, write, Run, SLUICE};
+use common::{
+    http_get, sample, setup, spawn_agent, spawn_sluice, wait_line, write, PinnedRun, SLUICE,
+};
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
@@ -96,26 +98,6 @@ fn policy_tcp_udp(net: &PodNet, tcp: u16, udp: u16) -> String {
     )
 }
 
-/// An agent with pinned state, its pins removed on drop (also on failure):
-/// `sluice teardown` first, then the directory itself if anything is left.
-struct PinnedRun {
-    run: Run,
-    bpffs: std::path::PathBuf,
-}
-
-impl Drop for PinnedRun {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.run.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        let _ = Command::new(SLUICE)
-            .args(["teardown", "--bpffs", self.bpffs.to_str().unwrap_or("")])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.bpffs);
-    }
-}
-
 /// Replies of an echo server on the test's host-side address: each
 /// datagram is sent back to its sender, for `seconds` at most.
 fn udp_echo(addr: &str, port: u16) -> std::net::UdpSocket {
@@ -133,26 +115,6 @@ fn udp_echo(addr: &str, port: u16) -> std::net::UdpSocket {
         }
     });
     s
-}
-
-fn http_get(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .expect("send");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
-/// The value of the first sample line starting with `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]

@@ -19,7 +19,7 @@
 mod common;
 
 use agent::testnet::{sh, PodNet};
-use common::{spawn_agent, wait_line, write, Run};
+use common::{http_get, sample, spawn_agent, wait_line, write, PinnedRun, Run};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -274,11 +274,17 @@ fn the_l7_proxy_enforces_http_and_dns_end_to_end() {
         return;
     };
     let _routing = Routing;
-    let mut fx = Run {
-        dir: std::env::temp_dir().join(format!("sluice-proxy-{}", std::process::id())),
-        agent: None,
+    let mut fx = PinnedRun {
+        run: Run {
+            dir: std::env::temp_dir().join(format!("sluice-proxy-{}", std::process::id())),
+            agent: None,
+        },
+        bpffs: std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/sluice-proxy-test-{}",
+            std::process::id()
+        )),
     };
-    std::fs::create_dir_all(&fx.dir).expect("tmp dir");
+    std::fs::create_dir_all(&fx.run.dir).expect("tmp dir");
     let (host, fqdn_addr) = (a.host_addr(), format!("10.199.{}.77", a.subnet));
     // The address the DNS server answers with: this host's, on the
     // client's link, and nothing the inventory knows (world, until learned).
@@ -291,7 +297,7 @@ fn the_l7_proxy_enforces_http_and_dns_end_to_end() {
         &a.host_if
     ]));
 
-    let inv = fx.dir.join("inventory.yaml");
+    let inv = fx.run.dir.join("inventory.yaml");
     write(
         &inv,
         &format!(
@@ -303,7 +309,7 @@ fn the_l7_proxy_enforces_http_and_dns_end_to_end() {
             b.pod_addr6()
         ),
     );
-    let pol = fx.dir.join("policy.yaml");
+    let pol = fx.run.dir.join("policy.yaml");
     write(
         &pol,
         &format!(
@@ -373,11 +379,28 @@ spec:
         }
     });
 
-    let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin", "--observe", "text"]);
-    fx.agent = Some(child);
-    let Some(applied) = wait_line(&rx, "applied:", require) else {
+    let bpffs = fx.bpffs.to_str().expect("path").to_owned();
+    let (child, rx) = spawn_agent(
+        &pol,
+        &inv,
+        &[
+            "--bpffs",
+            &bpffs,
+            "--metrics",
+            "127.0.0.1:0",
+            "--observe",
+            "text",
+        ],
+    );
+    fx.run.agent = Some(child);
+    let Some(metrics) = wait_line(&rx, "metrics: http://", require) else {
         return;
     };
+    let metrics_addr = metrics
+        .trim_start_matches("metrics: http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let applied = wait_line(&rx, "applied:", require).unwrap_or_default();
     assert!(
         applied.contains("live/client=") && applied.contains("live/deathstar="),
         "{applied}"
@@ -499,6 +522,40 @@ spec:
     let mut r = BufReader::new(w.try_clone().expect("clone"));
     let garbage = "\u{1}\u{2}\u{7f}GET\u{0}/v1/request-landing \u{fe}\r\n\r\n";
     assert_eq!(exchange(&mut w, &mut r, garbage).0, 400);
+
+    // The proxy's decisions are counted in the agent's metrics.
+    std::thread::sleep(Duration::from_millis(400));
+    let m = http_get(&metrics_addr);
+    let count = |series: &str| sample(&m, series).unwrap_or(-1.0);
+    // HTTP: 3 + 3 egress (IPv4, IPv6) and 2 + 1 ingress allowed; 2 + 2
+    // egress and 1 + 1 ingress denied, and the garbage. DNS: one allowed
+    // over UDP and TCP, REFUSED twice, two malformed (one unanswered).
+    assert_eq!(
+        count("sluice_l7_requests_total{protocol=\"http\",verdict=\"allowed\"}"),
+        9.0,
+        "{m}"
+    );
+    assert_eq!(
+        count("sluice_l7_requests_total{protocol=\"http\",verdict=\"denied\"}"),
+        7.0,
+        "{m}"
+    );
+    assert_eq!(
+        count("sluice_l7_requests_total{protocol=\"dns\",verdict=\"allowed\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        count("sluice_l7_requests_total{protocol=\"dns\",verdict=\"denied\"}"),
+        4.0,
+        "{m}"
+    );
+    assert_eq!(count("sluice_l7_learned_names"), 1.0, "{m}");
+    let redirected = format!(
+        "sluice_packets_total{{interface=\"{}\",verdict=\"redirected\",reason=\"l7_proxy\"}}",
+        a.host_if
+    );
+    assert!(count(&redirected) >= 10.0, "{m}");
 
     // A 1 MB request line: refused, never forwarded.
     let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");

@@ -6,7 +6,7 @@
 //! before the answer is released to the client.
 
 use super::{decide, Shared};
-use compiler::l7::Request;
+use compiler::l7::{L7Kind, Request};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
@@ -165,6 +165,7 @@ fn judge(shared: &Shared, packet: &[u8], src: SocketAddr, dst: SocketAddr, proto
     let q = match parse_query(packet) {
         Ok(q) => q,
         Err(reply) => {
+            shared.judged(L7Kind::Dns, false);
             shared.log(format!("denied   DNS {src} → {dst}: malformed query"));
             return reply.map_or(Step::Ignore, Step::Answer);
         }
@@ -183,9 +184,11 @@ fn judge(shared: &Shared, packet: &[u8], src: SocketAddr, dst: SocketAddr, proto
         }),
     );
     if !d.allowed {
+        shared.judged(L7Kind::Dns, false);
         shared.log(format!("denied   {line}: {}", d.reason));
         return Step::Answer(reply(packet, &q, RCODE_REFUSED));
     }
+    shared.judged(L7Kind::Dns, true);
     shared.log(format!("allowed  {line}: {}", d.reason));
     Step::Forward {
         q,

@@ -308,6 +308,7 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
             Err(HeadError::TooLarge) => {
+                shared.judged(L7Kind::Http, false);
                 shared.log(format!(
                     "denied   HTTP {src} → {dst}: request head over {MAX_HEAD} bytes"
                 ));
@@ -322,6 +323,7 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
         let (Some(method), Some(path), Some(version), true, Ok(body)) =
             (req.method, req.path, req.version, parsed, body)
         else {
+            shared.judged(L7Kind::Http, false);
             shared.log(format!("denied   HTTP {src} → {dst}: malformed request"));
             return respond(&mut out, 400, false);
         };
@@ -355,6 +357,7 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
             None => return Ok(()),
         };
         if !d.allowed {
+            shared.judged(L7Kind::Http, false);
             shared.log(format!("denied   {line}: {}", d.reason));
             // The body is read past so that the next request on this
             // connection is found where it starts.
@@ -365,6 +368,7 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
             }
             continue;
         }
+        shared.judged(L7Kind::Http, true);
         shared.log(format!("allowed  {line}: {}", d.reason));
         if up.is_none() {
             match connect(dst, d.mark) {

@@ -25,7 +25,7 @@ use simulator::flow::{Flow, PeerRef, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
@@ -53,6 +53,8 @@ pub struct Shared {
     applied: Condvar,
     log: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
+    /// Requests judged: HTTP allowed, HTTP denied, DNS allowed, DNS denied.
+    judged: [AtomicU64; 4],
     /// Whether DNS answers are learned (the agent compiles policies; an
     /// artifact cannot be recompiled).
     learning: bool,
@@ -101,6 +103,44 @@ impl Shared {
             l.enforced = l.enforced.max(version);
         }
         self.applied.notify_all();
+    }
+
+    /// Counts a judged request (malformed ones are denied).
+    fn judged(&self, kind: L7Kind, allowed: bool) {
+        let base = match kind {
+            L7Kind::Http => 0,
+            L7Kind::Dns => 2,
+            L7Kind::Kafka => return,
+        };
+        self.judged[base + usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The proxy's counters as Prometheus text (appended to the datapath's).
+    pub fn prometheus(&self) -> String {
+        let n = |i: usize| self.judged[i].load(Ordering::Relaxed);
+        let names = self.learned.lock().map(|l| l.answers.len()).unwrap_or(0);
+        let mut o = String::from(
+            "# HELP sluice_l7_requests_total Requests the L7 proxy judged, by protocol and verdict.\n\
+             # TYPE sluice_l7_requests_total counter\n",
+        );
+        for (i, (protocol, verdict)) in [
+            ("http", "allowed"),
+            ("http", "denied"),
+            ("dns", "allowed"),
+            ("dns", "denied"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            o += &format!(
+                "sluice_l7_requests_total{{protocol=\"{protocol}\",verdict=\"{verdict}\"}} {}\n",
+                n(i)
+            );
+        }
+        o += "# HELP sluice_l7_learned_names DNS names whose answers the proxy has learned for toFQDNs.\n\
+              # TYPE sluice_l7_learned_names gauge\n";
+        o += &format!("sluice_l7_learned_names {names}\n");
+        o
     }
 
     /// Lines describing the proxy's decisions since the last call.

@@ -121,3 +121,43 @@ pub fn setup(tag: &str) -> Option<(PodNet, Run, std::path::PathBuf)> {
     );
     Some((net, run, inv))
 }
+
+/// An agent with pinned state, its pins removed on drop (also on failure):
+/// `sluice teardown` first, then the directory itself if anything is left.
+pub struct PinnedRun {
+    pub run: Run,
+    pub bpffs: std::path::PathBuf,
+}
+
+impl Drop for PinnedRun {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.run.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = Command::new(SLUICE)
+            .args(["teardown", "--bpffs", self.bpffs.to_str().unwrap_or("")])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+    }
+}
+
+pub fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The value of the first sample line starting with `series`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
