@@ -152,7 +152,9 @@ enum Command {
     },
     /// Enforce policies on this node with the eBPF datapath: compile the
     /// policies and inventory, attach to each local endpoint's host-side
-    /// interface, and re-apply whenever the inputs change. Needs root.
+    /// interface, and re-apply whenever the inputs change. HTTP and DNS
+    /// rules are enforced by the agent's transparent L7 proxy (on the
+    /// loopback addresses); DNS answers it sees feed toFQDNs. Needs root.
     Agent {
         /// Policy files or directories (recursive), compiled by the agent.
         #[arg(short = 'p', long = "policies", num_args = 1.., required_unless_present_any = ["artifact", "cluster_policies"])]
