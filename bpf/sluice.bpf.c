@@ -150,75 +150,142 @@ struct {
 	SL_PINNING
 } SL_CONFIG SEC(".maps");
 
-struct flow {
-	__u32 saddr, daddr;
-	__be16 sport, dport; /* for ICMP, dport carries the type */
+/* A packet as the policy sees it, either family. */
+struct pkt {
+	__u32 saddr[4], daddr[4]; /* network order; IPv4 in [0], the rest 0 */
+	__be16 sport, dport;      /* for ICMP and ICMPv6, dport carries the type */
 	__u8 proto;
 	__u8 has_ports;
-	__u8 tcp_syn;        /* SYN without ACK: opens a connection, never a reply */
+	__u8 tcp_syn;             /* SYN without ACK: opens a connection, never a reply */
+	__u8 v6;
 };
 
-static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
+struct sl_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+/* The transport header at `l4` (TCP, UDP, SCTP, ICMP or ICMPv6). Returns
+ * 1 for ICMPv6 neighbour discovery, which is never subject to policy. */
+static __always_inline int parse_l4(void *l4, void *end, struct pkt *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return -1;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return -1;
-	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > end || ip->ihl < 5)
-		return -1;
-	f->saddr = ip->saddr;
-	f->daddr = ip->daddr;
-	f->proto = ip->protocol;
-	f->sport = 0;
-	f->dport = 0;
-	f->has_ports = 0;
-	f->tcp_syn = 0;
-	/* Non-first fragments carry no ports: only port-wildcard entries can
-	 * match them (has_ports stays 0). */
-	if (ip->frag_off & bpf_htons(0x1fff))
-		return 0;
-	void *l4 = (void *)ip + ip->ihl * 4;
-	if (ip->protocol == IPPROTO_TCP) {
+	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *t = l4;
 		if ((void *)(t + 1) > end)
 			return -1;
-		f->sport = t->source;
-		f->dport = t->dest;
-		f->has_ports = 1;
-		f->tcp_syn = t->syn && !t->ack;
-	} else if (ip->protocol == IPPROTO_UDP || ip->protocol == IPPROTO_SCTP) {
+		p->sport = t->source;
+		p->dport = t->dest;
+		p->has_ports = 1;
+		p->tcp_syn = t->syn && !t->ack;
+	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
 		/* SCTP's common header starts with the same two ports. */
 		struct udphdr *u = l4;
 		if ((void *)(u + 1) > end)
 			return -1;
-		f->sport = u->source;
-		f->dport = u->dest;
-		f->has_ports = 1;
-	} else if (ip->protocol == IPPROTO_ICMP) {
+		p->sport = u->source;
+		p->dport = u->dest;
+		p->has_ports = 1;
+	} else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
 		struct icmphdr *i = l4;
 		if ((void *)(i + 1) > end)
 			return -1;
-		f->dport = bpf_htons(i->type);
-		f->has_ports = 1;
+		p->dport = bpf_htons(i->type);
+		p->has_ports = 1;
+		/* Router/neighbour solicitation and advertisement, redirect:
+		 * without them no address on the link resolves. */
+		if (p->proto == IPPROTO_ICMPV6 && i->type >= 133 && i->type <= 137)
+			return 1;
 	}
 	return 0;
 }
 
-static __always_inline __u32 identity_of(__u32 addr, const struct sl_config *cfg, __u32 map_id)
+static __always_inline int parse4(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > end || ip->ihl < 5)
+		return -1;
+	p->saddr[0] = ip->saddr;
+	p->daddr[0] = ip->daddr;
+	p->proto = ip->protocol;
+	/* Non-first fragments carry no ports: only port-wildcard entries can
+	 * match them (has_ports stays 0). */
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return 0;
+	return parse_l4((void *)ip + ip->ihl * 4, end, p);
+}
+
+static __always_inline int parse6(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > end)
+		return -1;
+	__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+	p->v6 = 1;
+	__u8 nh = ip6->nexthdr;
+	void *l4 = ip6 + 1;
+	/* Extension headers, a bounded number of them. */
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+			struct ipv6_opt_hdr *o = l4;
+			if ((void *)(o + 1) > end)
+				return -1;
+			nh = o->nexthdr;
+			l4 += (o->hdrlen + 1) * 8;
+		} else if (nh == IPPROTO_FRAGMENT) {
+			struct sl_frag_hdr *fr = l4;
+			if ((void *)(fr + 1) > end)
+				return -1;
+			nh = fr->nexthdr;
+			/* Non-first fragments carry no ports. */
+			if (fr->frag_off & bpf_htons(0xfff8)) {
+				p->proto = nh;
+				return 0;
+			}
+			l4 += sizeof(*fr);
+		} else {
+			break;
+		}
+	}
+	p->proto = nh;
+	return parse_l4(l4, end, p);
+}
+
+/* The identity of an address in the ipcache slot of the endpoint's state
+ * (bit 16 of its map id): exact host entries first, then the trie (only
+ * prefixes of length 1..31 or 1..127; the agent writes host addresses to
+ * the hash and /0 to the config; skipped when empty). Each trie entry
+ * carries both states' longest match for it. */
+static __always_inline __u32 identity_of(const __u32 *addr, const struct sl_config *cfg,
+					 __u32 map_id, const int v6)
 {
 	__u32 slot = (map_id >> 16) & 1;
-	struct sl_ipcache_value *v = bpf_map_lookup_elem(&SL_IPCACHE_HOSTS, &addr);
+	struct sl_ipcache_value *v;
+	if (v6) {
+		v = bpf_map_lookup_elem(&SL_IPCACHE6_HOSTS, addr);
+		if (v && v->identity[slot])
+			return v->identity[slot];
+		if (cfg->has_lpm6) {
+			struct sl_ipcache6_key k = { .prefixlen = 128 };
+			__builtin_memcpy(k.addr, addr, 16);
+			v = bpf_map_lookup_elem(&SL_IPCACHE6, &k);
+			if (v)
+				return v->identity[slot];
+		}
+		return slot ? cfg->world6[1] : cfg->world6[0];
+	}
+	v = bpf_map_lookup_elem(&SL_IPCACHE_HOSTS, addr);
 	if (v && v->identity[slot])
 		return v->identity[slot];
-	/* The trie holds only prefixes of length 1..31 (the agent writes /32s
-	 * to the hash, /0 to the config); skip it when it is empty. Each trie
-	 * entry carries both states' longest match for it. */
 	if (cfg->has_lpm) {
-		struct sl_ipcache_key k = { .prefixlen = 32, .addr = addr };
+		struct sl_ipcache_key k = { .prefixlen = 32, .addr = addr[0] };
 		v = bpf_map_lookup_elem(&SL_IPCACHE, &k);
 		if (v)
 			return v->identity[slot];
@@ -278,23 +345,42 @@ static __always_inline void count(const struct sl_endpoint *ep, int which)
 		v[which] += 1;
 }
 
-static __always_inline void event(const struct flow *f, __u8 egress, __u8 verdict, __u8 reason,
-				  __u32 ep, __u32 remote)
+static __always_inline void event_fill(struct sl_event *e, const struct pkt *p, __u8 egress,
+				       __u8 verdict, __u8 reason, __u32 ep, __u32 remote)
 {
-	struct sl_event *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
-	if (!e)
-		return;
 	e->ts_ns = bpf_ktime_get_ns();
-	e->saddr = f->saddr;
-	e->daddr = f->daddr;
-	e->sport = f->sport;
-	e->dport = f->dport;
-	e->proto = f->proto;
+	e->saddr = p->v6 ? 0 : p->saddr[0];
+	e->daddr = p->v6 ? 0 : p->daddr[0];
+	e->sport = p->sport;
+	e->dport = p->dport;
+	e->proto = p->proto;
 	e->egress = egress;
 	e->verdict = verdict;
 	e->reason = reason;
 	e->endpoint = ep;
 	e->remote_identity = remote;
+}
+
+/* A verdict event; IPv6 records carry the addresses after the IPv4 layout.
+ * Each family reserves and fills its own record in a branch of its own:
+ * the verifier must know the record's size wherever it is written. */
+static __always_inline void event(const struct pkt *p, __u8 egress, __u8 verdict, __u8 reason,
+				  __u32 ep, __u32 remote)
+{
+	if (p->v6) {
+		struct sl_event6 *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
+		if (!e)
+			return;
+		event_fill(&e->base, p, egress, verdict, reason, ep, remote);
+		__builtin_memcpy(e->saddr6, p->saddr, 16);
+		__builtin_memcpy(e->daddr6, p->daddr, 16);
+		bpf_ringbuf_submit(e, 0);
+		return;
+	}
+	struct sl_event *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
+	if (!e)
+		return;
+	event_fill(e, p, egress, verdict, reason, ep, remote);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -369,15 +455,22 @@ assign:;
 	return 0;
 }
 
-static __always_inline int to_proxy(struct __sk_buff *skb, const struct flow *f,
+static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p,
 				    const struct sl_config *cfg)
 {
 	struct bpf_sock_tuple t = {};
-	t.ipv4.saddr = f->saddr;
-	t.ipv4.daddr = f->daddr;
-	t.ipv4.sport = f->sport;
-	t.ipv4.dport = f->dport;
-	return assign_proxy(skb, &t, 0, f->proto, cfg);
+	if (p->v6) {
+		__builtin_memcpy(t.ipv6.saddr, p->saddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, p->daddr, 16);
+		t.ipv6.sport = p->sport;
+		t.ipv6.dport = p->dport;
+		return assign_proxy(skb, &t, 1, p->proto, cfg);
+	}
+	t.ipv4.saddr = p->saddr[0];
+	t.ipv4.daddr = p->daddr[0];
+	t.ipv4.sport = p->sport;
+	t.ipv4.dport = p->dport;
+	return assign_proxy(skb, &t, 0, p->proto, cfg);
 }
 
 /* Turns a frame going out to the endpoint around into the same interface's
@@ -399,194 +492,54 @@ static __always_inline int turn_around(struct __sk_buff *skb)
  * it by turning it around, and sl_from_endpoint assigns the socket. Without
  * a proxy socket the packet is dropped: L7 policy that cannot be enforced
  * never passes as L4. */
-static __always_inline int redirect(struct __sk_buff *skb, const struct flow *f,
+static __always_inline int redirect(struct __sk_buff *skb, const struct pkt *p,
 				    const struct sl_config *cfg, const struct sl_endpoint *ep,
 				    __u8 egress, __u32 ep_key, __u32 remote, int new_conn)
 {
-	if (egress && to_proxy(skb, f, cfg) < 0) {
+	if (egress && to_proxy(skb, p, cfg) < 0) {
 		count(ep, SL_STAT_DROP_PROXY);
-		event(f, egress, 1, SL_STAT_DROP_PROXY, ep_key, remote);
+		event(p, egress, 1, SL_STAT_DROP_PROXY, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
 	count(ep, SL_STAT_PROXY);
 	if (new_conn)
-		event(f, egress, 2, SL_STAT_PROXY, ep_key, remote);
+		event(p, egress, 2, SL_STAT_PROXY, ep_key, remote);
 	return egress ? TC_ACT_OK : turn_around(skb);
 }
 
-/* ---- IPv6 ----
- * The same decisions as IPv4's path, on maps of their own: addresses are
- * 16 bytes, so the ipcache and conntrack keys differ; policy lookup and the
- * proxy hand-over are shared (identities and ports know no family). No
- * flow cache for IPv6 yet. */
-
-struct flow6 {
-	__u32 saddr[4], daddr[4];
-	__be16 sport, dport;
-	__u8 proto;
-	__u8 has_ports;
-	__u8 tcp_syn;
-	__u8 nd; /* ICMPv6 neighbour discovery: never subject to policy */
-};
-
-struct sl_frag_hdr {
-	__u8 nexthdr;
-	__u8 reserved;
-	__be16 frag_off;
-	__be32 id;
-};
-
-static __always_inline int parse6(struct __sk_buff *skb, struct flow6 *f)
+/* Orders the two (address, port) pairs of a packet: 1 when the source's is
+ * the lower, so a packet and its reply find one conntrack entry. */
+static __always_inline int source_lower(const struct pkt *p, const int v6)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
-	if ((void *)(ip6 + 1) > end)
-		return -1;
-	__builtin_memcpy(f->saddr, &ip6->saddr, 16);
-	__builtin_memcpy(f->daddr, &ip6->daddr, 16);
-	f->sport = 0;
-	f->dport = 0;
-	f->has_ports = 0;
-	f->tcp_syn = 0;
-	f->nd = 0;
-	__u8 nh = ip6->nexthdr;
-	void *l4 = ip6 + 1;
-	/* Extension headers, a bounded number of them. */
+	if (!v6) {
+		__u64 s = ((__u64)p->saddr[0] << 16) | p->sport;
+		__u64 d = ((__u64)p->daddr[0] << 16) | p->dport;
+		return s < d;
+	}
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
-		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
-			struct ipv6_opt_hdr *o = l4;
-			if ((void *)(o + 1) > end)
-				return -1;
-			nh = o->nexthdr;
-			l4 += (o->hdrlen + 1) * 8;
-		} else if (nh == IPPROTO_FRAGMENT) {
-			struct sl_frag_hdr *fr = l4;
-			if ((void *)(fr + 1) > end)
-				return -1;
-			nh = fr->nexthdr;
-			/* Non-first fragments carry no ports. */
-			if (fr->frag_off & bpf_htons(0xfff8)) {
-				f->proto = nh;
-				return 0;
-			}
-			l4 += sizeof(*fr);
-		} else {
-			break;
-		}
+		if (p->saddr[i] != p->daddr[i])
+			return bpf_ntohl(p->saddr[i]) < bpf_ntohl(p->daddr[i]);
 	}
-	f->proto = nh;
-	if (nh == IPPROTO_TCP) {
-		struct tcphdr *t = l4;
-		if ((void *)(t + 1) > end)
-			return -1;
-		f->sport = t->source;
-		f->dport = t->dest;
-		f->has_ports = 1;
-		f->tcp_syn = t->syn && !t->ack;
-	} else if (nh == IPPROTO_UDP || nh == IPPROTO_SCTP) {
-		struct udphdr *u = l4;
-		if ((void *)(u + 1) > end)
-			return -1;
-		f->sport = u->source;
-		f->dport = u->dest;
-		f->has_ports = 1;
-	} else if (nh == IPPROTO_ICMPV6) {
-		struct icmp6hdr *i = l4;
-		if ((void *)(i + 1) > end)
-			return -1;
-		f->dport = bpf_htons(i->icmp6_type);
-		f->has_ports = 1;
-		/* Router/neighbour solicitation and advertisement, redirect:
-		 * without them no address on the link resolves. */
-		f->nd = i->icmp6_type >= 133 && i->icmp6_type <= 137;
-	}
-	return 0;
+	return bpf_ntohs(p->sport) < bpf_ntohs(p->dport);
 }
 
-static __always_inline __u32 identity6_of(const __u32 *addr, const struct sl_config *cfg,
-					  __u32 map_id)
+/* Judges a packet of endpoint `ep`: flow cache (IPv4), conntrack, then
+ * ipcache and policy. `v6` is a constant at each call, so each family gets
+ * its own maps and key types with no run-time cost. */
+static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u8 egress,
+				 struct sl_config *cfg, struct sl_endpoint *ep, __u32 ep_key,
+				 __u32 mark, const int v6)
 {
-	__u32 slot = (map_id >> 16) & 1;
-	struct sl_ipcache_value *v = bpf_map_lookup_elem(&SL_IPCACHE6_HOSTS, addr);
-	if (v && v->identity[slot])
-		return v->identity[slot];
-	if (cfg->has_lpm6) {
-		struct sl_ipcache6_key k = { .prefixlen = 128 };
-		__builtin_memcpy(k.addr, addr, 16);
-		v = bpf_map_lookup_elem(&SL_IPCACHE6, &k);
-		if (v)
-			return v->identity[slot];
-	}
-	return slot ? cfg->world6[1] : cfg->world6[0];
-}
-
-static __always_inline void event6(const struct flow6 *f, __u8 egress, __u8 verdict, __u8 reason,
-				   __u32 ep, __u32 remote)
-{
-	struct sl_event6 *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
-	if (!e)
-		return;
-	e->base.ts_ns = bpf_ktime_get_ns();
-	e->base.saddr = 0;
-	e->base.daddr = 0;
-	e->base.sport = f->sport;
-	e->base.dport = f->dport;
-	e->base.proto = f->proto;
-	e->base.egress = egress;
-	e->base.verdict = verdict;
-	e->base.reason = reason;
-	e->base.endpoint = ep;
-	e->base.remote_identity = remote;
-	__builtin_memcpy(e->saddr6, f->saddr, 16);
-	__builtin_memcpy(e->daddr6, f->daddr, 16);
-	bpf_ringbuf_submit(e, 0);
-}
-
-static __always_inline int to_proxy6(struct __sk_buff *skb, const struct flow6 *f,
-				     const struct sl_config *cfg)
-{
-	struct bpf_sock_tuple t = {};
-	__builtin_memcpy(t.ipv6.saddr, f->saddr, 16);
-	__builtin_memcpy(t.ipv6.daddr, f->daddr, 16);
-	t.ipv6.sport = f->sport;
-	t.ipv6.dport = f->dport;
-	return assign_proxy(skb, &t, 1, f->proto, cfg);
-}
-
-/* `redirect` for IPv6. */
-static __always_inline int redirect6(struct __sk_buff *skb, const struct flow6 *f,
-				     const struct sl_config *cfg, const struct sl_endpoint *ep,
-				     __u8 egress, __u32 ep_key, __u32 remote, int new_conn)
-{
-	if (egress && to_proxy6(skb, f, cfg) < 0) {
-		count(ep, SL_STAT_DROP_PROXY);
-		event6(f, egress, 1, SL_STAT_DROP_PROXY, ep_key, remote);
-		return TC_ACT_SHOT;
-	}
-	count(ep, SL_STAT_PROXY);
-	if (new_conn)
-		event6(f, egress, 2, SL_STAT_PROXY, ep_key, remote);
-	return egress ? TC_ACT_OK : turn_around(skb);
-}
-
-static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const struct sl_config *cfg,
-				   struct sl_endpoint *ep, __u32 ep_key, __u32 mark)
-{
-	struct flow6 f;
-	if (parse6(skb, &f) < 0)
-		return TC_ACT_OK; /* not a packet sluice can judge */
-	if (f.nd)
-		return TC_ACT_OK;
 	int from_proxy = 0;
 	if (!cfg->test_mode) {
 		__u32 kind = mark & SL_MARK_MASK;
 		if (egress && kind == SL_MARK_TO_PROXY) {
-			/* Turned around by sl_to_endpoint (see handle). */
-			if (to_proxy6(skb, &f, cfg) < 0) {
+			/* Turned around by sl_to_endpoint: judged there as the
+			 * endpoint's ingress; only the socket is left to assign. */
+			if (to_proxy(skb, p, cfg) < 0) {
 				count(ep, SL_STAT_DROP_PROXY);
-				event6(&f, 0, 1, SL_STAT_DROP_PROXY, ep_key, 0);
+				event(p, 0, 1, SL_STAT_DROP_PROXY, ep_key, 0);
 				return TC_ACT_SHOT;
 			}
 			return TC_ACT_OK;
@@ -594,60 +547,126 @@ static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const str
 		from_proxy = !egress && kind == SL_MARK_FROM_PROXY;
 	}
 
-	/* Order the two (address, port) pairs: the lower first. */
-	int s_lo = 0, decided = 0;
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		if (!decided && f.saddr[i] != f.daddr[i]) {
-			s_lo = bpf_ntohl(f.saddr[i]) < bpf_ntohl(f.daddr[i]);
-			decided = 1;
-		}
+	/* One lookup finds the connection whichever way the packet goes. */
+	int s_lo = source_lower(p, v6);
+	struct sl_ct_key ck4 = {};
+	struct sl_ct6_key ck6 = {};
+	void *ck;
+	void *ct_map;
+	if (v6) {
+		__builtin_memcpy(ck6.addr_lo, s_lo ? p->saddr : p->daddr, 16);
+		__builtin_memcpy(ck6.addr_hi, s_lo ? p->daddr : p->saddr, 16);
+		ck6.port_lo = s_lo ? p->sport : p->dport;
+		ck6.port_hi = s_lo ? p->dport : p->sport;
+		ck6.proto = p->proto;
+		ck6.endpoint = ep_key;
+		ck = &ck6;
+		ct_map = &SL_CT6;
+	} else {
+		ck4.addr_lo = s_lo ? p->saddr[0] : p->daddr[0];
+		ck4.addr_hi = s_lo ? p->daddr[0] : p->saddr[0];
+		ck4.port_lo = s_lo ? p->sport : p->dport;
+		ck4.port_hi = s_lo ? p->dport : p->sport;
+		ck4.proto = p->proto;
+		ck4.endpoint = ep_key;
+		ck = &ck4;
+		ct_map = &SL_CT;
 	}
-	if (!decided)
-		s_lo = bpf_ntohs(f.sport) < bpf_ntohs(f.dport);
-	struct sl_ct6_key ck = {
-		.port_lo = s_lo ? f.sport : f.dport,
-		.port_hi = s_lo ? f.dport : f.sport,
-		.proto = f.proto,
-		.endpoint = ep_key,
-	};
-	__builtin_memcpy(ck.addr_lo, s_lo ? f.saddr : f.daddr, 16);
-	__builtin_memcpy(ck.addr_hi, s_lo ? f.daddr : f.saddr, 16);
-	struct sl_ct_value *ct = bpf_map_lookup_elem(&SL_CT6, &ck);
-	if (ct) {
-		if (ct->egress == egress) {
-			if (ct->generation == cfg->generation) {
-				if (ct->proxy)
-					return redirect6(skb, &f, cfg, ep, egress, ep_key, 0, 0);
+	__u8 icmp = p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6;
+
+	/* IPv4: the flow cache first, an array slot, no hashing in the kernel. */
+	struct sl_flow *fc = 0;
+	if (!v6) {
+		__u32 h = (ck4.addr_lo * 0x9e3779b1u) ^ (ck4.addr_hi * 0x85ebca6bu) ^
+			  ((((__u32)ck4.port_lo << 16) | ck4.port_hi) * 0xc2b2ae35u) ^
+			  ((ep_key ^ ck4.proto) * 0x27d4eb2fu);
+		__u32 slot = (h ^ (h >> 16)) & (SL_FLOW_SLOTS - 1);
+		fc = bpf_map_lookup_elem(&SL_FLOWS, &slot);
+		if (fc && fc->generation == cfg->generation && fc->key.addr_lo == ck4.addr_lo &&
+		    fc->key.addr_hi == ck4.addr_hi && fc->key.port_lo == ck4.port_lo &&
+		    fc->key.port_hi == ck4.port_hi && fc->key.proto == ck4.proto &&
+		    fc->key.endpoint == ck4.endpoint) {
+			if (fc->egress == egress) {
+				if (fc->dropped) {
+					/* One of two constants: a counter index the
+					 * verifier can bound however it is spilled. */
+					int why = fc->dropped == SL_STAT_DROP_DENY ? SL_STAT_DROP_DENY
+										    : SL_STAT_DROP_POLICY;
+					count(ep, why);
+					event(p, egress, 1, why, ep_key, fc->remote);
+					return TC_ACT_SHOT;
+				}
+				if (fc->proxy)
+					return redirect(skb, p, cfg, ep, egress, ep_key, 0, 0);
 				count(ep, SL_STAT_FORWARD);
 				return TC_ACT_OK;
 			}
-		} else if (f.proto != IPPROTO_ICMPV6 && !f.tcp_syn) {
+			if (!fc->dropped && !icmp && !p->tcp_syn) {
+				count(ep, SL_STAT_REPLY);
+				return TC_ACT_OK;
+			}
+		}
+	}
+
+	struct sl_ct_value *ct = bpf_map_lookup_elem(ct_map, ck);
+	if (ct) {
+		if (!v6 && ct->generation == cfg->generation)
+			remember(fc, &ck4, ct);
+		if (ct->egress == egress) {
+			/* The connection's own direction: its verdict stands as
+			 * long as no new state was applied since it was judged. */
+			if (ct->generation == cfg->generation) {
+				if (ct->proxy)
+					return redirect(skb, p, cfg, ep, egress, ep_key, 0, 0);
+				count(ep, SL_STAT_FORWARD);
+				return TC_ACT_OK;
+			}
+		} else if (!icmp && !p->tcp_syn) {
+			/* A reply (a SYN opens, ICMP types differ both ways). */
 			count(ep, SL_STAT_REPLY);
 			return TC_ACT_OK;
 		}
 	}
 
+	/* The proxy's own connections are judged as the client's. */
 	__u32 remote = from_proxy && (mark & SL_MARK_ID_MASK)
 			       ? mark & SL_MARK_ID_MASK
-			       : identity6_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
-	__u32 ports_mask = f.has_ports ? 0x1ffffff : 0x1ff;
-	__u32 bits = ((__u32)egress << 24) | ((__u32)f.proto << 16) | bpf_ntohs(f.dport);
+			       : identity_of(egress ? p->daddr : p->saddr, cfg, ep->map_id, v6);
+	/* Without ports (non-first fragments, other protocols) only entries
+	 * that ignore the port can match. */
+	__u32 ports_mask = p->has_ports ? 0x1ffffff : 0x1ff;
+	__u32 bits = ((__u32)egress << 24) | ((__u32)p->proto << 16) | bpf_ntohs(p->dport);
 	int flags = sl_decide(ep->map_id, remote, bits, ep->plens & ports_mask,
 			      ep->plens_any & ports_mask);
 	if (flags < 0 || (flags & SL_FLAG_DENY)) {
 		int why = flags < 0 ? SL_STAT_DROP_POLICY : SL_STAT_DROP_DENY;
+		/* A connection the new state denies loses its replies too. */
 		if (ct && ct->egress == egress)
-			bpf_map_delete_elem(&SL_CT6, &ck);
+			bpf_map_delete_elem(ct_map, ck);
+		/* Not for the proxy's packets: their identity is the mark's,
+		 * which the slot's key does not hold. */
+		if (fc && !from_proxy) {
+			fc->key = ck4;
+			fc->generation = cfg->generation;
+			fc->egress = egress;
+			fc->proxy = 0;
+			fc->dropped = why;
+			fc->remote = remote;
+		}
 		count(ep, why);
-		event6(&f, egress, 1, why, ep_key, remote);
+		event(p, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
+	/* In test mode (BPF_PROG_TEST_RUN) there is no proxy: a redirect is
+	 * the L4 allow it stands on. The proxy's own connection has had its
+	 * requests judged already. */
 	__u8 proxy = (flags & SL_FLAG_REDIRECT) && !cfg->test_mode && !from_proxy;
 	if (ct) {
 		if (ct->egress == egress) {
 			ct->generation = cfg->generation;
 			ct->proxy = proxy;
+			if (!v6)
+				remember(fc, &ck4, ct);
 		}
 	} else {
 		struct sl_ct_value cv = {
@@ -656,25 +675,30 @@ static __always_inline int handle6(struct __sk_buff *skb, __u8 egress, const str
 			.egress = egress,
 			.proxy = proxy,
 		};
-		bpf_map_update_elem(&SL_CT6, &ck, &cv, BPF_ANY);
+		bpf_map_update_elem(ct_map, ck, &cv, BPF_ANY);
+		if (!v6)
+			remember(fc, &ck4, &cv);
 		if (!proxy)
-			event6(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
+			event(p, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}
 	if (proxy)
-		return redirect6(skb, &f, cfg, ep, egress, ep_key, remote, !ct);
+		return redirect(skb, p, cfg, ep, egress, ep_key, remote, !ct);
 	count(ep, SL_STAT_FORWARD);
 	return TC_ACT_OK;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 {
-	struct flow f;
-	int v6 = 0;
-	if (parse(skb, &f) < 0) {
-		if (skb->protocol != bpf_htons(ETH_P_IPV6))
-			return TC_ACT_OK; /* neither IPv4 nor IPv6: not ours to judge */
-		v6 = 1;
-	}
+	struct pkt p = {};
+	int r;
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		r = parse4(skb, &p);
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		r = parse6(skb, &p);
+	else
+		return TC_ACT_OK; /* neither IPv4 nor IPv6: not ours to judge */
+	if (r != 0)
+		return TC_ACT_OK; /* malformed (the stack drops it), or neighbour discovery */
 
 	/* Both context fields are read unconditionally: selecting between
 	 * them with a ternary makes clang compute a ctx pointer offset, which
@@ -690,138 +714,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 egress)
 	struct sl_endpoint *ep = endpoint_of(ep_key);
 	if (!ep)
 		return TC_ACT_OK; /* not an endpoint sluice manages */
-	if (v6)
-		return handle6(skb, egress, cfg, ep, ep_key, mark);
-
-	int from_proxy = 0;
-	if (!cfg->test_mode) {
-		__u32 kind = mark & SL_MARK_MASK;
-		if (egress && kind == SL_MARK_TO_PROXY) {
-			/* Turned around by sl_to_endpoint: judged there as the
-			 * endpoint's ingress; only the socket is left to assign. */
-			if (to_proxy(skb, &f, cfg) < 0) {
-				count(ep, SL_STAT_DROP_PROXY);
-				event(&f, 0, 1, SL_STAT_DROP_PROXY, ep_key, 0);
-				return TC_ACT_SHOT;
-			}
-			return TC_ACT_OK;
-		}
-		from_proxy = !egress && kind == SL_MARK_FROM_PROXY;
-	}
-
-	/* One lookup finds the connection whichever way the packet goes. */
-	__u64 s = ((__u64)f.saddr << 16) | f.sport, d = ((__u64)f.daddr << 16) | f.dport;
-	int s_lo = s < d;
-	struct sl_ct_key ck = {
-		.addr_lo = s_lo ? f.saddr : f.daddr,
-		.addr_hi = s_lo ? f.daddr : f.saddr,
-		.port_lo = s_lo ? f.sport : f.dport,
-		.port_hi = s_lo ? f.dport : f.sport,
-		.proto = f.proto,
-		.endpoint = ep_key,
-	};
-	/* The flow cache first: an array slot, no hashing in the kernel. */
-	__u32 h = (ck.addr_lo * 0x9e3779b1u) ^ (ck.addr_hi * 0x85ebca6bu) ^
-		  ((((__u32)ck.port_lo << 16) | ck.port_hi) * 0xc2b2ae35u) ^
-		  ((ep_key ^ ck.proto) * 0x27d4eb2fu);
-	__u32 slot = (h ^ (h >> 16)) & (SL_FLOW_SLOTS - 1);
-	struct sl_flow *fc = bpf_map_lookup_elem(&SL_FLOWS, &slot);
-	if (fc && fc->generation == cfg->generation && fc->key.addr_lo == ck.addr_lo &&
-	    fc->key.addr_hi == ck.addr_hi && fc->key.port_lo == ck.port_lo &&
-	    fc->key.port_hi == ck.port_hi && fc->key.proto == ck.proto &&
-	    fc->key.endpoint == ck.endpoint) {
-		if (fc->egress == egress) {
-			if (fc->dropped) {
-				count(ep, fc->dropped);
-				event(&f, egress, 1, fc->dropped, ep_key, fc->remote);
-				return TC_ACT_SHOT;
-			}
-			if (fc->proxy)
-				return redirect(skb, &f, cfg, ep, egress, ep_key, 0, 0);
-			count(ep, SL_STAT_FORWARD);
-			return TC_ACT_OK;
-		}
-		if (!fc->dropped && f.proto != IPPROTO_ICMP && !f.tcp_syn) {
-			count(ep, SL_STAT_REPLY);
-			return TC_ACT_OK;
-		}
-	}
-
-	struct sl_ct_value *ct = bpf_map_lookup_elem(&SL_CT, &ck);
-	if (ct) {
-		if (ct->generation == cfg->generation)
-			remember(fc, &ck, ct);
-		if (ct->egress == egress) {
-			/* The connection's own direction: its verdict stands as
-			 * long as no new state was applied since it was judged. */
-			if (ct->generation == cfg->generation) {
-				if (ct->proxy)
-					return redirect(skb, &f, cfg, ep, egress, ep_key, 0, 0);
-				count(ep, SL_STAT_FORWARD);
-				return TC_ACT_OK;
-			}
-		} else if (f.proto != IPPROTO_ICMP && !f.tcp_syn) {
-			/* A reply (a SYN opens, ICMP types differ both ways). */
-			count(ep, SL_STAT_REPLY);
-			return TC_ACT_OK;
-		}
-	}
-
-	/* The proxy's own connections are judged as the client's. */
-	__u32 remote = from_proxy && (mark & SL_MARK_ID_MASK)
-			       ? mark & SL_MARK_ID_MASK
-			       : identity_of(egress ? f.daddr : f.saddr, cfg, ep->map_id);
-	/* Without ports (non-first fragments, other protocols) only entries
-	 * that ignore the port can match. */
-	__u32 ports_mask = f.has_ports ? 0x1ffffff : 0x1ff;
-	__u32 bits = ((__u32)egress << 24) | ((__u32)f.proto << 16) | bpf_ntohs(f.dport);
-	int flags = sl_decide(ep->map_id, remote, bits, ep->plens & ports_mask,
-			      ep->plens_any & ports_mask);
-	if (flags < 0 || (flags & SL_FLAG_DENY)) {
-		int why = flags < 0 ? SL_STAT_DROP_POLICY : SL_STAT_DROP_DENY;
-		/* A connection the new state denies loses its replies too. */
-		if (ct && ct->egress == egress)
-			bpf_map_delete_elem(&SL_CT, &ck);
-		/* Not for the proxy's packets: their identity is the mark's,
-		 * which the slot's key does not hold. */
-		if (fc && !from_proxy) {
-			fc->key = ck;
-			fc->generation = cfg->generation;
-			fc->egress = egress;
-			fc->proxy = 0;
-			fc->dropped = why;
-			fc->remote = remote;
-		}
-		count(ep, why);
-		event(&f, egress, 1, why, ep_key, remote);
-		return TC_ACT_SHOT;
-	}
-	/* In test mode (BPF_PROG_TEST_RUN) there is no proxy: a redirect is
-	 * the L4 allow it stands on. The proxy's own connection has had its
-	 * requests judged already. */
-	__u8 proxy = (flags & SL_FLAG_REDIRECT) && !cfg->test_mode && !from_proxy;
-	if (ct) {
-		if (ct->egress == egress) {
-			ct->generation = cfg->generation;
-			ct->proxy = proxy;
-			remember(fc, &ck, ct);
-		}
-	} else {
-		struct sl_ct_value cv = {
-			.created_ns = bpf_ktime_get_ns(),
-			.generation = cfg->generation,
-			.egress = egress,
-			.proxy = proxy,
-		};
-		bpf_map_update_elem(&SL_CT, &ck, &cv, BPF_ANY);
-		remember(fc, &ck, &cv);
-		if (!proxy)
-			event(&f, egress, 0, SL_STAT_FORWARD, ep_key, remote);
-	}
-	if (proxy)
-		return redirect(skb, &f, cfg, ep, egress, ep_key, remote, !ct);
-	count(ep, SL_STAT_FORWARD);
-	return TC_ACT_OK;
+	if (p.v6)
+		return judge(skb, &p, egress, cfg, ep, ep_key, mark, 1);
+	return judge(skb, &p, egress, cfg, ep, ep_key, mark, 0);
 }
 
 SEC("classifier")

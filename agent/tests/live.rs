@@ -24,37 +24,50 @@ fn state(net: &PodNet, ports: &str) -> Compiled {
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n",
         net.pod_addr()
     );
-    let loaded = policy_lang::parse_source("policy.yaml", &policy, &Default::default());
+    compiled(&policy, &inv)
+}
+
+fn compiled(policy: &str, inv: &str) -> Compiled {
+    let loaded = policy_lang::parse_source("policy.yaml", policy, &Default::default());
     assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
     let mut sources = loaded.sources.clone();
     let mut diags = Vec::new();
-    let inv = inventory::parse_str("inventory.yaml", &inv, &mut sources, &mut diags);
+    let inv = inventory::parse_str("inventory.yaml", inv, &mut sources, &mut diags);
     let (c, d) = compile(&loaded.set, &sources, &inv, &Config::default());
     assert!(d.iter().all(|x| !x.is_error()), "{d:?}");
     c
 }
 
-#[test]
-fn allowed_port_connects_denied_port_does_not() {
+/// The test's pod network (with IPv6 addresses too when asked) and a
+/// loaded datapath; `None` (the test is skipped) when this machine cannot
+/// have them, which fails the test with SLUICE_REQUIRE_BPF=1.
+fn setup(tag: &str, ipv6: bool) -> Option<(PodNet, Datapath)> {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let Some(net) = PodNet::create("a") else {
+    let Some(net) = PodNet::create(tag).filter(|n| !ipv6 || n.add_ipv6()) else {
         assert!(
             !require,
             "SLUICE_REQUIRE_BPF=1 but a network namespace and veth pair could not be created"
         );
         eprintln!("SKIPPED: cannot create network namespaces here (root and iproute2 needed)");
-        return;
+        return None;
     };
-    let mut dp = match Datapath::load() {
-        Ok(d) => d,
+    match Datapath::load() {
+        Ok(d) => Some((net, d)),
         Err(e) => {
             assert!(
                 !require,
                 "SLUICE_REQUIRE_BPF=1 but the datapath did not load: {e}"
             );
             eprintln!("SKIPPED: {e}");
-            return;
+            None
         }
+    }
+}
+
+#[test]
+fn allowed_port_connects_denied_port_does_not() {
+    let Some((net, mut dp)) = setup("a", false) else {
+        return;
     };
     // Servers on the test's own host-side address; they only need to accept.
     let _listeners: Vec<TcpListener> = [8000u16, 8001]
@@ -110,25 +123,8 @@ fn allowed_port_connects_denied_port_does_not() {
 
 #[test]
 fn ipv6_allowed_port_connects_denied_port_does_not() {
-    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
-    let Some(net) = PodNet::create("s").filter(PodNet::add_ipv6) else {
-        assert!(
-            !require,
-            "SLUICE_REQUIRE_BPF=1 but a network namespace with IPv6 could not be created"
-        );
-        eprintln!("SKIPPED: cannot create network namespaces with IPv6 here");
+    let Some((net, mut dp)) = setup("s", true) else {
         return;
-    };
-    let mut dp = match Datapath::load() {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(
-                !require,
-                "SLUICE_REQUIRE_BPF=1 but the datapath did not load: {e}"
-            );
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
     };
     let host = net.host_addr6();
     let _listeners: Vec<TcpListener> = [8000u16, 8001]
@@ -143,13 +139,7 @@ fn ipv6_allowed_port_connects_denied_port_does_not() {
         net.pod_addr(),
         net.pod_addr6()
     );
-    let loaded = policy_lang::parse_source("policy.yaml", &policy, &Default::default());
-    assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
-    let mut sources = loaded.sources.clone();
-    let mut diags = Vec::new();
-    let inv = inventory::parse_str("inventory.yaml", &inv, &mut sources, &mut diags);
-    let (c, d) = compile(&loaded.set, &sources, &inv, &Config::default());
-    assert!(d.iter().all(|x| !x.is_error()), "{d:?}");
+    let c = compiled(&policy, &inv);
     let keys = HashMap::from([(
         "live/client".to_owned(),
         ifindex(&net.host_if).expect("ifindex"),

@@ -10,7 +10,8 @@ mod common;
 
 use agent::testnet::PodNet;
 use common::{
-    http_get, sample, setup, spawn_agent, spawn_sluice, wait_line, write, PinnedRun, SLUICE,
+    http_get, metrics_addr, sample, setup, spawn_agent, spawn_sluice, wait_line, write, PinnedRun,
+    SLUICE,
 };
 use std::net::TcpListener;
 use std::process::Command;
@@ -143,13 +144,9 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
 
     let (child, rx) = spawn_agent(&pol, &inv, &["--bpffs", &bpffs, "--metrics", "127.0.0.1:0"]);
     fx.run.agent = Some(child);
-    let Some(metrics) = wait_line(&rx, "metrics: http://", require) else {
+    let Some(metrics_addr) = metrics_addr(&rx, require) else {
         return;
     };
-    let metrics_addr = metrics
-        .trim_start_matches("metrics: http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
     let applied = wait_line(&rx, "applied:", require).unwrap_or_default();
     assert!(applied.contains(&net.host_if), "{applied}");
 

@@ -19,7 +19,7 @@
 mod common;
 
 use agent::testnet::{sh, PodNet};
-use common::{http_get, sample, spawn_agent, wait_line, write, PinnedRun, Run};
+use common::{http_get, metrics_addr, sample, spawn_agent, wait_line, write, PinnedRun, Run};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -393,13 +393,9 @@ spec:
         ],
     );
     fx.run.agent = Some(child);
-    let Some(metrics) = wait_line(&rx, "metrics: http://", require) else {
+    let Some(metrics_addr) = metrics_addr(&rx, require) else {
         return;
     };
-    let metrics_addr = metrics
-        .trim_start_matches("metrics: http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
     let applied = wait_line(&rx, "applied:", require).unwrap_or_default();
     assert!(
         applied.contains("live/client=") && applied.contains("live/deathstar="),

@@ -161,3 +161,13 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The address of the agent's metrics endpoint, from its startup line.
+pub fn metrics_addr(rx: &mpsc::Receiver<String>, require: bool) -> Option<String> {
+    let line = wait_line(rx, "metrics: http://", require)?;
+    Some(
+        line.trim_start_matches("metrics: http://")
+            .trim_end_matches("/metrics")
+            .to_owned(),
+    )
+}
