@@ -12,7 +12,9 @@
 //!     PUT /v1/exhaust-port gets 403 on the same connection;
 //!   - a 1 MB request line and binary garbage are refused and never reach
 //!     the server;
-//!   - over IPv6 too: HTTP egress rules and the ingress rule.
+//!   - over IPv6 too: HTTP egress rules and the ingress rule;
+//!   - request bodies (sized and chunked) of denied requests are read past;
+//!   - with the agent killed, redirected traffic is dropped, not passed.
 //!
 //! Needs root; fails rather than skips with SLUICE_REQUIRE_BPF=1.
 
@@ -59,7 +61,7 @@ fn http_server(listener: TcpListener, seen: Seen) {
                 if request.is_empty() {
                     continue;
                 }
-                let mut len = 0usize;
+                let (mut len, mut chunked) = (0usize, false);
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -68,20 +70,22 @@ fn http_server(listener: TcpListener, seen: Seen) {
                     if h.trim().is_empty() {
                         break;
                     }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    let h = h.to_ascii_lowercase();
+                    if let Some(v) = h.strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap_or(0);
                     }
+                    chunked |= h.starts_with("transfer-encoding:") && h.contains("chunked");
                 }
-                let mut body = vec![0; len];
-                if r.read_exact(&mut body).is_err() {
+                let Some(body) = read_body(&mut r, len, chunked) else {
                     return;
-                }
+                };
                 if let Ok(mut s) = seen.lock() {
                     s.push(request.clone());
                 }
                 let mut words = request.split(' ');
                 let text = format!(
-                    "conn={n} {} {}",
+                    "conn={n} len={} {} {}",
+                    body.len(),
                     words.next().unwrap_or_default(),
                     words.next().unwrap_or_default()
                 );
@@ -93,6 +97,31 @@ fn http_server(listener: TcpListener, seen: Seen) {
             }
         });
     }
+}
+
+/// A request body: `len` bytes, or chunks up to the last one and its
+/// trailers.
+fn read_body(r: &mut impl BufRead, len: usize, chunked: bool) -> Option<Vec<u8>> {
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    while chunked {
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            loop {
+                let mut t = String::new();
+                r.read_line(&mut t).ok()?;
+                if t.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).ok()?;
+        body.extend_from_slice(&chunk[..size]);
+    }
+    Some(body)
 }
 
 /// The test DNS server's answer to query `q`: `answer` for
@@ -213,10 +242,12 @@ impl Drop for Routing {
 const HTTP_CLIENT: &str = r#"
 import http.client
 c = http.client.HTTPConnection("HOST", 8080, timeout=10)
+chunks = lambda: iter([b"ab", b"cde"])
 for m, p, b in [("GET", "/public/a", None), ("GET", "/private", None),
                 ("POST", "/submit", "x" * 10), ("POST", "/other", "y" * 5000),
-                ("GET", "/public/b", None)]:
-    c.request(m, p, body=b)
+                ("GET", "/public/b", None), ("POST", "/other", chunks()),
+                ("POST", "/submit", chunks()), ("GET", "/public/c", None)]:
+    c.request(m, p, body=b, encode_chunked=not isinstance(b, (str, type(None))))
     r = c.getresponse()
     body = r.read().decode().strip()
     port = c.sock.getsockname()[1] if c.sock else 0
@@ -405,13 +436,18 @@ spec:
     // HTTP egress, one keep-alive connection.
     let out = a.python(&HTTP_CLIENT.replace("HOST", &host));
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
-    assert_eq!(rows.len(), 5, "{out}");
+    assert_eq!(rows.len(), 8, "{out}");
+    // Denied bodies (5,000 bytes, chunked) are read past: the requests
+    // after them on the connection are found and answered.
     let expect = [
-        ("/public/a", "200", "GET /public/a"),
+        ("/public/a", "200", "len=0 GET /public/a"),
         ("/private", "403", "Access denied"),
-        ("/submit", "200", "POST /submit"),
+        ("/submit", "200", "len=10 POST /submit"),
         ("/other", "403", "Access denied"),
-        ("/public/b", "200", "GET /public/b"),
+        ("/public/b", "200", "len=0 GET /public/b"),
+        ("/other", "403", "Access denied"),
+        ("/submit", "200", "len=5 POST /submit"),
+        ("/public/c", "200", "len=0 GET /public/c"),
     ];
     for (row, (path, status, body)) in rows.iter().zip(expect) {
         assert_eq!(row[1], path, "{out}");
@@ -431,7 +467,9 @@ spec:
         vec![
             "GET /public/a HTTP/1.1",
             "POST /submit HTTP/1.1",
-            "GET /public/b HTTP/1.1"
+            "GET /public/b HTTP/1.1",
+            "POST /submit HTTP/1.1",
+            "GET /public/c HTTP/1.1"
         ],
         "denied requests never reach the server"
     );
@@ -480,7 +518,7 @@ spec:
         "PUT /v1/exhaust-port HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 4\r\n\r\nboom";
     assert_eq!(
         exchange(&mut w, &mut r, land),
-        (200, "conn=1 POST /v1/request-landing".into())
+        (200, "conn=1 len=0 POST /v1/request-landing".into())
     );
     assert_eq!(
         exchange(&mut w, &mut r, exhaust),
@@ -488,18 +526,18 @@ spec:
     );
     assert_eq!(
         exchange(&mut w, &mut r, land),
-        (200, "conn=1 POST /v1/request-landing".into())
+        (200, "conn=1 len=0 POST /v1/request-landing".into())
     );
     // The same over IPv6: egress HTTP rules, then the ingress rule.
     // (With the port given, http.client takes the address as it is.)
     let out = a.python(&HTTP_CLIENT.replace("HOST", &a.host_addr6()));
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
-    assert_eq!(rows.len(), 5, "{out}");
+    assert_eq!(rows.len(), 8, "{out}");
     for (row, (path, status, body)) in rows.iter().zip(expect) {
         assert_eq!((row[1], row[2]), (path, status), "IPv6: {out}");
         assert!(row[4].ends_with(body), "IPv6 {path}: {out}");
     }
-    assert_eq!(seen_http6.lock().expect("seen").len(), 3, "IPv6: {out}");
+    assert_eq!(seen_http6.lock().expect("seen").len(), 5, "IPv6: {out}");
     let mut w = TcpStream::connect((b.pod_addr6().as_str(), 80)).expect("connect over IPv6");
     w.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -523,17 +561,17 @@ spec:
     std::thread::sleep(Duration::from_millis(400));
     let m = http_get(&metrics_addr);
     let count = |series: &str| sample(&m, series).unwrap_or(-1.0);
-    // HTTP: 3 + 3 egress (IPv4, IPv6) and 2 + 1 ingress allowed; 2 + 2
+    // HTTP: 5 + 5 egress (IPv4, IPv6) and 2 + 1 ingress allowed; 3 + 3
     // egress and 1 + 1 ingress denied, and the garbage. DNS: one allowed
     // over UDP and TCP, REFUSED twice, two malformed (one unanswered).
     assert_eq!(
         count("sluice_l7_requests_total{protocol=\"http\",verdict=\"allowed\"}"),
-        9.0,
+        13.0,
         "{m}"
     );
     assert_eq!(
         count("sluice_l7_requests_total{protocol=\"http\",verdict=\"denied\"}"),
-        7.0,
+        9.0,
         "{m}"
     );
     assert_eq!(
@@ -569,4 +607,18 @@ spec:
         3,
         "only the three landings reached the deathstar"
     );
+
+    // With the agent gone (killed; its programs stay attached through the
+    // pinned links), traffic to be proxied has no socket to go to: dropped,
+    // never passed on its L4 allow.
+    if let Some(mut agent) = fx.run.agent.take() {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+    let before = seen_http.lock().expect("seen").len();
+    let out = a.python(&format!(
+        "import http.client\ntry:\n    c = http.client.HTTPConnection(\"{host}\", 8080, timeout=3)\n    c.request(\"GET\", \"/public/a\")\n    print(\"status\", c.getresponse().status)\nexcept Exception as e:\n    print(\"failed\", type(e).__name__)\n"
+    ));
+    assert!(out.starts_with("failed"), "{out}");
+    assert_eq!(seen_http.lock().expect("seen").len(), before);
 }
