@@ -104,7 +104,10 @@ fn http_server(listener: TcpListener, seen: Seen) {
 fn read_body(r: &mut impl BufRead, len: usize, chunked: bool) -> Option<Vec<u8>> {
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
-    while chunked {
+    if !chunked {
+        return Some(body);
+    }
+    loop {
         let mut line = String::new();
         r.read_line(&mut line).ok()?;
         let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
@@ -121,7 +124,6 @@ fn read_body(r: &mut impl BufRead, len: usize, chunked: bool) -> Option<Vec<u8>>
         r.read_exact(&mut chunk).ok()?;
         body.extend_from_slice(&chunk[..size]);
     }
-    Some(body)
 }
 
 /// The test DNS server's answer to query `q`: `answer` for
