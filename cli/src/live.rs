@@ -179,6 +179,9 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if o.observe_json == Some(false) {
+        proxy.shared.keep_log();
+    }
     if let Err(e) = agent::proxy::install_routing()
         .map_err(|e| e.to_string())
         .and_then(|()| {

@@ -52,6 +52,8 @@ pub struct Shared {
     learned: Mutex<Learned>,
     applied: Condvar,
     log: Mutex<Vec<String>>,
+    /// Whether anyone reads `log` (the agent's `--observe text`).
+    logging: std::sync::atomic::AtomicBool,
     in_flight: AtomicUsize,
     /// Requests judged: HTTP allowed, HTTP denied, DNS allowed, DNS denied.
     judged: [AtomicU64; 4],
@@ -151,7 +153,15 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// Keeps decision lines for [`Shared::drain_log`] from now on.
+    pub fn keep_log(&self) {
+        self.logging.store(true, Ordering::Relaxed);
+    }
+
     fn log(&self, line: String) {
+        if !self.logging.load(Ordering::Relaxed) {
+            return;
+        }
         if let Ok(mut l) = self.log.lock() {
             // A reader that never drains must not grow this without bound.
             if l.len() < 10_000 {
