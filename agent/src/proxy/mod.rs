@@ -417,9 +417,14 @@ pub fn install_routing() -> Result<(), String> {
     for (family, all) in families {
         let rules = ip(&[family, "rule", "list", "pref", &pref])?;
         if !rules.contains(&format!("lookup {table}")) {
-            ip(&[
+            // Another agent (a restart overlapping its predecessor) may add
+            // the same rule between the look and the add: that is success.
+            match ip(&[
                 family, "rule", "add", "pref", &pref, "fwmark", &mark, "lookup", &table,
-            ])?;
+            ]) {
+                Err(e) if !e.contains("File exists") => return Err(e),
+                _ => {}
+            }
         }
         ip(&[
             family, "route", "replace", "local", all, "dev", "lo", "table", &table,
