@@ -131,6 +131,13 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
+	__type(value, struct sl_flow6);
+	__uint(max_entries, SL_FLOW_SLOTS);
+} SL_FLOWS6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
 	__type(value, __u64[SL_STAT_MAX]);
 	__uint(max_entries, 65536);
 	SL_PINNING
@@ -384,17 +391,27 @@ static __always_inline void event(const struct pkt *p, __u8 egress, __u8 verdict
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Copies a conntrack entry into its flow-cache slot. */
-static __always_inline void remember(struct sl_flow *fc, const struct sl_ct_key *k,
-				     const struct sl_ct_value *ct)
+/* A flow-cache slot: the cached key's words and what is known of it. */
+struct slot_ref {
+	__u32 *key;
+	struct sl_flow_state *st;
+};
+
+/* Writes a flow-cache slot: `words` words of key `k`, and the state. */
+static __always_inline void remember(struct slot_ref fc, const __u32 *k, const int words,
+				     __u32 generation, __u8 egress, __u8 proxy, __u8 dropped,
+				     __u32 remote)
 {
-	if (!fc)
+	if (!fc.key || !fc.st)
 		return;
-	fc->key = *k;
-	fc->generation = ct->generation;
-	fc->egress = ct->egress;
-	fc->proxy = ct->proxy;
-	fc->dropped = 0;
+#pragma unroll
+	for (int i = 0; i < words; i++)
+		fc.key[i] = k[i];
+	fc.st->generation = generation;
+	fc.st->egress = egress;
+	fc.st->proxy = proxy;
+	fc.st->dropped = dropped;
+	fc.st->remote = remote;
 }
 
 static __always_inline struct sl_endpoint *endpoint_of(__u32 key)
@@ -524,7 +541,7 @@ static __always_inline int source_lower(const struct pkt *p, const int v6)
 	return bpf_ntohs(p->sport) < bpf_ntohs(p->dport);
 }
 
-/* Judges a packet of endpoint `ep`: flow cache (IPv4), conntrack, then
+/* Judges a packet of endpoint `ep`: flow cache, conntrack, then
  * ipcache and policy. `v6` is a constant at each call, so each family gets
  * its own maps and key types with no run-time cost. */
 static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u8 egress,
@@ -574,44 +591,65 @@ static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u
 	}
 	__u8 icmp = p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6;
 
-	/* IPv4: the flow cache first, an array slot, no hashing in the kernel. */
-	struct sl_flow *fc = 0;
-	if (!v6) {
-		__u32 h = (ck4.addr_lo * 0x9e3779b1u) ^ (ck4.addr_hi * 0x85ebca6bu) ^
-			  ((((__u32)ck4.port_lo << 16) | ck4.port_hi) * 0xc2b2ae35u) ^
-			  ((ep_key ^ ck4.proto) * 0x27d4eb2fu);
-		__u32 slot = (h ^ (h >> 16)) & (SL_FLOW_SLOTS - 1);
-		fc = bpf_map_lookup_elem(&SL_FLOWS, &slot);
-		if (fc && fc->generation == cfg->generation && fc->key.addr_lo == ck4.addr_lo &&
-		    fc->key.addr_hi == ck4.addr_hi && fc->key.port_lo == ck4.port_lo &&
-		    fc->key.port_hi == ck4.port_hi && fc->key.proto == ck4.proto &&
-		    fc->key.endpoint == ck4.endpoint) {
-			if (fc->egress == egress) {
-				if (fc->dropped) {
-					/* One of two constants: a counter index the
-					 * verifier can bound however it is spilled. */
-					int why = fc->dropped == SL_STAT_DROP_DENY ? SL_STAT_DROP_DENY
-										    : SL_STAT_DROP_POLICY;
-					count(ep, why);
-					event(p, egress, 1, why, ep_key, fc->remote);
-					return TC_ACT_SHOT;
-				}
-				if (fc->proxy)
-					return redirect(skb, p, cfg, ep, egress, ep_key, 0, 0);
-				count(ep, SL_STAT_FORWARD);
-				return TC_ACT_OK;
+	/* The flow cache first: an array slot chosen by a hash computed here
+	 * (array lookups are inlined, hash-map lookups hash in the kernel). */
+	const __u32 *kw = ck;
+	const int words = v6 ? sizeof(ck6) / 4 : sizeof(ck4) / 4;
+	/* Independent products (they run in parallel); IPv6 addresses are
+	 * folded to a word first. */
+	__u32 lo = v6 ? ck6.addr_lo[0] ^ ck6.addr_lo[1] ^ ck6.addr_lo[2] ^ ck6.addr_lo[3]
+		      : ck4.addr_lo;
+	__u32 hi = v6 ? ck6.addr_hi[0] ^ ck6.addr_hi[1] ^ ck6.addr_hi[2] ^ ck6.addr_hi[3]
+		      : ck4.addr_hi;
+	__u32 ports = v6 ? ((__u32)ck6.port_lo << 16) | ck6.port_hi
+			 : ((__u32)ck4.port_lo << 16) | ck4.port_hi;
+	__u32 h = (lo * 0x9e3779b1u) ^ (hi * 0x85ebca6bu) ^ (ports * 0xc2b2ae35u) ^
+		  ((ep_key ^ p->proto) * 0x27d4eb2fu);
+	__u32 slot = (h ^ (h >> 16)) & (SL_FLOW_SLOTS - 1);
+	struct slot_ref fc = {};
+	if (v6) {
+		struct sl_flow6 *f6 = bpf_map_lookup_elem(&SL_FLOWS6, &slot);
+		if (f6) {
+			fc.key = (__u32 *)&f6->key;
+			fc.st = &f6->st;
+		}
+	} else {
+		struct sl_flow *f4 = bpf_map_lookup_elem(&SL_FLOWS, &slot);
+		if (f4) {
+			fc.key = (__u32 *)&f4->key;
+			fc.st = &f4->st;
+		}
+	}
+	int cached = fc.key && fc.st && fc.st->generation == cfg->generation;
+#pragma unroll
+	for (int i = 0; i < words; i++)
+		cached = cached && fc.key[i] == kw[i];
+	if (cached) {
+		if (fc.st->egress == egress) {
+			if (fc.st->dropped) {
+				/* One of two constants: a counter index the
+				 * verifier can bound however it is spilled. */
+				int why = fc.st->dropped == SL_STAT_DROP_DENY ? SL_STAT_DROP_DENY
+									      : SL_STAT_DROP_POLICY;
+				count(ep, why);
+				event(p, egress, 1, why, ep_key, fc.st->remote);
+				return TC_ACT_SHOT;
 			}
-			if (!fc->dropped && !icmp && !p->tcp_syn) {
-				count(ep, SL_STAT_REPLY);
-				return TC_ACT_OK;
-			}
+			if (fc.st->proxy)
+				return redirect(skb, p, cfg, ep, egress, ep_key, 0, 0);
+			count(ep, SL_STAT_FORWARD);
+			return TC_ACT_OK;
+		}
+		if (!fc.st->dropped && !icmp && !p->tcp_syn) {
+			count(ep, SL_STAT_REPLY);
+			return TC_ACT_OK;
 		}
 	}
 
 	struct sl_ct_value *ct = bpf_map_lookup_elem(ct_map, ck);
 	if (ct) {
-		if (!v6 && ct->generation == cfg->generation)
-			remember(fc, &ck4, ct);
+		if (ct->generation == cfg->generation)
+			remember(fc, kw, words, ct->generation, ct->egress, ct->proxy, 0, 0);
 		if (ct->egress == egress) {
 			/* The connection's own direction: its verdict stands as
 			 * long as no new state was applied since it was judged. */
@@ -645,14 +683,8 @@ static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u
 			bpf_map_delete_elem(ct_map, ck);
 		/* Not for the proxy's packets: their identity is the mark's,
 		 * which the slot's key does not hold. */
-		if (fc && !from_proxy) {
-			fc->key = ck4;
-			fc->generation = cfg->generation;
-			fc->egress = egress;
-			fc->proxy = 0;
-			fc->dropped = why;
-			fc->remote = remote;
-		}
+		if (!from_proxy)
+			remember(fc, kw, words, cfg->generation, egress, 0, why, remote);
 		count(ep, why);
 		event(p, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
@@ -665,8 +697,7 @@ static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u
 		if (ct->egress == egress) {
 			ct->generation = cfg->generation;
 			ct->proxy = proxy;
-			if (!v6)
-				remember(fc, &ck4, ct);
+			remember(fc, kw, words, cfg->generation, egress, proxy, 0, 0);
 		}
 	} else {
 		struct sl_ct_value cv = {
@@ -676,8 +707,7 @@ static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u
 			.proxy = proxy,
 		};
 		bpf_map_update_elem(ct_map, ck, &cv, BPF_ANY);
-		if (!v6)
-			remember(fc, &ck4, &cv);
+		remember(fc, kw, words, cfg->generation, egress, proxy, 0, 0);
 		if (!proxy)
 			event(p, egress, 0, SL_STAT_FORWARD, ep_key, remote);
 	}

@@ -124,8 +124,7 @@ struct sl_ct_value {
  * conntrack again. */
 #define SL_FLOW_SLOTS 8192
 
-struct sl_flow {
-	struct sl_ct_key key;
+struct sl_flow_state {
 	__u32 generation;
 	__u8 egress;     /* the direction it was judged in */
 	__u8 proxy;
@@ -134,6 +133,16 @@ struct sl_flow {
 			  * without the lookups), else 0 */
 	__u8 pad;
 	__u32 remote;    /* for the drop event */
+};
+
+struct sl_flow {
+	struct sl_ct_key key;
+	struct sl_flow_state st;
+};
+
+struct sl_flow6 {
+	struct sl_ct6_key key;
+	struct sl_flow_state st;
 };
 
 /* Per-endpoint counters, indexed by SL_STAT_*. */

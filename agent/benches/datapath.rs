@@ -1,8 +1,9 @@
 //! Per-packet cost of the datapath with BPF_PROG_TEST_RUN (issue: ≤ 80 ns
 //! and flat from 10 to 100,000 entries). Needs root.
 //!
-//! For N = 10, 1,000, 100,000: N endpoint addresses in the ipcache and N
-//! entries in one endpoint's policy map; the "hit" packet comes from one of
+//! For N = 10, 1,000, 100,000: N endpoint addresses in the ipcache (IPv4,
+//! and for the per-packet figures IPv6 too) and N entries in one endpoint's
+//! policy map; the "hit" packet comes from one of
 //! those addresses to an allowed port (ipcache hit, L3 entry found), the
 //! "miss" packet from an unknown address (world: both lookups miss, drop).
 //! Each figure is the kernel's average over 1,000,000 runs; the no-op
@@ -14,9 +15,16 @@ use compiler::compile::{Compiled, Endpoint, IpcacheEntry};
 use compiler::mapstate::{Entry, Key, PolicyMap};
 use policy_lang::ir::Cidr;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-fn state(n: u32) -> Compiled {
+/// The IPv6 address of the i-th peer.
+fn v6_of(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i) + 1)
+}
+
+/// N peers and N policy entries; with `dual`, each peer has an IPv6
+/// address in the ipcache too.
+fn state(n: u32, dual: bool) -> Compiled {
     let mut c = Compiled::default();
     let mut m = PolicyMap::default();
     for i in 0..n {
@@ -32,6 +40,20 @@ fn state(n: u32) -> Compiled {
             identity: 1000 + i,
             node: None,
         });
+        if dual {
+            // The same peer's IPv6 address.
+            let cidr6 = Cidr {
+                addr: IpAddr::V6(v6_of(i)),
+                prefix_len: 128,
+                bare: false,
+            };
+            c.ipcache.push(IpcacheEntry {
+                prefix: cidr6.to_string(),
+                cidr: cidr6,
+                identity: 1000 + i,
+                node: None,
+            });
+        }
         m.insert(
             Key::new(1000 + i, false, 6, 80, 24),
             Entry::allow(false, false, 0),
@@ -54,11 +76,13 @@ fn state(n: u32) -> Compiled {
 fn main() {
     let server = Ipv4Addr::new(10, 200, 0, 1);
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "entries",
         "noop ns",
         "hit ns",
         "miss ns",
+        "hit6 ns",
+        "miss6 ns",
         "noop1 ns",
         "new ns",
         "newdrop ns",
@@ -74,7 +98,7 @@ fn main() {
             }
         };
         let keys = HashMap::from([("bench/server".to_owned(), 1u32)]);
-        let st = state(n);
+        let st = state(n, false);
         let t = std::time::Instant::now();
         dp.apply(&st, &keys, None, true).expect("apply");
         let apply_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -83,7 +107,7 @@ fn main() {
         // `compiler::artifact::encode`, then read, decoded and applied over
         // the first, stale entries deleted: what the agent does when its
         // --artifact file changes.
-        let mut second = state(n);
+        let mut second = state(n, false);
         for e in &mut second.ipcache {
             e.identity += n;
         }
@@ -111,8 +135,9 @@ fn main() {
         dp.apply(&decoded, &keys, None, true).expect("apply");
         let update_ms = t.elapsed().as_secs_f64() * 1e3;
         let _ = std::fs::remove_file(&file);
-        // Back to the first state for the per-packet figures.
-        dp.apply(&st, &keys, None, true).expect("apply");
+        // The first state again, with IPv6 addresses too, for the
+        // per-packet figures.
+        dp.apply(&state(n, true), &keys, None, true).expect("apply");
         let known = Ipv4Addr::from(0x0a00_0000 + n / 2 + 1);
         let hit = packet::ipv4(known, server, 6, 40000, 80);
         let miss = packet::ipv4(Ipv4Addr::new(192, 0, 2, 7), server, 6, 40001, 80);
@@ -132,6 +157,22 @@ fn main() {
         let noop = median(NOOP, &hit);
         let h = median(TO_ENDPOINT, &hit);
         let mi = median(TO_ENDPOINT, &miss);
+        // The same over IPv6.
+        let server6: Ipv6Addr = "2001:db8:1::1".parse().expect("v6");
+        let hit6 = packet::ipv6(v6_of(n / 2), server6, 6, 40000, 80);
+        let miss6 = packet::ipv6(
+            "2001:db8:ffff::7".parse().expect("v6"),
+            server6,
+            6,
+            40001,
+            80,
+        );
+        let (r, _) = dp.test_run(TO_ENDPOINT, &hit6, 1, 1).expect("run");
+        assert_eq!(r, 0, "the IPv6 hit packet is allowed");
+        let (r, _) = dp.test_run(TO_ENDPOINT, &miss6, 1, 1).expect("run");
+        assert_eq!(r, 2, "the IPv6 miss packet is dropped");
+        let h6 = median(TO_ENDPOINT, &hit6);
+        let mi6 = median(TO_ENDPOINT, &miss6);
         // First packets of new connections: each a different source port,
         // so each misses conntrack, is judged against the policy map and
         // inserts an entry and an event. One run per packet; the kernel's
@@ -150,6 +191,6 @@ fn main() {
         let new = first(TO_ENDPOINT, known);
         // The same for flows that are denied: full lookups, drop, event.
         let new_drop = first(TO_ENDPOINT, Ipv4Addr::new(192, 0, 2, 8));
-        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {noop1:>10} {new:>10} {new_drop:>10} {apply_ms:>10.1} {update_ms:>10.1}");
+        println!("{n:>8} {noop:>10} {h:>10} {mi:>10} {h6:>10} {mi6:>10} {noop1:>10} {new:>10} {new_drop:>10} {apply_ms:>10.1} {update_ms:>10.1}");
     }
 }
