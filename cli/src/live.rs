@@ -293,7 +293,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                     )
                 }
             }
-            if let Some((version, _)) = learned {
+            if let Some(version) = learned {
                 proxy.shared.answers_enforced(version);
             }
             let _ = std::io::stdout().flush();

@@ -25,7 +25,7 @@ use simulator::flow::{Flow, PeerRef, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ const LEARN_WAIT: Duration = Duration::from_secs(3);
 /// queues (TCP) or are dropped (UDP; clients retry).
 const MAX_IN_FLIGHT: usize = 512;
 
+/// DNS names whose answers are kept at most.
+const MAX_NAMES: usize = 10_000;
+
 /// DNS answers: name → addresses.
 pub type Answers = Vec<(String, Vec<IpAddr>)>;
 
@@ -53,7 +56,7 @@ pub struct Shared {
     applied: Condvar,
     log: Mutex<Vec<String>>,
     /// Whether anyone reads `log` (the agent's `--observe text`).
-    logging: std::sync::atomic::AtomicBool,
+    logging: AtomicBool,
     in_flight: AtomicUsize,
     /// Requests judged: HTTP allowed, HTTP denied, DNS allowed, DNS denied.
     judged: [AtomicU64; 4],
@@ -83,18 +86,23 @@ impl Shared {
         self.state.read().ok().and_then(|s| s.clone())
     }
 
-    /// The DNS answers learned so far and their version, when newer than
-    /// the enforced one.
-    pub fn pending_answers(&self) -> Option<(u64, Answers)> {
+    /// The version of the DNS answers learned so far, when newer than the
+    /// enforced one.
+    pub fn pending_answers(&self) -> Option<u64> {
         let l = self.learned.lock().ok()?;
-        (l.version > l.enforced).then(|| (l.version, answers_of(&l)))
+        (l.version > l.enforced).then_some(l.version)
     }
 
     /// All DNS answers learned so far.
     pub fn answers(&self) -> Answers {
         self.learned
             .lock()
-            .map(|l| answers_of(&l))
+            .map(|l| {
+                l.answers
+                    .iter()
+                    .map(|(n, ips)| (n.clone(), ips.iter().copied().collect()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -181,6 +189,17 @@ impl Shared {
         let Ok(mut l) = self.learned.lock() else {
             return;
         };
+        // Answers are kept for the agent's lifetime (no TTLs yet): bounded,
+        // so that a client asking for endless names cannot grow the state
+        // without end. Past the bound new names are not learned, and
+        // toFQDNs rules do not open for them.
+        if l.answers.len() >= MAX_NAMES && !l.answers.contains_key(name) {
+            drop(l);
+            self.log(format!(
+                "error    DNS answers for {name} not learned: {MAX_NAMES} names known"
+            ));
+            return;
+        }
         let set = l.answers.entry(name.to_owned()).or_default();
         let before = set.len();
         set.extend(ips.iter().copied());
@@ -203,13 +222,6 @@ impl Shared {
         }
         Some(Slot(self.clone()))
     }
-}
-
-fn answers_of(l: &Learned) -> Answers {
-    l.answers
-        .iter()
-        .map(|(n, ips)| (n.clone(), ips.iter().copied().collect()))
-        .collect()
 }
 
 struct Slot(Arc<Shared>);
