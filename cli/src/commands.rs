@@ -31,42 +31,71 @@ pub(crate) fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
     load_with_dns(inputs, color, Vec::new())
 }
 
-/// [`load`], with DNS answers for toFQDNs.
-pub(crate) fn load_with_dns(
-    inputs: &Inputs,
-    color: bool,
-    dns: Vec<(String, Vec<std::net::IpAddr>)>,
-) -> Result<Session, ExitCode> {
-    let mut cluster_texts = Vec::new();
+/// What `--cluster-policies` and `--from-cluster` read from the API.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClusterTexts {
+    policies: Option<String>,
+    inventory: Option<String>,
+}
+
+/// Reads what the inputs ask of the cluster (nothing without cluster
+/// flags); errors are reported.
+pub(crate) fn fetch_cluster(inputs: &Inputs) -> Result<ClusterTexts, ExitCode> {
+    let mut t = ClusterTexts::default();
     if inputs.cluster_policies {
         match crate::cluster::fetch_policies() {
-            Ok(text) => cluster_texts.push(("<cluster policies>".to_owned(), text)),
+            Ok(text) => t.policies = Some(text),
             Err(e) => {
                 eprintln!("error: --cluster-policies: {e}");
                 return Err(ExitCode::from(2));
             }
         }
     }
-    let mut loaded =
-        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &LoadOptions::default());
-    let mut diags = Vec::new();
-    let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
-    let mut inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
     if inputs.from_cluster {
         match crate::cluster::fetch_inventory() {
-            Ok(text) => {
-                let live =
-                    inventory::parse_str("<cluster>", &text, &mut loaded.sources, &mut diags);
-                inventory.namespaces.extend(live.namespaces);
-                inventory.pods.extend(live.pods);
-                inventory.nodes.extend(live.nodes);
-                inventory.services.extend(live.services);
-            }
+            Ok(text) => t.inventory = Some(text),
             Err(e) => {
                 eprintln!("error: --from-cluster: {e}");
                 return Err(ExitCode::from(2));
             }
         }
+    }
+    Ok(t)
+}
+
+/// [`load`], with DNS answers for toFQDNs.
+pub(crate) fn load_with_dns(
+    inputs: &Inputs,
+    color: bool,
+    dns: Vec<(String, Vec<std::net::IpAddr>)>,
+) -> Result<Session, ExitCode> {
+    load_fetched(inputs, color, dns, &fetch_cluster(inputs)?)
+}
+
+/// [`load_with_dns`] with the cluster's part already read (the agent reads
+/// it again only on its resync interval).
+pub(crate) fn load_fetched(
+    inputs: &Inputs,
+    color: bool,
+    dns: Vec<(String, Vec<std::net::IpAddr>)>,
+    cluster: &ClusterTexts,
+) -> Result<Session, ExitCode> {
+    let cluster_texts: Vec<(String, String)> = cluster
+        .policies
+        .iter()
+        .map(|t| ("<cluster policies>".to_owned(), t.clone()))
+        .collect();
+    let mut loaded =
+        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &LoadOptions::default());
+    let mut diags = Vec::new();
+    let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
+    let mut inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
+    if let Some(text) = &cluster.inventory {
+        let live = inventory::parse_str("<cluster>", text, &mut loaded.sources, &mut diags);
+        inventory.namespaces.extend(live.namespaces);
+        inventory.pods.extend(live.pods);
+        inventory.nodes.extend(live.nodes);
+        inventory.services.extend(live.services);
     }
     let cfg = Config {
         map_capacity: inputs.map_capacity,

@@ -2,7 +2,7 @@
 //! `sluice observe` (events and metrics of a running agent) and
 //! `sluice teardown` (remove what an agent pinned).
 
-use crate::commands::{load, load_with_dns};
+use crate::commands::{fetch_cluster, load, load_fetched, ClusterTexts};
 use crate::Inputs;
 use agent::observe::{prometheus, serve, Pinned};
 use agent::reconcile::Reconciler;
@@ -31,10 +31,23 @@ impl Source {
     }
 
     /// The compiled state, or `None` (reported) when it cannot be had.
-    /// `dns`: the answers the L7 proxy has seen, for toFQDNs.
-    fn state(&self, color: bool, dns: Vec<(String, Vec<std::net::IpAddr>)>) -> Option<Compiled> {
+    /// `dns`: the answers the L7 proxy has seen, for toFQDNs; `cluster`:
+    /// what was last read from the cluster, read again when `refetch`.
+    fn state(
+        &self,
+        color: bool,
+        dns: Vec<(String, Vec<std::net::IpAddr>)>,
+        cluster: &mut Option<ClusterTexts>,
+        refetch: bool,
+    ) -> Option<Compiled> {
         match self {
-            Source::Inputs(i) => load_with_dns(i, color, dns).ok().map(|s| s.compiled),
+            Source::Inputs(i) => {
+                if refetch || cluster.is_none() {
+                    *cluster = Some(fetch_cluster(i).ok()?);
+                }
+                let texts = cluster.as_ref()?;
+                load_fetched(i, color, dns, texts).ok().map(|s| s.compiled)
+            }
             Source::Artifact(path) => {
                 let read = read_artifact(path);
                 if let Err(e) = &read {
@@ -217,6 +230,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let mut last_resync = Instant::now();
     let mut enforcing = false;
     let mut current: Option<(Arc<Compiled>, Vec<u8>)> = None;
+    let mut cluster: Option<ClusterTexts> = None;
     loop {
         if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
             for e in rec.events() {
@@ -235,9 +249,13 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
         // selects their addresses.
         let learned = proxy.shared.pending_answers();
         if now != last || resync || learned.is_some() {
+            // Answers alone do not send the agent back to the API server.
+            let refetch = now != last || resync;
             last = now;
-            last_resync = Instant::now();
-            match source.state(color, proxy.shared.answers()) {
+            if refetch {
+                last_resync = Instant::now();
+            }
+            match source.state(color, proxy.shared.answers(), &mut cluster, refetch) {
                 // The same state again (a cluster resync with no change):
                 // nothing to write.
                 Some(s)
