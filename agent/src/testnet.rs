@@ -203,3 +203,20 @@ impl Drop for PodNet {
         sh(&["ip", "netns", "del", &self.ns]);
     }
 }
+
+/// Compiles a policy text against an inventory text for a test; panics on
+/// any error (a test's own inputs are expected to be valid).
+pub fn compile_texts(policy: &str, inventory: &str) -> compiler::compile::Compiled {
+    use compiler::compile::{compile, Config};
+    let loaded = policy_lang::parse_source("policy.yaml", policy, &Default::default());
+    assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
+    let mut sources = loaded.sources.clone();
+    let mut diags = Vec::new();
+    let inv = compiler::inventory::parse_str("inventory.yaml", inventory, &mut sources, &mut diags);
+    let (c, d) = compile(&loaded.set, &sources, &inv, &Config::default());
+    assert!(
+        d.iter().chain(&diags).all(|x| !x.is_error()),
+        "{d:?} {diags:?}"
+    );
+    c
+}

@@ -8,9 +8,8 @@
 //! than skips with SLUICE_REQUIRE_BPF=1.
 
 use agent::datapath::{ifindex, Datapath};
-use agent::testnet::PodNet;
-use compiler::compile::{compile, Compiled, Config};
-use compiler::inventory;
+use agent::testnet::{compile_texts, PodNet};
+use compiler::compile::Compiled;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -24,18 +23,7 @@ fn state(net: &PodNet, ports: &str) -> Compiled {
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n",
         net.pod_addr()
     );
-    compiled(&policy, &inv)
-}
-
-fn compiled(policy: &str, inv: &str) -> Compiled {
-    let loaded = policy_lang::parse_source("policy.yaml", policy, &Default::default());
-    assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
-    let mut sources = loaded.sources.clone();
-    let mut diags = Vec::new();
-    let inv = inventory::parse_str("inventory.yaml", inv, &mut sources, &mut diags);
-    let (c, d) = compile(&loaded.set, &sources, &inv, &Config::default());
-    assert!(d.iter().all(|x| !x.is_error()), "{d:?}");
-    c
+    compile_texts(&policy, &inv)
 }
 
 /// The test's pod network (with IPv6 addresses too when asked) and a
@@ -139,7 +127,7 @@ fn ipv6_allowed_port_connects_denied_port_does_not() {
         net.pod_addr(),
         net.pod_addr6()
     );
-    let c = compiled(&policy, &inv);
+    let c = compile_texts(&policy, &inv);
     let keys = HashMap::from([(
         "live/client".to_owned(),
         ifindex(&net.host_if).expect("ifindex"),

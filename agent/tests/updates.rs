@@ -8,8 +8,7 @@
 
 use agent::datapath::{Datapath, FROM_ENDPOINT, TO_ENDPOINT};
 use agent::packet;
-use compiler::compile::{compile, Compiled, Config};
-use compiler::inventory;
+use compiler::compile::Compiled;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -31,14 +30,7 @@ items:
 ";
 
 fn state(policy: &str) -> Compiled {
-    let loaded = policy_lang::parse_source("policy.yaml", policy, &Default::default());
-    assert_eq!(loaded.error_count(), 0, "{:?}", loaded.diagnostics);
-    let mut sources = loaded.sources.clone();
-    let mut diags = Vec::new();
-    let inv = inventory::parse_str("inventory.yaml", INVENTORY, &mut sources, &mut diags);
-    let (c, d) = compile(&loaded.set, &sources, &inv, &Config::default());
-    assert!(d.iter().all(|x| !x.is_error()), "{d:?}");
-    c
+    agent::testnet::compile_texts(policy, INVENTORY)
 }
 
 /// Server egress only to a documentation prefix: its replies to the
