@@ -696,7 +696,17 @@ static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u
 	if (ct) {
 		if (ct->egress == egress) {
 			ct->generation = cfg->generation;
-			ct->proxy = proxy;
+			/* An established TCP connection keeps the path it was
+			 * opened on: moved into the proxy mid-stream the proxy
+			 * never saw its handshake, moved out of it the server
+			 * never saw the client's. The proxy judges its later
+			 * requests by the new state; a connection opened
+			 * directly keeps going directly, as in Cilium, and L7
+			 * rules apply to new connections. Datagrams and a new
+			 * SYN take the new path. */
+			if (p->proto != IPPROTO_TCP || p->tcp_syn)
+				ct->proxy = proxy;
+			proxy = ct->proxy;
 			remember(fc, kw, words, cfg->generation, egress, proxy, 0, 0);
 		}
 	} else {

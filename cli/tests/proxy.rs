@@ -610,6 +610,36 @@ spec:
         "only the three landings reached the deathstar"
     );
 
+    // An update that drops the ingress L7 rules while the proxy holds a
+    // connection: the connection keeps its path through the proxy (moved
+    // mid-stream it would break), and the proxy judges its next request by
+    // the new state, which now allows PUT.
+    let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
+    w.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r = BufReader::new(w.try_clone().expect("clone"));
+    assert_eq!(exchange(&mut w, &mut r, exhaust).0, 403);
+    let text = std::fs::read_to_string(&pol).expect("policy");
+    let relaxed = text.replace(
+        "      rules:\n        http: [{method: POST, path: \"/v1/request-landing\"}]\n",
+        "",
+    );
+    assert_ne!(relaxed, text, "the ingress rule has its L7 part");
+    let _ = rx.try_iter().count(); // lines of earlier updates
+    write(&pol, &relaxed);
+    wait_line(&rx, "applied:", require);
+    let (status, body) = exchange(&mut w, &mut r, exhaust);
+    assert_eq!(
+        status, 200,
+        "the proxied connection survives the update: {body}"
+    );
+    // A new connection goes straight to the pod now.
+    let mut w2 = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
+    w2.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r2 = BufReader::new(w2.try_clone().expect("clone"));
+    assert_eq!(exchange(&mut w2, &mut r2, exhaust).0, 200);
+
     // With the agent gone (killed; its programs stay attached through the
     // pinned links), traffic to be proxied has no socket to go to: dropped,
     // never passed on its L4 allow.
