@@ -51,6 +51,9 @@ pub struct Applied {
     pub pruned: Vec<String>,
     /// Policy entries of enforced endpoints that redirect to the L7 proxy.
     pub l7_redirects: usize,
+    /// Ports of enforced endpoints with Kafka rules: the proxy does not
+    /// parse Kafka, so their connections are refused.
+    pub kafka_ports: usize,
 }
 
 impl Reconciler {
@@ -126,6 +129,16 @@ impl Reconciler {
                     .entries
                     .values()
                     .filter(|e| e.redirect && !e.deny)
+                    .count()
+            })
+            .sum();
+        out.kafka_ports = maps
+            .iter()
+            .map(|&m| {
+                c.maps[m]
+                    .l7
+                    .iter()
+                    .filter(|p| p.kind == compiler::l7::L7Kind::Kafka)
                     .count()
             })
             .sum();

@@ -284,6 +284,14 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         if !a.pruned.is_empty() {
                             println!("detached: {}", a.pruned.join(", "));
                         }
+                        if a.kafka_ports > 0 {
+                            eprintln!(
+                                "warning: {} {} Kafka rules; this agent's proxy does not parse Kafka and refuses \
+                                 connections to them (`sluice simulate` judges Kafka requests)",
+                                a.kafka_ports,
+                                crate::plural(a.kafka_ports, "port has", "ports have")
+                            );
+                        }
                         if a.l7_redirects > 0 {
                             println!(
                                 "l7: {} policy {} redirect to the proxy",

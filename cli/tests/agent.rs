@@ -319,3 +319,28 @@ fn agent_enforces_a_compiled_artifact_and_refuses_a_corrupt_one() {
     assert!(net.connects(8000), "the enforced state stays");
     assert!(!net.connects(8001), "and nothing opens");
 }
+
+#[test]
+fn agent_warns_that_kafka_rules_are_not_enforced_live() {
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some((net, mut fx, inv)) = setup("i") else {
+        return;
+    };
+    let pol = fx.dir.join("policy.yaml");
+    write(
+        &pol,
+        &format!(
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: client-out, namespace: live}}\nspec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toCIDR: [{}/32]\n    toPorts:\n    - ports: [{{port: \"9092\", protocol: TCP}}]\n      rules:\n        kafka: [{{role: produce, topic: orders}}]\n",
+            net.host_addr()
+        ),
+    );
+    let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin"]);
+    fx.agent = Some(child);
+    let Some(warning) = wait_line(&rx, "Kafka rules", require) else {
+        return;
+    };
+    assert!(
+        warning.contains("1 port has Kafka rules") && warning.contains("refuses"),
+        "{warning}"
+    );
+}
