@@ -29,10 +29,12 @@ impl PodNet {
     /// different tests apart; the process id keeps runs apart.
     pub fn create(tag: &str) -> Option<PodNet> {
         let id = std::process::id() % 100_000;
-        // Tests of one binary run at once in one process: the tag keeps
-        // their subnets apart, the process id those of other runs.
-        let tag_sum: u32 = tag.bytes().map(u32::from).sum();
-        let subnet = 20 + (((std::process::id() % 50) * 4 + tag_sum % 4) % 200) as u8;
+        // Tests of one binary run at once in one process: a counter keeps
+        // their subnets apart (tags could collide), the process id those of
+        // other runs (four per process before ranges overlap).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = 20 + (((std::process::id() % 50) * 4 + n) % 200) as u8;
         let net = PodNet {
             ns: format!("sl-{tag}-{id}"),
             host_if: format!("sl{tag}h{id}"),
