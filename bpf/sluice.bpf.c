@@ -355,7 +355,7 @@ static __always_inline void count(const struct sl_endpoint *ep, int which)
 static __always_inline void event_fill(struct sl_event *e, const struct pkt *p, __u8 egress,
 				       __u8 verdict, __u8 reason, __u32 ep, __u32 remote)
 {
-	e->ts_ns = bpf_ktime_get_ns();
+	e->ts_ns = bpf_ktime_get_coarse_ns();
 	e->saddr = p->v6 ? 0 : p->saddr[0];
 	e->daddr = p->v6 ? 0 : p->daddr[0];
 	e->sport = p->sport;
@@ -370,7 +370,9 @@ static __always_inline void event_fill(struct sl_event *e, const struct pkt *p, 
 
 /* A verdict event; IPv6 records carry the addresses after the IPv4 layout.
  * Each family reserves and fills its own record in a branch of its own:
- * the verifier must know the record's size wherever it is written. */
+ * the verifier must know the record's size wherever it is written. The
+ * readers (the agent, `sluice observe`) poll the ring on a timer, so no
+ * wakeup is sent: it would cost an interrupt's worth of work per event. */
 static __always_inline void event(const struct pkt *p, __u8 egress, __u8 verdict, __u8 reason,
 				  __u32 ep, __u32 remote)
 {
@@ -381,14 +383,14 @@ static __always_inline void event(const struct pkt *p, __u8 egress, __u8 verdict
 		event_fill(&e->base, p, egress, verdict, reason, ep, remote);
 		__builtin_memcpy(e->saddr6, p->saddr, 16);
 		__builtin_memcpy(e->daddr6, p->daddr, 16);
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 		return;
 	}
 	struct sl_event *e = bpf_ringbuf_reserve(&SL_EVENTS, sizeof(*e), 0);
 	if (!e)
 		return;
 	event_fill(e, p, egress, verdict, reason, ep, remote);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 /* A flow-cache slot: the cached key's words and what is known of it. */
