@@ -122,26 +122,19 @@ impl Reconciler {
             .collect();
         maps.sort_unstable();
         maps.dedup();
-        out.l7_redirects = maps
-            .iter()
-            .map(|&m| {
-                c.maps[m]
-                    .entries
-                    .values()
-                    .filter(|e| e.redirect && !e.deny)
-                    .count()
-            })
-            .sum();
-        out.kafka_ports = maps
-            .iter()
-            .map(|&m| {
-                c.maps[m]
-                    .l7
-                    .iter()
-                    .filter(|p| p.kind == compiler::l7::L7Kind::Kafka)
-                    .count()
-            })
-            .sum();
+        for &m in &maps {
+            let map = &c.maps[m];
+            out.l7_redirects += map
+                .entries
+                .values()
+                .filter(|e| e.redirect && !e.deny)
+                .count();
+            out.kafka_ports += map
+                .l7
+                .iter()
+                .filter(|p| p.kind == compiler::l7::L7Kind::Kafka)
+                .count();
+        }
         for iface in &ifaces {
             if !self.attached.contains(iface) {
                 crate::proxy::prepare_interface(iface).map_err(DatapathError::new)?;
