@@ -34,6 +34,13 @@ fn main() {
     };
     let arch_include = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // The datapath's memory ordering depends on the CPU it runs on (see
+    // `event` in sluice.bpf.c); the names are libbpf's __TARGET_ARCH_*.
+    let target_arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") => "-D__TARGET_ARCH_x86",
+        Ok("aarch64") => "-D__TARGET_ARCH_arm64",
+        _ => "-D__TARGET_ARCH_other",
+    };
     // Two builds of one source: the agent's pins its maps by name, the
     // other (tests, benchmarks) leaves nothing behind in bpffs.
     for (name, defines) in [
@@ -43,6 +50,7 @@ fn main() {
         let status = Command::new(&clang)
             .args(["-g", "-O2", "-target", "bpf", "-Wall", "-Werror"])
             .args(defines)
+            .arg(target_arch)
             .arg(format!("-I{arch_include}"))
             .arg(format!("-I{}", bpf.display()))
             .arg("-c")

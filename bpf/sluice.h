@@ -16,7 +16,7 @@
 
 /* Bumped whenever a map's layout changes: pinned maps live under a directory
  * named after it, so an agent never adopts maps of another layout. */
-#define SL_LAYOUT_VERSION 3
+#define SL_LAYOUT_VERSION 4
 
 /* Endpoint keys (ifindex, or the test-mode mark) below this index live in an
  * array, whose lookup the verifier inlines; larger ones in a hash. */
@@ -169,12 +169,13 @@ enum {
 #define SL_MARK_FROM_PROXY 0xb0000000u
 #define SL_MARK_ID_MASK 0x0fffffffu
 
-/* A verdict event on the ring buffer. */
+/* A verdict event: one 64-byte slot (a cache line) of a per-CPU ring.
+ * It carries no time: reading the clock cost more than the rest of the
+ * event in this VM (~20 ns even for the coarse clock), so readers stamp
+ * events when they read them, as Hubble stamps Cilium's. */
 struct sl_event {
-	__u64 ts_ns;     /* CLOCK_MONOTONIC, coarse (jiffies): the precise clock
-			  * costs ~25 ns per event in a VM */
-	__u32 saddr;
-	__u32 daddr;
+	__u8 saddr[16];  /* IPv4: the first 4 bytes */
+	__u8 daddr[16];
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
@@ -183,14 +184,28 @@ struct sl_event {
 	__u8 reason;     /* SL_STAT_* */
 	__u32 endpoint;  /* ifindex or test-mode mark */
 	__u32 remote_identity;
+	__u8 family;     /* 4 or 6 */
+	__u8 pad[15];
 };
 
-/* An IPv6 verdict event: the IPv4 one (with zero addresses) followed by
- * the addresses. The ring buffer's record length tells them apart. */
-struct sl_event6 {
-	struct sl_event base;
-	__u8 saddr6[16];
-	__u8 daddr6[16];
+/* Slots per CPU ring (a power of two): 512 KiB per CPU. */
+#define SL_RING_SLOTS 8192
+
+/* The events of one CPU: element <cpu> of SL_EVENTS, an array the readers
+ * mmap. One writer (the programs running on that CPU; TC programs do not
+ * nest on a CPU, and `busy` turns a nested writer away), one reader.
+ * The writer fills slot head % SL_RING_SLOTS, then advances head; the
+ * reader reads up to head, then advances tail. head and tail sit on cache
+ * lines of their own so that neither side's writes evict the other's. */
+struct sl_ring {
+	__u64 head;      /* written by the programs only */
+	__u64 lost;      /* events refused because the ring was full (or busy) */
+	__u32 busy;
+	__u32 pad0;
+	__u64 pad1[5];
+	__u64 tail;      /* written by the reader only */
+	__u64 pad2[7];
+	struct sl_event rec[SL_RING_SLOTS];
 };
 
 /* Global configuration, index 0 of an array map. */

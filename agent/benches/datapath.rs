@@ -7,10 +7,10 @@
 //! those addresses to an allowed port (ipcache hit, L3 entry found), the
 //! "miss" packet from an unknown address (world: both lookups miss, drop).
 //! Each figure is the kernel's average over 1,000,000 runs; the no-op
-//! classifier on the same packet is the floor. Nothing reads the ring
-//! buffer during those runs, so after the first ~26,000 drops their events
-//! are refused by the full ring; "missev" is the drop path with every
-//! event delivered (runs of 20,000, the ring drained between them).
+//! classifier on the same packet is the floor. Nothing reads the event
+//! rings during those runs, so after the first 8,192 drops on a CPU their
+//! events are refused by the full ring; "missev" is the drop path with
+//! every event delivered (runs of 8,000, the rings drained between them).
 
 use agent::datapath::{Datapath, NOOP, TO_ENDPOINT};
 use agent::packet;
@@ -151,16 +151,18 @@ fn main() {
         assert_eq!(r, 2, "the miss packet is dropped");
         // The median of 7 runs of 1,000,000 repetitions each: the machine
         // is shared, single runs vary by ±20%.
-        // Drops whose events all reach the ring buffer: runs of 20,000
-        // (the ring holds about 26,000 events), drained between runs.
+        // Drops whose events all reach the reader: runs of 8,000 (a CPU's
+        // ring holds 8,192 events), drained between runs.
         dp.drain_events();
+        let lost = dp.events_lost();
         let mut with_events: Vec<u32> = (0..21)
             .map(|_| {
-                let t = dp.test_run(TO_ENDPOINT, &miss, 1, 20_000).expect("run").1;
-                dp.drain_events();
+                let t = dp.test_run(TO_ENDPOINT, &miss, 1, 8_000).expect("run").1;
+                assert_eq!(dp.drain_events().len(), 8_000, "every drop's event is read");
                 t
             })
             .collect();
+        assert_eq!(dp.events_lost(), lost, "no event lost");
         with_events.sort_unstable();
         let mi_ev = with_events[10];
         let median = |prog: &str, pkt: &[u8]| {

@@ -1,5 +1,6 @@
 //! Loading the datapath and filling its maps from compiled state.
 
+use crate::events::EventRings;
 use crate::maps::*;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap};
@@ -22,7 +23,7 @@ pub static BPF_OBJECT_PINNED: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-pinned.bpf.o"));
 
 /// `SL_LAYOUT_VERSION` of bpf/sluice.h: pins live under `<root>/v<this>`.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `SL_EP_DIRECT`: endpoint keys below it live in the array map.
 pub const EP_DIRECT: u32 = 65536;
@@ -93,7 +94,7 @@ pub struct Datapath {
     bpf: Ebpf,
     /// Verdict events (drops and new connections), taken out of `bpf` so
     /// they can be read while the maps are written.
-    events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    events: EventRings,
     /// Counts applied states. Each state's policy entries live under map
     /// ids of their own (`(generation & 0xffff) << 16 | map index`) and its
     /// identities in ipcache slot `generation & 1`, so a new state is
@@ -317,6 +318,8 @@ impl Datapath {
         if let Some(dir) = pin {
             loader.map_pin_path(dir);
         }
+        let cpus = crate::events::possible_cpus()?;
+        loader.set_max_entries("SL_EVENTS", cpus);
         let mut bpf = loader
             .load(object)
             .map_err(ctx("loading bpf/sluice.bpf.o"))?;
@@ -331,9 +334,10 @@ impl Datapath {
             prog.load()
                 .map_err(ctx("the verifier rejected a program"))?;
         }
-        let events = bpf
-            .take_map("SL_EVENTS")
-            .and_then(|m| aya::maps::RingBuf::try_from(m).ok());
+        let events = match bpf.take_map("SL_EVENTS") {
+            Some(aya::maps::Map::Array(m)) => EventRings::new(m)?,
+            _ => return Err(DatapathError::new("SL_EVENTS missing from the object")),
+        };
         Ok(Datapath {
             bpf,
             events,
@@ -675,16 +679,12 @@ impl Datapath {
 
     /// Takes the verdict events the programs emitted since the last call.
     pub fn drain_events(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        let Some(ring) = self.events.as_mut() else {
-            return out;
-        };
-        while let Some(item) = ring.next() {
-            if let Some(e) = Event::from_bytes(&item) {
-                out.push(e);
-            }
-        }
-        out
+        self.events.read()
+    }
+
+    /// Events the programs could not deliver (the reader fell behind).
+    pub fn events_lost(&self) -> u64 {
+        self.events.lost()
     }
 
     /// Attaches both programs to an endpoint's host-side interface: its

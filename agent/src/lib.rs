@@ -9,6 +9,7 @@
 //! makes bpf(2) calls.
 
 pub mod datapath;
+pub mod events;
 pub mod maps;
 pub mod observe;
 pub mod packet;

@@ -96,14 +96,15 @@ pub const MARK_TO_PROXY: u32 = 0xa000_0000;
 pub const MARK_FROM_PROXY: u32 = 0xb000_0000;
 pub const MARK_ID_MASK: u32 = 0x0fff_ffff;
 
-/// The ring-buffer record of a verdict (`struct sl_event`); IPv6 records
-/// (`struct sl_event6`) append the two addresses.
+/// A verdict event as the programs write it (`struct sl_event`): one
+/// 64-byte slot of a per-CPU ring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawEvent {
-    pub ts_ns: u64,
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+    /// IPv4: the first four bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Network byte order.
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     pub proto: u8,
@@ -112,15 +113,36 @@ pub struct RawEvent {
     pub reason: u8,
     pub endpoint: u32,
     pub remote_identity: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub pad: [u8; 15],
 }
 
-/// Size of an IPv6 event record.
-pub const EVENT6_SIZE: usize = std::mem::size_of::<RawEvent>() + 32;
+/// Slots per CPU ring (`SL_RING_SLOTS`).
+pub const RING_SLOTS: usize = 8192;
+
+/// One CPU's ring (`struct sl_ring`): the header, then the slots.
+#[repr(C)]
+pub struct RingHeader {
+    pub head: u64,
+    pub lost: u64,
+    pub busy: u32,
+    pub pad0: u32,
+    pub pad1: [u64; 5],
+    pub tail: u64,
+    pub pad2: [u64; 7],
+}
+
+/// Bytes of one CPU's ring, the value size of `SL_EVENTS`.
+pub const RING_SIZE: usize =
+    std::mem::size_of::<RingHeader>() + RING_SLOTS * std::mem::size_of::<RawEvent>();
 
 /// A verdict event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
-    pub ts_ns: u64,
+    /// When the reader took it from the ring (the programs do not read the
+    /// clock: see `struct sl_event`); what Hubble calls a flow's time.
+    pub time: std::time::SystemTime,
     pub saddr: std::net::IpAddr,
     pub daddr: std::net::IpAddr,
     pub sport: u16,
@@ -136,40 +158,33 @@ pub struct Event {
 }
 
 impl Event {
-    /// Reads an event record as the program wrote it (native byte order,
-    /// addresses and ports in network order); `None` if it is too short.
-    pub fn from_bytes(b: &[u8]) -> Option<Event> {
-        if b.len() < std::mem::size_of::<RawEvent>() {
-            return None;
-        }
-        let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let (saddr, daddr) = if b.len() >= EVENT6_SIZE {
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s.copy_from_slice(&b[32..48]);
-            d.copy_from_slice(&b[48..64]);
-            (
-                std::net::IpAddr::from(std::net::Ipv6Addr::from(s)),
-                std::net::IpAddr::from(std::net::Ipv6Addr::from(d)),
-            )
-        } else {
-            (
-                std::net::IpAddr::from([b[8], b[9], b[10], b[11]]),
-                std::net::IpAddr::from([b[12], b[13], b[14], b[15]]),
-            )
+    /// The event a slot holds, stamped with `time`; `None` for a slot that
+    /// is not an IPv4 or IPv6 record.
+    pub fn from_raw(r: &RawEvent, time: std::time::SystemTime) -> Option<Event> {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let (saddr, daddr) = match r.family {
+            4 => {
+                let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+                (v4(&r.saddr), v4(&r.daddr))
+            }
+            6 => (
+                IpAddr::V6(Ipv6Addr::from(r.saddr)),
+                IpAddr::V6(Ipv6Addr::from(r.daddr)),
+            ),
+            _ => return None,
         };
         Some(Event {
-            ts_ns: u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            time,
             saddr,
             daddr,
-            sport: u16::from_be_bytes([b[16], b[17]]),
-            dport: u16::from_be_bytes([b[18], b[19]]),
-            proto: b[20],
-            egress: b[21],
-            verdict: b[22],
-            reason: b[23],
-            endpoint: u32_at(24),
-            remote_identity: u32_at(28),
+            sport: u16::from_be_bytes(r.sport),
+            dport: u16::from_be_bytes(r.dport),
+            proto: r.proto,
+            egress: r.egress,
+            verdict: r.verdict,
+            reason: r.reason,
+            endpoint: r.endpoint,
+            remote_identity: r.remote_identity,
         })
     }
 }
@@ -259,11 +274,6 @@ mod tests {
         assert_eq!(c_field(header, "sl_config", "has_lpm6"), "__u32 has_lpm6;");
         assert_eq!(c_field(header, "sl_config", "world6"), "__u32 world6[2];");
         assert_eq!(c_field(header, "sl_ipcache6_key", "addr"), "__u8 addr[16];");
-        assert_eq!(c_field(header, "sl_event6", "saddr6"), "__u8 saddr6[16];");
-        assert_eq!(
-            c_field(header, "sl_event6", "base"),
-            "struct sl_event base;"
-        );
         assert_eq!(offset_of!(Config, world), 24);
         assert_eq!(offset_of!(Config, proxy_port_tcp), 32);
         assert_eq!(offset_of!(Config, proxy_port_udp), 34);
@@ -321,12 +331,42 @@ mod tests {
             "#define SL_EP_DIRECT {}",
             crate::datapath::EP_DIRECT
         )));
-        assert_eq!(size_of::<RawEvent>(), 32);
-        assert_eq!(offset_of!(RawEvent, endpoint), 24);
-        assert_eq!(
-            c_field(header, "sl_event", "remote_identity"),
-            "__u32 remote_identity;"
-        );
+        assert_eq!(size_of::<RawEvent>(), 64);
+        for (f, decl) in [
+            ("saddr", "__u8 saddr[16];"),
+            ("daddr", "__u8 daddr[16];"),
+            ("sport", "__be16 sport;"),
+            ("dport", "__be16 dport;"),
+            ("proto", "__u8 proto;"),
+            ("egress", "__u8 egress;"),
+            ("verdict", "__u8 verdict;"),
+            ("reason", "__u8 reason;"),
+            ("endpoint", "__u32 endpoint;"),
+            ("remote_identity", "__u32 remote_identity;"),
+            ("family", "__u8 family;"),
+            ("pad", "__u8 pad[15];"),
+        ] {
+            assert_eq!(c_field(header, "sl_event", f), decl);
+        }
+        assert_eq!(offset_of!(RawEvent, sport), 32);
+        assert_eq!(offset_of!(RawEvent, proto), 36);
+        assert_eq!(offset_of!(RawEvent, endpoint), 40);
+        assert_eq!(offset_of!(RawEvent, remote_identity), 44);
+        assert_eq!(offset_of!(RawEvent, family), 48);
+        assert!(header.contains(&format!("#define SL_RING_SLOTS {RING_SLOTS}")));
+        assert_eq!(size_of::<RingHeader>(), 128);
+        assert_eq!(offset_of!(RingHeader, lost), 8);
+        assert_eq!(offset_of!(RingHeader, busy), 16);
+        assert_eq!(offset_of!(RingHeader, tail), 64);
+        for (f, decl) in [
+            ("head", "__u64 head;"),
+            ("lost", "__u64 lost;"),
+            ("busy", "__u32 busy;"),
+            ("tail", "__u64 tail;"),
+            ("rec", "struct sl_event rec[SL_RING_SLOTS];"),
+        ] {
+            assert_eq!(c_field(header, "sl_ring", f), decl);
+        }
         assert!(
             header.contains("#define SL_FLAG_DENY 1")
                 && header.contains("#define SL_FLAG_REDIRECT 2")

@@ -1,12 +1,13 @@
 //! Reading an agent's pinned state from another process: verdict events
-//! from the ring buffer, per-endpoint counters and sizes, and the update
+//! from the per-CPU event rings, per-endpoint counters and sizes, and the update
 //! counters, rendered as Prometheus metrics. `sluice observe` and the
 //! agent's metrics endpoint both read through here, so what they report is
 //! what the kernel holds, not what the agent believes it wrote.
 
 use crate::datapath::{pin_dir, DatapathError, EP_DIRECT};
+use crate::events::EventRings;
 use crate::maps::{Config, EndpointInfo, Event};
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -20,6 +21,9 @@ pub struct Snapshot {
     pub generation: u32,
     pub updates: u32,
     pub update_errors: u32,
+    /// Verdict events the programs could not deliver (the reader fell
+    /// behind and a CPU's ring was full).
+    pub events_lost: u64,
     pub endpoints: Vec<EndpointSnapshot>,
 }
 
@@ -39,7 +43,9 @@ pub struct Pinned {
     endpoints: Array<MapData, EndpointInfo>,
     endpoints_high: BpfHashMap<MapData, u32, EndpointInfo>,
     stats: PerCpuArray<MapData, [u64; crate::maps::STAT_MAX]>,
-    events: Option<RingBuf<MapData>>,
+    events: EventRings,
+    /// Whether this process reads the events (and so frees their slots).
+    reader: bool,
 }
 
 fn open(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
@@ -58,7 +64,7 @@ fn typed<T, E: std::fmt::Display>(r: Result<T, E>, name: &str) -> Result<T, Data
 
 impl Pinned {
     /// Opens the maps an agent pinned under `root`. With `events`, this
-    /// process becomes the ring buffer's reader (there is one reader: run
+    /// process becomes the event rings' reader (there is one reader: run
     /// either this or the agent's own `--observe`).
     pub fn open(root: &Path, events: bool) -> Result<Pinned, DatapathError> {
         let dir = pin_dir(root);
@@ -79,26 +85,18 @@ impl Pinned {
                 PerCpuArray::try_from(Map::PerCpuArray(open(&dir, "SL_STATS")?)),
                 "SL_STATS",
             )?,
-            events: if events {
-                Some(typed(
-                    RingBuf::try_from(Map::RingBuf(open(&dir, "SL_EVENTS")?)),
-                    "SL_EVENTS",
-                )?)
-            } else {
-                None
-            },
+            events: EventRings::new(open(&dir, "SL_EVENTS")?)?,
+            reader: events,
         })
     }
 
     /// Events since the last call.
     pub fn events(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        if let Some(ring) = self.events.as_mut() {
-            while let Some(item) = ring.next() {
-                out.extend(Event::from_bytes(&item));
-            }
+        if self.reader {
+            self.events.read()
+        } else {
+            Vec::new()
         }
-        out
     }
 
     /// The configuration and every endpoint on an interface of this
@@ -137,6 +135,7 @@ impl Pinned {
             generation: cfg.generation,
             updates: cfg.updates,
             update_errors: cfg.update_errors,
+            events_lost: self.events.lost(),
             endpoints,
         })
     }
@@ -192,10 +191,16 @@ pub fn prometheus(s: &Snapshot) -> String {
         "counter",
         "Packets judged at an endpoint, by verdict and reason.",
     );
+    family(
+        "sluice_events_lost_total",
+        "counter",
+        "Verdict events not delivered because the reader fell behind (the packets were judged all the same).",
+    );
     let _ = writeln!(o, "sluice_updates_total {}", s.updates);
     let _ = writeln!(o, "sluice_update_errors_total {}", s.update_errors);
     let _ = writeln!(o, "sluice_state_generation {}", s.generation);
     let _ = writeln!(o, "sluice_endpoints {}", s.endpoints.len());
+    let _ = writeln!(o, "sluice_events_lost_total {}", s.events_lost);
     for e in &s.endpoints {
         let _ = writeln!(
             o,
@@ -266,6 +271,7 @@ mod tests {
             generation: 3,
             updates: 3,
             update_errors: 1,
+            events_lost: 4,
             endpoints: vec![EndpointSnapshot {
                 interface: "veth1".into(),
                 identity: 256,
@@ -275,6 +281,7 @@ mod tests {
         };
         let t = prometheus(&s);
         assert!(t.contains("sluice_update_errors_total 1\n"));
+        assert!(t.contains("sluice_events_lost_total 4\n"));
         assert!(t.contains("sluice_policy_entries{interface=\"veth1\",identity=\"256\"} 12\n"));
         assert!(t.contains(
             "sluice_packets_total{interface=\"veth1\",verdict=\"dropped\",reason=\"policy_deny\"} 1\n"

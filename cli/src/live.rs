@@ -156,7 +156,12 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         (_, 5) => "PROXY_UNAVAILABLE".into(),
         _ => "POLICY_DENIED".into(),
     };
-    serde_json::json!({"flow": {
+    // Hubble's flows carry the time the agent read the event; so do these.
+    let time = jiff::Timestamp::try_from(e.time)
+        .map(|t| serde_json::Value::from(t.to_string()))
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({"time": time.clone(), "flow": {
+        "time": time,
         "verdict": verdict,
         "drop_reason_desc": reason,
         "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": if src.is_ipv6() { "IPv6" } else { "IPv4" }},
@@ -342,7 +347,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
 }
 
 /// `sluice observe`: verdict events of a running agent, read from its
-/// pinned ring buffer, and optionally its metrics.
+/// pinned event rings, and optionally its metrics.
 pub fn observe(
     bpffs: &Path,
     inputs: Option<&Inputs>,

@@ -210,7 +210,7 @@ enum Command {
         resync_s: u64,
     },
     /// Stream the verdict events of a running agent (read from its pinned
-    /// ring buffer) and optionally serve its metrics.
+    /// event rings) and optionally serve its metrics.
     Observe {
         /// The agent's --bpffs directory.
         #[arg(long, default_value = "/sys/fs/bpf/sluice")]

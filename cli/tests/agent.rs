@@ -56,6 +56,10 @@ fn agent_enforces_and_follows_policy_changes() {
     let dropped = wait_for("\"destination_port\":8001");
     assert!(dropped.contains("\"verdict\":\"DROPPED\""), "{dropped}");
     assert!(dropped.contains("\"pod_name\":\"client\""), "{dropped}");
+    // Stamped, as Hubble stamps flows, when the agent read it.
+    let flow: serde_json::Value = serde_json::from_str(&dropped).expect("one JSON object per line");
+    let time = flow["flow"]["time"].as_str().unwrap_or_default();
+    assert!(time.starts_with("20") && time.ends_with('Z'), "{dropped}");
     let replay = fx.dir.join("recorded.jsonl");
     write(&replay, &format!("{dropped}\n"));
     let sim = Command::new(SLUICE)
@@ -178,7 +182,7 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
     );
     assert!(sample(&m, &replies).is_some_and(|v| v >= 1.0), "{m}");
 
-    // `sluice observe` reads the same pinned ring buffer: the drops made
+    // `sluice observe` reads the same pinned event rings: the drops made
     // above are in it, named and in Hubble's shape.
     let obs = Command::new(SLUICE)
         .args([
