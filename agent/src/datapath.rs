@@ -23,10 +23,10 @@ pub static BPF_OBJECT_PINNED: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-pinned.bpf.o"));
 
 /// `SL_LAYOUT_VERSION` of bpf/sluice.h: pins live under `<root>/v<this>`.
-pub const LAYOUT_VERSION: u32 = 4;
+pub use abi::LAYOUT_VERSION;
 
 /// `SL_EP_DIRECT`: endpoint keys below it live in the array map.
-pub const EP_DIRECT: u32 = 65536;
+pub use abi::EP_DIRECT;
 
 /// Entries each ipcache map holds.
 pub const IPCACHE_CAPACITY: usize = 512_000;
@@ -522,24 +522,8 @@ impl Datapath {
                 BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
             for (index, m) in c.maps.iter().enumerate() {
                 for (k, v) in &m.entries {
-                    // `Key::new` already cleared the bits past the prefix.
-                    let key = PolicyKey {
-                        map_id: map_id(index),
-                        identity: k.identity,
-                        egress: u8::from(k.egress),
-                        proto: k.proto,
-                        dport: k.dport.to_be_bytes(),
-                        plen: k.plen,
-                        pad: [0; 3],
-                    };
-                    let value = PolicyValue {
-                        precedence: v.precedence,
-                        flags: (if v.deny { FLAG_DENY } else { 0 })
-                            | (if v.redirect { FLAG_REDIRECT } else { 0 })
-                            | (if v.auth { FLAG_AUTH } else { 0 }),
-                        plen: k.plen,
-                        pad: 0,
-                    };
+                    let key = k.to_kernel(map_id(index));
+                    let value = v.to_kernel(k);
                     pol.insert(key, value, 0)
                         .map_err(ctx("writing SL_POLICY"))?;
                     if k.identity == 0 {

@@ -52,6 +52,22 @@ impl Key {
         }
     }
 
+    /// This entry's key in the datapath's policy map `map_id` (`struct
+    /// sl_policy_key`): the port in network order; the bits past the
+    /// prefix are clear already (`Key::new`), as the kernel's lookup keys
+    /// are masked the same way.
+    pub fn to_kernel(&self, map_id: u32) -> abi::PolicyKey {
+        abi::PolicyKey {
+            map_id,
+            identity: self.identity,
+            egress: u8::from(self.egress),
+            proto: self.proto,
+            dport: self.dport.to_be_bytes(),
+            plen: self.plen,
+            pad: [0; 3],
+        }
+    }
+
     pub fn matches(&self, proto: u8, dport: u16) -> bool {
         Key::l4_bits(proto, dport) & Key::mask(self.plen) == Key::l4_bits(self.proto, self.dport)
     }
@@ -121,6 +137,21 @@ impl Entry {
                 ALLOW_PRECEDENCE
             },
             origins: vec![origin],
+        }
+    }
+
+    /// This entry's value in the datapath's policy map under `key`
+    /// (`struct sl_policy_value`): the datapath compares an
+    /// identity-specific entry with a wildcard one by precedence, then by
+    /// the prefix length it was written with.
+    pub fn to_kernel(&self, key: &Key) -> abi::PolicyValue {
+        abi::PolicyValue {
+            precedence: self.precedence,
+            flags: (if self.deny { abi::FLAG_DENY } else { 0 })
+                | (if self.redirect { abi::FLAG_REDIRECT } else { 0 })
+                | (if self.auth { abi::FLAG_AUTH } else { 0 }),
+            plen: key.plen,
+            pad: 0,
         }
     }
 
@@ -326,6 +357,28 @@ impl PolicyMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_encoding_is_the_datapath_key_and_value() {
+        // Ports 8192-8207 of UDP: a 20-bit prefix over protocol and port.
+        let k = Key::new(300, true, 17, 8200, 20);
+        let kk = k.to_kernel(0x0003_0002);
+        assert_eq!(
+            (kk.map_id, kk.identity, kk.egress, kk.proto, kk.plen),
+            (0x0003_0002, 300, 1, 17, 20)
+        );
+        // Masked to the prefix, in network byte order.
+        assert_eq!(kk.dport, 8192u16.to_be_bytes());
+        assert_eq!(kk.pad, [0; 3]);
+        let allow = Entry::allow(true, true, 0).to_kernel(&k);
+        assert_eq!(
+            (allow.precedence, allow.flags, allow.plen),
+            (REDIRECT_PRECEDENCE, abi::FLAG_REDIRECT | abi::FLAG_AUTH, 20)
+        );
+        let deny = Entry::deny(0).to_kernel(&Key::new(0, false, 0, 0, 0));
+        assert_eq!((deny.flags, deny.plen), (abi::FLAG_DENY, 0));
+        assert!(deny.precedence > allow.precedence);
+    }
 
     #[test]
     fn lpm_prefers_longest_and_deny() {
