@@ -99,6 +99,11 @@ impl Pinned {
         }
     }
 
+    /// Events the programs could not deliver since the rings were made.
+    pub fn events_lost(&self) -> u64 {
+        self.events.lost()
+    }
+
     /// The configuration and every endpoint on an interface of this
     /// network namespace.
     pub fn snapshot(&self) -> Result<Snapshot, DatapathError> {

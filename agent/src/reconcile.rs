@@ -96,6 +96,11 @@ impl Reconciler {
         self.datapath.drain_events()
     }
 
+    /// Events the programs could not deliver since the rings were made.
+    pub fn events_lost(&self) -> u64 {
+        self.datapath.events_lost()
+    }
+
     pub fn apply(&mut self, c: &Compiled) -> Result<Applied, DatapathError> {
         let mut keys = HashMap::new();
         let mut out = Applied::default();

@@ -116,6 +116,35 @@ fn newest_mtime(paths: &[PathBuf]) -> Option<std::time::SystemTime> {
     best
 }
 
+/// Events the datapath could not deliver, reported as they happen, as
+/// Hubble reports its lost events. Losses from before the reader started
+/// (nobody reading, the rings full) are not reported.
+#[derive(Default)]
+struct LostEvents {
+    seen: Option<u64>,
+}
+
+impl LostEvents {
+    /// A line for the events lost since the last call, if any.
+    fn report(&mut self, total: u64, json: bool) -> Option<String> {
+        let before = self.seen.replace(total).unwrap_or(total);
+        let n = total.checked_sub(before).filter(|n| *n > 0)?;
+        Some(if json {
+            let time = jiff::Timestamp::now().to_string();
+            // Hubble's LostEvent: uint64 fields are strings in its JSON.
+            serde_json::json!({"time": time, "lost_events": {
+                "source": "PERF_EVENT_RING_BUFFER",
+                "num_events_lost": n.to_string(),
+            }})
+            .to_string()
+        } else {
+            format!(
+                "EVENTS LOST: {n} (the readers fell behind; the packets were judged all the same)"
+            )
+        })
+    }
+}
+
 /// An event as one line: text, or Hubble's JSON flow shape.
 fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> String {
     let (src, dst) = (e.saddr, e.daddr);
@@ -236,10 +265,14 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let mut enforcing = false;
     let mut current: Option<(Arc<Compiled>, Vec<u8>)> = None;
     let mut cluster: Option<ClusterTexts> = None;
+    let mut lost = LostEvents::default();
     loop {
         if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
             for e in rec.events() {
                 println!("{}", event_line(Some(c), &e, json));
+            }
+            if let Some(line) = lost.report(rec.events_lost(), json) {
+                println!("{line}");
             }
             if !json {
                 for line in proxy.shared.drain_log() {
@@ -381,12 +414,18 @@ pub fn observe(
         }
     }
     let start = Instant::now();
+    let mut lost = LostEvents::default();
     loop {
         let events = pinned.events();
         let mut out = std::io::stdout().lock();
         for e in &events {
             if writeln!(out, "{}", event_line(compiled.as_ref(), e, json)).is_err() {
                 return ExitCode::SUCCESS; // the reader went away (a closed pipe)
+            }
+        }
+        if let Some(line) = lost.report(pinned.events_lost(), json) {
+            if writeln!(out, "{line}").is_err() {
+                return ExitCode::SUCCESS;
             }
         }
         let _ = out.flush();
@@ -424,5 +463,24 @@ pub fn teardown(bpffs: &Path) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LostEvents;
+
+    #[test]
+    fn lost_events_are_reported_once_and_only_after_the_reader_started() {
+        let mut l = LostEvents::default();
+        assert_eq!(l.report(40, false), None, "losses before the start");
+        assert_eq!(l.report(40, true), None);
+        let text = l.report(45, false).unwrap_or_default();
+        assert!(text.starts_with("EVENTS LOST: 5 "), "{text}");
+        assert_eq!(l.report(45, false), None, "reported once");
+        let json: serde_json::Value =
+            serde_json::from_str(&l.report(52, true).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(json["lost_events"]["num_events_lost"], "7");
+        assert_eq!(json["lost_events"]["source"], "PERF_EVENT_RING_BUFFER");
     }
 }
