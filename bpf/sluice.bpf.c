@@ -158,6 +158,14 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
+	__type(value, struct sl_clock);
+	__uint(max_entries, 1);
+	SL_PINNING
+} SL_CLOCK SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
 	__type(value, struct sl_config);
 	__uint(max_entries, 1);
 	SL_PINNING
@@ -401,6 +409,7 @@ static __always_inline void event(const struct pkt *p, __u8 egress, __u8 verdict
 	e->reason = reason;
 	e->endpoint = ep;
 	e->remote_identity = remote;
+	e->jiffies = (__u32)bpf_jiffies64();
 	/* The record before the new head, for readers on other CPUs: x86
 	 * keeps stores in order; elsewhere the exchange is a full barrier. */
 #if defined(__TARGET_ARCH_x86)
@@ -792,6 +801,15 @@ SEC("classifier")
 int sl_to_endpoint(struct __sk_buff *skb)
 {
 	return handle(skb, 0);
+}
+
+/* The tick count now (low 32 bits), for the agent, which runs this with
+ * BPF_PROG_TEST_RUN between two readings of its own clock to relate
+ * events' ticks to wall-clock time. Never attached. */
+SEC("classifier")
+int sl_clock(struct __sk_buff *skb)
+{
+	return (__u32)bpf_jiffies64();
 }
 
 /* The floor for benchmarks: a classifier that does nothing. */

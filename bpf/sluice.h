@@ -16,7 +16,7 @@
 
 /* Bumped whenever a map's layout changes: pinned maps live under a directory
  * named after it, so an agent never adopts maps of another layout. */
-#define SL_LAYOUT_VERSION 4
+#define SL_LAYOUT_VERSION 5
 
 /* Endpoint keys (ifindex, or the test-mode mark) below this index live in an
  * array, whose lookup the verifier inlines; larger ones in a hash. */
@@ -170,9 +170,10 @@ enum {
 #define SL_MARK_ID_MASK 0x0fffffffu
 
 /* A verdict event: one 64-byte slot (a cache line) of a per-CPU ring.
- * It carries no time: reading the clock cost more than the rest of the
- * event in this VM (~20 ns even for the coarse clock), so readers stamp
- * events when they read them, as Hubble stamps Cilium's. */
+ * Its time is the kernel's tick count (jiffies, low 32 bits): reading it
+ * is one load, where reading a clock cost more than the rest of the event
+ * in this VM (~20 ns even for the coarse clock). Readers turn ticks into
+ * wall-clock time with struct sl_clock. */
 struct sl_event {
 	__u8 saddr[16];  /* IPv4: the first 4 bytes */
 	__u8 daddr[16];
@@ -184,8 +185,19 @@ struct sl_event {
 	__u8 reason;     /* SL_STAT_* */
 	__u32 endpoint;  /* ifindex or test-mode mark */
 	__u32 remote_identity;
+	__u32 jiffies;   /* when it was judged, in ticks */
 	__u8 family;     /* 4 or 6 */
-	__u8 pad[15];
+	__u8 pad[11];
+};
+
+/* How ticks map to wall-clock time, for the readers of events: at tick
+ * `jiffies` (low 32 bits) it was `wall_ns` (ns since the Unix epoch), and
+ * there are `hz` ticks per second; hz 0: not measured yet. Written by the
+ * agent (which measures it with sl_clock), never read by the programs. */
+struct sl_clock {
+	__u64 wall_ns;
+	__u32 jiffies;
+	__u32 hz;
 };
 
 /* Slots per CPU ring (a power of two): 512 KiB per CPU. */

@@ -16,7 +16,7 @@
 
 /// `SL_LAYOUT_VERSION`: bumped whenever a map's layout changes; pins live
 /// under a directory named after it.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `SL_EP_DIRECT`: endpoint keys below it live in the array map.
 pub const EP_DIRECT: u32 = 65536;
@@ -125,9 +125,22 @@ pub struct RawEvent {
     pub reason: u8,
     pub endpoint: u32,
     pub remote_identity: u32,
+    /// The kernel's tick count (low 32 bits) when the packet was judged.
+    pub jiffies: u32,
     /// 4 or 6.
     pub family: u8,
-    pub pad: [u8; 15],
+    pub pad: [u8; 11],
+}
+
+/// How ticks map to wall-clock time (`struct sl_clock`): at tick
+/// `jiffies` it was `wall_ns` since the Unix epoch, with `hz` ticks per
+/// second (0: not measured yet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockValue {
+    pub wall_ns: u64,
+    pub jiffies: u32,
+    pub hz: u32,
 }
 
 /// Slots per CPU ring (`SL_RING_SLOTS`).
@@ -161,6 +174,7 @@ mod pod {
     unsafe impl aya::Pod for PolicyValue {}
     unsafe impl aya::Pod for EndpointInfo {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for ClockValue {}
 }
 
 #[cfg(test)]
@@ -305,8 +319,9 @@ mod tests {
             ("reason", "__u8 reason;"),
             ("endpoint", "__u32 endpoint;"),
             ("remote_identity", "__u32 remote_identity;"),
+            ("jiffies", "__u32 jiffies;"),
             ("family", "__u8 family;"),
-            ("pad", "__u8 pad[15];"),
+            ("pad", "__u8 pad[11];"),
         ] {
             assert_eq!(c_field(header, "sl_event", f), decl);
         }
@@ -314,7 +329,18 @@ mod tests {
         assert_eq!(offset_of!(RawEvent, proto), 36);
         assert_eq!(offset_of!(RawEvent, endpoint), 40);
         assert_eq!(offset_of!(RawEvent, remote_identity), 44);
-        assert_eq!(offset_of!(RawEvent, family), 48);
+        assert_eq!(offset_of!(RawEvent, jiffies), 48);
+        assert_eq!(offset_of!(RawEvent, family), 52);
+        assert_eq!(size_of::<ClockValue>(), 16);
+        assert_eq!(offset_of!(ClockValue, jiffies), 8);
+        assert_eq!(offset_of!(ClockValue, hz), 12);
+        for (f, decl) in [
+            ("wall_ns", "__u64 wall_ns;"),
+            ("jiffies", "__u32 jiffies;"),
+            ("hz", "__u32 hz;"),
+        ] {
+            assert_eq!(c_field(header, "sl_clock", f), decl);
+        }
         assert!(header.contains(&format!("#define SL_RING_SLOTS {RING_SLOTS}")));
         assert_eq!(size_of::<RingHeader>(), 128);
         assert_eq!(offset_of!(RingHeader, lost), 8);

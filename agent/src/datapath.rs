@@ -1,6 +1,6 @@
 //! Loading the datapath and filling its maps from compiled state.
 
-use crate::events::EventRings;
+use crate::events::{EventRings, TickClock};
 use crate::maps::*;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap};
@@ -44,6 +44,10 @@ pub const TO_ENDPOINT: &str = "sl_to_endpoint";
 
 /// A classifier that returns "pass" at once: the benchmark floor.
 pub const NOOP: &str = "sl_noop";
+
+/// A classifier returning the kernel's tick count, run (never attached) to
+/// relate the ticks events carry to wall-clock time.
+const CLOCK: &str = "sl_clock";
 
 /// Entries the policy map holds (`max_entries` of `SL_POLICY`).
 pub const POLICY_MAP_CAPACITY: usize = 1 << 20;
@@ -95,6 +99,8 @@ pub struct Datapath {
     /// Verdict events (drops and new connections), taken out of `bpf` so
     /// they can be read while the maps are written.
     events: EventRings,
+    /// Ticks to wall-clock time, once measured (see `calibrate_clock`).
+    clock: Option<TickClock>,
     /// Counts applied states. Each state's policy entries live under map
     /// ids of their own (`(generation & 0xffff) << 16 | map index`) and its
     /// identities in ipcache slot `generation & 1`, so a new state is
@@ -323,7 +329,7 @@ impl Datapath {
         let mut bpf = loader
             .load(object)
             .map_err(ctx("loading bpf/sluice.bpf.o"))?;
-        for name in [FROM_ENDPOINT, TO_ENDPOINT, NOOP] {
+        for name in [FROM_ENDPOINT, TO_ENDPOINT, NOOP, CLOCK] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or_else(|| {
@@ -341,6 +347,7 @@ impl Datapath {
         Ok(Datapath {
             bpf,
             events,
+            clock: None,
             generation: 0,
             written: Written::default(),
             slots: HashMap::new(),
@@ -410,7 +417,6 @@ impl Datapath {
         cfg.set(0, c, 0).map_err(ctx("writing SL_CONFIG"))
     }
 
-    /// Counts a refused update (for metrics).
     /// Tells the programs where the L7 proxy's sockets are (0: no proxy,
     /// and traffic to be proxied is dropped).
     pub fn set_proxy_ports(&mut self, tcp: u16, udp: u16) -> Result<(), DatapathError> {
@@ -420,6 +426,7 @@ impl Datapath {
         self.set_config(cfg)
     }
 
+    /// Counts a refused update (for metrics).
     pub fn count_error(&mut self) -> Result<(), DatapathError> {
         let mut c = self.config()?;
         c.update_errors = c.update_errors.wrapping_add(1);
@@ -661,9 +668,67 @@ impl Datapath {
         Ok(())
     }
 
-    /// Takes the verdict events the programs emitted since the last call.
+    /// Takes the verdict events the programs emitted since the last call,
+    /// stamped with the time they were judged (to a tick). The first call
+    /// measures the tick rate (`calibrate_clock`, 100 ms) when that was
+    /// not done yet; each call re-anchors the ticks to the wall clock.
     pub fn drain_events(&mut self) -> Vec<Event> {
-        self.events.read()
+        let clock = match self.clock {
+            Some(_) => self.reanchor_clock().ok(),
+            None => self.calibrate_clock().ok(),
+        };
+        self.events.read(clock.as_ref())
+    }
+
+    /// The tick count now and the wall-clock time it was read at.
+    fn tick_sample(&self) -> Result<(u32, std::time::SystemTime), DatapathError> {
+        // Any frame will do: the program looks at nothing.
+        let frame = crate::packet::ipv4(
+            std::net::Ipv4Addr::LOCALHOST,
+            std::net::Ipv4Addr::LOCALHOST,
+            17,
+            0,
+            0,
+        );
+        crate::events::tick_sample(|| Ok(self.test_run(CLOCK, &frame, 0, 1)?.0))
+    }
+
+    /// Measures how the kernel's ticks, which events carry, map to
+    /// wall-clock time (ticks counted over 100 ms, rounded to the kernel's
+    /// usual rates), and writes it into `SL_CLOCK` for other readers of a
+    /// pinned datapath (`sluice observe`).
+    pub fn calibrate_clock(&mut self) -> Result<TickClock, DatapathError> {
+        let (j0, t0) = self.tick_sample()?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (j1, t1) = self.tick_sample()?;
+        let hz = TickClock::hz_of(
+            j1.wrapping_sub(j0),
+            t1.duration_since(t0).unwrap_or_default(),
+        );
+        if hz == 0 {
+            return Err(DatapathError::new(
+                "the kernel's tick count did not advance",
+            ));
+        }
+        self.write_clock(TickClock::anchored(j1, t1, hz))
+    }
+
+    /// Anchors the measured tick rate at the current tick (the wall clock
+    /// may have been stepped since).
+    pub fn reanchor_clock(&mut self) -> Result<TickClock, DatapathError> {
+        let Some(hz) = self.clock.map(|c| c.hz) else {
+            return self.calibrate_clock();
+        };
+        let (j, t) = self.tick_sample()?;
+        self.write_clock(TickClock::anchored(j, t, hz))
+    }
+
+    fn write_clock(&mut self, c: TickClock) -> Result<TickClock, DatapathError> {
+        let mut m: Array<_, abi::ClockValue> =
+            Array::try_from(map(&mut self.bpf, "SL_CLOCK")?).map_err(ctx("SL_CLOCK"))?;
+        m.set(0, c.to_value(), 0).map_err(ctx("writing SL_CLOCK"))?;
+        self.clock = Some(c);
+        Ok(c)
     }
 
     /// Events the programs could not deliver (the reader fell behind).

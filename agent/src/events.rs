@@ -96,10 +96,11 @@ impl EventRings {
         }
     }
 
-    /// Takes every event the programs wrote since the last call, CPU by
-    /// CPU, each stamped with the time of this call. Only one process may
-    /// do this at a time (`sluice agent --observe` or `sluice observe`).
-    pub fn read(&mut self) -> Vec<Event> {
+    /// Takes every event the programs wrote since the last call, in the
+    /// order of their ticks across CPUs, each stamped by `clock` (or with
+    /// the time of this call without one). Only one process may do this at
+    /// a time (`sluice agent --observe` or `sluice observe`).
+    pub fn read(&mut self, clock: Option<&TickClock>) -> Vec<Event> {
         let now = std::time::SystemTime::now();
         let mut out = Vec::new();
         for cpu in 0..self.cpus {
@@ -132,12 +133,15 @@ impl EventRings {
                             .cast::<RawEvent>(),
                     )
                 };
-                out.extend(Event::from_raw(&raw, now));
+                let time = clock.map_or(now, |c| c.time_of(raw.jiffies));
+                out.extend(Event::from_raw(&raw, time));
                 tail = tail.wrapping_add(1);
             }
             // Release: the slots are read before the writer may reuse them.
             tail_word.store(tail, Ordering::Release);
         }
+        // Each CPU's events are in order; merged, by time (stable).
+        out.sort_by_key(|e| e.time);
         out
     }
 
@@ -158,6 +162,100 @@ impl Drop for EventRings {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// Turns the kernel's ticks (`jiffies`, which events carry) into
+/// wall-clock time: at tick `jiffies` it was `wall_ns` since the Unix
+/// epoch, and ticks come `hz` per second. Precise to a tick (4 ms at the
+/// common 250 Hz), as the coarse clock was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickClock {
+    pub jiffies: u32,
+    pub wall_ns: u64,
+    pub hz: u32,
+}
+
+/// The tick rates Linux is built with (CONFIG_HZ); a measured rate is
+/// rounded to the nearest when within 10% of it.
+const HZ_CHOICES: [u32; 4] = [100, 250, 300, 1000];
+
+impl TickClock {
+    /// The calibration a map holds; `None` while it was not measured.
+    pub fn from_value(v: abi::ClockValue) -> Option<TickClock> {
+        (v.hz > 0).then_some(TickClock {
+            jiffies: v.jiffies,
+            wall_ns: v.wall_ns,
+            hz: v.hz,
+        })
+    }
+
+    pub fn to_value(self) -> abi::ClockValue {
+        abi::ClockValue {
+            wall_ns: self.wall_ns,
+            jiffies: self.jiffies,
+            hz: self.hz,
+        }
+    }
+
+    /// The wall-clock time of tick `jiffies` (ticks are compared modulo
+    /// 2^32: an event up to 2^31 ticks, weeks, away from the anchor).
+    pub fn time_of(&self, jiffies: u32) -> std::time::SystemTime {
+        let ticks = i128::from(jiffies.wrapping_sub(self.jiffies) as i32);
+        let ns = i128::from(self.wall_ns) + ticks * 1_000_000_000 / i128::from(self.hz.max(1));
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+    }
+
+    /// The tick rate from `ticks` counted over `elapsed`.
+    pub fn hz_of(ticks: u32, elapsed: std::time::Duration) -> u32 {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return 0;
+        }
+        let measured = f64::from(ticks) / secs;
+        let nearest = HZ_CHOICES
+            .iter()
+            .copied()
+            .min_by(|a, b| {
+                (f64::from(*a) - measured)
+                    .abs()
+                    .total_cmp(&(f64::from(*b) - measured).abs())
+            })
+            .unwrap_or(250);
+        if (f64::from(nearest) - measured).abs() <= 0.1 * f64::from(nearest) {
+            nearest
+        } else {
+            measured.round() as u32
+        }
+    }
+}
+
+fn wall_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A tick count and the wall-clock time it was read at: the middle of the
+/// two readings of the clock around `read_ticks`.
+pub fn tick_sample(
+    read_ticks: impl FnOnce() -> Result<u32, DatapathError>,
+) -> Result<(u32, std::time::SystemTime), DatapathError> {
+    let before = std::time::SystemTime::now();
+    let ticks = read_ticks()?;
+    let after = std::time::SystemTime::now();
+    let half = after.duration_since(before).unwrap_or_default() / 2;
+    Ok((ticks, before + half))
+}
+
+impl TickClock {
+    /// A clock anchored at sample `(jiffies, at)`.
+    pub fn anchored(jiffies: u32, at: std::time::SystemTime, hz: u32) -> TickClock {
+        TickClock {
+            jiffies,
+            wall_ns: wall_ns(at),
+            hz,
         }
     }
 }
@@ -187,6 +285,45 @@ fn highest_cpu(list: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_rates_round_to_the_kernel_choices() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        // 100 ms of ticks, off by one either way.
+        for (ticks, hz) in [
+            (9, 100),
+            (11, 100),
+            (24, 250),
+            (26, 250),
+            (29, 300),
+            (31, 300),
+        ] {
+            assert_eq!(TickClock::hz_of(ticks, ms(100)), hz, "{ticks}");
+        }
+        assert_eq!(TickClock::hz_of(101, ms(100)), 1000);
+        // Not a usual rate: taken as measured.
+        assert_eq!(TickClock::hz_of(5, ms(100)), 50);
+        assert_eq!(TickClock::hz_of(5, Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn ticks_become_wall_clock_time_either_side_of_the_anchor() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let c = TickClock {
+            jiffies: u32::MAX - 10,
+            wall_ns: 1_000_000_000_000,
+            hz: 250,
+        };
+        let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
+        assert_eq!(c.time_of(u32::MAX - 10), at(1_000_000_000_000));
+        // 250 ticks later, across the 32-bit wrap: one second.
+        assert_eq!(c.time_of(239), at(1_001_000_000_000));
+        // A tick before the anchor: 4 ms earlier.
+        assert_eq!(c.time_of(u32::MAX - 11), at(999_996_000_000));
+        assert_eq!(TickClock::from_value(c.to_value()), Some(c));
+        assert_eq!(TickClock::from_value(abi::ClockValue::default()), None);
+    }
 
     #[test]
     fn cpu_lists() {

@@ -6,8 +6,8 @@ pub use abi::*;
 /// A verdict event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// When the reader took it from the ring (the programs do not read the
-    /// clock: see `struct sl_event`); what Hubble calls a flow's time.
+    /// When the packet was judged, to a kernel tick (see `struct
+    /// sl_event`); what Hubble calls a flow's time.
     pub time: std::time::SystemTime,
     pub saddr: std::net::IpAddr,
     pub daddr: std::net::IpAddr,

@@ -46,6 +46,8 @@ pub struct Pinned {
     events: EventRings,
     /// Whether this process reads the events (and so frees their slots).
     reader: bool,
+    /// The agent's measure of ticks against wall-clock time.
+    clock: Array<MapData, abi::ClockValue>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
@@ -87,13 +89,24 @@ impl Pinned {
             )?,
             events: EventRings::new(open(&dir, "SL_EVENTS")?)?,
             reader: events,
+            clock: typed(
+                Array::try_from(Map::Array(open(&dir, "SL_CLOCK")?)),
+                "SL_CLOCK",
+            )?,
         })
     }
 
     /// Events since the last call.
     pub fn events(&mut self) -> Vec<Event> {
         if self.reader {
-            self.events.read()
+            // Without the agent's measure (it writes it when it starts),
+            // events are stamped with the time they are read.
+            let clock = self
+                .clock
+                .get(&0, 0)
+                .ok()
+                .and_then(crate::events::TickClock::from_value);
+            self.events.read(clock.as_ref())
         } else {
             Vec::new()
         }

@@ -96,6 +96,17 @@ impl Reconciler {
         self.datapath.drain_events()
     }
 
+    /// Measures the kernel's ticks against the wall clock, for the times of
+    /// events (see [`Datapath::calibrate_clock`]); takes 100 ms.
+    pub fn calibrate_clock(&mut self) -> Result<(), DatapathError> {
+        self.datapath.calibrate_clock().map(|_| ())
+    }
+
+    /// Re-anchors the ticks to the wall clock (which may have been stepped).
+    pub fn reanchor_clock(&mut self) -> Result<(), DatapathError> {
+        self.datapath.reanchor_clock().map(|_| ())
+    }
+
     /// Events the programs could not deliver since the rings were made.
     pub fn events_lost(&self) -> u64 {
         self.datapath.events_lost()

@@ -15,6 +15,7 @@ use compiler::mapstate::{Entry, Key, PolicyMap};
 use policy_lang::ir::Cidr;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime};
 
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -114,7 +115,7 @@ fn every_drop_and_new_connection_is_one_event_with_its_packet() {
         return;
     };
     assert!(dp.drain_events().is_empty());
-    let before = std::time::SystemTime::now();
+    let before = SystemTime::now();
 
     assert_eq!(run(&dp, &packet::ipv4(PEER, SERVER, 6, 40000, 80), 1), 0);
     let e = only(dp.drain_events());
@@ -126,7 +127,11 @@ fn every_drop_and_new_connection_is_one_event_with_its_packet() {
         (e.verdict, e.egress, e.endpoint, e.remote_identity),
         (0, 0, MARK, 1000)
     );
-    assert!(e.time >= before);
+    // The kernel's tick when it was judged: within a tick or two (20 ms at
+    // the slowest usual rate, 100 Hz) of the test's own clock.
+    let tick = Duration::from_millis(20);
+    assert!(e.time + tick >= before, "{:?} before {before:?}", e.time);
+    assert!(e.time <= SystemTime::now() + tick);
 
     // The same connection's next packet is no new connection: no event.
     assert_eq!(run(&dp, &packet::tcp(PEER, SERVER, 40000, 80, 0x10), 1), 0);
@@ -186,4 +191,28 @@ fn a_full_ring_counts_what_it_refuses_and_recovers_once_read() {
             .all(|e| e.sport == 41000 + round && e.dport == 443));
     }
     assert_eq!(dp.events_lost(), u64::from(extra));
+}
+
+#[test]
+fn events_carry_the_time_they_were_judged_not_the_time_they_were_read() {
+    let Some(mut dp) = loaded() else {
+        return;
+    };
+    // The first read measures the kernel's tick rate.
+    assert!(dp.drain_events().is_empty());
+    let judged = SystemTime::now();
+    assert_eq!(
+        run(&dp, &packet::ipv4(STRANGER, SERVER, 6, 40000, 22), 1),
+        2
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let read = SystemTime::now();
+    let e = only(dp.drain_events());
+    let off = |a: SystemTime, b: SystemTime| a.duration_since(b).unwrap_or_else(|e| e.duration());
+    assert!(
+        off(e.time, judged) <= Duration::from_millis(30),
+        "stamped {:?}, judged at {judged:?}",
+        e.time
+    );
+    assert!(off(read, e.time) >= Duration::from_millis(500));
 }

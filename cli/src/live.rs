@@ -185,7 +185,7 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         (_, 5) => "PROXY_UNAVAILABLE".into(),
         _ => "POLICY_DENIED".into(),
     };
-    // Hubble's flows carry the time the agent read the event; so do these.
+    // When the packet was judged, as in Hubble's flows.
     let time = jiff::Timestamp::try_from(e.time)
         .map(|t| serde_json::Value::from(t.to_string()))
         .unwrap_or(serde_json::Value::Null);
@@ -211,6 +211,13 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Events carry the kernel's tick count; how ticks map to wall-clock
+    // time is measured once and kept current (the wall clock can be
+    // stepped) for this process and for `sluice observe`.
+    if let Err(e) = rec.calibrate_clock() {
+        eprintln!("warning: verdict events will carry the time they are read, not the time they were judged: {e}");
+    }
+    let mut anchored = Instant::now();
     if let Some(a) = adopted.filter(|a| a.endpoints > 0 || a.policy_entries > 0) {
         println!(
             "adopted: {} endpoints, {} policy entries, {} ipcache entries (generation {}) left enforced by an earlier agent",
@@ -267,6 +274,10 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let mut cluster: Option<ClusterTexts> = None;
     let mut lost = LostEvents::default();
     loop {
+        if anchored.elapsed() >= Duration::from_secs(10) {
+            let _ = rec.reanchor_clock();
+            anchored = Instant::now();
+        }
         if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
             for e in rec.events() {
                 println!("{}", event_line(Some(c), &e, json));
