@@ -101,6 +101,8 @@ pub struct Datapath {
     events: EventRings,
     /// Ticks to wall-clock time, once measured (see `calibrate_clock`).
     clock: Option<TickClock>,
+    /// When `drain_events` last tried to measure it.
+    clock_tried: Option<std::time::Instant>,
     /// Counts applied states. Each state's policy entries live under map
     /// ids of their own (`(generation & 0xffff) << 16 | map index`) and its
     /// identities in ipcache slot `generation & 1`, so a new state is
@@ -348,6 +350,7 @@ impl Datapath {
             bpf,
             events,
             clock: None,
+            clock_tried: None,
             generation: 0,
             written: Written::default(),
             slots: HashMap::new(),
@@ -675,7 +678,15 @@ impl Datapath {
     pub fn drain_events(&mut self) -> Vec<Event> {
         let clock = match self.clock {
             Some(_) => self.reanchor_clock().ok(),
-            None => self.calibrate_clock().ok(),
+            // A failed measure is not retried at every read: it sleeps.
+            None if self
+                .clock_tried
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) =>
+            {
+                self.clock_tried = Some(std::time::Instant::now());
+                self.calibrate_clock().ok()
+            }
+            None => None,
         };
         self.events.read(clock.as_ref())
     }
