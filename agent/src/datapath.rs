@@ -11,6 +11,7 @@ use compiler::identity::{HOST, WORLD};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The eBPF object built from `bpf/sluice.bpf.c` by build.rs, with maps
@@ -195,19 +196,30 @@ fn write_family<const N: usize>(
     (new_slot, old_slot): (usize, usize),
 ) -> Result<(), DatapathError> {
     {
+        let (keys, values): (Vec<[u8; N]>, Vec<IpcacheValue>) = next
+            .hosts
+            .iter()
+            .map(|(a, id)| (*a, *id))
+            .chain(
+                old.hosts
+                    .keys()
+                    .filter(|a| !next.hosts.contains_key(*a))
+                    .map(|a| (*a, 0)),
+            )
+            .map(|(a, id)| {
+                let mut v = IpcacheValue::default();
+                v.identity[new_slot] = id;
+                v.identity[old_slot] = old.hosts.get(&a).copied().unwrap_or(0);
+                (a, v)
+            })
+            .unzip();
+        let fd = hash_fd(bpf, hosts_map)?;
         let mut hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
             BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
-        for (a, id) in next.hosts.iter().map(|(a, id)| (*a, *id)).chain(
-            old.hosts
-                .keys()
-                .filter(|a| !next.hosts.contains_key(*a))
-                .map(|a| (*a, 0)),
-        ) {
-            let mut v = IpcacheValue::default();
-            v.identity[new_slot] = id;
-            v.identity[old_slot] = old.hosts.get(&a).copied().unwrap_or(0);
-            hosts.insert(a, v, 0).map_err(ctx(hosts_map))?;
-        }
+        crate::batch::update(fd.as_fd(), &keys, &values, |k, v| {
+            hosts.insert(*k, *v, 0).map_err(std::io::Error::other)
+        })
+        .map_err(ctx(hosts_map))?;
     }
     // Every prefix of either state carries both states' answer for it (the
     // longest match among that state's own prefixes), so the trie's single
@@ -268,11 +280,19 @@ fn remove_family<const N: usize>(
     next: &Family<N>,
 ) -> Result<(), DatapathError> {
     {
+        let gone: Vec<[u8; N]> = old
+            .hosts
+            .keys()
+            .filter(|a| !next.hosts.contains_key(*a))
+            .copied()
+            .collect();
+        let fd = hash_fd(bpf, hosts_map)?;
         let mut hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
             BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
-        for a in old.hosts.keys().filter(|a| !next.hosts.contains_key(*a)) {
+        crate::batch::delete(fd.as_fd(), &gone, |a| {
             let _ = hosts.remove(a);
-        }
+        })
+        .map_err(ctx(hosts_map))?;
     }
     let mut lpm: LpmTrie<_, [u8; N], IpcacheValue> =
         LpmTrie::try_from(map(bpf, trie_map)?).map_err(ctx(trie_map))?;
@@ -292,6 +312,19 @@ const V6_MAPS: (&str, &str) = ("SL_IPCACHE6_HOSTS", "SL_IPCACHE6");
 fn map<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, DatapathError> {
     bpf.map_mut(name)
         .ok_or_else(|| DatapathError::new(format!("{name} missing from the object")))
+}
+
+/// A descriptor of the hash map `name` of its own, for batched writes
+/// beside aya's handle on the same map (used where batches are refused).
+fn hash_fd(bpf: &mut Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, DatapathError> {
+    match map(bpf, name)? {
+        aya::maps::Map::HashMap(d) => d
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| DatapathError::new(format!("{name}: {e}"))),
+        _ => Err(DatapathError::new(format!("{name} is not a hash map"))),
+    }
 }
 
 impl Datapath {
@@ -528,23 +561,28 @@ impl Datapath {
         stats.ipcache_prefixes = next.v4.prefixes.len() + next.v6.prefixes.len();
         let mut plens = vec![(0u32, 0u32); c.maps.len()];
         {
-            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
-                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
+            let mut keys = Vec::with_capacity(total);
+            let mut values = Vec::with_capacity(total);
             for (index, m) in c.maps.iter().enumerate() {
                 for (k, v) in &m.entries {
-                    let key = k.to_kernel(map_id(index));
-                    let value = v.to_kernel(k);
-                    pol.insert(key, value, 0)
-                        .map_err(ctx("writing SL_POLICY"))?;
+                    keys.push(k.to_kernel(map_id(index)));
+                    values.push(v.to_kernel(k));
                     if k.identity == 0 {
                         plens[index].1 |= 1 << k.plen;
                     } else {
                         plens[index].0 |= 1 << k.plen;
                     }
-                    stats.policy_entries += 1;
-                    next.policy.insert(key);
                 }
             }
+            let fd = hash_fd(&mut self.bpf, "SL_POLICY")?;
+            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
+                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
+            crate::batch::update(fd.as_fd(), &keys, &values, |k, v| {
+                pol.insert(*k, *v, 0).map_err(std::io::Error::other)
+            })
+            .map_err(ctx("writing SL_POLICY"))?;
+            stats.policy_entries += keys.len();
+            next.policy.extend(keys);
         }
         // Counter slots: kept for endpoints that stay, the lowest free one
         // (zeroed) for new ones.
@@ -660,11 +698,14 @@ impl Datapath {
     fn remove_stale(&mut self, next: &Written) -> Result<(), DatapathError> {
         let old = std::mem::take(&mut self.written);
         {
+            let gone: Vec<PolicyKey> = old.policy.difference(&next.policy).copied().collect();
+            let fd = hash_fd(&mut self.bpf, "SL_POLICY")?;
             let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
                 BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
-            for k in old.policy.difference(&next.policy) {
+            crate::batch::delete(fd.as_fd(), &gone, |k| {
                 let _ = pol.remove(k);
-            }
+            })
+            .map_err(ctx("SL_POLICY"))?;
         }
         remove_family(&mut self.bpf, V4_MAPS, &old.v4, &next.v4)?;
         remove_family(&mut self.bpf, V6_MAPS, &old.v6, &next.v6)?;
@@ -941,5 +982,66 @@ mod tests {
         assert_eq!(longest_match(&HashMap::new(), 8, [10, 0, 0, 0]), WORLD);
         let dual = HashMap::from([((0, [0, 0, 0, 0]), 9)]);
         assert_eq!(longest_match(&dual, 32, [1, 2, 3, 4]), 9);
+    }
+
+    /// The datapath, or `None` (test skipped) where BPF is unavailable and
+    /// SLUICE_REQUIRE_BPF is not 1.
+    fn loaded() -> Option<Datapath> {
+        match Datapath::load() {
+            Ok(d) => Some(d),
+            Err(e) if std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1") => {
+                panic!("BPF is required (SLUICE_REQUIRE_BPF=1) but the datapath did not load: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: the eBPF datapath cannot be loaded here ({e})");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn batched_writes_reach_the_map_and_refused_batches_fall_back() {
+        let Some(mut dp) = loaded() else {
+            return;
+        };
+        let n = 20_000u32; // more than one batch
+        let keys: Vec<[u8; 4]> = (0..n).map(|i| (0x0a00_0000 + i).to_be_bytes()).collect();
+        let values: Vec<IpcacheValue> = (0..n)
+            .map(|i| IpcacheValue {
+                identity: [i + 1, 0],
+            })
+            .collect();
+        let fd = hash_fd(&mut dp.bpf, "SL_IPCACHE_HOSTS").expect("fd");
+        let mut one_by_one = 0;
+        crate::batch::update(fd.as_fd(), &keys, &values, |_, _| {
+            one_by_one += 1;
+            Ok(())
+        })
+        .expect("batch update");
+        assert_eq!(one_by_one, 0, "a hash map takes batches");
+        let hosts: BpfHashMap<_, [u8; 4], IpcacheValue> =
+            BpfHashMap::try_from(map(&mut dp.bpf, "SL_IPCACHE_HOSTS").expect("map")).expect("hash");
+        assert_eq!(hosts.keys().count(), n as usize);
+        assert_eq!(
+            hosts.get(&keys[17_321], 0).expect("written").identity,
+            [17_322, 0]
+        );
+        // Deleting the first half, with a key that is not there among them.
+        let mut gone = keys[..10_000].to_vec();
+        gone.insert(5_000, [192, 0, 2, 1]);
+        crate::batch::delete(fd.as_fd(), &gone, |_| one_by_one += 1).expect("batch delete");
+        assert_eq!(one_by_one, 0);
+        assert!(hosts.get(&keys[0], 0).is_err() && hosts.get(&keys[9_999], 0).is_err());
+        assert_eq!(hosts.keys().count(), 10_000, "the second half stays");
+
+        // Where batches are refused (EINVAL, as from kernels before 5.6;
+        // here a descriptor that is no map), every entry goes one by one.
+        let not_a_map = std::fs::File::open("/dev/null").expect("/dev/null");
+        crate::batch::update(not_a_map.as_fd(), &keys[..3], &values[..3], |_, _| {
+            one_by_one += 1;
+            Ok(())
+        })
+        .expect("fallback");
+        assert_eq!(one_by_one, 3);
     }
 }

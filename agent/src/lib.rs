@@ -8,6 +8,7 @@
 //! **Architecture invariant:** nothing else in the workspace links aya or
 //! makes bpf(2) calls.
 
+mod batch;
 pub mod datapath;
 pub mod events;
 pub mod maps;
