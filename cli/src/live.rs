@@ -160,9 +160,13 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         c.and_then(|c| c.endpoint_by_ip(a))
             .map(|ep| ep.name.clone())
     };
+    let time = jiff::Timestamp::try_from(e.time).ok();
     if !json {
+        // As `hubble observe` prints flows: the time first (UTC, to the
+        // millisecond; events are precise to a kernel tick).
+        let time = time.map_or_else(|| "-".to_owned(), |t| format!("{t:.3}"));
         return format!(
-            "{verdict:<9} {direction:<7} {}:{sport} → {}:{dport} {proto} (remote identity {})",
+            "{time} {verdict:<9} {direction:<7} {}:{sport} → {}:{dport} {proto} (remote identity {})",
             pod(src).unwrap_or_else(|| src.to_string()),
             pod(dst).unwrap_or_else(|| dst.to_string()),
             e.remote_identity
@@ -186,9 +190,7 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         _ => "POLICY_DENIED".into(),
     };
     // When the packet was judged, as in Hubble's flows.
-    let time = jiff::Timestamp::try_from(e.time)
-        .map(|t| serde_json::Value::from(t.to_string()))
-        .unwrap_or(serde_json::Value::Null);
+    let time = time.map_or(serde_json::Value::Null, |t| t.to_string().into());
     serde_json::json!({"time": time.clone(), "flow": {
         "time": time,
         "verdict": verdict,
@@ -479,7 +481,34 @@ pub fn teardown(bpffs: &Path) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::LostEvents;
+    use super::{event_line, LostEvents};
+
+    #[test]
+    fn event_lines_start_with_the_time_the_packet_was_judged() {
+        let e = agent::maps::Event {
+            time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_115_200_250),
+            saddr: [10, 0, 0, 1].into(),
+            daddr: [10, 0, 0, 2].into(),
+            sport: 40000,
+            dport: 8001,
+            proto: 6,
+            egress: 1,
+            verdict: 1,
+            reason: 1,
+            endpoint: 7,
+            remote_identity: 2,
+        };
+        assert_eq!(
+            event_line(None, &e, false),
+            "2025-11-26T00:00:00.250Z DROPPED   EGRESS  10.0.0.1:40000 → 10.0.0.2:8001 TCP (remote identity 2)"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&event_line(None, &e, true)).unwrap_or_default();
+        assert_eq!(json["time"], "2025-11-26T00:00:00.25Z");
+        assert_eq!(json["flow"]["time"], json["time"]);
+        assert_eq!(json["flow"]["verdict"], "DROPPED");
+        assert_eq!(json["flow"]["l4"]["TCP"]["destination_port"], 8001);
+    }
 
     #[test]
     fn lost_events_are_reported_once_and_only_after_the_reader_started() {
