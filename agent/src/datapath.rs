@@ -213,13 +213,7 @@ fn write_family<const N: usize>(
                 (a, v)
             })
             .unzip();
-        let fd = hash_fd(bpf, hosts_map)?;
-        let mut hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
-            BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
-        crate::batch::update(fd.as_fd(), &keys, &values, |k, v| {
-            hosts.insert(*k, *v, 0).map_err(std::io::Error::other)
-        })
-        .map_err(ctx(hosts_map))?;
+        write_hash(bpf, hosts_map, &keys, &values)?;
     }
     // Every prefix of either state carries both states' answer for it (the
     // longest match among that state's own prefixes), so the trie's single
@@ -286,13 +280,7 @@ fn remove_family<const N: usize>(
             .filter(|a| !next.hosts.contains_key(*a))
             .copied()
             .collect();
-        let fd = hash_fd(bpf, hosts_map)?;
-        let mut hosts: BpfHashMap<_, [u8; N], IpcacheValue> =
-            BpfHashMap::try_from(map(bpf, hosts_map)?).map_err(ctx(hosts_map))?;
-        crate::batch::delete(fd.as_fd(), &gone, |a| {
-            let _ = hosts.remove(a);
-        })
-        .map_err(ctx(hosts_map))?;
+        delete_hash::<_, IpcacheValue>(bpf, hosts_map, &gone)?;
     }
     let mut lpm: LpmTrie<_, [u8; N], IpcacheValue> =
         LpmTrie::try_from(map(bpf, trie_map)?).map_err(ctx(trie_map))?;
@@ -314,8 +302,46 @@ fn map<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::M
         .ok_or_else(|| DatapathError::new(format!("{name} missing from the object")))
 }
 
-/// A descriptor of the hash map `name` of its own, for batched writes
-/// beside aya's handle on the same map (used where batches are refused).
+/// Writes `keys[i] → values[i]` into the hash map `name`, in batches
+/// (one entry per call where the kernel refuses them).
+fn write_hash<K: aya::Pod, V: aya::Pod>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), DatapathError> {
+    let fd = hash_fd(bpf, name)?;
+    let mut m: BpfHashMap<_, K, V> = BpfHashMap::try_from(map(bpf, name)?).map_err(ctx(name))?;
+    crate::batch::update(fd.as_fd(), keys, values, |k, v| {
+        m.insert(*k, *v, 0).map_err(std::io::Error::other)
+    })
+    .map_err(ctx(name))
+}
+
+/// Deletes `keys` (those present) from the hash map `name`, in batches.
+/// Best effort, as entries of a state no endpoint uses any more are
+/// unreachable: a batch that fails is retried key by key, whose failures
+/// are ignored.
+fn delete_hash<K: aya::Pod, V: aya::Pod>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), DatapathError> {
+    let fd = hash_fd(bpf, name)?;
+    let mut m: BpfHashMap<_, K, V> = BpfHashMap::try_from(map(bpf, name)?).map_err(ctx(name))?;
+    let batched = crate::batch::delete(fd.as_fd(), keys, |k| {
+        let _ = m.remove(k);
+    });
+    if batched.is_err() {
+        for k in keys {
+            let _ = m.remove(k);
+        }
+    }
+    Ok(())
+}
+
+/// A descriptor of the hash map `name` of its own, for the batch calls
+/// beside aya's handle on the same map.
 fn hash_fd(bpf: &mut Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, DatapathError> {
     match map(bpf, name)? {
         aya::maps::Map::HashMap(d) => d
@@ -574,13 +600,7 @@ impl Datapath {
                     }
                 }
             }
-            let fd = hash_fd(&mut self.bpf, "SL_POLICY")?;
-            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
-                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
-            crate::batch::update(fd.as_fd(), &keys, &values, |k, v| {
-                pol.insert(*k, *v, 0).map_err(std::io::Error::other)
-            })
-            .map_err(ctx("writing SL_POLICY"))?;
+            write_hash(&mut self.bpf, "SL_POLICY", &keys, &values)?;
             stats.policy_entries += keys.len();
             next.policy.extend(keys);
         }
@@ -699,13 +719,7 @@ impl Datapath {
         let old = std::mem::take(&mut self.written);
         {
             let gone: Vec<PolicyKey> = old.policy.difference(&next.policy).copied().collect();
-            let fd = hash_fd(&mut self.bpf, "SL_POLICY")?;
-            let mut pol: BpfHashMap<_, PolicyKey, PolicyValue> =
-                BpfHashMap::try_from(map(&mut self.bpf, "SL_POLICY")?).map_err(ctx("SL_POLICY"))?;
-            crate::batch::delete(fd.as_fd(), &gone, |k| {
-                let _ = pol.remove(k);
-            })
-            .map_err(ctx("SL_POLICY"))?;
+            delete_hash::<_, PolicyValue>(&mut self.bpf, "SL_POLICY", &gone)?;
         }
         remove_family(&mut self.bpf, V4_MAPS, &old.v4, &next.v4)?;
         remove_family(&mut self.bpf, V6_MAPS, &old.v6, &next.v6)?;
