@@ -2,10 +2,11 @@
 
 use crate::identity::*;
 use crate::inventory::{ContainerPort, Inventory, NodeInfo};
-use crate::labels::{pod_labels, Label, LabelSet, CLUSTER_LABEL};
+use crate::labels::{pod_labels, Label, LabelFilter, LabelSet, CLUSTER_LABEL};
 use crate::mapstate::{Entry, Key, PolicyMap};
 use crate::model::{
-    dir_index, normalize, Model, NPort, NRule, Origin, PeerSel, Peers, PortSel, Subject,
+    dir_index, normalize, Model, ModelOptions, NPort, NRule, Origin, PeerSel, Peers, PortSel,
+    Subject,
 };
 use crate::ports::range_to_prefixes;
 use crate::selector::Sel;
@@ -28,6 +29,16 @@ pub struct Config {
     /// DNS answers (name, addresses) the cluster's proxies saw: what
     /// `toFQDNs` selectors resolve to.
     pub dns: Vec<(String, Vec<IpAddr>)>,
+    /// Which pod labels become identity labels (Cilium's `--labels`).
+    pub label_filter: LabelFilter,
+    /// Cilium's `--enable-node-selector-labels`: remote nodes get
+    /// identities of their own, with their labels, so that `fromNodes` /
+    /// `toNodes` can select them. Off (Cilium's default), every remote
+    /// node is the one `remote-node` identity.
+    pub node_selector_labels: bool,
+    /// Readings of the policies where users can choose Kubernetes' over
+    /// Cilium's.
+    pub model: ModelOptions,
 }
 
 impl Default for Config {
@@ -37,6 +48,9 @@ impl Default for Config {
             allow_localhost: true,
             dual_stack: false,
             dns: Vec::new(),
+            label_filter: LabelFilter::default(),
+            node_selector_labels: false,
+            model: ModelOptions::default(),
         }
     }
 }
@@ -220,7 +234,7 @@ pub fn compile(
     inv: &Inventory,
     cfg: &Config,
 ) -> (Compiled, Vec<Diagnostic>) {
-    let model = normalize(set, sources, &inv.services);
+    let model = normalize(set, sources, &inv.services, &cfg.model);
     compile_model(&model, inv, cfg)
 }
 
@@ -284,6 +298,7 @@ pub(crate) fn compile_model(
                 &ns.labels,
                 &p.service_account,
                 &inv.cluster,
+                &cfg.label_filter,
             )
         })
         .collect();
@@ -299,7 +314,12 @@ pub(crate) fn compile_model(
         });
     }
     let mut node_ids = Vec::new();
-    for (i, n) in inv.nodes.iter().enumerate() {
+    for (i, n) in inv
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|_| cfg.node_selector_labels)
+    {
         let id = NODE_SCOPE | (i as u32 + 1);
         node_ids.push((id, i));
         let mut labels: Vec<Label> = n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect();
@@ -331,15 +351,14 @@ pub(crate) fn compile_model(
                         }
                     }
                     if let PeerSel::Cidr { cidr, except } = s {
-                        for c in std::iter::once(cidr).chain(except) {
-                            if c.prefix_len > 0 {
-                                prefixes.insert(Cidr {
-                                    addr: network(c),
-                                    prefix_len: c.prefix_len,
-                                    bare: false,
-                                });
-                            }
-                        }
+                        // A CIDR with exceptions is the prefixes left
+                        // after removing them, each an identity of its
+                        // own (a /0 among them is world).
+                        prefixes.extend(
+                            crate::cidr::remove(cidr, except)
+                                .into_iter()
+                                .filter(|c| c.prefix_len > 0),
+                        );
                     }
                 }
             }
@@ -390,13 +409,17 @@ pub(crate) fn compile_model(
             node: None,
         });
     }
-    for (id, i) in &node_ids {
-        for ip in &inv.nodes[*i].ips {
+    for (i, n) in inv.nodes.iter().enumerate() {
+        let id = node_ids
+            .iter()
+            .find(|(_, ni)| *ni == i)
+            .map_or(REMOTE_NODE, |(id, _)| *id);
+        for ip in &n.ips {
             out.ipcache.push(IpcacheEntry {
                 prefix: host_prefix(*ip).to_string(),
                 cidr: host_prefix(*ip),
-                identity: *id,
-                node: Some(inv.nodes[*i].name.clone()),
+                identity: id,
+                node: Some(n.name.clone()),
             });
         }
     }
@@ -600,13 +623,6 @@ fn node_label_set(n: &NodeInfo) -> LabelSet {
     LabelSet::from_labels(n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect())
 }
 
-fn network(c: &Cidr) -> IpAddr {
-    let bits = c.network_bits();
-    match c.addr {
-        IpAddr::V4(_) => IpAddr::V4((bits as u32).into()),
-        IpAddr::V6(_) => IpAddr::V6(bits.into()),
-    }
-}
 
 /// Default deny per direction: some selecting rule asks for it.
 pub fn enforcement(model: &Model, rules: &[usize]) -> [bool; 2] {
@@ -777,7 +793,20 @@ impl Ctx<'_> {
             }
             PortSel::Named(name) => {
                 let resolved: BTreeSet<(u16, u8)> = if egress {
-                    self.all_named.get(name).cloned().unwrap_or_default()
+                    // Egress names resolve over every endpoint's named
+                    // ports (Cilium's named-port multimap): per protocol,
+                    // a name with two different numbers resolves to
+                    // nothing and the rule adds no entry.
+                    let all = self.all_named.get(name).cloned().unwrap_or_default();
+                    let mut unique = BTreeSet::new();
+                    for pr in all.iter().map(|(_, pr)| *pr).collect::<BTreeSet<u8>>() {
+                        let ports: Vec<&(u16, u8)> =
+                            all.iter().filter(|(_, x)| *x == pr).collect();
+                        if let [one] = ports.as_slice() {
+                            unique.insert(**one);
+                        }
+                    }
+                    unique
                 } else {
                     own_ports
                         .iter()
@@ -940,7 +969,9 @@ impl Ctx<'_> {
                 Entity::WorldIpv4 => self.world_of_family(true),
                 Entity::WorldIpv6 => self.world_of_family(false),
                 Entity::Host => [HOST].into(),
-                Entity::RemoteNode => std::iter::once(REMOTE_NODE)
+                // kube-apiserver (7) carries `reserved:remote-node` too.
+                Entity::RemoteNode => [REMOTE_NODE, KUBE_APISERVER]
+                    .into_iter()
                     .chain(self.node_ids.iter().map(|(id, _)| *id))
                     .collect(),
                 Entity::KubeApiserver => [KUBE_APISERVER].into(),
@@ -975,14 +1006,22 @@ impl Ctx<'_> {
             // Resolved per endpoint by `fqdn_ids`, never through here.
             PeerSel::Fqdn(_) => BTreeSet::new(),
             PeerSel::Cidr { cidr, except } => {
+                let parts = crate::cidr::remove(cidr, except);
                 let mut v: BTreeSet<u32> = self
                     .cidr_ids
                     .iter()
-                    .filter(|(c, _)| cidr.contains(c) && !except.iter().any(|e| e.contains(c)))
+                    .filter(|(c, _)| parts.iter().any(|p| p.contains(c)))
                     .map(|(_, id)| *id)
                     .collect();
-                if cidr.prefix_len == 0 {
-                    v.extend(world.iter().copied());
+                // Only a plain /0 selects the world identity of its family:
+                // with exceptions it is the remaining prefixes, and the
+                // world identity is what the excepted addresses get.
+                if cidr.prefix_len == 0 && except.is_empty() {
+                    v.insert(match (self.cfg.dual_stack, cidr.addr.is_ipv4()) {
+                        (false, _) => WORLD,
+                        (true, true) => WORLD_IPV4,
+                        (true, false) => WORLD_IPV6,
+                    });
                 }
                 v
             }

@@ -63,6 +63,10 @@ pub fn reserved_labels(id: u32) -> LabelSet {
     if let Some(name) = reserved_name(id) {
         v.push(Label::reserved(name));
     }
+    // kube-apiserver is a remote node too: `remote-node` selects it.
+    if id == KUBE_APISERVER {
+        v.push(Label::reserved("remote-node"));
+    }
     // World identities of a family also carry the plain world label.
     if matches!(id, WORLD_IPV4 | WORLD_IPV6) {
         v.push(Label::reserved("world"));

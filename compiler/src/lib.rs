@@ -6,6 +6,7 @@
 //! it. [`artifact`] serializes the result.
 
 pub mod artifact;
+pub mod cidr;
 pub mod compile;
 pub mod identity;
 pub mod inventory;

@@ -201,8 +201,24 @@ impl Model {
     }
 }
 
+/// Readings of the policies where Cilium's behaviour is a choice (or a bug
+/// that some clusters have fixed): sluice follows Cilium by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Read a NetworkPolicy's `policyTypes` as Kubernetes specifies: a
+    /// section whose type is not listed is ignored. Cilium converts
+    /// `ingress` and `egress` whatever `policyTypes` says
+    /// (cilium/cilium#48703), and that is the default here.
+    pub kubernetes_policy_types: bool,
+}
+
 /// Translates every policy of the set. `services` resolves `toServices`.
-pub fn normalize(set: &ir::PolicySet, sources: &SourceMap, services: &[ServiceInfo]) -> Model {
+pub fn normalize(
+    set: &ir::PolicySet,
+    sources: &SourceMap,
+    services: &[ServiceInfo],
+    opts: &ModelOptions,
+) -> Model {
     let mut m = Model::default();
     for p in &set.policies {
         match &p.body {
@@ -220,7 +236,7 @@ pub fn normalize(set: &ir::PolicySet, sources: &SourceMap, services: &[ServiceIn
                 }
             }
             PolicyBody::Kubernetes(k) => {
-                let nr = knp(&mut m, p, k, sources);
+                let nr = knp(&mut m, p, k, sources, opts);
                 m.rules.push(nr);
             }
         }
@@ -240,14 +256,18 @@ fn cilium_rule(
     let origin = m.origin(p, path.to_owned(), r.loc, sources);
     let subject = match (&r.endpoint_selector, &r.node_selector) {
         (_, Some(n)) => Subject::Nodes(Sel::from_ir(n, None)),
-        (Some(s), None) => {
-            let sel = Sel::from_ir(s, None);
-            Subject::Endpoints(match ns {
-                // The subject can never leave the policy's namespace.
-                Some(ns) if !sel.has_reserved() => sel.with(namespace_is(ns)),
-                _ => sel,
-            })
-        }
+        (Some(s), None) => Subject::Endpoints(match ns {
+            // The subject can never leave the policy's namespace: Cilium
+            // sets `k8s:io.kubernetes.pod.namespace` in matchLabels to the
+            // policy's namespace, replacing any value written there
+            // (`ParseToCiliumRule`; validation warns about it).
+            Some(ns) => {
+                let mut own = s.clone();
+                own.match_labels.retain(|(k, _)| !is_k8s_namespace_key(&k.value));
+                Sel::from_ir(&own, None).with(namespace_is(ns))
+            }
+            None => Sel::from_ir(s, None),
+        }),
         (None, None) => Subject::Endpoints(Sel {
             reqs: vec![Req {
                 source: Some("reserved".into()),
@@ -301,6 +321,12 @@ fn cilium_rule(
         requires,
         rules,
     }
+}
+
+/// `k8s:io.kubernetes.pod.namespace`, the key Cilium overwrites in a
+/// namespaced policy's subject (a bare or `any:` key is another key).
+pub fn is_k8s_namespace_key(k: &ir::LabelKey) -> bool {
+    k.source.as_deref() == Some("k8s") && k.key == crate::labels::NAMESPACE_LABEL
 }
 
 fn cidr_peers(c: &ir::CidrRule) -> Option<PeerSel> {
@@ -474,7 +500,13 @@ fn peer_rule(
     }
 }
 
-fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPolicyRule {
+fn knp(
+    m: &mut Model,
+    p: &Policy,
+    k: &ir::KnpSpec,
+    sources: &SourceMap,
+    opts: &ModelOptions,
+) -> NPolicyRule {
     let ns = p.namespace().unwrap_or("default");
     let origin = m.origin(p, "spec".into(), k.loc, sources);
     let subject =
@@ -484,13 +516,31 @@ fn knp(m: &mut Model, p: &Policy, k: &ir::KnpSpec, sources: &SourceMap) -> NPoli
         .as_ref()
         .map(|t| t.iter().map(|t| t.value).collect::<Vec<_>>());
     let has_type = |t: ir::PolicyType| types.as_ref().is_some_and(|v| v.contains(&t));
-    // Kubernetes: Ingress is implied when policyTypes is absent; Egress when
-    // absent and there are egress rules.
-    let ingress_on = types.is_none() || has_type(ir::PolicyType::Ingress);
-    let egress_on = if types.is_none() {
-        k.egress.as_ref().is_some_and(|e| !e.is_empty())
+    let has_ingress = k.ingress.as_ref().is_some_and(|e| !e.is_empty());
+    let has_egress = k.egress.as_ref().is_some_and(|e| !e.is_empty());
+    let (ingress_on, egress_on) = if opts.kubernetes_policy_types {
+        // Kubernetes: Ingress is implied when policyTypes is absent; Egress
+        // when absent and there are egress rules.
+        (
+            types.is_none() || has_type(ir::PolicyType::Ingress),
+            if types.is_none() {
+                has_egress
+            } else {
+                has_type(ir::PolicyType::Egress)
+            },
+        )
     } else {
-        has_type(ir::PolicyType::Egress)
+        // Cilium (`ParseNetworkPolicy`): both sections are converted
+        // whatever policyTypes says, and any rule enforces its direction;
+        // with no ingress rules, ingress is isolated when policyTypes lists
+        // Ingress or does not list Egress; with no egress rules, egress is
+        // isolated when it lists Egress.
+        (
+            has_ingress
+                || has_type(ir::PolicyType::Ingress)
+                || !has_type(ir::PolicyType::Egress),
+            has_egress || has_type(ir::PolicyType::Egress),
+        )
     };
     let mut rules = Vec::new();
     for (dir, list, on) in [

@@ -10,7 +10,7 @@
 
 use crate::{Finding, Input, Rule, Severity};
 use compiler::compile::Compiled;
-use compiler::labels::{pod_labels, NAMESPACE_LABELS_PREFIX};
+use compiler::labels::NAMESPACE_LABELS_PREFIX;
 use compiler::mapstate::{Entry, Key};
 use policy_lang::ir::{
     Action, Cidr, Direction, Entity, KnpSpec, PeerRule, Policy, PolicyBody, PolicyKind, PolicyType,
@@ -872,17 +872,16 @@ impl<'a> InvCtx<'a> {
 
     fn labels(&self, out: &mut Vec<Finding>) {
         let inv = self.inventory();
+        // The pods' identity labels, as compiled: labels Cilium's filter
+        // drops are not among them, and selectors on them match nothing.
         let mut pods: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for pod in &inv.pods {
-            let ns = inv.namespace(&pod.namespace);
-            let set = pod_labels(
-                &pod.labels,
-                &pod.namespace,
-                &ns.labels,
-                &pod.service_account,
-                &inv.cluster,
-            );
-            for l in set.iter() {
+        for id in self
+            .c
+            .identities
+            .iter()
+            .filter(|i| i.kind == compiler::identity::IdKind::Endpoint)
+        {
+            for l in id.labels.iter() {
                 pods.entry(l.key.clone())
                     .or_default()
                     .insert(l.value.clone());

@@ -888,7 +888,7 @@ impl Decoder<'_> {
             }
             Some(PortProtocol {
                 loc: Loc(n.span),
-                port: p.get("port").and_then(|n| d.cilium_port(n)),
+                port: p.get("port").and_then(|n| d.cilium_port(n, action)),
                 end_port: p.get("endPort").and_then(|n| d.int(n)),
                 protocol,
             })
@@ -918,13 +918,45 @@ impl Decoder<'_> {
         })
     }
 
-    /// A Cilium port: a string holding a number or an IANA port name.
-    fn cilium_port(&mut self, node: &Node) -> Option<Spanned<Port>> {
+    /// A Cilium port: a string holding a number or an IANA port name, read
+    /// as Cilium reads it. Allow rules go through `Sanitize`; deny rules do
+    /// not, and Cilium enforces whatever `createL4Filter` makes of the text.
+    fn cilium_port(&mut self, node: &Node, action: Action) -> Option<Spanned<Port>> {
         let s = self.string(node)?;
-        parse_port_text(&s.value)
-            .map(|p| Spanned::new(p, node.span))
-            .map_err(|why| self.push(port_error(node.span, &s.value, why)))
-            .ok()
+        let text = s.value.as_str();
+        if !text.is_empty() && !crd_port_pattern(text) {
+            self.push(port_error(
+                node.span,
+                text,
+                "the API server's schema rejects it".to_owned(),
+            ));
+            return None;
+        }
+        let reading = match action {
+            Action::Allow => parse_port_text(text),
+            Action::Deny => Ok(deny_port_reading(text)),
+        };
+        let port = match reading {
+            Ok(p) => p,
+            Err(why) => {
+                self.push(port_error(node.span, text, why));
+                return None;
+            }
+        };
+        if let Some(why) = surprising_reading(text, &port, action) {
+            self.push(
+                Diagnostic::warning(Code::PortReading, node.span, why)
+                    .with_label(match &port {
+                        Port::Named(_) => "matches no container port".to_owned(),
+                        Port::Number(n) => format!("Cilium enforces port {n}"),
+                    })
+                    .with_help(match port {
+                        Port::Named(_) => "write port names in lower case, as containers declare them".to_owned(),
+                        Port::Number(_) => "write the port as a plain decimal number (ranges with `endPort`)".to_owned(),
+                    }),
+            );
+        }
+        Some(Spanned::new(port, node.span))
     }
 
     fn l7_rules(&mut self, node: &Node) -> Option<L7Rules> {
@@ -1290,19 +1322,172 @@ fn port_error(span: Span, text: &str, why: String) -> Diagnostic {
         .with_help("use a number from 0 to 65535 or a port name (at most 15 lowercase letters, digits and hyphens, with at least one letter)")
 }
 
-/// A Cilium port string: digits are a number (0-65535), anything else must be
-/// an IANA service name. The empty string stays `None`-like: callers decide.
+/// The CRD's pattern for a port string, as the API server applies it. Its
+/// two alternatives are anchored on one side each
+/// (`^(numbers)|(name)$`), so any text starting with a digit passes, and
+/// any text ending in a name-like tail.
+pub fn crd_port_pattern(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_digit) {
+        return true;
+    }
+    // tail[i]: b[i..] is a run of (`-`? alphanumeric).
+    let n = b.len();
+    let mut tail = vec![false; n + 2];
+    tail[n] = true;
+    for i in (0..n).rev() {
+        tail[i] = (b[i].is_ascii_alphanumeric() && tail[i + 1])
+            || (b[i] == b'-' && i + 1 < n && b[i + 1].is_ascii_alphanumeric() && tail[i + 2]);
+    }
+    (0..n).any(|i| b[i].is_ascii_alphabetic() && tail[i + 1])
+}
+
+/// Why Go's `strconv.ParseUint(s, 0, 16)` refuses a text.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoUintError {
+    Syntax,
+    /// Too large: Go returns the largest value with this error.
+    Range,
+}
+
+/// `strconv.ParseUint(s, 0, 16)`: base prefixes (`0x`, `0o`, `0b`, and a
+/// bare leading `0` for octal) and `_` between digits.
+pub fn go_parse_u16(text: &str) -> Result<u16, GoUintError> {
+    let b = text.as_bytes();
+    if b.is_empty() {
+        return Err(GoUintError::Syntax);
+    }
+    let lower = |c: u8| c | 0x20;
+    let (base, digits): (u32, &[u8]) = if b[0] == b'0' && b.len() >= 3 && lower(b[1]) == b'x' {
+        (16, &b[2..])
+    } else if b[0] == b'0' && b.len() >= 3 && lower(b[1]) == b'o' {
+        (8, &b[2..])
+    } else if b[0] == b'0' && b.len() >= 3 && lower(b[1]) == b'b' {
+        (2, &b[2..])
+    } else if b[0] == b'0' {
+        (8, &b[1..])
+    } else {
+        (10, b)
+    };
+    let mut n: u32 = 0;
+    let mut underscores = false;
+    for &c in digits {
+        let d = match c {
+            b'_' => {
+                underscores = true;
+                continue;
+            }
+            b'0'..=b'9' => u32::from(c - b'0'),
+            b'a'..=b'z' | b'A'..=b'Z' => u32::from(lower(c) - b'a') + 10,
+            _ => return Err(GoUintError::Syntax),
+        };
+        if d >= base {
+            return Err(GoUintError::Syntax);
+        }
+        n = n * base + d;
+        if n > u32::from(u16::MAX) {
+            return Err(GoUintError::Range);
+        }
+    }
+    if underscores && !go_underscores_ok(b) {
+        return Err(GoUintError::Syntax);
+    }
+    Ok(n as u16)
+}
+
+/// Go's rule for `_` in number literals: only between digits (or after
+/// a base prefix).
+fn go_underscores_ok(b: &[u8]) -> bool {
+    let mut saw = b'^';
+    let mut i = 0;
+    let hex = b.len() >= 2 && b[0] == b'0' && (b[1] | 0x20) == b'x';
+    if b.len() >= 2 && b[0] == b'0' && matches!(b[1] | 0x20, b'b' | b'o' | b'x') {
+        i = 2;
+        saw = b'0';
+    }
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else {
+            if saw == b'_' {
+                return false;
+            }
+            saw = b'!';
+        }
+        i += 1;
+    }
+    saw != b'_'
+}
+
+/// Cilium's IANA service-name test (`iana.IsSvcName`): 1-15 letters,
+/// digits and single inner hyphens, at least one letter; case kept.
+pub fn is_svc_name(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 15 && parse_port_name(text).is_ok()
+}
+
+/// A port of an allow rule, as `PortProtocol.Sanitize` reads it: a service
+/// name (lower-cased), else a number in Go's base-prefix syntax.
 pub fn parse_port_text(text: &str) -> Result<Port, String> {
     if text.is_empty() {
         return Err("the port is empty".to_owned());
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return match text.parse::<u32>() {
-            Ok(n) if n <= 65535 => Ok(Port::Number(n as u16)),
-            _ => Err("it is out of range 0-65535".to_owned()),
-        };
+    if is_svc_name(text) {
+        return parse_port_name(text).map(Port::Named);
     }
-    parse_port_name(text).map(Port::Named)
+    match go_parse_u16(text) {
+        Ok(n) => Ok(Port::Number(n)),
+        Err(GoUintError::Range) => Err("it is out of range 0-65535".to_owned()),
+        Err(GoUintError::Syntax) if text.bytes().all(|b| b.is_ascii_digit() || b == b'_') => {
+            Err("Cilium reads a leading 0 as octal, and this is not an octal number".to_owned())
+        }
+        Err(GoUintError::Syntax) => parse_port_name(text).map(Port::Named),
+    }
+}
+
+/// A port of a deny rule, as Cilium enforces it without `Sanitize`
+/// (`createL4Filter`): a service name as written (not lower-cased, so an
+/// upper-case name matches no container port), else the number Go parses,
+/// which is 0 (every port) when the text does not parse and 65535 when it
+/// is too large.
+pub fn deny_port_reading(text: &str) -> Port {
+    if is_svc_name(text) {
+        return Port::Named(text.to_owned());
+    }
+    match go_parse_u16(text) {
+        Ok(n) => Port::Number(n),
+        Err(GoUintError::Range) => Port::Number(u16::MAX),
+        Err(GoUintError::Syntax) => Port::Number(0),
+    }
+}
+
+/// What to tell the user when Cilium's reading of a port string is not
+/// what it looks like.
+fn surprising_reading(text: &str, port: &Port, action: Action) -> Option<String> {
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text.len() == 1 || !text.starts_with('0'))
+        && text.parse::<u32>().is_ok_and(|n| n <= 65535);
+    match port {
+        Port::Number(n) if !plain => Some(match (action, n) {
+            (Action::Deny, 0) => format!(
+                "Cilium does not check ports in deny rules and reads `{text}` as port 0: this rule denies every port of its protocol"
+            ),
+            (Action::Deny, 65535) if go_parse_u16(text) == Err(GoUintError::Range) => format!(
+                "Cilium does not check ports in deny rules and reads the out-of-range `{text}` as port 65535"
+            ),
+            _ => format!("Cilium reads `{text}` as port {n} (Go number syntax: a leading 0 is octal)"),
+        }),
+        Port::Named(name) if action == Action::Deny && name.bytes().any(|b| b.is_ascii_uppercase()) => Some(format!(
+            "Cilium does not lower-case port names in deny rules: `{text}` matches no container port (their names are lower case), so this rule denies nothing"
+        )),
+        _ => None,
+    }
 }
 
 /// Checks an IANA service name (RFC 6335 §5.1, as Kubernetes' IsValidPortName)
@@ -1342,11 +1527,54 @@ mod tests {
         assert_eq!(parse_port_text("0"), Ok(Port::Number(0)));
         assert_eq!(parse_port_text("http"), Ok(Port::Named("http".into())));
         assert_eq!(parse_port_text("0x10"), Ok(Port::Named("0x10".into())));
+        // Go's base prefixes, as Cilium parses ports.
+        assert_eq!(parse_port_text("010"), Ok(Port::Number(8)));
+        assert!(parse_port_text("080").is_err());
+        assert_eq!(parse_port_text("8_0"), Ok(Port::Number(80)));
+        assert!(parse_port_text("8__0").is_err());
+        assert_eq!(parse_port_text("HTTP"), Ok(Port::Named("http".into())));
         assert!(parse_port_text("65536").is_err());
         assert!(parse_port_text("99999999999999999999").is_err());
         assert!(parse_port_text("REMOVE_ME_AFTER_DOUBLE_CHECKING_PORTS").is_err());
         assert!(parse_port_text("-http").is_err());
         assert!(parse_port_text("a--b").is_err());
         assert!(parse_port_text("").is_err());
+    }
+
+    #[test]
+    fn deny_ports_are_not_sanitized() {
+        assert_eq!(deny_port_reading("HTTP"), Port::Named("HTTP".into()));
+        assert_eq!(deny_port_reading("80-90"), Port::Number(0));
+        assert_eq!(deny_port_reading("080"), Port::Number(0));
+        assert_eq!(deny_port_reading("70000"), Port::Number(65535));
+        assert_eq!(deny_port_reading("010"), Port::Number(8));
+        assert_eq!(deny_port_reading("443"), Port::Number(443));
+    }
+
+    #[test]
+    fn crd_pattern_is_anchored_on_one_side_each() {
+        for ok in ["80", "80-90", "010", "70000", "http", "HTTP", "abc_def", "x-1"] {
+            assert!(crd_port_pattern(ok), "{ok}");
+        }
+        for bad in ["", " 80", "-", "_", "a-", "-80", "é"] {
+            assert!(!crd_port_pattern(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_parse_matches_strconv() {
+        assert_eq!(go_parse_u16("0"), Ok(0));
+        assert_eq!(go_parse_u16("00"), Ok(0));
+        assert_eq!(go_parse_u16("0x50"), Ok(80));
+        assert_eq!(go_parse_u16("0o17"), Ok(15));
+        assert_eq!(go_parse_u16("0b101"), Ok(5));
+        assert_eq!(go_parse_u16("65535"), Ok(65535));
+        assert_eq!(go_parse_u16("65536"), Err(GoUintError::Range));
+        assert_eq!(go_parse_u16("0x"), Err(GoUintError::Syntax));
+        assert_eq!(go_parse_u16("_80"), Err(GoUintError::Syntax));
+        assert_eq!(go_parse_u16("80_"), Err(GoUintError::Syntax));
+        assert_eq!(go_parse_u16("0_10"), Ok(8));
+        assert_eq!(go_parse_u16("+80"), Err(GoUintError::Syntax));
+        assert_eq!(go_parse_u16("99999999999999999999"), Err(GoUintError::Range));
     }
 }

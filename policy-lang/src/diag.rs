@@ -88,6 +88,10 @@ codes! {
     FqdnSelector => "fqdn-selector", "a DNS name or pattern that Cilium rejects";
     KafkaRule => "kafka-rule", "a Kafka rule with conflicting or invalid fields";
     LogValue => "log-value", "a `log.value` longer than 32 characters or not printable";
+    ForeignNamespace => "foreign-namespace", "a namespaced policy's `endpointSelector` names another namespace, which Cilium replaces with the policy's own";
+    AmbiguousSelector => "ambiguous-selector", "two `matchLabels` keys that Cilium reads as one key, so which value applies is left to chance";
+    NodeSelectorLabels => "node-selector-labels", "`fromNodes` / `toNodes` while Cilium's node selector labels are off";
+    PortReading => "port-reading", "a port Cilium reads differently from how it looks: octal digits, or text a deny rule does not check";
     KnpPeer => "knp-peer", "a NetworkPolicy peer mixing `ipBlock` with selectors, or empty";
     KnpPort => "knp-port", "a NetworkPolicy port that Kubernetes rejects";
     IgnoredNamespace => "ignored-namespace", "`metadata.namespace` on a cluster-scoped policy";

@@ -52,6 +52,8 @@ pub struct LoadOptions {
     /// Largest file (or stdin) accepted, in bytes.
     pub max_file_size: u64,
     pub yaml: yaml::Limits,
+    /// Agent settings that change what Cilium accepts.
+    pub validate: validate::ValidateOptions,
 }
 
 impl Default for LoadOptions {
@@ -59,6 +61,7 @@ impl Default for LoadOptions {
         LoadOptions {
             max_file_size: 32 * 1024 * 1024,
             yaml: yaml::Limits::default(),
+            validate: validate::ValidateOptions::default(),
         }
     }
 }
@@ -138,8 +141,8 @@ impl Loaded {
     }
 
     /// Sorts diagnostics by file, position and code, for stable output.
-    fn finish(&mut self, sources_order: bool) {
-        validate::validate(&self.set, &self.sources, &mut self.diagnostics);
+    fn finish(&mut self, sources_order: bool, opts: &LoadOptions) {
+        validate::validate(&self.set, &self.sources, opts.validate, &mut self.diagnostics);
         if sources_order {
             self.diagnostics.sort_by_key(|d| {
                 let s = d.span.unwrap_or_default();
@@ -155,7 +158,7 @@ pub fn parse_source(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
     let id = loaded.sources.add(name, text);
     parse_file(&mut loaded, id, opts);
     loaded.files = 1;
-    loaded.finish(true);
+    loaded.finish(true, opts);
     loaded
 }
 
@@ -224,7 +227,7 @@ pub fn load_paths_and_texts(
             Err(d) => loaded.diagnostics.push(*d),
         }
     }
-    loaded.finish(true);
+    loaded.finish(true, opts);
     loaded
 }
 

@@ -20,7 +20,19 @@ const PARALLEL_THRESHOLD: usize = 1000;
 ///
 /// Policies are checked independently (in parallel for large sets, merged
 /// in set order); duplicate names are found afterwards over the whole set.
-pub fn validate(set: &PolicySet, sources: &SourceMap, diags: &mut Vec<Diagnostic>) {
+/// Cilium agent settings that change what it accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidateOptions {
+    /// `--enable-node-selector-labels`: `fromNodes` / `toNodes` allowed.
+    pub node_selector_labels: bool,
+}
+
+pub fn validate(
+    set: &PolicySet,
+    sources: &SourceMap,
+    opts: ValidateOptions,
+    diags: &mut Vec<Diagnostic>,
+) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -28,6 +40,7 @@ pub fn validate(set: &PolicySet, sources: &SourceMap, diags: &mut Vec<Diagnostic
         let mut out = Vec::new();
         let mut v = Validator {
             sources,
+            opts,
             diags: &mut out,
         };
         for p in policies {
@@ -52,7 +65,11 @@ pub fn validate(set: &PolicySet, sources: &SourceMap, diags: &mut Vec<Diagnostic
         });
         diags.extend(parts.into_iter().flatten());
     }
-    let v = Validator { sources, diags };
+    let v = Validator {
+        sources,
+        opts,
+        diags,
+    };
     let mut seen: HashMap<(PolicyKind, Option<&str>, &str), &Policy> =
         HashMap::with_capacity(set.policies.len());
     for p in &set.policies {
@@ -76,6 +93,7 @@ pub fn validate(set: &PolicySet, sources: &SourceMap, diags: &mut Vec<Diagnostic
 
 struct Validator<'a> {
     sources: &'a SourceMap,
+    opts: ValidateOptions,
     diags: &'a mut Vec<Diagnostic>,
 }
 
@@ -127,6 +145,9 @@ impl Validator<'_> {
             PolicyBody::Cilium(_) => {
                 for r in p.rules() {
                     self.rule(r, p.kind);
+                    if let Some(ns) = p.namespace() {
+                        self.own_namespace(r, ns);
+                    }
                 }
             }
             PolicyBody::Kubernetes(spec) => self.knp(spec),
@@ -204,7 +225,61 @@ impl Validator<'_> {
         }
     }
 
+    /// Cilium sets the namespace of a namespaced policy's subject, replacing
+    /// a `k8s:io.kubernetes.pod.namespace` written in its matchLabels
+    /// (`ParseToCiliumRule`, which logs it): say so where it changes what
+    /// the rule selects.
+    fn own_namespace(&mut self, r: &Rule, ns: &str) {
+        let Some(sel) = &r.endpoint_selector else {
+            return;
+        };
+        for (k, v) in &sel.match_labels {
+            if k.value.source.as_deref() == Some("k8s")
+                && k.value.key == "io.kubernetes.pod.namespace"
+                && v.value != ns
+            {
+                let mut d = Diagnostic::warning(
+                    Code::ForeignNamespace,
+                    v.span(),
+                    format!(
+                        "this policy lives in namespace `{ns}`: Cilium replaces `{}` with `{ns}` and the rule selects pods of `{ns}`",
+                        v.value
+                    ),
+                );
+                d.label = Some(format!("ignored: the subject is always in `{ns}`"));
+                d.help = Some(format!(
+                    "create the policy in namespace `{}` instead, or use a CiliumClusterwideNetworkPolicy",
+                    v.value
+                ));
+                self.diags.push(d);
+            }
+        }
+    }
+
     fn selector(&mut self, s: &Selector, kubernetes: bool) {
+        // Cilium keys matchLabels by `source.key`, with `any.` for a key
+        // written without a source: `app` and `any:app` are one key, and
+        // which value survives depends on Go's map order.
+        let mut seen: HashMap<(&str, &str), &Spanned<LabelKey>> = HashMap::new();
+        for (k, _) in &s.match_labels {
+            let source = k.value.source.as_deref().unwrap_or("any");
+            if let Some(first) = seen.insert((source, k.value.key.as_str()), k) {
+                let d = self.err(
+                    Code::AmbiguousSelector,
+                    k.span(),
+                    format!(
+                        "`{}` and `{}` are the same key to Cilium (`{source}.{}`)",
+                        first.value, k.value, k.value.key
+                    ),
+                );
+                d.label = Some("same key as an earlier one".into());
+                d.help = Some("Cilium keeps one of the two values at random; write the key once (use matchExpressions with `In` for several values)".into());
+                d.related.push(crate::diag::Related {
+                    span: first.span(),
+                    message: "first written here".into(),
+                });
+            }
+        }
         for (k, v) in &s.match_labels {
             self.label_key(k, kubernetes);
             if let Err(why) = check_label_value(&v.value) {
@@ -291,6 +366,21 @@ impl Validator<'_> {
         }
         for s in pr.nodes.iter().flatten() {
             self.selector(s, false);
+        }
+        if let (Some(nodes), false) = (&pr.nodes, self.opts.node_selector_labels) {
+            if !nodes.is_empty() {
+                let field = if cx.dir == Direction::Ingress {
+                    "fromNodes"
+                } else {
+                    "toNodes"
+                };
+                let d = self.err(
+                    Code::NodeSelectorLabels,
+                    self.head(nodes[0].loc.0),
+                    format!("Cilium rejects `{field}` unless node selector labels are enabled"),
+                );
+                d.help = Some("enable them in Cilium (`--enable-node-selector-labels`) and pass `--node-selector-labels` to sluice, or select nodes with the `remote-node` / `host` entities".into());
+            }
         }
         for c in pr.cidr_set.iter().flatten() {
             self.cidr_rule(c);
@@ -1097,5 +1187,23 @@ mod tests {
         assert!(check_regex("GET|POST").is_ok());
         assert!(check_regex("/api/(v1").is_err());
         assert!(check_regex("*foo").is_err());
+    }
+
+    #[test]
+    fn from_nodes_needs_node_selector_labels() {
+        let text = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: nodes}\nspec:\n  endpointSelector: {}\n  ingress:\n  - fromNodes: [{matchLabels: {role: w}}]\n";
+        let off = crate::parse_source("n.yaml", text, &crate::LoadOptions::default());
+        assert!(off
+            .diagnostics
+            .iter()
+            .any(|d| d.code == Code::NodeSelectorLabels && d.is_error()));
+        let opts = crate::LoadOptions {
+            validate: ValidateOptions {
+                node_selector_labels: true,
+            },
+            ..crate::LoadOptions::default()
+        };
+        let on = crate::parse_source("n.yaml", text, &opts);
+        assert_eq!(on.error_count(), 0, "{:?}", on.diagnostics);
     }
 }

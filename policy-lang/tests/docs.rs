@@ -18,6 +18,8 @@ fn generate() -> String {
             c,
             Code::MisplacedDescription
                 | Code::IgnoredNamespace
+                | Code::ForeignNamespace
+                | Code::PortReading
                 | Code::PodWithoutIp
                 | Code::SelectsNothing
         ) {

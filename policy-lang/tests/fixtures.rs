@@ -197,6 +197,12 @@ const CORPUS_REJECTED: &[(&str, &str)] = &[
         "examples/policies/kubernetes/clustermesh/cross-cluster-policy.yaml",
         "unknown-field",
     ),
+    // `fromNodes` needs Cilium's `--enable-node-selector-labels`, off by
+    // default.
+    (
+        "examples/policies/l3/entities/customnodes.yaml",
+        "node-selector-labels",
+    ),
     (
         "examples/policies/l3/entities/from_nodes.yaml",
         "unknown-field",

@@ -23,8 +23,11 @@ enum Who<'a> {
     Pod(&'a Pod, LabelSet),
     /// A node's address; whether it is `host` depends on the observer.
     Node(&'a NodeInfo),
-    /// Outside the cluster; `None` when named only as `world`.
+    /// Outside the cluster; `None` when named only as `world` (or
+    /// `world-ipv4`, the same in a dual-stack cluster).
     World(Option<IpAddr>),
+    /// `world-ipv6` named as an entity.
+    World6,
     /// `host` named as an entity: the observer's own node.
     LocalHost,
     /// A reserved identity named as an entity (health, init, ...).
@@ -46,6 +49,7 @@ impl<'a> Reference<'a> {
             &ns.labels,
             &p.service_account,
             &self.inv.cluster,
+            &self.cfg.label_filter,
         )
     }
 
@@ -74,7 +78,8 @@ impl<'a> Reference<'a> {
                 }
             }
             PeerRef::Entity(e) => match e.as_str() {
-                "world" | "world-ipv4" | "world-ipv6" => Who::World(None),
+                "world" | "world-ipv4" => Who::World(None),
+                "world-ipv6" => Who::World6,
                 "host" => Who::LocalHost,
                 "remote-node" => Who::Reserved("remote-node"),
                 "health" => Who::Reserved("health"),
@@ -226,19 +231,29 @@ impl<'a> Reference<'a> {
                     Who::Pod(_, l) => l.clone(),
                     Who::LocalHost => reserved("host"),
                     Who::Node(n) if is_local(n) => reserved("host"),
-                    Who::Node(n) => {
+                    // Remote nodes carry their labels only where Cilium
+                    // gives them identities of their own.
+                    Who::Node(n) if self.cfg.node_selector_labels => {
                         let mut l: Vec<Label> =
                             n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect();
                         l.push(Label::reserved("remote-node"));
                         LabelSet::from_labels(l)
                     }
+                    Who::Node(_) => reserved("remote-node"),
+                    // kube-apiserver is a remote node as well.
+                    Who::Reserved("kube-apiserver") => LabelSet::from_labels(vec![
+                        Label::reserved("kube-apiserver"),
+                        Label::reserved("remote-node"),
+                    ]),
                     Who::Reserved(n) => reserved(n),
-                    Who::World(_) => reserved("world"),
+                    Who::World(_) | Who::World6 => reserved("world"),
                 };
                 sel.matches(&labels) && requires.iter().all(|r| r.matches(&labels))
             }
             PeerSel::Nodes(sel) => match peer {
-                Who::Node(n) => sel.matches(&node_labels(n)),
+                Who::Node(n) if is_local(n) || self.cfg.node_selector_labels => {
+                    sel.matches(&node_labels(n))
+                }
                 Who::LocalHost => subj
                     .node_info(self.inv)
                     .is_some_and(|n| sel.matches(&node_labels(n))),
@@ -248,7 +263,8 @@ impl<'a> Reference<'a> {
                 Entity::All => true,
                 Entity::None => false,
                 Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6 => match peer {
-                    Who::World(None) => true,
+                    Who::World(None) => *e != Entity::WorldIpv6,
+                    Who::World6 => *e != Entity::WorldIpv4,
                     Who::World(Some(ip)) => match e {
                         Entity::WorldIpv4 => ip.is_ipv4(),
                         Entity::WorldIpv6 => ip.is_ipv6(),
@@ -263,7 +279,7 @@ impl<'a> Reference<'a> {
                 },
                 Entity::RemoteNode => match peer {
                     Who::Node(n) => !is_local(n),
-                    Who::Reserved(r) => *r == "remote-node",
+                    Who::Reserved(r) => matches!(*r, "remote-node" | "kube-apiserver"),
                     _ => false,
                 },
                 Entity::Cluster => match peer {
@@ -271,7 +287,7 @@ impl<'a> Reference<'a> {
                         l.get("k8s", CLUSTER_LABEL) == Some(self.inv.cluster.as_str())
                     }
                     Who::Node(_) | Who::LocalHost | Who::Reserved(_) => true,
-                    Who::World(_) => false,
+                    Who::World(_) | Who::World6 => false,
                 },
                 other => matches!(peer, Who::Reserved(r) if *r == other.as_str()),
             },
@@ -280,7 +296,14 @@ impl<'a> Reference<'a> {
                     let host = host_cidr(*ip);
                     cidr.contains(&host) && !except.iter().any(|e| e.contains(&host))
                 }
-                Who::World(None) => cidr.prefix_len == 0,
+                // The world identity itself: only a plain /0 of its family
+                // (any family when one world identity serves both).
+                Who::World(None) | Who::World6 => {
+                    let v6 = matches!(peer, Who::World6);
+                    cidr.prefix_len == 0
+                        && except.is_empty()
+                        && (!self.cfg.dual_stack || cidr.addr.is_ipv6() == v6)
+                }
                 _ => false,
             },
             // An outside address some DNS answer gave for a matching name,
@@ -332,13 +355,23 @@ impl<'a> Reference<'a> {
                 let named: Vec<&ContainerPort> = match (dir, subj) {
                     (Direction::Ingress, Subj::Pod(pod, _)) => pod.ports.iter().collect(),
                     (Direction::Ingress, Subj::Host(_)) => Vec::new(),
-                    (Direction::Egress, _) => self
-                        .inv
-                        .pods
-                        .iter()
-                        .filter(|x| !x.host_network)
-                        .flat_map(|x| x.ports.iter())
-                        .collect(),
+                    (Direction::Egress, _) => {
+                        // A name means one port cluster-wide: where the
+                        // pods of the cluster give it different numbers
+                        // for the flow's protocol, it means none.
+                        let numbers: std::collections::BTreeSet<u16> = self
+                            .inv
+                            .pods
+                            .iter()
+                            .filter(|x| !x.host_network)
+                            .flat_map(|x| x.ports.iter())
+                            .filter(|c| c.name.as_deref() == Some(name.as_str()) && c.protocol == proto)
+                            .map(|c| c.port)
+                            .collect();
+                        return numbers.len() == 1
+                            && numbers.contains(&port)
+                            && p.proto.is_none_or(|x| x == proto);
+                    }
                 };
                 named.iter().any(|c| {
                     c.name.as_deref() == Some(name.as_str())

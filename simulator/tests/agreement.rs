@@ -31,7 +31,7 @@ proptest! {
         let sources = SourceMap::new();
         let cfg = Config::default();
         let (compiled, _) = compile(&set, &sources, &inv, &cfg);
-        let model = normalize(&set, &sources, &inv.services);
+        let model = normalize(&set, &sources, &inv.services, &cfg.model);
         let reference = Reference { model: &model, inv: &inv, cfg: &cfg };
         let names: Vec<String> = inv.pods.iter().map(|p| p.qualified_name()).collect();
         for (a, ak, b, bk, port, proto) in flows {

@@ -56,7 +56,7 @@ fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
     let parsed = flow::parse_yaml(&text, id, &mut fd);
     assert!(fd.is_empty(), "{fd:?}");
     Case {
-        model: normalize(&loaded.set, &loaded.sources, &inv.services),
+        model: normalize(&loaded.set, &loaded.sources, &inv.services, &cfg.model),
         compiled,
         inventory: inv,
         flows: parsed,
@@ -157,6 +157,35 @@ fn simulate_fixtures_meet_their_expectations() {
         let case = load_case(&policies, &inventory_for(d), &d.join("flows.yaml"));
         failures.extend(check(&case, &d.display().to_string()));
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The cases where sluice once disagreed with Cilium's own policy engine
+/// (`fixtures/fidelity/`, each with a NOTE.md naming the Cilium source that
+/// decides it): every flow must get the verdict Cilium's engine gave.
+#[test]
+fn fidelity_cases_get_ciliums_verdicts() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/fidelity"))
+        .expect("fixtures/fidelity")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 11, "fidelity cases: {}", dirs.len());
+    let mut failures = Vec::new();
+    let mut flows = 0;
+    for d in &dirs {
+        assert!(d.join("NOTE.md").is_file(), "{}: every case says why", d.display());
+        let case = load_case(
+            &d.join("policies.yaml"),
+            &d.join("inventory.yaml"),
+            &d.join("flows.yaml"),
+        );
+        assert!(!case.flows.is_empty(), "{}", d.display());
+        flows += case.flows.len();
+        failures.extend(check(&case, &d.display().to_string()));
+    }
+    assert!(flows >= 30, "{flows} flows");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
