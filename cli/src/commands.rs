@@ -5,7 +5,7 @@ use compiler::compile::{compile as compile_state, Compiled, Config};
 use compiler::inventory::{self, Inventory};
 use policy_lang::diag::Diagnostic;
 use policy_lang::source::SourceMap;
-use policy_lang::{LoadOptions, Loaded};
+use policy_lang::Loaded;
 use simulator::eval::{explain_step, identity_name, simulate as judge, Outcome};
 use simulator::flow::{self, Flow, PeerRef, Verdict};
 use std::io::Write;
@@ -86,7 +86,7 @@ pub(crate) fn load_fetched(
         .map(|t| ("<cluster policies>".to_owned(), t.clone()))
         .collect();
     let mut loaded =
-        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &LoadOptions::default());
+        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &inputs.semantics.load_options());
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
     let mut inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
@@ -97,12 +97,16 @@ pub(crate) fn load_fetched(
         inventory.nodes.extend(live.nodes);
         inventory.services.extend(live.services);
     }
-    let cfg = Config {
+    let mut cfg = Config {
         map_capacity: inputs.map_capacity,
         dual_stack: inputs.dual_stack,
         dns,
         ..Config::default()
     };
+    if let Err(e) = inputs.semantics.apply(&mut cfg) {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(2));
+    }
     let policy_errors = loaded.error_count();
     let (compiled, compile_diags) = if policy_errors == 0 && !diags.iter().any(Diagnostic::is_error)
     {

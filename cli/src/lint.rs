@@ -5,7 +5,6 @@ use compiler::compile::{compile, Compiled, Config as CompileConfig};
 use compiler::inventory::{self, Inventory};
 use lints::{Config, Finding, Input, Severity};
 use policy_lang::diag::Diagnostic;
-use policy_lang::LoadOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,6 +33,7 @@ pub struct LintOptions {
     pub config: Option<PathBuf>,
     pub no_config: bool,
     pub map_capacity: usize,
+    pub semantics: crate::Semantics,
 }
 
 /// The configuration in effect: `--config`, else the nearest sluice.toml.
@@ -64,8 +64,13 @@ struct Prepared {
     errors: Vec<Diagnostic>,
 }
 
-fn prepare(paths: &[PathBuf], inventory_paths: &[PathBuf], map_capacity: usize) -> Prepared {
-    let mut loaded = policy_lang::load_paths(paths, &LoadOptions::default());
+fn prepare(
+    paths: &[PathBuf],
+    inventory_paths: &[PathBuf],
+    map_capacity: usize,
+    semantics: &crate::Semantics,
+) -> Result<Prepared, String> {
+    let mut loaded = policy_lang::load_paths(paths, &semantics.load_options());
     let valid = (loaded.error_count() > 0).then(|| loaded.valid_set());
     let mut diags = Vec::new();
     let (inventory, compiled) = if inventory_paths.is_empty() {
@@ -76,10 +81,11 @@ fn prepare(paths: &[PathBuf], inventory_paths: &[PathBuf], map_capacity: usize) 
         let compiled = if diags.iter().any(Diagnostic::is_error) {
             None
         } else {
-            let cfg = CompileConfig {
+            let mut cfg = CompileConfig {
                 map_capacity,
                 ..CompileConfig::default()
             };
+            semantics.apply(&mut cfg)?;
             let (c, d) = compile(
                 valid.as_ref().unwrap_or(&loaded.set),
                 &loaded.sources,
@@ -100,13 +106,13 @@ fn prepare(paths: &[PathBuf], inventory_paths: &[PathBuf], map_capacity: usize) 
         .cloned()
         .collect();
     errors.extend(diags.into_iter().filter(Diagnostic::is_error));
-    Prepared {
+    Ok(Prepared {
         loaded,
         valid,
         inventory,
         compiled,
         errors,
-    }
+    })
 }
 
 pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
@@ -122,7 +128,13 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     } else {
         o.inventory.clone()
     };
-    let p = prepare(&o.paths, &inventory_paths, o.map_capacity);
+    let p = match prepare(&o.paths, &inventory_paths, o.map_capacity, &o.semantics) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let set = p.valid.as_ref().unwrap_or(&p.loaded.set);
     let findings = lints::lint(
         &Input {
@@ -131,6 +143,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
             inventory: p.inventory.as_ref(),
             compiled: p.compiled.as_ref(),
             map_capacity: o.map_capacity,
+            diagnostics: &p.loaded.diagnostics,
         },
         &cfg,
     );

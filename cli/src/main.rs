@@ -2,7 +2,7 @@
 //! crates. Exit codes: 0 clean, 1 findings (invalid policies), 2 usage or
 //! input errors.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use policy_lang::diag::Code;
 use policy_lang::{LoadOptions, Loaded};
 use std::io::{IsTerminal, Write};
@@ -66,6 +66,58 @@ struct Inputs {
     /// instead of world (2).
     #[arg(long)]
     dual_stack: bool,
+    #[command(flatten)]
+    semantics: Semantics,
+}
+
+/// Settings of the Cilium being modelled where they change what policies
+/// mean (docs/divergences.md).
+#[derive(Args, Clone, Debug, Default)]
+struct Semantics {
+    /// Cilium's `--labels`: extra identity-label patterns (space-separated,
+    /// `[source:][!]regex`, e.g. "k8s:app k8s:!team"), added to its
+    /// default label filter.
+    #[arg(long, value_name = "PATTERNS")]
+    identity_labels: Option<String>,
+    /// Cilium runs with `--enable-node-selector-labels`: remote nodes get
+    /// identities with their labels and `fromNodes`/`toNodes` are allowed.
+    #[arg(long)]
+    node_selector_labels: bool,
+    /// How NetworkPolicy `policyTypes` is read: `cilium` (default) converts
+    /// ingress and egress rules whatever it lists, as Cilium does
+    /// (cilium/cilium#48703); `kubernetes` ignores unlisted directions, as
+    /// Kubernetes specifies and clusters with the fix enforce.
+    #[arg(long, value_enum, default_value_t = PolicyTypes::Cilium)]
+    knp_policy_types: PolicyTypes,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum PolicyTypes {
+    #[default]
+    Cilium,
+    Kubernetes,
+}
+
+impl Semantics {
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            validate: policy_lang::validate::ValidateOptions {
+                node_selector_labels: self.node_selector_labels,
+            },
+            ..LoadOptions::default()
+        }
+    }
+
+    /// The compiler settings these imply; an unusable pattern is an error.
+    fn apply(&self, cfg: &mut compiler::compile::Config) -> Result<(), String> {
+        if let Some(p) = &self.identity_labels {
+            cfg.label_filter = compiler::labels::LabelFilter::with_patterns(p)
+                .map_err(|e| format!("--identity-labels: {e}"))?;
+        }
+        cfg.node_selector_labels = self.node_selector_labels;
+        cfg.model.kubernetes_policy_types = self.knp_policy_types == PolicyTypes::Kubernetes;
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +163,8 @@ enum Command {
         /// Largest accepted file, in MiB.
         #[arg(long, default_value_t = 32)]
         max_file_size: u64,
+        #[command(flatten)]
+        semantics: Semantics,
     },
     /// Compile policies and an inventory into the datapath's state:
     /// identities, ipcache and per-endpoint policy maps.
@@ -176,6 +230,8 @@ enum Command {
         /// Dual-stack cluster (world-ipv4/world-ipv6 identities).
         #[arg(long)]
         dual_stack: bool,
+        #[command(flatten)]
+        semantics: Semantics,
         /// Enforce a compiled artifact (`sluice compile -o binary`) instead
         /// of compiling policies; re-read when the file changes.
         #[arg(long, conflicts_with_all = ["policies", "inventory", "from_cluster", "cluster_policies"])]
@@ -263,6 +319,8 @@ enum Command {
         /// List the rules and exit.
         #[arg(long)]
         list_rules: bool,
+        #[command(flatten)]
+        semantics: Semantics,
     },
     /// The connectivity graph of the compiled state: identities as nodes,
     /// allowed ports on edges, as Graphviz DOT or a Mermaid flowchart.
@@ -320,10 +378,11 @@ fn main() -> ExitCode {
             paths,
             output,
             max_file_size,
+            semantics,
         } => {
             let opts = LoadOptions {
                 max_file_size: max_file_size.saturating_mul(1024 * 1024),
-                ..LoadOptions::default()
+                ..semantics.load_options()
             };
             let loaded = policy_lang::load_paths(&paths, &opts);
             let code = validate_report(&loaded, output, color);
@@ -351,6 +410,7 @@ fn main() -> ExitCode {
             from_cluster,
             map_capacity,
             dual_stack,
+            semantics,
             artifact,
             node,
             interval_ms,
@@ -370,6 +430,7 @@ fn main() -> ExitCode {
                     from_cluster,
                     map_capacity,
                     dual_stack,
+                    semantics,
                 }),
             },
             &live::AgentOptions {
@@ -398,6 +459,7 @@ fn main() -> ExitCode {
                 from_cluster: false,
                 map_capacity: 16_384,
                 dual_stack: false,
+                semantics: Semantics::default(),
             });
             live::observe(
                 &bpffs,
@@ -421,6 +483,7 @@ fn main() -> ExitCode {
             no_config,
             map_capacity,
             list_rules: false,
+            semantics,
         } => lint::lint(
             &lint::LintOptions {
                 paths,
@@ -430,6 +493,7 @@ fn main() -> ExitCode {
                 config,
                 no_config,
                 map_capacity,
+                semantics,
             },
             color,
         ),

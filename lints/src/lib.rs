@@ -130,6 +130,9 @@ pub struct Input<'a> {
     pub compiled: Option<&'a Compiled>,
     /// Entries one endpoint's policy map holds (for the capacity rule).
     pub map_capacity: usize,
+    /// The validation diagnostics of `set`: warnings that say Cilium
+    /// enforces something other than what the text suggests become findings.
+    pub diagnostics: &'a [policy_lang::diag::Diagnostic],
 }
 
 pub use rules::REGISTRY;

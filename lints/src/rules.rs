@@ -50,6 +50,9 @@ rules! {
     PEER_SELECTS_NOTHING = "SL004", "peer-selects-nothing", Warning, true,
         "`fromEndpoints`/`toEndpoints` of a rule whose subject is selected, matching no endpoint",
         "The rule is in force for its subject, but its peer set is empty, so it allows (or denies) nothing. Selectors in a CiliumNetworkPolicy are confined to the policy's namespace unless they name one: a peer in another namespace needs `k8s:io.kubernetes.pod.namespace`.";
+    SUBJECT_NAMESPACE_REPLACED = "SL005", "subject-namespace-replaced", Warning, false,
+        "a namespaced policy whose `endpointSelector` names another namespace",
+        "A CiliumNetworkPolicy applies only in its own namespace: Cilium replaces a `k8s:io.kubernetes.pod.namespace` match in its `endpointSelector` with the policy's namespace (and only logs it). The policy then selects pods of its own namespace, usually not the ones its author had in mind.";
     DUPLICATE_RULE = "SL010", "duplicate-rule", Warning, false,
         "two peer rules with the same subject, direction and content",
         "Duplicates are harmless to the datapath but not to people: one copy gets edited, the other keeps the old meaning, and the policy no longer says what its author believes.";
@@ -89,6 +92,12 @@ rules! {
     NAMED_PORT_UNDEFINED = "SL050", "named-port-undefined", Warning, true,
         "a named port that no pod of the inventory declares",
         "A named port is resolved per endpoint from its containers' ports; a name no pod declares resolves to nothing and the rule allows nothing.";
+    NAMED_PORT_AMBIGUOUS = "SL052", "named-port-ambiguous", Warning, true,
+        "an egress rule's named port that pods of the cluster define with different numbers",
+        "Cilium resolves named ports in egress rules over every endpoint of the cluster (its named-port multimap): when two pods give the name different numbers for the protocol, the name resolves to nothing and the rule allows nothing, for every destination.";
+    PORT_READ_DIFFERENTLY = "SL053", "port-read-differently", Error, false,
+        "a port string Cilium reads as another port: octal digits, or text in a deny rule that it does not check",
+        "Cilium parses ports with Go's number syntax (`\"010\"` is port 8) and never sanitizes deny rules: an upper-case name there matches no container port and denies nothing, and text that is not a number (`\"80-90\"`) is read as port 0, every port of the protocol.";
     L7_ON_UNSERVED_PORT = "SL051", "l7-on-unserved-port", Warning, true,
         "ingress L7 rules on a port that none of the selected pods declares",
         "The L7 rules can only apply to traffic a pod accepts on that port. A port number that does not match the container is a common copy-paste mistake (the Service port instead of the targetPort).";
@@ -121,13 +130,13 @@ rules! {
         "An inventory of what is reachable from `world`, from the connectivity graph: worth a look in every review, harmless when intended.";
     KNP_EGRESS_IGNORED = "SL090", "knp-egress-rules-ignored", Error, false,
         "NetworkPolicy `egress` rules with a `policyTypes` list that lacks `Egress`",
-        "Kubernetes applies only the directions listed in `policyTypes`: the egress rules are silently ignored.";
+        "Kubernetes says the egress rules are ignored, but Cilium converts them anyway (cilium/cilium#48703, open): under Cilium the selected pods become egress-isolated and only these rules allow. sluice models Cilium (`--knp-policy-types kubernetes` for clusters with the fix). Either way the policy does not mean what one reader of it thinks.";
     KNP_DENY_ALL = "SL091", "knp-deny-all-direction", Note, false,
         "a NetworkPolicy direction in `policyTypes` with no rules: denies all of it",
         "Listing a direction with no rules denies all traffic in that direction for the selected pods: a standard default-deny, or a policy whose rules were lost.";
     KNP_INGRESS_IGNORED = "SL092", "knp-ingress-rules-ignored", Error, false,
         "NetworkPolicy `ingress` rules with a `policyTypes` list that lacks `Ingress`",
-        "Kubernetes applies only the directions listed in `policyTypes`: the ingress rules are silently ignored.";
+        "Kubernetes says the ingress rules are ignored, but Cilium converts them anyway (cilium/cilium#48703, open): under Cilium the selected pods become ingress-isolated and only these rules allow. sluice models Cilium (`--knp-policy-types kubernetes` for clusters with the fix). Either way the policy does not mean what one reader of it thinks.";
     MAP_NEAR_CAPACITY = "SL100", "policy-map-near-capacity", Warning, true,
         "an endpoint whose compiled policy map is at 80% of its capacity or more",
         "When an endpoint's map overflows, Cilium cannot regenerate it and the endpoint keeps stale policy. Growth in selectors or ports pushes near-full maps over.";
@@ -150,6 +159,7 @@ pub fn run(input: &Input<'_>) -> Vec<Finding> {
             }
             duplicates(input, &mut out);
             fqdn_visibility(input, &mut out);
+            from_validation(input, &mut out);
             out
         });
         let mut out = Vec::new();
@@ -177,6 +187,24 @@ pub fn run(input: &Input<'_>) -> Vec<Finding> {
 }
 
 // ---------------------------------------------------------------- policy-only
+
+/// Validation warnings about what Cilium enforces in place of what is
+/// written, as findings: CI gates on lint, and these are accepted by Cilium.
+fn from_validation(input: &Input<'_>, out: &mut Vec<Finding>) {
+    use policy_lang::diag::Code;
+    for d in input.diagnostics {
+        let rule = match d.code {
+            Code::PortReading => &PORT_READ_DIFFERENTLY,
+            Code::ForeignNamespace => &SUBJECT_NAMESPACE_REPLACED,
+            _ => continue,
+        };
+        let Some(span) = d.span else { continue };
+        let mut f = Finding::new(rule, span, d.message.clone());
+        f.label = d.label.clone();
+        f.help = d.help.clone();
+        out.push(f);
+    }
+}
 
 fn policy_checks(p: &Policy, out: &mut Vec<Finding>) {
     match &p.body {
@@ -554,9 +582,9 @@ fn knp_checks(p: &Policy, k: &KnpSpec, out: &mut Vec<Finding>) {
                     Finding::new(
                         rule,
                         rs[0].loc.0,
-                        format!("`{name}` rules are ignored: `policyTypes` does not list `{pt}`"),
+                        format!("`policyTypes` does not list `{pt}`: Kubernetes ignores these `{name}` rules, Cilium enforces them (cilium/cilium#48703)"),
                     )
-                    .label("never applied")
+                    .label("enforced by Cilium, ignored by the Kubernetes spec")
                     .related(types_span, "policyTypes")
                     .help(format!(
                         "add `{pt}` to `policyTypes`, or remove these rules"
@@ -1130,6 +1158,43 @@ impl<'a> InvCtx<'a> {
                 }
             }
         };
+        // Egress names resolve cluster-wide, per protocol: a name with two
+        // numbers resolves to none.
+        let mut numbers: HashMap<(&str, u8), BTreeSet<u16>> = HashMap::new();
+        for c in inv.pods.iter().filter(|p| !p.host_network).flat_map(|p| &p.ports) {
+            if let Some(n) = c.name.as_deref() {
+                numbers.entry((n, c.protocol)).or_default().insert(c.port);
+            }
+        }
+        let ambiguous = |port: &Spanned<Port>, protos: &[u8], out: &mut Vec<Finding>| {
+            let Port::Named(n) = &port.value else { return };
+            for pr in protos {
+                let Some(set) = numbers.get(&(n.as_str(), *pr)).filter(|s| s.len() > 1) else {
+                    continue;
+                };
+                let list: Vec<String> = set.iter().map(u16::to_string).collect();
+                out.push(
+                    Finding::new(
+                        &NAMED_PORT_AMBIGUOUS,
+                        port.span(),
+                        format!(
+                            "pods define `{n}` as {}: Cilium resolves it to no port in egress rules, so this rule allows nothing",
+                            list.join(" and ")
+                        ),
+                    )
+                    .label("resolves to no port")
+                    .help("use the port number, or give the port the same number (or different names) in every pod"),
+                );
+                return;
+            }
+        };
+        let protos_of = |p: Option<&Spanned<policy_lang::ir::Protocol>>, default_tcp: bool| -> Vec<u8> {
+            match p.map(|x| x.value).and_then(policy_lang::ir::Protocol::number) {
+                Some(n) => vec![n],
+                None if default_tcp => vec![6],
+                None => vec![6, 17, 132],
+            }
+        };
         for p in &self.input.set.policies {
             match &p.body {
                 PolicyBody::Kubernetes(k) => {
@@ -1137,6 +1202,13 @@ impl<'a> InvCtx<'a> {
                         for kp in r.ports.iter().flatten() {
                             if let Some(port) = &kp.port {
                                 named(port, out);
+                            }
+                        }
+                    }
+                    for r in k.egress.iter().flatten() {
+                        for kp in r.ports.iter().flatten() {
+                            if let Some(port) = &kp.port {
+                                ambiguous(port, &protos_of(kp.protocol.as_ref(), true), out);
                             }
                         }
                     }
@@ -1158,6 +1230,13 @@ impl<'a> InvCtx<'a> {
                                     for pp in pr.ports.iter().flatten() {
                                         let Some(port) = &pp.port else { continue };
                                         named(port, out);
+                                        if dir == Direction::Egress {
+                                            ambiguous(
+                                                port,
+                                                &protos_of(pp.protocol.as_ref(), false),
+                                                out,
+                                            );
+                                        }
                                         let has_l7 = pr.rules.as_ref().is_some_and(|l| {
                                             l.http.as_ref().is_some_and(|h| !h.is_empty())
                                                 || l.kafka.as_ref().is_some_and(|k| !k.is_empty())

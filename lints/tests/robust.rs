@@ -26,6 +26,7 @@ fn lint_valid(dirs: &[PathBuf]) -> usize {
             inventory: None,
             compiled: None,
             map_capacity: 16_384,
+            diagnostics: &[],
         },
         &Config::default(),
     );
@@ -40,6 +41,7 @@ fn lint_valid(dirs: &[PathBuf]) -> usize {
             inventory: Some(&inv),
             compiled: Some(&c),
             map_capacity: 16_384,
+            diagnostics: &[],
         },
         &Config::default(),
     );
@@ -93,7 +95,7 @@ proptest! {
         let set = loaded.valid_set();
         let (c, _) = compile(&set, &loaded.sources, &inv, &CompileConfig::default());
         let findings = lint(
-            &Input { set: &set, sources: &loaded.sources, inventory: Some(&inv), compiled: Some(&c), map_capacity: 64 },
+            &Input { set: &set, sources: &loaded.sources, inventory: Some(&inv), compiled: Some(&c), map_capacity: 64, diagnostics: &[] },
             &Config::default(),
         );
         for f in &findings {

@@ -33,6 +33,7 @@ pub fn lint_with_inventory(loaded: &mut policy_lang::Loaded) -> Vec<Finding> {
             inventory: Some(&inv),
             compiled: Some(&c),
             map_capacity: cfg.map_capacity,
+            diagnostics: &loaded.diagnostics,
         },
         &Config::default(),
     )
