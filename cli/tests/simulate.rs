@@ -261,3 +261,32 @@ fn map_overflow_is_an_error_naming_the_endpoint_and_count() {
     );
     assert!(err.contains("nothing was compiled"));
 }
+
+/// The switches for Cilium settings change the verdicts as documented:
+/// each fixture under `fixtures/semantics/` passes only with its switch.
+#[test]
+fn semantics_switches_change_the_verdicts() {
+    let run = |case: &str, flags: &[&str]| {
+        let dir = format!("fixtures/semantics/{case}");
+        let (p, i, f) = (
+            format!("{dir}/policies.yaml"),
+            format!("{dir}/inventory.yaml"),
+            format!("{dir}/flows.yaml"),
+        );
+        let mut a = vec!["simulate", "-p", &p, "-i", &i, "-f", &f];
+        a.extend(flags);
+        sluice(&a).status.code()
+    };
+    assert_eq!(run("knp-policy-types-kubernetes", &["--knp-policy-types", "kubernetes"]), Some(0));
+    assert_eq!(run("knp-policy-types-kubernetes", &[]), Some(1), "Cilium's reading is the default");
+    let labels = ["--identity-labels", r"!job-name !batch\.kubernetes\.io/job-name"];
+    assert_eq!(run("identity-labels-option", &labels), Some(0));
+    assert_eq!(run("identity-labels-option", &[]), Some(1));
+    // An unusable pattern is an input error, not a silent default.
+    assert_eq!(run("identity-labels-option", &["--identity-labels", "k8s:("]), Some(2));
+    // fromNodes is refused unless Cilium's node selector labels are on.
+    let o = sluice(&["validate", "fixtures/invalid/node-selector-labels.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = sluice(&["validate", "--node-selector-labels", "fixtures/invalid/node-selector-labels.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}

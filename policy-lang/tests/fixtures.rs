@@ -222,11 +222,20 @@ const CORPUS_REJECTED: &[(&str, &str)] = &[
 #[test]
 fn shared_corpus_parses_and_rejects_what_cilium_rejects() {
     let root = corpus_dir();
-    assert!(
-        root.is_dir(),
-        "the shared corpus is missing at {} (set SLUICE_CORPUS)",
-        root.display()
-    );
+    if !root.is_dir() {
+        // A clone of this repository alone has no ../shared: skip, unless
+        // CI says the corpus must be there.
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_SHARED").is_none_or(|v| v != "1"),
+            "SLUICE_REQUIRE_SHARED=1 but the shared corpus is missing at {} (set SLUICE_CORPUS)",
+            root.display()
+        );
+        println!(
+            "skipped: the shared corpus is not at {} (SLUICE_REQUIRE_SHARED=1 makes this a failure)",
+            root.display()
+        );
+        return;
+    }
     let mut files = Vec::new();
     walk(&root, &mut files);
     assert!(files.len() >= 100, "corpus has {} files", files.len());

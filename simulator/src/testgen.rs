@@ -42,6 +42,9 @@ pub const CIDRS: &[(&str, &[&str])] = &[
     ("0.0.0.0/0", &["10.0.0.0/8"]),
     ("10.0.0.0/8", &[]),
     ("172.16.0.9/32", &[]),
+    // Exceptions as Cilium expands them: all of /0, nested and overlapping.
+    ("0.0.0.0/0", &["0.0.0.0/0"]),
+    ("10.200.0.0/16", &["10.200.1.0/24", "10.200.1.128/25", "10.200.0.0/17"]),
 ];
 pub const PORTS: &[(u16, u8, Option<&str>)] = &[
     (80, 6, Some("http")),
@@ -94,6 +97,14 @@ pub fn inventory(pods: Vec<PodSpec>, ns_team: Vec<usize>) -> Inventory {
         if let Some(t) = tier {
             labels.insert("tier".into(), ["front", "back"][t].into());
         }
+        // Labels Cilium's filter drops, keeps, or strips as its own.
+        let (key, value) = [
+            ("pod-template-hash", "h1"),
+            ("job-name", "nightly"),
+            ("io.cilium.k8s.policy.serviceaccount", "spoofed"),
+            ("kubernetes.io/role", "x"),
+        ][i % 4];
+        labels.insert(key.to_owned(), value.to_owned());
         let mut cports: Vec<ContainerPort> = Vec::new();
         for p in ports {
             let (port, protocol, name) = PORTS[p];
@@ -134,6 +145,15 @@ pub fn label_selector() -> impl Strategy<Value = Selector> {
             "io.cilium.k8s.namespace.labels.team".to_owned(),
             ["red", "blue"][t].to_owned()
         )),
+        (0..4usize).prop_map(|t| {
+            let (k, v) = [
+                ("pod-template-hash", "h1"),
+                ("job-name", "nightly"),
+                ("io.cilium.k8s.policy.serviceaccount", "spoofed"),
+                ("kubernetes.io/role", "x"),
+            ][t];
+            (k.to_owned(), v.to_owned())
+        }),
     ];
     let expr = (0..APPS.len(), any::<bool>()).prop_map(|(a, not)| Requirement {
         loc: Loc::default(),
