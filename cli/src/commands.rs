@@ -86,10 +86,14 @@ pub(crate) fn load_fetched(
         .map(|t| ("<cluster policies>".to_owned(), t.clone()))
         .collect();
     let mut loaded =
-        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &inputs.semantics.load_options());
+        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &policy_lang::LoadOptions {
+            max_file_size: inputs.max_bytes(),
+            ..inputs.semantics.load_options()
+        });
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
-    let mut inventory = inventory::load(&paths, &mut loaded.sources, &mut diags);
+    let mut inventory =
+        inventory::load_limited(&paths, inputs.max_bytes(), &mut loaded.sources, &mut diags);
     if let Some(text) = &cluster.inventory {
         let live = inventory::parse_str("<cluster>", text, &mut loaded.sources, &mut diags);
         inventory.namespaces.extend(live.namespaces);
@@ -149,11 +153,25 @@ pub fn compile(
         Err(code) => return code,
     };
     let c = &s.compiled;
+    if s.loaded.set.policies.is_empty() {
+        // A truncated dump or a wrong path must not pass for a policy set
+        // that allows everything without anyone noticing.
+        eprintln!(
+            "warning: no policies in the input: every endpoint is default-allow in both directions"
+        );
+    }
     let json = || serde_json::to_string_pretty(&compiler::artifact::to_json(c)).unwrap_or_default();
     let write = |path: &Path, bytes: &[u8]| -> ExitCode {
-        match std::fs::write(path, bytes) {
+        // Written beside the target and renamed into place: a reader (the
+        // agent watching the file) sees the old state or the new one,
+        // never a partial file.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        match std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
                 eprintln!("error: cannot write {}: {e}", path.display());
                 ExitCode::from(2)
             }
@@ -215,29 +233,29 @@ pub fn compile(
     code
 }
 
-fn read_flows(
+/// Whether a flows file holds Hubble JSON lines rather than compact YAML.
+fn is_hubble(path: &Path, hubble: bool) -> bool {
+    hubble
+        || path
+            .extension()
+            .is_some_and(|e| e == "json" || e == "jsonl")
+}
+
+/// Parses a flows text (read once by the caller) added to `sources`.
+fn parse_flows(
     path: &Path,
+    text: String,
     hubble: bool,
     sources: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
-) -> Option<Vec<Flow>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return None;
-        }
-    };
-    let id = sources.add(path.display().to_string(), text.clone());
-    let is_json = hubble
-        || path
-            .extension()
-            .is_some_and(|e| e == "json" || e == "jsonl");
-    Some(if is_json {
+) -> Vec<Flow> {
+    let id = sources.add(path.display().to_string(), text);
+    let text = sources.get(id).text.clone();
+    if is_hubble(path, hubble) {
         flow::parse_hubble(&text, id, sources, diags)
     } else {
         flow::parse_yaml(&text, id, diags)
-    })
+    }
 }
 
 fn peer_text(p: &PeerRef) -> String {
@@ -252,36 +270,37 @@ pub fn simulate(
     inputs: &Inputs,
     flows_path: &Path,
     hubble: bool,
+    require_expectations: bool,
     output: SimOutput,
     color: bool,
 ) -> ExitCode {
-    // DNS answers feed toFQDNs: read them before compiling, from the flows
-    // file's `dns:` section or from recorded Hubble DNS responses.
-    let mut dns_diags = Vec::new();
-    let is_json = hubble
-        || flows_path
-            .extension()
-            .is_some_and(|e| e == "json" || e == "jsonl");
-    let dns = match std::fs::read_to_string(flows_path) {
-        Ok(text) if is_json => flow::hubble_dns_answers(&text),
-        Ok(text) => {
-            let mut scratch = SourceMap::new();
-            let id = scratch.add(flows_path.display().to_string(), text.clone());
-            flow::parse_dns(&text, id, &mut dns_diags)
+    // The flows file is read exactly once (it may be a pipe): its DNS
+    // answers feed toFQDNs, so they are taken before compiling, from the
+    // `dns:` section or from recorded Hubble DNS responses.
+    let text = match policy_lang::read_text(flows_path, inputs.max_bytes()) {
+        Ok(t) => t,
+        Err(d) => {
+            print_diags(&[*d], &SourceMap::new(), color);
+            return ExitCode::from(2);
         }
-        Err(_) => Vec::new(),
+    };
+    let mut dns_diags = Vec::new();
+    let dns = if is_hubble(flows_path, hubble) {
+        flow::hubble_dns_answers(&text)
+    } else {
+        let mut scratch = SourceMap::new();
+        let id = scratch.add(flows_path.display().to_string(), text.clone());
+        flow::parse_dns(&text, id, &mut dns_diags)
     };
     let mut s = match load_with_dns(inputs, color, dns) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let mut diags = Vec::new();
-    let Some(flows) = read_flows(flows_path, hubble, &mut s.loaded.sources, &mut diags) else {
-        return ExitCode::from(2);
-    };
+    let flows = parse_flows(flows_path, text, hubble, &mut s.loaded.sources, &mut diags);
     if !dns_diags.is_empty() {
-        // Read again against the file as loaded, so that the problems of
-        // the `dns` section point into it.
+        // Parsed again against the file as loaded (from the text already
+        // read), so that the problems of the `dns` section point into it.
         if let Some((id, file)) = s.loaded.sources.iter().last() {
             let text = file.text.to_string();
             let _ = flow::parse_dns(&text, id, &mut diags);
@@ -291,6 +310,20 @@ pub fn simulate(
     print_diags(&diags, &s.loaded.sources, color);
     if diags.iter().any(Diagnostic::is_error) {
         return ExitCode::from(2);
+    }
+    if flows.is_empty() {
+        eprintln!(
+            "warning: {} holds no flows: nothing was judged",
+            flows_path.display()
+        );
+    }
+    let expected = flows.iter().filter(|f| f.expect.is_some()).count();
+    if require_expectations && expected == 0 {
+        eprintln!(
+            "error: --require-expectations: no flow of {} has an `expect`",
+            flows_path.display()
+        );
+        return ExitCode::from(1);
     }
     let c = &s.compiled;
     let mut results: Vec<(&Flow, Outcome)> = Vec::with_capacity(flows.len());
@@ -383,7 +416,6 @@ pub fn simulate(
                     let _ = writeln!(out, "         {}", explain_step(c, st));
                 }
             }
-            let expected = results.iter().filter(|(f, _)| f.expect.is_some()).count();
             let _ = writeln!(
                 out,
                 "{} {}: {} allowed, {} denied; {} of {} expectations met",

@@ -70,7 +70,16 @@ pub fn read_artifact(path: &Path) -> Result<Compiled, String> {
             meta.len()
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    // Bounded read as well: a FIFO or device reports no size.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(|e| e.to_string())?, LIMIT + 1),
+        &mut bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(format!("more than the {LIMIT}-byte limit"));
+    }
     compiler::artifact::decode(&bytes).map_err(|e| e.to_string())
 }
 

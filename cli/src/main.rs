@@ -66,8 +66,17 @@ struct Inputs {
     /// instead of world (2).
     #[arg(long)]
     dual_stack: bool,
+    /// Largest accepted input file (policies, inventory, flows), in MiB.
+    #[arg(long, default_value_t = 32)]
+    max_file_size: u64,
     #[command(flatten)]
     semantics: Semantics,
+}
+
+impl Inputs {
+    fn max_bytes(&self) -> u64 {
+        self.max_file_size.saturating_mul(1024 * 1024)
+    }
 }
 
 /// Settings of the Cilium being modelled where they change what policies
@@ -186,12 +195,17 @@ enum Command {
         #[command(flatten)]
         inputs: Inputs,
         /// Flows: a YAML list of {from, to, port, protocol, expect}, or
-        /// `hubble observe -o json` lines (.json / .jsonl, or --hubble).
+        /// `hubble observe -o json` lines (.json / .jsonl, or --hubble);
+        /// `-` is stdin.
         #[arg(short, long, required = true)]
         flows: PathBuf,
         /// Read --flows as Hubble JSON.
         #[arg(long)]
         hubble: bool,
+        /// Fail (exit 1) when no flow carries an `expect`: a policy test
+        /// that checks nothing is not a pass.
+        #[arg(long)]
+        require_expectations: bool,
         #[arg(short, long, value_enum, default_value_t = SimOutput::Text)]
         output: SimOutput,
     },
@@ -401,8 +415,15 @@ fn main() -> ExitCode {
             inputs,
             flows,
             hubble,
+            require_expectations,
             output,
-        } => commands::simulate(&inputs, &flows, hubble, output, color),
+        } => {
+            if flows.as_os_str() == "-" && inputs.policies.iter().any(|p| p.as_os_str() == "-") {
+                eprintln!("error: only one of --policies and --flows can be `-` (stdin)");
+                return ExitCode::from(2);
+            }
+            commands::simulate(&inputs, &flows, hubble, require_expectations, output, color)
+        }
         Command::Agent {
             policies,
             cluster_policies,
@@ -430,6 +451,7 @@ fn main() -> ExitCode {
                     from_cluster,
                     map_capacity,
                     dual_stack,
+                    max_file_size: 32,
                     semantics,
                 }),
             },
@@ -459,6 +481,7 @@ fn main() -> ExitCode {
                 from_cluster: false,
                 map_capacity: 16_384,
                 dual_stack: false,
+                max_file_size: 32,
                 semantics: Semantics::default(),
             });
             live::observe(

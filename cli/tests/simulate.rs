@@ -290,3 +290,88 @@ fn semantics_switches_change_the_verdicts() {
     let o = sluice(&["validate", "--node-selector-labels", "fixtures/invalid/node-selector-labels.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Runs sluice with `stdin` written to its standard input.
+fn sluice_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(SLUICE)
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    let mut pipe = child.stdin.take().expect("stdin");
+    // A reader that stops early must not make the test hang on a full pipe.
+    let _ = pipe.write_all(stdin);
+    drop(pipe);
+    child.wait_with_output().expect("wait")
+}
+
+/// Flows read from a pipe are read once: the policy tests are really run
+/// (a second read of the pipe used to see nothing and pass vacuously).
+#[test]
+fn flows_from_a_pipe_are_judged() {
+    let flows = std::fs::read(root().join("fixtures/example/flows.yaml")).expect("flows");
+    for path in ["-", "/dev/stdin"] {
+        let o = sluice_stdin(&args("simulate", &["-f", path]), &flows);
+        assert_eq!(o.status.code(), Some(0), "{path}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(out(&o).contains("9 of 9 expectations met"), "{path}: {}", out(&o));
+    }
+    // A failing expectation read from a pipe fails the run.
+    let bad = String::from_utf8(flows).expect("utf8").replace("expect: allowed", "expect: denied");
+    let o = sluice_stdin(&args("simulate", &["-f", "-"]), bad.as_bytes());
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+}
+
+#[test]
+fn a_flows_file_without_flows_is_said_and_can_fail() {
+    let o = sluice_stdin(&args("simulate", &["-f", "-"]), b"[]\n");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds no flows"));
+    let o = sluice_stdin(&args("simulate", &["-f", "-", "--require-expectations"]), b"[]\n");
+    assert_eq!(o.status.code(), Some(1));
+    let o = sluice_stdin(
+        &args("simulate", &["-f", "-", "--require-expectations"]),
+        b"- {from: default/xwing, to: default/tiefighter, port: 80/TCP}\n",
+    );
+    assert_eq!(o.status.code(), Some(1), "flows without `expect` check nothing");
+}
+
+/// Every input is bounded: an endless one is refused at the limit.
+#[test]
+fn endless_inputs_are_refused_at_the_size_limit() {
+    let o = sluice(&[
+        "compile", "-p", "fixtures/example/policies", "-i", "/dev/zero", "--max-file-size", "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("larger than the limit"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sluice(&args("simulate", &["-f", "/dev/zero", "--max-file-size", "1"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("larger than the limit"));
+}
+
+/// An empty policy set compiles (it is a legal state) but says so, and a
+/// failed compile never leaves an artifact behind.
+#[test]
+fn empty_policy_sets_are_said_and_failures_write_nothing() {
+    let dir = std::env::temp_dir().join(format!("sluice-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out_path = dir.join("state.sluice");
+    let o = sluice(&[
+        "compile", "-p", dir.to_str().expect("utf8"), "-i", "fixtures/example/inventory.yaml",
+        "--out", out_path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no policies in the input"));
+    std::fs::remove_file(&out_path).expect("written on success");
+    let o = sluice(&[
+        "compile", "-p", "fixtures/invalid/unknown-field.yaml", "-i", "fixtures/example/inventory.yaml",
+        "--out", out_path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!out_path.exists(), "an invalid input must not produce an artifact");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,22 +104,28 @@ impl Inventory {
 
 /// Reads inventory files into `sources`; problems go to `diags`.
 pub fn load(paths: &[&Path], sources: &mut SourceMap, diags: &mut Vec<Diagnostic>) -> Inventory {
+    load_limited(paths, policy_lang::DEFAULT_MAX_FILE_SIZE, sources, diags)
+}
+
+/// [`load`] with a size limit per file (`--max-file-size`); `-` is stdin.
+pub fn load_limited(
+    paths: &[&Path],
+    limit: u64,
+    sources: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Inventory {
     let mut inv = Inventory {
         cluster: "default".to_owned(),
         ..Inventory::default()
     };
     for path in paths {
-        match std::fs::read_to_string(path) {
+        match policy_lang::read_text(path, limit) {
             Ok(text) => {
                 let id = sources.add(path.display().to_string(), text);
                 let text = sources.get(id).text.clone();
                 parse_into(&mut inv, &text, id, diags);
             }
-            Err(e) => diags.push(Diagnostic::file_error(
-                Code::Io,
-                path.display().to_string(),
-                format!("cannot read inventory: {e}"),
-            )),
+            Err(d) => diags.push(*d),
         }
     }
     check(&inv, diags);

@@ -57,8 +57,8 @@ impl Config {
     /// Reads and checks a config file: unknown keys, rules and levels are
     /// errors (a typo must not silently turn a rule off).
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = policy_lang::read_text(path, 1 << 20)
+            .map_err(|d| format!("{}: {}", path.display(), d.message))?;
         let mut c = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.inventory = c.inventory.iter().map(|p| base.join(p)).collect();

@@ -46,6 +46,9 @@ use source::{FileId, SourceMap, Span};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// The default limit on any one input, in bytes (`--max-file-size`).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 32 * 1024 * 1024;
+
 /// How much input one run accepts.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -59,7 +62,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            max_file_size: 32 * 1024 * 1024,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
             yaml: yaml::Limits::default(),
             validate: validate::ValidateOptions::default(),
         }
@@ -205,25 +208,11 @@ pub fn load_paths_and_texts(
     for path in files {
         loaded.files += 1;
         let name = path.display().to_string();
-        match read_limited(&path, opts.max_file_size) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => {
-                    let id = loaded.sources.add(name, text);
-                    parse_file(&mut loaded, id, opts);
-                }
-                Err(e) => {
-                    let at = e.utf8_error().valid_up_to();
-                    let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-                    loaded.diagnostics.push(
-                        Diagnostic::file_error(
-                            Code::NotUtf8,
-                            name,
-                            format!("not UTF-8 text: invalid byte at offset {at} (line {line})"),
-                        )
-                        .with_help("policies must be UTF-8 YAML or JSON; is this a binary file?"),
-                    );
-                }
-            },
+        match read_text(&path, opts.max_file_size) {
+            Ok(text) => {
+                let id = loaded.sources.add(name, text);
+                parse_file(&mut loaded, id, opts);
+            }
             Err(d) => loaded.diagnostics.push(*d),
         }
     }
@@ -291,6 +280,25 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>, dep
             out.push(child);
         }
     }
+}
+
+/// Reads one input (a file, or stdin for `-`) once, as UTF-8 text of at
+/// most `limit` bytes: every input of every command goes through here, so
+/// none can exhaust memory, and a pipe or FIFO is read exactly once.
+pub fn read_text(path: &Path, limit: u64) -> Result<String, Box<Diagnostic>> {
+    let bytes = read_limited(path, limit)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        Box::new(
+            Diagnostic::file_error(
+                Code::NotUtf8,
+                path.display().to_string(),
+                format!("not UTF-8 text: invalid byte at offset {at} (line {line})"),
+            )
+            .with_help("inputs must be UTF-8 YAML or JSON; is this a binary file?"),
+        )
+    })
 }
 
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Box<Diagnostic>> {
