@@ -248,3 +248,71 @@ fn hostile_inputs_get_clear_errors_in_bounded_memory() {
         "not-an-object",
     );
 }
+
+/// Minified one-line JSON (`kubectl get -o json | jq -c`) puts spans past
+/// column 65,535: reporting them must not panic, and must stay short.
+#[test]
+fn errors_far_into_a_long_line_are_reported() {
+    let s = Scratch::new("long-line");
+    let pad = "x".repeat(70_000);
+    let text = format!(
+        r#"{{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{{"name":"p","namespace":"a","annotations":{{"pad":"{pad}"}}}},"spec":{{"endpointSelector":{{}},"ingres":[{{}}]}}}}"#
+    );
+    let f = s.0.join("long.json");
+    std::fs::write(&f, text).expect("write");
+    for args in [vec!["validate"], vec!["lint", "--no-config"]] {
+        let mut a = args.clone();
+        a.push(f.to_str().expect("utf8"));
+        let o = sluice(&a);
+        let err = stderr(&o) + &stdout(&o);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_ne!(o.status.code(), Some(101), "{err}");
+        assert!(err.contains("unknown field `ingres`"), "{err}");
+        assert!(err.len() < 4000, "the report quotes a window, not the line: {} bytes", err.len());
+    }
+}
+
+/// Control characters from the input never reach the terminal as
+/// themselves: a policy cannot clear the screen, set the title or fake a
+/// clean result, in any human or GitHub output.
+#[test]
+fn control_characters_in_input_are_escaped() {
+    let s = Scratch::new("ctrl");
+    let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[Hall policies valid\u{0}\u{202e}";
+    let text = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p, namespace: a}}\nspec:\n  endpointSelector: {{}}\n  \"in{evil}gress\": [{{}}]\n  ingress:\n  - toPorts: [{{ports: [{{port: \"8{evil}\"}}]}}]\n"
+    );
+    let f = s.0.join("evil.yaml");
+    std::fs::write(&f, text).expect("write");
+    let path = f.to_str().expect("utf8");
+    for args in [
+        vec!["--color", "never", "validate", path],
+        vec!["--color", "always", "validate", path],
+        vec!["lint", "--no-config", path],
+        vec!["lint", "--no-config", "-o", "github", path],
+    ] {
+        let o = sluice(&args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        for (what, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            // Colour codes of sluice's own are `ESC [ ... m`; nothing else
+            // may carry an ESC, and no BEL, NUL or override at all.
+            let stripped = text
+                .split('\u{1b}')
+                .skip(1)
+                .filter(|part| {
+                    let sgr = part.strip_prefix('[').is_some_and(|p| {
+                        p.find('m').is_some_and(|m| p[..m].bytes().all(|b| b.is_ascii_digit() || b == b';'))
+                    });
+                    !sgr
+                })
+                .count();
+            assert_eq!(stripped, 0, "{args:?} {what}: {text:?}");
+            for bad in ['\u{7}', '\u{0}', '\u{202e}'] {
+                assert!(!text.contains(bad), "{args:?} {what}: {text:?}");
+            }
+        }
+        let all = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        assert!(all.contains('\u{241b}'), "{args:?}: escapes are visible: {all:?}");
+    }
+}

@@ -220,6 +220,10 @@ pub fn github(findings: &[Finding], sources: &SourceMap) -> String {
             message.push('\n');
             message.push_str(h);
         }
+        // The runner's log is a terminal too: control characters in the
+        // (user-controlled) text are shown, not obeyed.
+        let message = policy_lang::excerpt::safe_text(&message);
+        let file = policy_lang::excerpt::safe_text(&file);
         out.push_str(&format!(
             "::{kind} file={},line={line},col={col},endLine={end_line},endColumn={end_col},title={}::{}\n",
             escape_property(&file),

@@ -5,6 +5,7 @@
 //! hold on to formatting concerns. Every diagnostic has a stable [`Code`];
 //! `docs/diagnostics.md` documents each one, and a test keeps the two in step.
 
+use crate::excerpt::{safe_text, Excerpt};
 use crate::source::{SourceMap, Span};
 use serde::Serialize;
 use std::fmt;
@@ -308,19 +309,33 @@ pub fn render_report(sources: &SourceMap, color: bool, report: &Report<'_>) -> S
     let handler = GraphicalReportHandler::new_themed(theme)
         .with_links(false)
         .with_width(100);
-    let text_of = |span: Span| NamedText {
-        name: sources.name(span.file),
-        file: sources.get(span.file),
-    };
+    // Every piece of user text goes through `excerpt`: the source lines as
+    // a bounded, escaped copy, and the messages escaped.
+    let excerpt_of =
+        |span: Span| Excerpt::new(sources.name(span.file), sources.get(span.file), span);
+    let message = safe_text(report.message);
+    let label = report.label.map(safe_text);
+    let help = report.help.map(safe_text);
+    let src = report.span.map(excerpt_of);
     let view = MietteView {
-        diag: *report,
-        src: report.span.map(text_of),
+        diag: Report {
+            message: &message,
+            label: label.as_deref(),
+            help: help.as_deref(),
+            ..*report
+        },
+        label_span: report.span.zip(src.as_ref()).map(|(s, e)| e.span(s)),
+        src,
         related: report
             .related
             .iter()
-            .map(|r| RelatedView {
-                related: r,
-                src: text_of(r.span),
+            .map(|r| {
+                let src = excerpt_of(r.span);
+                RelatedView {
+                    message: safe_text(&r.message),
+                    span: src.span(r.span),
+                    src,
+                }
             })
             .collect(),
     };
@@ -330,7 +345,7 @@ pub fn render_report(sources: &SourceMap, color: bool, report: &Report<'_>) -> S
             Some(s) => format!("{}:{}:{}", sources.name(s.file), s.line, s.col),
             None => report.path.unwrap_or_default().to_owned(),
         };
-        out = format!("{at}: {}", report.message);
+        out = format!("{at}: {message}");
     }
     out
 }
@@ -352,8 +367,10 @@ pub struct JsonDiagnostic {
 
 struct MietteView<'a> {
     diag: Report<'a>,
-    src: Option<NamedText<'a>>,
-    related: Vec<RelatedView<'a>>,
+    src: Option<Excerpt>,
+    /// The primary span in `src`'s offsets.
+    label_span: Option<(usize, usize)>,
+    related: Vec<RelatedView>,
 }
 
 impl fmt::Debug for MietteView<'_> {
@@ -375,83 +392,26 @@ impl fmt::Display for MietteView<'_> {
 
 impl std::error::Error for MietteView<'_> {}
 
-/// A source file's text under its display name, as miette wants it.
-struct NamedText<'a> {
-    name: &'a str,
-    file: &'a crate::source::SourceFile,
+struct RelatedView {
+    message: String,
+    /// The span in `src`'s offsets.
+    span: (usize, usize),
+    src: Excerpt,
 }
 
-impl miette::SourceCode for NamedText<'_> {
-    /// The lines around a span, found through the file's line index: the
-    /// cost depends on the context shown, not on where in a large file the
-    /// span lies.
-    fn read_span<'b>(
-        &'b self,
-        span: &miette::SourceSpan,
-        context_lines_before: usize,
-        context_lines_after: usize,
-    ) -> Result<Box<dyn miette::SpanContents<'b> + 'b>, miette::MietteError> {
-        let text = &self.file.text;
-        let (start, len) = (span.offset(), span.len());
-        if start + len > text.len() {
-            return Err(miette::MietteError::OutOfBounds);
-        }
-        let starts = self.file.line_starts();
-        let first = self
-            .file
-            .line_of(start)
-            .saturating_sub(context_lines_before);
-        // A span ending in a line break ends, as miette counts, on the
-        // next line.
-        let ends_with_break = len > 0 && text.as_bytes()[start + len - 1] == b'\n';
-        let last_of_span = if ends_with_break {
-            self.file.line_of(start + len)
-        } else {
-            self.file
-                .line_of((start + len).saturating_sub(usize::from(len > 0)))
-        };
-        let last = (last_of_span + context_lines_after).min(starts.len() - 1);
-        // As miette's own implementation: without context before, the
-        // contents start at the span with its column (in bytes); with
-        // context, at the first context line's start.
-        let (from, column) = if context_lines_before == 0 {
-            (start, start - starts[self.file.line_of(start)] as usize)
-        } else {
-            (starts[first] as usize, 0)
-        };
-        let to = starts
-            .get(last + 1)
-            .map_or(text.len(), |&s| s as usize)
-            .max(from);
-        Ok(Box::new(miette::MietteSpanContents::new_named(
-            self.name.to_owned(),
-            &text.as_bytes()[from..to],
-            (from, to - from).into(),
-            first,
-            column,
-            last + 1,
-        )))
-    }
-}
-
-struct RelatedView<'a> {
-    related: &'a Related,
-    src: NamedText<'a>,
-}
-
-impl fmt::Debug for RelatedView<'_> {
+impl fmt::Debug for RelatedView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.related, f)
+        f.write_str(&self.message)
     }
 }
-impl fmt::Display for RelatedView<'_> {
+impl fmt::Display for RelatedView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.related.message)
+        f.write_str(&self.message)
     }
 }
-impl std::error::Error for RelatedView<'_> {}
+impl std::error::Error for RelatedView {}
 
-impl miette::Diagnostic for RelatedView<'_> {
+impl miette::Diagnostic for RelatedView {
     fn severity(&self) -> Option<miette::Severity> {
         Some(miette::Severity::Advice)
     }
@@ -459,11 +419,10 @@ impl miette::Diagnostic for RelatedView<'_> {
         Some(&self.src)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        let s = self.related.span;
         Some(Box::new(std::iter::once(miette::LabeledSpan::new(
             Some("here".to_owned()),
-            s.start as usize,
-            s.len(),
+            self.span.0,
+            self.span.1,
         ))))
     }
 }
@@ -490,12 +449,9 @@ impl miette::Diagnostic for MietteView<'_> {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        let s = self.diag.span?;
+        let s = self.label_span?;
         Some(Box::new(std::iter::once(
-            miette::LabeledSpan::new_primary_with_span(
-                self.diag.label.map(str::to_owned),
-                (s.start as usize, s.len()),
-            ),
+            miette::LabeledSpan::new_primary_with_span(self.diag.label.map(str::to_owned), s),
         )))
     }
 

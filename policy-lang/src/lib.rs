@@ -33,6 +33,7 @@
 
 pub mod decode;
 pub mod diag;
+pub mod excerpt;
 pub mod ir;
 pub mod render;
 pub mod source;
