@@ -58,6 +58,10 @@ pub struct LoadOptions {
     pub yaml: yaml::Limits,
     /// Agent settings that change what Cilium accepts.
     pub validate: validate::ValidateOptions,
+    /// How many pieces a large file is parsed in: `None` splits files of
+    /// 1 MiB or more across the cores; `Some(n)` always splits into `n`
+    /// (tests use it to show results never depend on it).
+    pub parse_pieces: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -66,6 +70,7 @@ impl Default for LoadOptions {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             yaml: yaml::Limits::default(),
             validate: validate::ValidateOptions::default(),
+            parse_pieces: None,
         }
     }
 }
@@ -356,6 +361,8 @@ struct Piece {
     diags: Vec<Diagnostic>,
     broken: usize,
     skipped: usize,
+    /// The YAML parser gave up in this piece.
+    stopped: bool,
 }
 
 /// Below this size a file is parsed on one thread.
@@ -371,10 +378,12 @@ fn parse_file(loaded: &mut Loaded, id: FileId, opts: &LoadOptions) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let pieces = if text.len() >= PARALLEL_THRESHOLD && threads > 1 {
-        yaml::split_documents(&text, threads)
-    } else {
-        vec![(yaml::Base::default(), &text[..])]
+    let pieces = match opts.parse_pieces {
+        Some(n) if n > 1 => yaml::split_documents(&text, n),
+        None if text.len() >= PARALLEL_THRESHOLD && threads > 1 => {
+            yaml::split_documents(&text, threads)
+        }
+        _ => vec![(yaml::Base::default(), &text[..])],
     };
     let results: Vec<Piece> = if pieces.len() == 1 {
         vec![parse_piece(pieces[0].1, id, pieces[0].0, opts)]
@@ -395,6 +404,11 @@ fn parse_file(loaded: &mut Loaded, id: FileId, opts: &LoadOptions) {
         loaded.diagnostics.extend(r.diags);
         loaded.broken_policies += r.broken;
         loaded.skipped_objects += r.skipped;
+        // A YAML error ends the file where it is, as it would on one
+        // thread: what later pieces found is not reported.
+        if r.stopped {
+            break;
+        }
     }
 }
 
@@ -431,6 +445,7 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
     });
     if let Err(e) = result {
         out.diags.push(yaml_error(e));
+        out.stopped = true;
     }
     out
 }

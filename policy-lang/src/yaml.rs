@@ -426,7 +426,10 @@ pub fn parse_stream_at(
             Event::StreamStart | Event::Nothing => None,
             Event::StreamEnd => break,
             Event::DocumentStart(_) => {
+                // Anchors belong to their document (as in YAML and kubectl):
+                // an alias to an earlier document's anchor is unknown.
                 root = None;
+                anchors.clear();
                 None
             }
             Event::DocumentEnd => {
@@ -535,6 +538,17 @@ pub fn parse_stream_at(
             continue;
         };
         if anchor != 0 {
+            // The copy kept for aliases costs its size: nested anchors would
+            // otherwise copy each level's subtree again.
+            alias_nodes += node.count();
+            if alias_nodes > limits.max_alias_nodes {
+                return Err(YamlError {
+                    span: node.span,
+                    kind: YamlErrorKind::AliasBudget {
+                        limit: limits.max_alias_nodes,
+                    },
+                });
+            }
             anchors.insert(anchor, node.clone());
         }
         match stack.last_mut() {
@@ -646,6 +660,29 @@ mod tests {
             .expect("valid");
             assert!(n > 0);
         }
+    }
+
+    #[test]
+    fn nested_anchors_count_against_the_budget() {
+        // Each level's anchor used to keep its own copy of everything
+        // inside it: 64 levels of 1,000 scalars made ~2M nodes.
+        let mut text = String::new();
+        for i in 0..60 {
+            text.push_str(&format!("&l{i} [{}, ", vec!["s"; 1000].join(", ")));
+        }
+        text.push('x');
+        text.push_str(&"]".repeat(60));
+        let err = docs(&text).expect_err("over the budget");
+        assert!(matches!(err.kind, YamlErrorKind::AliasBudget { .. }), "{err:?}");
+        // A few anchors of ordinary size are fine.
+        assert!(docs("a: &x {k: v}\nb: *x\n").is_ok());
+    }
+
+    #[test]
+    fn anchors_do_not_cross_documents() {
+        let err = docs("a: &x 1\n---\nb: *x\n").expect_err("unknown anchor");
+        assert!(matches!(err.kind, YamlErrorKind::UnknownAnchor), "{err:?}");
+        assert!(docs("a: &x 1\nc: *x\n---\nb: &x 2\nd: *x\n").is_ok());
     }
 
     #[test]
