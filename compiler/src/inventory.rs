@@ -155,11 +155,9 @@ fn parse_into(inv: &mut Inventory, text: &str, file: FileId, diags: &mut Vec<Dia
         yaml::Emitted::Document { root, .. } => object(inv, &root, diags),
     });
     if let Err(e) = result {
-        diags.push(Diagnostic::error(
-            Code::YamlSyntax,
-            e.span,
-            format!("inventory is not valid YAML: {:?}", e.kind),
-        ));
+        let mut d = policy_lang::yaml_error(e);
+        d.message = format!("inventory: {}", d.message);
+        diags.push(d);
     }
 }
 

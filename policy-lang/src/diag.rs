@@ -48,6 +48,7 @@ codes! {
     YamlSyntax => "yaml-syntax", "the text is not well-formed YAML or JSON";
     NestingTooDeep => "nesting-too-deep", "lists and objects are nested deeper than the limit";
     AliasBomb => "alias-expansion", "YAML aliases expand to more nodes than the limit";
+    UnknownTag => "unknown-tag", "a YAML tag (`!foo`) the Kubernetes decoder does not know: the value is read as untagged";
     UnknownAnchor => "unknown-anchor", "a YAML alias names an anchor that was never defined";
     NotAnObject => "not-an-object", "a YAML document is not a Kubernetes object";
     MissingTypeMeta => "missing-type-meta", "an object lacks `apiVersion` or `kind`";

@@ -428,6 +428,7 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
         }
         yaml::Emitted::Document { root, .. } => {
             let mut doc_diags = Vec::new();
+            unknown_tags(&root, &mut doc_diags);
             let decoded = decode::Decoder {
                 diags: &mut doc_diags,
             }
@@ -450,6 +451,33 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
     out
 }
 
+/// Tags the Kubernetes decoder knows; others are warned about.
+const KNOWN_TAGS: &[&str] = &["str", "int", "bool", "float", "null", "map", "seq", "binary", "timestamp"];
+
+/// Warns about every scalar with a tag of another kind (nesting is bounded
+/// by the parser's depth limit).
+fn unknown_tags(node: &yaml::Node, diags: &mut Vec<Diagnostic>) {
+    match &node.kind {
+        yaml::NodeKind::Scalar(s) => {
+            if let Some(tag) = s.tag.as_deref().filter(|t| !KNOWN_TAGS.contains(t)) {
+                diags.push(
+                    Diagnostic::warning(
+                        Code::UnknownTag,
+                        node.span,
+                        format!("unknown YAML tag `{tag}`: the value is read as if untagged"),
+                    )
+                    .with_help("remove the tag; Kubernetes knows only the core tags (!!str, !!int, !!bool, ...)"),
+                );
+            }
+        }
+        yaml::NodeKind::Seq(items) => items.iter().for_each(|n| unknown_tags(n, diags)),
+        yaml::NodeKind::Map(entries) => entries.iter().for_each(|(k, v)| {
+            unknown_tags(k, diags);
+            unknown_tags(v, diags);
+        }),
+    }
+}
+
 fn tally(decoded: decode::Decoded, ds: Vec<Diagnostic>, out: &mut Piece) {
     match decoded {
         decode::Decoded::Policy(p) => out.policies.push(*p),
@@ -460,7 +488,9 @@ fn tally(decoded: decode::Decoded, ds: Vec<Diagnostic>, out: &mut Piece) {
     out.diags.extend(ds);
 }
 
-fn yaml_error(e: yaml::YamlError) -> Diagnostic {
+/// A YAML error as a located diagnostic with a sentence and a help line:
+/// what every reader (policies, inventory, flows) reports.
+pub fn yaml_error(e: yaml::YamlError) -> Diagnostic {
     let point = Span {
         end: e.span.start,
         ..e.span

@@ -83,9 +83,19 @@ impl Value<'_> {
 impl Scalar {
     pub fn resolve(&self) -> Value<'_> {
         let t = self.text.as_str();
+        // Explicit tags decide the type, as the Kubernetes decoder reads
+        // them: `!!int "80"` is the integer 80, whatever the quotes say.
         match self.tag.as_deref() {
             Some("str") => return Value::Str(t),
             Some("null") => return Value::Null,
+            Some(tag @ ("int" | "bool" | "float")) => {
+                let v = resolve_plain(t);
+                let fits = matches!(
+                    (tag, &v),
+                    ("int", Value::Int(_)) | ("bool", Value::Bool(_)) | ("float", Value::Float(_) | Value::Int(_))
+                );
+                return if fits { v } else { Value::Str(t) };
+            }
             _ => {}
         }
         if !self.plain {

@@ -19,6 +19,7 @@ fn generate() -> String {
             Code::MisplacedDescription
                 | Code::IgnoredNamespace
                 | Code::ForeignNamespace
+                | Code::UnknownTag
                 | Code::PortReading
                 | Code::PodWithoutIp
                 | Code::SelectsNothing

@@ -18,10 +18,19 @@ pub enum PeerRef {
     Entity(String),
 }
 
+/// An address as the datapath sees it: an IPv4-mapped IPv6 address
+/// (`::ffff:10.0.0.11`) is the IPv4 endpoint.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 impl PeerRef {
     pub fn parse(text: &str) -> Result<PeerRef, String> {
         if let Ok(ip) = text.parse::<IpAddr>() {
-            return Ok(PeerRef::Ip(ip));
+            return Ok(PeerRef::Ip(canonical_ip(ip)));
         }
         if text.contains('/') {
             return Ok(PeerRef::Pod(text.to_owned()));
@@ -135,7 +144,7 @@ pub fn parse_dns(
             let mut ips = Vec::new();
             for item in items {
                 match scalar(item).and_then(|s| s.parse().ok()) {
-                    Some(ip) => ips.push(ip),
+                    Some(ip) => ips.push(canonical_ip(ip)),
                     None => err(
                         diags,
                         item.span,
@@ -159,11 +168,9 @@ pub fn parse_yaml(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<
             roots.push(root);
         }
     }) {
-        err(
-            diags,
-            e.span,
-            format!("flows are not valid YAML: {:?}", e.kind),
-        );
+        let mut d = policy_lang::yaml_error(e);
+        d.message = format!("flows: {}", d.message);
+        diags.push(d);
         return out;
     }
     for root in roots {
@@ -421,7 +428,15 @@ fn l7_request(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Option<compiler::
 }
 
 /// The request of a Hubble L7 record (`l7.http`, `l7.kafka`, `l7.dns`).
-fn hubble_request(l7: &serde_json::Value) -> Option<compiler::l7::Request> {
+/// A JSON number that must be a whole number in `0..=max`.
+fn json_uint(v: &serde_json::Value, what: &str, max: u64) -> Result<u64, String> {
+    match v.as_u64() {
+        Some(n) if n <= max => Ok(n),
+        _ => Err(format!("{what} {v} is not a whole number from 0 to {max}")),
+    }
+}
+
+fn hubble_request(l7: &serde_json::Value) -> Result<Option<compiler::l7::Request>, String> {
     use compiler::l7::Request;
     let s =
         |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
@@ -438,36 +453,42 @@ fn hubble_request(l7: &serde_json::Value) -> Option<compiler::l7::Request> {
             .and_then(|x| x.as_array())
             .map(|a| a.iter().map(|kv| (s(kv, "key"), s(kv, "value"))).collect())
             .unwrap_or_default();
-        return Some(Request::Http {
+        return Ok(Some(Request::Http {
             method: s(h, "method"),
             path: path.to_owned(),
             host: host.to_owned(),
             headers,
-        });
+        }));
     }
     if let Some(d) = l7.get("dns") {
-        return Some(Request::Dns {
+        return Ok(Some(Request::Dns {
             query: s(d, "query"),
-        });
+        }));
     }
     if let Some(k) = l7.get("kafka") {
-        let key = k.get("api_key")?;
-        let api_key = key.as_u64().map(|n| n as u16).or_else(|| {
-            key.as_str().and_then(|name| {
-                policy_lang::validate::KAFKA_API_KEYS
-                    .iter()
-                    .position(|n| n.eq_ignore_ascii_case(name))
-                    .map(|i| i as u16)
-            })
-        })?;
-        return Some(Request::Kafka {
+        let Some(key) = k.get("api_key") else {
+            return Err("Hubble Kafka record without `api_key`".to_owned());
+        };
+        let api_key = match key.as_str() {
+            Some(name) => policy_lang::validate::KAFKA_API_KEYS
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(name))
+                .map(|i| i as u16)
+                .ok_or_else(|| format!("Kafka `api_key` `{name}` is not a known API key"))?,
+            None => json_uint(key, "Kafka `api_key`", u64::from(u16::MAX))? as u16,
+        };
+        let api_version = match k.get("api_version") {
+            None => 0,
+            Some(v) => json_uint(v, "Kafka `api_version`", u64::from(u16::MAX))? as u16,
+        };
+        return Ok(Some(Request::Kafka {
             api_key,
-            api_version: k.get("api_version").and_then(|x| x.as_u64()).unwrap_or(0) as u16,
+            api_version,
             client_id: s(k, "client_id"),
             topic: s(k, "topic"),
-        });
+        }));
     }
-    None
+    Ok(None)
 }
 
 /// Reads `hubble observe -o json` output: one JSON object per line, each a
@@ -481,7 +502,10 @@ pub fn parse_hubble(
     let _ = sources;
     let mut out = Vec::new();
     let mut offset = 0u32;
-    for (i, line) in text.lines().enumerate() {
+    for (i, raw) in text.split('\n').enumerate() {
+        // CRLF input: the `\r` is not part of the line, but it is part of
+        // the offsets of every line after it.
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
         let span = Span {
             file,
             start: offset,
@@ -489,7 +513,7 @@ pub fn parse_hubble(
             line: i as u32 + 1,
             col: 1,
         };
-        offset += line.len() as u32 + 1;
+        offset += raw.len() as u32 + 1;
         if line.trim().is_empty() {
             continue;
         }
@@ -501,11 +525,13 @@ pub fn parse_hubble(
             }
         };
         let f = v.get("flow").unwrap_or(&v);
+        // A side names its pod when Hubble knew it; otherwise (or when
+        // the record has no endpoint object at all) its address.
         let peer = |side: &str, ipkey: &str| -> Option<PeerRef> {
-            let ep = f.get(side)?;
+            let ep = f.get(side);
             match (
-                ep.get("namespace").and_then(|x| x.as_str()),
-                ep.get("pod_name").and_then(|x| x.as_str()),
+                ep.and_then(|e| e.get("namespace")).and_then(|x| x.as_str()),
+                ep.and_then(|e| e.get("pod_name")).and_then(|x| x.as_str()),
             ) {
                 (Some(ns), Some(pod)) if !ns.is_empty() && !pod.is_empty() => {
                     Some(PeerRef::Pod(format!("{ns}/{pod}")))
@@ -516,17 +542,27 @@ pub fn parse_hubble(
                     .as_str()?
                     .parse()
                     .ok()
-                    .map(PeerRef::Ip),
+                    .map(|ip| PeerRef::Ip(canonical_ip(ip))),
             }
         };
         let l4 = f.get("l4");
-        let (protocol, port) = match l4 {
-            Some(l4) if l4.get("TCP").is_some() => (6, l4["TCP"].get("destination_port")),
-            Some(l4) if l4.get("UDP").is_some() => (17, l4["UDP"].get("destination_port")),
-            Some(l4) if l4.get("SCTP").is_some() => (132, l4["SCTP"].get("destination_port")),
-            Some(l4) if l4.get("ICMPv4").is_some() => (1, l4["ICMPv4"].get("type")),
-            Some(l4) if l4.get("ICMPv6").is_some() => (58, l4["ICMPv6"].get("type")),
+        let (protocol, port, field, max) = match l4 {
+            Some(l4) if l4.get("TCP").is_some() => (6, l4["TCP"].get("destination_port"), "destination_port", 65535),
+            Some(l4) if l4.get("UDP").is_some() => (17, l4["UDP"].get("destination_port"), "destination_port", 65535),
+            Some(l4) if l4.get("SCTP").is_some() => (132, l4["SCTP"].get("destination_port"), "destination_port", 65535),
+            Some(l4) if l4.get("ICMPv4").is_some() => (1, l4["ICMPv4"].get("type"), "ICMP type", 255),
+            Some(l4) if l4.get("ICMPv6").is_some() => (58, l4["ICMPv6"].get("type"), "ICMP type", 255),
             _ => continue,
+        };
+        // Out of range or not a whole number is an error, never a port
+        // the flow did not have.
+        let port = match port.map(|p| json_uint(p, field, max)) {
+            None => 0,
+            Some(Ok(n)) => n as u16,
+            Some(Err(e)) => {
+                err(diags, span, e);
+                continue;
+            }
         };
         let (Some(from), Some(to)) = (peer("source", "source"), peer("destination", "destination"))
         else {
@@ -547,13 +583,17 @@ pub fn parse_hubble(
         let l7 = match f.get("l7") {
             Some(l7) if l7.get("type").and_then(|t| t.as_str()) == Some("RESPONSE") => continue,
             Some(l7) => match hubble_request(l7) {
-                Some(r) => Some(r),
-                None => {
+                Ok(Some(r)) => Some(r),
+                Ok(None) => {
                     err(
                         diags,
                         span,
                         "Hubble L7 record with no http, kafka or dns request",
                     );
+                    continue;
+                }
+                Err(e) => {
+                    err(diags, span, e);
                     continue;
                 }
             },
@@ -563,7 +603,7 @@ pub fn parse_hubble(
             l7,
             from,
             to,
-            port: port.and_then(|p| p.as_u64()).unwrap_or(0) as u16,
+            port,
             protocol,
             expect: None,
             loc: Loc(span),
@@ -599,7 +639,11 @@ pub fn hubble_dns_answers(text: &str) -> Vec<(String, Vec<std::net::IpAddr>)> {
         let ips: Vec<std::net::IpAddr> = dns
             .get("ips")
             .and_then(|i| i.as_array())
-            .map(|a| a.iter().filter_map(|i| i.as_str()?.parse().ok()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.as_str()?.parse().ok().map(canonical_ip))
+                    .collect()
+            })
             .unwrap_or_default();
         if ips.is_empty() {
             continue;
@@ -640,5 +684,67 @@ pub fn check_peers(flows: &[Flow], inv: &Inventory, diags: &mut Vec<Diagnostic>)
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod hubble_tests {
+    use super::*;
+
+    fn line(l4: &str) -> String {
+        format!(
+            r#"{{"flow":{{"verdict":"FORWARDED","IP":{{"source":"10.0.0.1","destination":"10.0.0.2"}},"l4":{l4}}}}}"#
+        )
+    }
+
+    fn parse(text: &str) -> (Vec<Flow>, Vec<Diagnostic>) {
+        let mut d = Vec::new();
+        let f = parse_hubble(text, FileId(0), &SourceMap::new(), &mut d);
+        (f, d)
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_errors_not_other_ports() {
+        for bad in ["65616", "-1", "\"80\"", "80.5"] {
+            let (f, d) = parse(&line(&format!(r#"{{"TCP":{{"destination_port":{bad}}}}}"#)));
+            assert!(f.is_empty(), "{bad} judged as port {:?}", f.first().map(|x| x.port));
+            assert_eq!(d.len(), 1, "{bad}");
+            assert!(d[0].message.contains("destination_port"), "{}", d[0].message);
+        }
+        let (f, d) = parse(&line(r#"{"TCP":{"destination_port":80}}"#));
+        assert!(d.is_empty());
+        assert_eq!(f[0].port, 80);
+        let kafka = r#"{"flow":{"IP":{"source":"10.0.0.1","destination":"10.0.0.2"},"l4":{"TCP":{"destination_port":9092}},"l7":{"type":"REQUEST","kafka":{"api_key":65537}}}}"#;
+        let (f, d) = parse(kafka);
+        assert!(f.is_empty() && d.len() == 1, "{d:?}");
+    }
+
+    #[test]
+    fn crlf_lines_keep_their_spans() {
+        let a = line(r#"{"TCP":{"destination_port":80}}"#);
+        let bad = line(r#"{"TCP":{"destination_port":-1}}"#);
+        let text = format!("{a}\r\n{a}\r\n{bad}\r\n");
+        let (_, d) = parse(&text);
+        let span = d[0].span.expect("located");
+        assert_eq!(span.line, 3);
+        assert_eq!(&text[span.start as usize..span.end as usize], bad);
+    }
+
+    #[test]
+    fn records_without_endpoint_objects_use_the_addresses() {
+        let (f, d) = parse(&line(r#"{"UDP":{"destination_port":53}}"#));
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(f[0].from, PeerRef::Ip("10.0.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        assert_eq!(
+            PeerRef::parse("::ffff:10.0.0.11"),
+            Ok(PeerRef::Ip("10.0.0.11".parse().expect("ip")))
+        );
+        let text = line(r#"{"TCP":{"destination_port":80}}"#).replace("10.0.0.2", "::ffff:10.0.0.2");
+        let (f, _) = parse(&text);
+        assert_eq!(f[0].to, PeerRef::Ip("10.0.0.2".parse().expect("ip")));
     }
 }
