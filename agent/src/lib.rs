@@ -11,11 +11,13 @@
 mod batch;
 pub mod datapath;
 pub mod events;
+pub mod iface;
 pub mod maps;
 pub mod observe;
 pub mod packet;
 pub mod proxy;
 pub mod reconcile;
+pub mod signals;
 #[cfg(feature = "testnet")]
 pub mod testnet;
 pub mod testrun;

@@ -31,12 +31,36 @@ pub fn interface_for(ip: IpAddr) -> Option<String> {
     None
 }
 
+/// Which local endpoints of `c` (on `node`) the agent would enforce, and
+/// why it would not enforce the others: the same checks as
+/// [`Reconciler::apply`], without touching the kernel, so that an agent can
+/// refuse to start before it loads or pins anything.
+pub fn preflight(c: &Compiled, node: Option<&str>, globs: &[String]) -> (Vec<String>, Vec<String>) {
+    let uplinks = crate::iface::default_route_devices();
+    let (mut ok, mut not) = (Vec::new(), Vec::new());
+    for e in c.endpoints.iter().filter(|e| !e.host) {
+        if node.is_some() && e.node.as_deref() != node {
+            continue;
+        }
+        match e.ips.first().and_then(|ip| interface_for(*ip)) {
+            Some(iface) => match crate::iface::check(&iface, globs, &uplinks) {
+                Ok(()) => ok.push(format!("{}={iface}", e.name)),
+                Err(why) => not.push(format!("{}: not local: route via {iface} ({why})", e.name)),
+            },
+            None => not.push(format!("{}: no route to its address", e.name)),
+        }
+    }
+    (ok, not)
+}
+
 /// Applies compiled state for the endpoints of `node` (all endpoints when
 /// `None`) and attaches the programs to interfaces not attached before.
 pub struct Reconciler {
     datapath: Datapath,
     node: Option<String>,
     attached: BTreeSet<String>,
+    /// Names (globs) the user declared as endpoint interfaces.
+    endpoint_globs: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,6 +70,9 @@ pub struct Applied {
     pub endpoints: Vec<String>,
     /// Local endpoints with no interface found (not enforced).
     pub unresolved: Vec<String>,
+    /// Local endpoints whose route leads to an interface that is not a
+    /// pod's (`name: not local: route via eth0 (why)`), not enforced.
+    pub refused: Vec<String>,
     /// Pinned links removed because their interface is no longer an
     /// endpoint's.
     pub pruned: Vec<String>,
@@ -76,9 +103,16 @@ impl Reconciler {
                 datapath,
                 node,
                 attached: BTreeSet::new(),
+                endpoint_globs: Vec::new(),
             },
             adopted,
         ))
+    }
+
+    /// Interface names (shell globs) to accept as endpoint interfaces
+    /// beyond veths whose peer is in another namespace.
+    pub fn set_endpoint_interfaces(&mut self, globs: Vec<String>) {
+        self.endpoint_globs = globs;
     }
 
     /// Points the datapath at the L7 proxy's sockets.
@@ -116,17 +150,23 @@ impl Reconciler {
         let mut keys = HashMap::new();
         let mut out = Applied::default();
         let mut ifaces = Vec::new();
+        let uplinks = crate::iface::default_route_devices();
         for e in c.endpoints.iter().filter(|e| !e.host) {
             if self.node.is_some() && e.node != self.node {
                 continue;
             }
             match e.ips.first().and_then(|ip| interface_for(*ip)) {
-                Some(iface) if iface != "lo" => {
-                    keys.insert(e.name.clone(), ifindex(&iface)?);
-                    out.endpoints.push(format!("{}={iface}", e.name));
-                    ifaces.push(iface);
-                }
-                _ => out.unresolved.push(e.name.clone()),
+                Some(iface) => match crate::iface::check(&iface, &self.endpoint_globs, &uplinks) {
+                    Ok(()) => {
+                        keys.insert(e.name.clone(), ifindex(&iface)?);
+                        out.endpoints.push(format!("{}={iface}", e.name));
+                        ifaces.push(iface);
+                    }
+                    Err(why) => out
+                        .refused
+                        .push(format!("{}: not local: route via {iface} ({why})", e.name)),
+                },
+                None => out.unresolved.push(e.name.clone()),
             }
         }
         out.stats = self.datapath.apply(c, &keys, self.node.as_deref(), false)?;

@@ -96,6 +96,58 @@ pub struct AgentOptions {
     pub metrics: Option<SocketAddr>,
     /// With --from-cluster: how often to read the cluster again.
     pub resync_s: u64,
+    /// Interface names (globs) accepted as endpoint interfaces besides
+    /// veths whose peer is in another namespace.
+    pub endpoint_interfaces: Vec<String>,
+    /// Run even when there is nothing to enforce at start.
+    pub allow_empty: bool,
+}
+
+/// This machine's name, which Cilium uses as its node name by default.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// Whether the first state gives this agent something to enforce: an
+/// inventory, endpoints on this node, and pod interfaces for them. Checked
+/// before anything is loaded or pinned; the error says what is missing.
+fn preflight(
+    source: &Source,
+    first: &Compiled,
+    node: Option<&str>,
+    o: &AgentOptions,
+) -> Result<(), String> {
+    if let Source::Inputs(i) = source {
+        if i.inventory.is_empty() && !i.from_cluster {
+            return Err("no inventory (-i or --from-cluster): there are no endpoints to enforce".into());
+        }
+    }
+    let local = first
+        .endpoints
+        .iter()
+        .filter(|e| !e.host && (node.is_none() || e.node.as_deref() == node))
+        .count();
+    if local == 0 {
+        let nodes: std::collections::BTreeSet<&str> =
+            first.endpoints.iter().filter_map(|e| e.node.as_deref()).collect();
+        return Err(format!(
+            "node `{}` has no endpoints in the inventory (nodes that have: {}); name this node with --node",
+            node.unwrap_or("?"),
+            if nodes.is_empty() { "none".to_owned() } else { nodes.into_iter().collect::<Vec<_>>().join(", ") }
+        ));
+    }
+    let (ok, refused) = agent::reconcile::preflight(first, node, &o.endpoint_interfaces);
+    if ok.is_empty() {
+        return Err(format!(
+            "none of the {local} endpoints of node `{}` is behind a pod interface here:\n  {}",
+            node.unwrap_or("?"),
+            refused.join("\n  ")
+        ));
+    }
+    Ok(())
 }
 
 /// The newest modification time among the inputs (files and directories,
@@ -215,7 +267,25 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
 }
 
 pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
-    let (mut rec, adopted) = match Reconciler::new(o.node.clone(), o.bpffs.as_deref()) {
+    // Cilium's node name is the host's name unless told otherwise.
+    let node = o.node.clone().or_else(hostname);
+    let mut cluster: Option<ClusterTexts> = None;
+    // Refuse to enforce nothing, before anything is loaded or pinned: an
+    // agent that finds no pods of its node (a laptop, a wrong --node, a
+    // missing inventory) would otherwise sit on the node doing nothing, or
+    // worse, attach where the routes lead.
+    if !o.allow_empty {
+        let Some(first) = source.state(color, Vec::new(), &mut cluster, true) else {
+            eprintln!("error: the inputs do not compile; nothing was loaded");
+            return ExitCode::from(2);
+        };
+        if let Err(e) = preflight(source, &first, node.as_deref(), o) {
+            eprintln!("error: {e}\n(nothing was loaded; --allow-empty runs the agent anyway)");
+            return ExitCode::from(2);
+        }
+    }
+    agent::signals::install();
+    let (mut rec, adopted) = match Reconciler::new(node.clone(), o.bpffs.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot load the eBPF datapath (root and BPF are needed): {e}");
@@ -281,8 +351,8 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let mut last: Option<std::time::SystemTime> = None;
     let mut last_resync = Instant::now();
     let mut enforcing = false;
+    rec.set_endpoint_interfaces(o.endpoint_interfaces.clone());
     let mut current: Option<(Arc<Compiled>, Vec<u8>)> = None;
-    let mut cluster: Option<ClusterTexts> = None;
     let mut lost = LostEvents::default();
     loop {
         if anchored.elapsed() >= Duration::from_secs(10) {
@@ -344,6 +414,15 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         if !a.pruned.is_empty() {
                             println!("detached: {}", a.pruned.join(", "));
                         }
+                        for r in &a.refused {
+                            eprintln!("warning: {r}; not enforced");
+                        }
+                        if a.endpoints.is_empty() {
+                            eprintln!(
+                                "warning: no endpoint of node `{}` is enforced; the agent keeps watching",
+                                node.as_deref().unwrap_or("?")
+                            );
+                        }
                         if a.kafka_ports > 0 {
                             eprintln!(
                                 "warning: {} {} Kafka rules; this agent's proxy does not parse Kafka and refuses \
@@ -394,11 +473,30 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                 Err(e) => eprintln!("error: reading counters for metrics: {e}"),
             }
         }
-        if o.duration_s.is_some_and(|d| start.elapsed().as_secs() >= d) {
-            return ExitCode::SUCCESS;
+        if o.duration_s.is_some_and(|d| start.elapsed().as_secs() >= d)
+            || agent::signals::stop_requested()
+        {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(o.interval_ms.max(50)));
+        // Sleep in short steps so that a stop request is seen at once.
+        let until = Instant::now() + Duration::from_millis(o.interval_ms.max(50));
+        while Instant::now() < until && !agent::signals::stop_requested() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+    // Unpinned, enforcement ends with the process: its links go with the
+    // datapath, its sockets with the proxy, and the routing it installed
+    // is removed here. Pinned, everything stays for the next agent
+    // (`sluice teardown` removes it).
+    drop(rec);
+    drop(proxy);
+    if o.bpffs.is_none() {
+        agent::proxy::remove_routing();
+        println!("stopped: links detached, proxy closed, routing removed");
+    } else {
+        println!("stopped: enforcement stays pinned (sluice teardown removes it)");
+    }
+    ExitCode::SUCCESS
 }
 
 /// `sluice observe`: verdict events of a running agent, read from its

@@ -250,10 +250,20 @@ enum Command {
         /// of compiling policies; re-read when the file changes.
         #[arg(long, conflicts_with_all = ["policies", "inventory", "from_cluster", "cluster_policies"])]
         artifact: Option<PathBuf>,
-        /// This node's name: only its endpoints are enforced, and its own
-        /// addresses are `host`.
+        /// This node's name (default: the host name, as Cilium's): only its
+        /// endpoints are enforced, and its own addresses are `host`.
         #[arg(long)]
         node: Option<String>,
+        /// Interface names (shell globs, e.g. `lxc*`) that are pods'
+        /// host-side ends, besides veths whose peer is in another network
+        /// namespace. Loopback, default-route, bridge, bond and physical
+        /// devices are never used.
+        #[arg(long, value_name = "GLOB", value_delimiter = ',')]
+        endpoint_interfaces: Vec<String>,
+        /// Start even when there is nothing to enforce (no inventory, no
+        /// endpoint of this node, no pod interface for them).
+        #[arg(long)]
+        allow_empty: bool,
         /// How often to check the inputs for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
@@ -434,6 +444,8 @@ fn main() -> ExitCode {
             semantics,
             artifact,
             node,
+            endpoint_interfaces,
+            allow_empty,
             interval_ms,
             duration_s,
             observe,
@@ -463,6 +475,8 @@ fn main() -> ExitCode {
                 bpffs: (!no_pin).then_some(bpffs),
                 metrics,
                 resync_s,
+                endpoint_interfaces,
+                allow_empty,
             },
             color,
         ),

@@ -15,7 +15,143 @@ use common::{
 };
 use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The agents of these tests share the node's routing rule for the L7
+/// proxy, and one test checks that a stopping agent removes it: they run
+/// one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `ip ARGS` output, for checks of what the agent left behind.
+fn ip(args: &[&str]) -> String {
+    let o = Command::new("ip").args(args).output().expect("ip");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A veth pair with both ends in the root namespace, standing in for the
+/// node's uplink: an address routed through it is not a local pod.
+struct Uplink(String);
+
+impl Uplink {
+    fn create(subnet: u8) -> Option<Uplink> {
+        let id = std::process::id() % 100_000;
+        let (a, b) = (format!("slup{id}"), format!("slupb{id}"));
+        let ok = agent::testnet::sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
+            && agent::testnet::sh(&["ip", "addr", "add", &format!("10.198.{subnet}.1/24"), "dev", &a])
+            && agent::testnet::sh(&["ip", "link", "set", &a, "up"])
+            && agent::testnet::sh(&["ip", "link", "set", &b, "up"]);
+        let up = Uplink(a);
+        ok.then_some(up)
+    }
+}
+
+impl Drop for Uplink {
+    fn drop(&mut self) {
+        agent::testnet::sh(&["ip", "link", "del", &self.0]);
+    }
+}
+
+/// Runs `sluice agent` to its exit (bounded: these runs must refuse at
+/// once); returns the exit code and stderr.
+fn agent_run(args: &[&str]) -> (Option<i32>, String) {
+    let start = Instant::now();
+    let o = Command::new(SLUICE)
+        .arg("agent")
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        // A guard if the refusal ever regressed: stop soon, pin nothing.
+        .args(["--duration-s", "2", "--interval-ms", "100"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the agent");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// An agent never enforces nothing and never touches what is not a pod's
+/// interface: no inventory, a node with no endpoints (the default node is
+/// the host's name), and endpoints routed via the uplink are refused
+/// before anything is loaded or pinned.
+#[test]
+fn agent_refuses_to_start_with_nothing_to_enforce() {
+    let _one_at_a_time = serial();
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let bpffs = std::env::temp_dir().join(format!("sluice-refuse-{}", std::process::id()));
+    let b = bpffs.to_str().expect("path");
+    let (code, err) = agent_run(&["-p", "fixtures/example/policies", "--bpffs", b]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no inventory"), "{err}");
+    // The example's pods are on node-1, not on this machine.
+    let (code, err) = agent_run(&[
+        "-p", "fixtures/example/policies", "-i", "fixtures/example/inventory.yaml", "--bpffs", b,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("has no endpoints in the inventory") && err.contains("node-1"), "{err}");
+    let (code, err) = agent_run(&[
+        "-p", "fixtures/example/policies", "-i", "fixtures/example/inventory.yaml",
+        "--node", "no-such-node", "--bpffs", b,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`no-such-node`"), "{err}");
+    assert!(!bpffs.exists(), "nothing may be pinned by a refused agent");
+    // An endpoint whose address routes via an interface that is not a
+    // pod's is refused, and so is the agent that has nothing else.
+    let Some(up) = Uplink::create(7) else {
+        assert!(!require, "SLUICE_REQUIRE_BPF=1 but a veth cannot be created");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sluice-uplink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let inv = dir.join("inventory.yaml");
+    write(&inv, "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: live, labels: {app: client}}\nspec: {nodeName: sluice-test, containers: [{name: c}]}\nstatus: {podIP: 10.198.7.2}\n");
+    let (code, err) = agent_run(&[
+        "-p", "fixtures/example/policies", "-i", inv.to_str().expect("path"),
+        "--node", "sluice-test", "--bpffs", b,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("live/p: not local: route via {}", up.0)), "{err}");
+    assert!(err.contains("peer is in this network namespace"), "{err}");
+    assert!(!bpffs.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With --no-pin, SIGTERM ends enforcement and removes everything the
+/// agent made: its routing rule and table, and its links (traffic the
+/// policy denied flows again).
+#[test]
+fn unpinned_agent_cleans_up_on_sigterm() {
+    let _one_at_a_time = serial();
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some((net, mut fx, inv)) = setup("t") else {
+        return;
+    };
+    let pol = fx.dir.join("policy.yaml");
+    write(&pol, &policy(&net, "8000"));
+    let host = net.host_addr();
+    let _listeners: Vec<TcpListener> = [8000u16, 8001]
+        .iter()
+        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
+        .collect();
+    let rules_before = ip(&["rule", "list"]);
+    let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin"]);
+    let pid = child.id();
+    fx.agent = Some(child);
+    let Some(_) = wait_line(&rx, "applied:", require) else {
+        return;
+    };
+    assert!(!net.connects(8001), "enforced");
+    assert!(ip(&["rule", "list"]).contains("lookup 2026"), "the proxy's rule is installed");
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success());
+    let status = fx.agent.as_mut().expect("agent").wait().expect("wait");
+    fx.agent = None;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(ip(&["rule", "list"]), rules_before, "the routing rule is removed");
+    assert!(ip(&["route", "show", "table", "2026"]).trim().is_empty(), "and its table");
+    assert!(net.connects(8001), "the links are gone: nothing is enforced any more");
+}
 
 fn policy(net: &PodNet, port: &str) -> String {
     format!(
@@ -26,6 +162,7 @@ fn policy(net: &PodNet, port: &str) -> String {
 
 #[test]
 fn agent_enforces_and_follows_policy_changes() {
+    let _one_at_a_time = serial();
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
     let Some((net, mut fx, inv)) = setup("b") else {
         return;
@@ -124,6 +261,7 @@ fn udp_echo(addr: &str, port: u16) -> std::net::UdpSocket {
 
 #[test]
 fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
+    let _one_at_a_time = serial();
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
     let Some((net, run, inv)) = setup("c") else {
         return;
@@ -277,6 +415,7 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
 
 #[test]
 fn agent_enforces_a_compiled_artifact_and_refuses_a_corrupt_one() {
+    let _one_at_a_time = serial();
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
     let Some((net, mut fx, inv)) = setup("d") else {
         return;
@@ -326,6 +465,7 @@ fn agent_enforces_a_compiled_artifact_and_refuses_a_corrupt_one() {
 
 #[test]
 fn agent_warns_that_kafka_rules_are_not_enforced_live() {
+    let _one_at_a_time = serial();
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
     let Some((net, mut fx, inv)) = setup("i") else {
         return;

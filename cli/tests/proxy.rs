@@ -334,8 +334,8 @@ fn the_l7_proxy_enforces_http_and_dns_end_to_end() {
     write(
         &inv,
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {{name: deathstar, namespace: live, labels: {{org: empire, class: deathstar}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{nodeName: sluice-test, containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: deathstar, namespace: live, labels: {{org: empire, class: deathstar}}}}\nspec: {{nodeName: sluice-test, containers: [{{name: c}}]}}\nstatus: {{podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n",
             a.pod_addr(),
             a.pod_addr6(),
             b.pod_addr(),

@@ -42,11 +42,22 @@ pub fn spawn_agent(pol: &Path, inv: &Path, extra: &[&str]) -> (Child, mpsc::Rece
     spawn_sluice(&args)
 }
 
+/// The node the test inventories put their pods on, and that the test
+/// agents are told they run on.
+pub const TEST_NODE: &str = "sluice-test";
+
 /// Starts `sluice` (with a 100 ms input check and a 60 s lifetime when it
-/// is the agent); its stdout and stderr lines arrive on the receiver.
+/// is the agent, on [`TEST_NODE`] unless the arguments name a node); its
+/// stdout and stderr lines arrive on the receiver.
 pub fn spawn_sluice(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let node: &[&str] = if args.first() == Some(&"agent") && !args.contains(&"--node") {
+        &["--node", TEST_NODE]
+    } else {
+        &[]
+    };
     let mut child = Command::new(SLUICE)
         .args(args)
+        .args(node)
         .args(["--interval-ms", "100", "--duration-s", "60"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -117,7 +128,7 @@ pub fn setup(tag: &str) -> Option<(PodNet, Run, std::path::PathBuf)> {
     let inv = run.dir.join("inventory.yaml");
     write(
         &inv,
-        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: live, labels: {{app: client}}}}\nspec: {{nodeName: {TEST_NODE}, containers: [{{name: c}}]}}\nstatus: {{podIP: {}}}\n", net.pod_addr()),
     );
     Some((net, run, inv))
 }
