@@ -721,6 +721,20 @@ static __always_inline int judge(struct __sk_buff *skb, const struct pkt *p, __u
 		event(p, egress, 1, why, ep_key, remote);
 		return TC_ACT_SHOT;
 	}
+	/* Policies in audit mode: what the state with them enforced would
+	 * drop passes, counted and reported as AUDIT. Only packets the
+	 * enforced state judges get here (new connections, and connections
+	 * judged again after an update), so established traffic costs
+	 * nothing, and endpoints without audited policies one test. */
+	if (ep->audit_map_id) {
+		int full = sl_decide(ep->audit_map_id, remote, bits, ep->audit_plens & ports_mask,
+				     ep->audit_plens_any & ports_mask);
+		if (full < 0 || (full & SL_FLAG_DENY)) {
+			count(ep, SL_STAT_AUDIT);
+			event(p, egress, SL_VERDICT_AUDIT,
+			      full < 0 ? SL_STAT_DROP_POLICY : SL_STAT_DROP_DENY, ep_key, remote);
+		}
+	}
 	/* In test mode (BPF_PROG_TEST_RUN) there is no proxy: a redirect is
 	 * the L4 allow it stands on. The proxy's own connection has had its
 	 * requests judged already. */

@@ -16,7 +16,7 @@
 
 /* Bumped whenever a map's layout changes: pinned maps live under a directory
  * named after it, so an agent never adopts maps of another layout. */
-#define SL_LAYOUT_VERSION 5
+#define SL_LAYOUT_VERSION 6
 
 /* Endpoint keys (ifindex, or the test-mode mark) below this index live in an
  * array, whose lookup the verifier inlines; larger ones in a hash. */
@@ -81,6 +81,11 @@ struct sl_endpoint {
 	__u32 plens;     /* bit p set: entries for a specific peer identity of prefix length p */
 	__u32 plens_any; /* the same for wildcard-identity (0) entries */
 	__u32 entries;   /* policy entries of its map, for metrics */
+	/* With policies in audit mode: the map with them enforced (0: none).
+	 * What map_id allows and this denies passes, reported as AUDIT. */
+	__u32 audit_map_id;
+	__u32 audit_plens;
+	__u32 audit_plens_any;
 };
 
 /* Connection tracking, one entry per endpoint and connection. The address
@@ -145,6 +150,12 @@ struct sl_flow6 {
 	struct sl_flow_state st;
 };
 
+/* Event verdicts. */
+#define SL_VERDICT_FORWARDED 0
+#define SL_VERDICT_DROPPED 1
+#define SL_VERDICT_REDIRECTED 2
+#define SL_VERDICT_AUDIT 3
+
 /* Per-endpoint counters, indexed by SL_STAT_*. */
 enum {
 	SL_STAT_FORWARD = 0,
@@ -153,7 +164,8 @@ enum {
 	SL_STAT_REPLY = 3,
 	SL_STAT_PROXY = 4,      /* handed to the agent's L7 proxy */
 	SL_STAT_DROP_PROXY = 5, /* to be proxied, but no proxy socket: dropped */
-	SL_STAT_MAX = 6,
+	SL_STAT_AUDIT = 6,      /* passed; a policy in audit mode would drop it */
+	SL_STAT_MAX = 7,
 };
 
 /* Packet marks (skb->mark) between the programs, the agent's L7 proxy and
@@ -181,7 +193,7 @@ struct sl_event {
 	__be16 dport;
 	__u8 proto;
 	__u8 egress;
-	__u8 verdict;    /* 0 forwarded (new connection), 1 dropped, 2 redirected to the proxy */
+	__u8 verdict;    /* SL_VERDICT_*: forwarded (new connection), dropped, redirected, audit */
 	__u8 reason;     /* SL_STAT_* */
 	__u32 endpoint;  /* ifindex or test-mode mark */
 	__u32 remote_identity;

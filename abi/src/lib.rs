@@ -16,7 +16,7 @@
 
 /// `SL_LAYOUT_VERSION`: bumped whenever a map's layout changes; pins live
 /// under a directory named after it.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// `SL_EP_DIRECT`: endpoint keys below it live in the array map.
 pub const EP_DIRECT: u32 = 65536;
@@ -72,6 +72,11 @@ pub struct EndpointInfo {
     pub plens_any: u32,
     /// Policy entries in the endpoint's map (for metrics).
     pub entries: u32,
+    /// With policies in audit mode: the map with them enforced (0: none).
+    /// What `map_id` allows and this denies passes as AUDIT.
+    pub audit_map_id: u32,
+    pub audit_plens: u32,
+    pub audit_plens_any: u32,
 }
 
 #[repr(C)]
@@ -99,8 +104,15 @@ pub struct Config {
 
 /// Counters per endpoint (`SL_STAT_*`): forwarded, dropped for lack of an
 /// allow, dropped by a deny, replies of tracked connections, handed to the
-/// L7 proxy, dropped for want of a proxy socket.
-pub const STAT_MAX: usize = 6;
+/// L7 proxy, dropped for want of a proxy socket, passed in audit mode.
+pub const STAT_MAX: usize = 7;
+/// `SL_STAT_AUDIT`: allowed, but a policy in audit mode would drop it.
+pub const STAT_AUDIT: usize = 6;
+/// Event verdicts (`sl_event.verdict`).
+pub const VERDICT_FORWARDED: u8 = 0;
+pub const VERDICT_DROPPED: u8 = 1;
+pub const VERDICT_REDIRECTED: u8 = 2;
+pub const VERDICT_AUDIT: u8 = 3;
 
 /// Packet marks shared with the programs and the routing rule (`SL_MARK_*`).
 pub const MARK_MASK: u32 = 0xf000_0000;
@@ -232,7 +244,6 @@ mod tests {
         ] {
             assert_eq!(c_field(header, "sl_policy_value", f), decl);
         }
-        assert_eq!(size_of::<EndpointInfo>(), 24);
         assert_eq!(offset_of!(EndpointInfo, enforced_ingress), 8);
         assert_eq!(offset_of!(EndpointInfo, slot), 10);
         assert_eq!(offset_of!(EndpointInfo, plens), 12);
@@ -247,8 +258,22 @@ mod tests {
             ("plens", "__u32 plens;"),
             ("plens_any", "__u32 plens_any;"),
             ("entries", "__u32 entries;"),
+            ("audit_map_id", "__u32 audit_map_id;"),
+            ("audit_plens", "__u32 audit_plens;"),
+            ("audit_plens_any", "__u32 audit_plens_any;"),
         ] {
             assert_eq!(c_field(header, "sl_endpoint", f), decl);
+        }
+        assert_eq!(size_of::<EndpointInfo>(), 36);
+        assert_eq!(offset_of!(EndpointInfo, audit_map_id), 24);
+        assert!(header.contains(&format!("SL_STAT_AUDIT = {STAT_AUDIT},")));
+        for (name, v) in [
+            ("SL_VERDICT_FORWARDED", VERDICT_FORWARDED),
+            ("SL_VERDICT_DROPPED", VERDICT_DROPPED),
+            ("SL_VERDICT_REDIRECTED", VERDICT_REDIRECTED),
+            ("SL_VERDICT_AUDIT", VERDICT_AUDIT),
+        ] {
+            assert!(header.contains(&format!("#define {name} {v}")), "{name}");
         }
         assert_eq!(size_of::<Config>(), 48);
         assert_eq!(offset_of!(Config, has_lpm6), 36);

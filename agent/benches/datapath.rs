@@ -72,6 +72,8 @@ fn state(n: u32, dual: bool) -> Compiled {
         enforced: [true, true],
         host: false,
         selected_by: vec![],
+        audit_map: None,
+        audit_by: Vec::new(),
     });
     c
 }

@@ -641,6 +641,11 @@ impl Datapath {
                     plens: plens[e.map].0,
                     plens_any: plens[e.map].1,
                     entries: u32::try_from(c.maps[e.map].len()).unwrap_or(u32::MAX),
+                    // Audit maps come after the maps of the endpoints, so
+                    // their index (and id) is never 0, which means none.
+                    audit_map_id: e.audit_map.map_or(0, map_id),
+                    audit_plens: e.audit_map.map_or(0, |m| plens[m].0),
+                    audit_plens_any: e.audit_map.map_or(0, |m| plens[m].1),
                 };
                 // One map update switches the endpoint to the new state.
                 self.write_endpoint(key, Some(info))?;

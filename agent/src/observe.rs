@@ -232,6 +232,7 @@ pub fn prometheus(s: &Snapshot) -> String {
             ("forwarded", "conntrack_reply"),
             ("redirected", "l7_proxy"),
             ("dropped", "proxy_unavailable"),
+            ("audit", "policy_audit"),
         ]
         .iter()
         .enumerate()
@@ -294,7 +295,7 @@ mod tests {
                 interface: "veth1".into(),
                 identity: 256,
                 entries: 12,
-                counters: [5, 2, 1, 7, 3, 0],
+                counters: [5, 2, 1, 7, 3, 0, 0],
             }],
         };
         let t = prometheus(&s);

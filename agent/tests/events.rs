@@ -62,6 +62,8 @@ fn state() -> Compiled {
         enforced: [true, true],
         host: false,
         selected_by: vec![],
+        audit_map: None,
+        audit_by: Vec::new(),
     });
     c
 }

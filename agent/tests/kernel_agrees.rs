@@ -58,8 +58,16 @@ fn bpf_or_skip() -> Option<Datapath> {
     }
 }
 
-/// The simulator's verdict for one direction of a flow.
-fn expected(c: &Compiled, src: &Side, dst: &Side, egress: bool, proto: u8, port: u16) -> Verdict {
+/// The simulator's verdict for one direction of a flow, and whether a
+/// policy in audit mode would have dropped it (an AUDIT verdict).
+fn expected(
+    c: &Compiled,
+    src: &Side,
+    dst: &Side,
+    egress: bool,
+    proto: u8,
+    port: u16,
+) -> (Verdict, bool) {
     // Hide the other side's endpoint so only this direction is judged; its
     // address still resolves to its identity through the ipcache.
     let strip = |s: &Side<'_>| -> Side<'static> {
@@ -87,7 +95,7 @@ fn expected(c: &Compiled, src: &Side, dst: &Side, egress: bool, proto: u8, port:
     };
     let o = judge(c, &f);
     assert_eq!(o.steps.len(), 1, "exactly the one direction is judged");
-    o.verdict
+    (o.verdict, o.steps[0].audit.is_some())
 }
 
 fn v4(ip: Option<IpAddr>) -> Ipv4Addr {
@@ -144,6 +152,7 @@ fn differential(ipv6: bool) {
     );
     let checked = std::cell::Cell::new(0usize);
     let denied = std::cell::Cell::new(0usize);
+    let audited = std::cell::Cell::new(0usize);
     let result = runner.run(&strategy, |(pods, ns_team, policies, flows, previous)| {
         let mut inv = inventory(pods, ns_team);
         if ipv6 {
@@ -175,6 +184,9 @@ fn differential(ipv6: bool) {
         dp.apply(&c, &keys, None, true)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let names: Vec<&str> = c.endpoints.iter().map(|e| e.name.as_str()).collect();
+        // AUDIT is reported once per connection: an ICMP flow between the
+        // same pair again is a tracked one (no port tells them apart).
+        let mut seen_icmp = std::collections::HashSet::new();
         for (i, (a, ak, b, bk, port, proto)) in flows.into_iter().enumerate() {
             // Pods mostly, world addresses sometimes; never a pod to itself.
             let peer = |x: usize, k: u8| {
@@ -218,6 +230,7 @@ fn differential(ipv6: bool) {
             for (egress, side, prog) in [(true, &src, FROM_ENDPOINT), (false, &dst, TO_ENDPOINT)] {
                 let Some(ep) = side.endpoint else { continue };
                 let mark = keys[&ep.name];
+                let _ = dp.drain_events();
                 let (ret, _) = dp
                     .test_run(prog, &pkt, mark, 1)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -226,7 +239,25 @@ fn differential(ipv6: bool) {
                 } else {
                     Verdict::Denied
                 };
-                let sim = expected(&c, &src, &dst, egress, protocol, port);
+                let kernel_audit = dp
+                    .drain_events()
+                    .iter()
+                    .any(|e| e.verdict == agent::maps::VERDICT_AUDIT);
+                let (sim, sim_audit) = expected(&c, &src, &dst, egress, protocol, port);
+                let first = !matches!(protocol, 1 | 58)
+                    || seen_icmp.insert((ep.name.clone(), src.ip, dst.ip, egress));
+                prop_assert_eq!(
+                    kernel_audit,
+                    sim_audit && first,
+                    "{} → {} {}/{} at {} ({}): AUDIT verdict differs",
+                    from,
+                    to,
+                    port,
+                    protocol,
+                    ep.name,
+                    if egress { "egress" } else { "ingress" }
+                );
+                audited.set(audited.get() + usize::from(kernel_audit));
                 prop_assert_eq!(
                     kernel,
                     sim,
@@ -253,8 +284,11 @@ fn differential(ipv6: bool) {
     }
     let checked = checked.get();
     let denied = denied.get();
-    eprintln!("{checked} direction verdicts compared ({denied} denied), all equal");
+    let audited = audited.get();
+    eprintln!("{checked} direction verdicts compared ({denied} denied, {audited} audit), all equal");
     assert!(checked >= 10_000, "only {checked} verdicts compared");
+    // A quarter of the generated policies are in audit mode.
+    assert!(audited >= checked / 100, "only {audited} AUDIT verdicts of {checked}");
     // Both verdicts are well represented, or agreeing would prove little.
     assert!(
         denied >= checked / 10 && checked - denied >= checked / 10,

@@ -258,6 +258,22 @@ fn parse_flows(
     }
 }
 
+/// An AUDIT note in JSON: the direction, the policies that would have
+/// dropped the flow, and why.
+fn audit_json(c: &Compiled, o: &Outcome) -> serde_json::Value {
+    let Some(dir) = o.audit else {
+        return serde_json::Value::Null;
+    };
+    let Some(st) = o.steps.iter().find(|s| s.direction == dir) else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "direction": dir,
+        "policies": simulator::eval::audit_policies(c, st),
+        "reason": simulator::eval::explain_audit(c, st),
+    })
+}
+
 fn peer_text(p: &PeerRef) -> String {
     p.to_string()
 }
@@ -363,6 +379,7 @@ pub fn simulate(
                         "reason": decided.map(|st| explain_step(c, st)),
                         "steps": o.steps,
                         "origins": decided.and_then(|st| st.entry.as_ref()).map(|e| e.origins.iter().map(|&x| simulator::eval::origin_text(c, x)).collect::<Vec<_>>()),
+                        "audit": audit_json(c, o),
                     })
                 })
                 .collect();
@@ -414,6 +431,11 @@ pub fn simulate(
                 );
                 if let Some(st) = o.steps.iter().find(|st| Some(st.direction) == o.decided_by) {
                     let _ = writeln!(out, "         {}", explain_step(c, st));
+                }
+                for st in &o.steps {
+                    if let Some(a) = simulator::eval::explain_audit(c, st) {
+                        let _ = writeln!(out, "         {a}");
+                    }
                 }
             }
             let _ = writeln!(

@@ -211,9 +211,16 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
     let (src, dst) = (e.saddr, e.daddr);
     let (sport, dport) = (e.sport, e.dport);
     let verdict = match e.verdict {
-        0 => "FORWARDED",
-        2 => "REDIRECTED",
+        agent::maps::VERDICT_FORWARDED => "FORWARDED",
+        agent::maps::VERDICT_REDIRECTED => "REDIRECTED",
+        agent::maps::VERDICT_AUDIT => "AUDIT",
         _ => "DROPPED",
+    };
+    // An AUDIT verdict names the policies in audit mode that would have
+    // dropped the packet.
+    let audited: Vec<String> = match (c, e.verdict) {
+        (Some(c), agent::maps::VERDICT_AUDIT) => audit_policies(c, e),
+        _ => Vec::new(),
     };
     let direction = if e.egress == 1 { "EGRESS" } else { "INGRESS" };
     let proto = compiler::mapstate::proto_name(e.proto);
@@ -227,10 +234,15 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         // millisecond; events are precise to a kernel tick).
         let time = time.map_or_else(|| "-".to_owned(), |t| format!("{t:.3}"));
         return format!(
-            "{time} {verdict:<9} {direction:<7} {}:{sport} → {}:{dport} {proto} (remote identity {})",
+            "{time} {verdict:<9} {direction:<7} {}:{sport} → {}:{dport} {proto} (remote identity {}){}",
             pod(src).unwrap_or_else(|| src.to_string()),
             pod(dst).unwrap_or_else(|| dst.to_string()),
-            e.remote_identity
+            e.remote_identity,
+            if audited.is_empty() {
+                String::new()
+            } else {
+                format!(" would be denied by {}", audited.join(", "))
+            }
         );
     }
     let ep_json = |a: std::net::IpAddr| match pod(a).as_deref().and_then(|n| n.split_once('/')) {
@@ -245,15 +257,15 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         }
     };
     let reason = match (e.verdict, e.reason) {
-        (0 | 2, _) => serde_json::Value::Null,
+        (agent::maps::VERDICT_FORWARDED | agent::maps::VERDICT_REDIRECTED, _) => serde_json::Value::Null,
         (_, 2) => "POLICY_DENY".into(),
         (_, 5) => "PROXY_UNAVAILABLE".into(),
         _ => "POLICY_DENIED".into(),
     };
     // When the packet was judged, as in Hubble's flows.
     let time = time.map_or(serde_json::Value::Null, |t| t.to_string().into());
-    serde_json::json!({"time": time.clone(), "flow": {
-        "time": time,
+    let mut flow = serde_json::json!({
+        "time": time.clone(),
         "verdict": verdict,
         "drop_reason_desc": reason,
         "IP": {"source": src.to_string(), "destination": dst.to_string(), "ipVersion": if src.is_ipv6() { "IPv6" } else { "IPv4" }},
@@ -262,8 +274,52 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         "destination": ep_json(dst),
         "traffic_direction": direction,
         "Type": "L3_L4",
-    }})
-    .to_string()
+    });
+    if !audited.is_empty() {
+        // As Hubble names deciding policies: kind, namespace and name.
+        let by: Vec<serde_json::Value> = audited
+            .iter()
+            .map(|p| {
+                let (kind, qualified) = p.split_once(' ').unwrap_or(("", p));
+                let (ns, name) = qualified.split_once('/').unwrap_or(("", qualified));
+                serde_json::json!({"kind": kind, "namespace": ns, "name": name})
+            })
+            .collect();
+        let key = if e.egress == 1 { "egress_denied_by" } else { "ingress_denied_by" };
+        flow[key] = serde_json::Value::Array(by);
+    }
+    serde_json::json!({"time": time, "flow": flow}).to_string()
+}
+
+/// `sluice_audit_total{policy}`: packets passed in audit mode, by the
+/// policy that would have dropped them (from the events read).
+fn audit_metrics(audits: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut o = String::from(
+        "# HELP sluice_audit_total Packets a policy in audit mode would have dropped (passed), by policy.\n# TYPE sluice_audit_total counter\n",
+    );
+    for (p, n) in audits {
+        let p = p.replace('\\', "\\\\").replace('"', "\\\"");
+        o.push_str(&format!("sluice_audit_total{{policy=\"{p}\"}} {n}\n"));
+    }
+    o
+}
+
+/// The policies in audit mode an AUDIT event is due to, from the compiled
+/// state: the endpoint whose map judged it (the source at egress, the
+/// destination at ingress) and its audit map.
+fn audit_policies(c: &Compiled, e: &agent::maps::Event) -> Vec<String> {
+    let at = if e.egress == 1 { e.saddr } else { e.daddr };
+    match c.endpoint_by_ip(at) {
+        Some(ep) => simulator::eval::audit_policies_of(
+            c,
+            ep,
+            e.remote_identity,
+            e.egress == 1,
+            e.proto,
+            e.dport,
+        ),
+        None => Vec::new(),
+    }
 }
 
 pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
@@ -354,15 +410,29 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     rec.set_endpoint_interfaces(o.endpoint_interfaces.clone());
     let mut current: Option<(Arc<Compiled>, Vec<u8>)> = None;
     let mut lost = LostEvents::default();
+    // AUDIT verdicts by the policy in audit mode that would have dropped
+    // them, for metrics.
+    let mut audits: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     loop {
         if anchored.elapsed() >= Duration::from_secs(10) {
             let _ = rec.reanchor_clock();
             anchored = Instant::now();
         }
-        if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
+        // Events are read when printed or when metrics count AUDIT
+        // verdicts by the policy that would have dropped them.
+        if let (true, Some((c, _))) = (o.observe_json.is_some() || pinned.is_some(), current.as_ref()) {
             for e in rec.events() {
-                println!("{}", event_line(Some(c), &e, json));
+                if e.verdict == agent::maps::VERDICT_AUDIT {
+                    for p in audit_policies(c, &e) {
+                        *audits.entry(p).or_default() += 1;
+                    }
+                }
+                if let Some(json) = o.observe_json {
+                    println!("{}", event_line(Some(c), &e, json));
+                }
             }
+        }
+        if let (Some(json), Some(_)) = (o.observe_json, current.as_ref()) {
             if let Some(line) = lost.report(rec.events_lost(), json) {
                 println!("{line}");
             }
@@ -467,7 +537,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
             match p.snapshot() {
                 Ok(s) => {
                     if let Ok(mut t) = metrics_text.lock() {
-                        *t = prometheus(&s) + &proxy.shared.prometheus();
+                        *t = prometheus(&s) + &proxy.shared.prometheus() + &audit_metrics(&audits);
                     }
                 }
                 Err(e) => eprintln!("error: reading counters for metrics: {e}"),

@@ -98,6 +98,14 @@ struct Semantics {
     /// Kubernetes specifies and clusters with the fix enforce.
     #[arg(long, value_enum, default_value_t = PolicyTypes::Cilium)]
     knp_policy_types: PolicyTypes,
+    /// Every policy in audit mode (as Cilium's `policy-audit-mode`): what
+    /// it would drop passes and is reported as AUDIT. A policy annotated
+    /// `policy.sluice.dev/mode: enforce` stays enforcing.
+    #[arg(long)]
+    audit: bool,
+    /// The policies of this namespace in audit mode (repeatable).
+    #[arg(long, value_name = "NS")]
+    audit_namespace: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -125,6 +133,8 @@ impl Semantics {
         }
         cfg.node_selector_labels = self.node_selector_labels;
         cfg.model.kubernetes_policy_types = self.knp_policy_types == PolicyTypes::Kubernetes;
+        cfg.model.audit_all = self.audit;
+        cfg.model.audit_namespaces = self.audit_namespace.clone();
         Ok(())
     }
 }

@@ -14,7 +14,7 @@
 //! Layout of the binary form (all integers little-endian):
 //!
 //! ```text
-//! header    : b"SLUICE\0\0", u32 version (= 2)
+//! header    : b"SLUICE\0\0", u32 version (= 3)
 //! string    : u32 byte length, UTF-8 bytes
 //! identities: u32 n, n × { u32 id, u8 kind (0 reserved, 1 endpoint, 2 cidr, 3 node),
 //!                          string detail (prefix or node), u32 m, m × string label }
@@ -25,7 +25,9 @@
 //!                          u32 precedence, u16 k, k × u32 origin } }
 //! endpoints : u32 n, n × { string name, u32 identity, string node, u8 k, k × ip
 //!                          (u8 family, [16] address), u32 map, u8 enforced (1 ingress,
-//!                          2 egress), u8 host, u16 k, k × u32 selecting origin }
+//!                          2 egress), u8 host, u16 k, k × u32 selecting origin,
+//!                          u32 audit map (0xffffffff: none), u16 k, k × u32 origin of
+//!                          a selecting policy in audit mode }
 //! origins   : u32 n, n × { string policy, string path, string file, u32 line, u32 col }
 //! l7        : u32 n, n × { u32 map, u8 egress, u8 proto, u16 dport, u8 prefix length,
 //!                          u8 kind (0 HTTP, 1 Kafka, 2 DNS), u32 k, k × rule { u32 origin,
@@ -36,7 +38,8 @@
 //! ```
 //!
 //! Version 2 added the `l7` section: the agent and the simulator load the
-//! automata without compiling a regex.
+//! automata without compiling a regex. Version 3 added each endpoint's
+//! audit map.
 
 use crate::compile::{Compiled, Endpoint, IpcacheEntry};
 use crate::identity::{IdKind, IdentityInfo};
@@ -48,7 +51,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const MAGIC: &[u8; 8] = b"SLUICE\0\0";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 #[derive(Default)]
 struct W(Vec<u8>);
@@ -147,6 +150,11 @@ pub fn encode(c: &Compiled) -> Vec<u8> {
         w.u8(u8::from(e.host));
         w.u16(u16::try_from(e.selected_by.len()).unwrap_or(u16::MAX));
         for o in e.selected_by.iter().take(u16::MAX as usize) {
+            w.u32(*o);
+        }
+        w.u32(e.audit_map.map_or(u32::MAX, |m| m as u32));
+        w.u16(u16::try_from(e.audit_by.len()).unwrap_or(u16::MAX));
+        for o in e.audit_by.iter().take(u16::MAX as usize) {
             w.u32(*o);
         }
     }
@@ -368,7 +376,7 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
         }
         c.maps.push(m);
     }
-    for _ in 0..r.count(17)? {
+    for _ in 0..r.count(23)? {
         let name = r.str()?;
         let identity = r.u32()?;
         let node = r.str()?;
@@ -382,6 +390,13 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
         let host = r.u8()? != 0;
         let k = r.u16()? as usize;
         let selected_by = (0..k).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+        let audit_map = match r.u32()? {
+            u32::MAX => None,
+            m if (m as usize) < nmaps => Some(m as usize),
+            m => return r.fail(format!("endpoint `{name}` refers to audit map {m} of {nmaps}")),
+        };
+        let k = r.u16()? as usize;
+        let audit_by = (0..k).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
         c.endpoints.push(Endpoint {
             name,
             identity,
@@ -391,6 +406,8 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
             enforced: [enforced & 1 != 0, enforced & 2 != 0],
             host,
             selected_by,
+            audit_map,
+            audit_by,
         });
     }
     for _ in 0..r.count(20)? {
@@ -402,7 +419,7 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
             col: r.u32()?,
         });
     }
-    for _ in 0..r.count(21)? {
+    for _ in 0..r.count(23)? {
         let map = r.u32()? as usize;
         if map >= nmaps {
             return r.fail(format!("an L7 port refers to map {map} of {nmaps}"));
@@ -501,6 +518,10 @@ pub struct JsonEndpoint<'a> {
     pub ingress_enforced: bool,
     pub egress_enforced: bool,
     pub entries: Vec<JsonEntry>,
+    /// With policies in audit mode: the entries the endpoint would have
+    /// with them enforced; what these deny and `entries` allow is AUDIT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_entries: Option<Vec<JsonEntry>>,
     /// The L7 policy of each redirected port: its rules and automaton.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub l7: Vec<JsonL7>,
@@ -543,6 +564,35 @@ pub struct JsonEntry {
     pub derived_from: Vec<String>,
 }
 
+fn json_entries(c: &Compiled, map: usize) -> Vec<JsonEntry> {
+    c.maps[map]
+        .entries
+        .iter()
+        .map(|(k, v)| JsonEntry {
+            policy: if v.deny { "deny" } else { "allow" },
+            direction: if k.egress { "egress" } else { "ingress" },
+            identity: k.identity,
+            port: k.port_text(),
+            prefix: 40 + k.plen,
+            redirect: v.redirect,
+            auth: v.auth,
+            precedence: v.precedence,
+            derived_from: v
+                .origins
+                .iter()
+                .map(|&o| match o {
+                    u32::MAX => "default-allow".to_owned(),
+                    o if o == u32::MAX - 1 => "allow-localhost".to_owned(),
+                    o => c
+                        .origins
+                        .get(o as usize)
+                        .map_or_else(|| o.to_string(), |x| x.to_string()),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 pub fn to_json(c: &Compiled) -> JsonArtifact<'_> {
     JsonArtifact {
         schema_version: VERSION,
@@ -561,32 +611,8 @@ pub fn to_json(c: &Compiled) -> JsonArtifact<'_> {
                     .collect(),
                 ingress_enforced: e.enforced[0],
                 egress_enforced: e.enforced[1],
-                entries: c.maps[e.map]
-                    .entries
-                    .iter()
-                    .map(|(k, v)| JsonEntry {
-                        policy: if v.deny { "deny" } else { "allow" },
-                        direction: if k.egress { "egress" } else { "ingress" },
-                        identity: k.identity,
-                        port: k.port_text(),
-                        prefix: 40 + k.plen,
-                        redirect: v.redirect,
-                        auth: v.auth,
-                        precedence: v.precedence,
-                        derived_from: v
-                            .origins
-                            .iter()
-                            .map(|&o| match o {
-                                u32::MAX => "default-allow".to_owned(),
-                                o if o == u32::MAX - 1 => "allow-localhost".to_owned(),
-                                o => c
-                                    .origins
-                                    .get(o as usize)
-                                    .map_or_else(|| o.to_string(), |x| x.to_string()),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+                entries: json_entries(c, e.map),
+                audit_entries: e.audit_map.map(|m| json_entries(c, m)),
                 l7: c.maps[e.map]
                     .l7
                     .iter()

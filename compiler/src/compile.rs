@@ -82,6 +82,15 @@ pub struct Endpoint {
     /// Origins of the rules (`spec`, `specs[i]`, a NetworkPolicy) that
     /// select this endpoint.
     pub selected_by: Vec<u32>,
+    /// With policies in audit mode: the map the endpoint would have with
+    /// them enforced (index into [`Compiled::maps`]). The datapath passes
+    /// what `map` allows and this one denies, and reports it as AUDIT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_map: Option<usize>,
+    /// Origins of the policies in audit mode that select this endpoint:
+    /// what an AUDIT verdict by default deny names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audit_by: Vec<u32>,
 }
 
 /// The datapath state of a cluster.
@@ -264,10 +273,89 @@ struct Ctx<'a> {
     fqdn_memo: HashMap<(crate::model::FqdnSel, usize), bool>,
 }
 
+/// Compiles the model. With policies in audit mode, the enforced state
+/// leaves them out, and each endpoint they change also gets the map it
+/// would have with them enforced (`Endpoint::audit_map`); identities and
+/// the ipcache come from all policies, so both maps speak of the same
+/// identities.
 pub(crate) fn compile_model(
     model: &Model,
     inv: &Inventory,
     cfg: &Config,
+) -> (Compiled, Vec<Diagnostic>) {
+    let (full, mut diags) = compile_one(model, inv, cfg, false);
+    if !model.rules.iter().any(|r| r.audit) {
+        return (full, diags);
+    }
+    let (mut out, enforced_diags) = compile_one(model, inv, cfg, true);
+    // The full compile reports everything (selection included); the
+    // enforced one adds only its own errors (a map it overflows).
+    for d in enforced_diags.into_iter().filter(Diagnostic::is_error) {
+        if !diags.iter().any(|x| x.message == d.message) {
+            diags.push(d);
+        }
+    }
+    let decides = |m: &PolicyMap| -> Vec<(Key, bool, bool, u32)> {
+        m.entries
+            .iter()
+            .map(|(k, e)| (*k, e.deny, e.redirect, e.precedence))
+            .collect()
+    };
+    let mut added: HashMap<usize, usize> = HashMap::new();
+    for fe in &full.endpoints {
+        let i = match out.endpoints.iter().position(|e| e.name == fe.name) {
+            Some(i) => i,
+            None => {
+                // Only audited policies make it an endpoint (a host
+                // policy): enforced, it is not judged at all.
+                let mut open = PolicyMap::default();
+                for egress in [false, true] {
+                    open.insert(
+                        Key::new(0, egress, 0, 0, 0),
+                        Entry::allow(false, false, u32::MAX),
+                    );
+                }
+                out.maps.push(open);
+                out.endpoints.push(Endpoint {
+                    map: out.maps.len() - 1,
+                    enforced: [false, false],
+                    audit_map: None,
+                    selected_by: Vec::new(),
+                    ..fe.clone()
+                });
+                out.endpoints.len() - 1
+            }
+        };
+        let enforced_map = out.endpoints[i].map;
+        if decides(&out.maps[enforced_map]) == decides(&full.maps[fe.map]) {
+            continue;
+        }
+        let idx = *added.entry(fe.map).or_insert_with(|| {
+            out.maps.push(full.maps[fe.map].clone());
+            out.maps.len() - 1
+        });
+        out.endpoints[i].audit_map = Some(idx);
+        out.endpoints[i].audit_by = fe
+            .selected_by
+            .iter()
+            .copied()
+            .filter(|o| {
+                model
+                    .rules
+                    .iter()
+                    .any(|r| r.audit && r.origin as u32 == *o)
+            })
+            .collect();
+    }
+    out.index();
+    (out, diags)
+}
+
+fn compile_one(
+    model: &Model,
+    inv: &Inventory,
+    cfg: &Config,
+    skip_audited: bool,
 ) -> (Compiled, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut out = Compiled {
@@ -474,6 +562,9 @@ pub(crate) fn compile_model(
     let unique_ids: BTreeSet<u32> = endpoint_ids.iter().copied().collect();
     let mut host_rules: HashMap<usize, Vec<usize>> = HashMap::new();
     for (ri, r) in model.rules.iter().enumerate() {
+        if skip_audited && r.audit {
+            continue;
+        }
         match &r.subject {
             Subject::Endpoints(sel) => {
                 for id in &unique_ids {
@@ -549,6 +640,8 @@ pub(crate) fn compile_model(
                 .iter()
                 .map(|&r| model.rules[r].origin as u32)
                 .collect(),
+            audit_map: None,
+            audit_by: Vec::new(),
         });
         let n = cx.out.maps[map].len();
         if n > cfg.map_capacity {
@@ -583,6 +676,8 @@ pub(crate) fn compile_model(
                 .iter()
                 .map(|&r| model.rules[r].origin as u32)
                 .collect(),
+            audit_map: None,
+            audit_by: Vec::new(),
         });
     }
     // An L7 rule set that cannot be compiled fails the whole state: it is

@@ -161,6 +161,8 @@ pub struct NPolicyRule {
     /// `fromRequires` / `toRequires`, per direction.
     pub requires: [Vec<Sel>; 2],
     pub rules: Vec<NRule>,
+    /// The policy is in audit mode.
+    pub audit: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -210,6 +212,30 @@ pub struct ModelOptions {
     /// `ingress` and `egress` whatever `policyTypes` says
     /// (cilium/cilium#48703), and that is the default here.
     pub kubernetes_policy_types: bool,
+    /// Every policy in audit mode (Cilium's `policy-audit-mode`), unless
+    /// its annotation says `enforce`.
+    pub audit_all: bool,
+    /// Policies of these namespaces in audit mode, unless annotated
+    /// `enforce`.
+    pub audit_namespaces: Vec<String>,
+}
+
+/// The annotation that puts one policy in audit mode (`audit`) or keeps it
+/// enforcing (`enforce`) whatever `--audit` / `--audit-namespace` say.
+pub const MODE_ANNOTATION: &str = "policy.sluice.dev/mode";
+
+/// Whether a policy is in audit mode: it reports what it would drop and
+/// drops nothing.
+pub fn is_audited(p: &Policy, opts: &ModelOptions) -> bool {
+    match p.annotations.get(MODE_ANNOTATION).map(String::as_str) {
+        Some("audit") => true,
+        Some("enforce") => false,
+        _ => {
+            opts.audit_all
+                || p.namespace()
+                    .is_some_and(|ns| opts.audit_namespaces.iter().any(|a| a == ns))
+        }
+    }
 }
 
 /// Translates every policy of the set. `services` resolves `toServices`.
@@ -231,12 +257,14 @@ pub fn normalize(
                         .map(|(i, r)| (format!("specs[{i}]"), r)),
                 );
                 for (path, r) in rules {
-                    let nr = cilium_rule(&mut m, p, &path, r, sources, services);
+                    let mut nr = cilium_rule(&mut m, p, &path, r, sources, services);
+                    nr.audit = is_audited(p, opts);
                     m.rules.push(nr);
                 }
             }
             PolicyBody::Kubernetes(k) => {
-                let nr = knp(&mut m, p, k, sources, opts);
+                let mut nr = knp(&mut m, p, k, sources, opts);
+                nr.audit = is_audited(p, opts);
                 m.rules.push(nr);
             }
         }
@@ -320,6 +348,7 @@ fn cilium_rule(
         default_deny,
         requires,
         rules,
+        audit: false,
     }
 }
 
@@ -594,6 +623,7 @@ fn knp(
         default_deny: [ingress_on, egress_on],
         requires: [Vec::new(), Vec::new()],
         rules,
+        audit: false,
     }
 }
 

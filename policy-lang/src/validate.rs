@@ -141,6 +141,16 @@ impl Validator<'_> {
                 );
             }
         }
+        if let Some(mode) = p.annotations.get("policy.sluice.dev/mode") {
+            if mode != "audit" && mode != "enforce" {
+                let d = self.err(
+                    Code::InvalidValue,
+                    self.head(p.loc.0),
+                    format!("annotation `policy.sluice.dev/mode` is `{mode}`; it must be `audit` or `enforce`"),
+                );
+                d.help = Some("`audit` reports what the policy would drop and drops nothing".into());
+            }
+        }
         match &p.body {
             PolicyBody::Cilium(_) => {
                 for r in p.rules() {

@@ -43,6 +43,20 @@ pub struct Step<'a> {
     /// carries a request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l7: Option<L7Step>,
+    /// Allowed here, but the endpoint's policies in audit mode, enforced,
+    /// would drop it: the datapath passes it with an AUDIT verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditStep<'a>>,
+}
+
+/// What the full state (policies in audit mode enforced) decides for an
+/// allowed step: a deny entry, or default deny when `entry` is `None`.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditStep<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Key>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<&'a Entry>,
 }
 
 /// What the L7 policy of a redirected port said.
@@ -66,6 +80,10 @@ pub struct Outcome<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Direction>,
     pub steps: Vec<Step<'a>>,
+    /// The first direction an audited policy would have dropped (the flow
+    /// passes: its verdict is the enforced state's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Direction>,
 }
 
 /// Resolves a flow's side; `Err` names what is unknown.
@@ -156,6 +174,22 @@ fn step<'a>(
         Some(h) if !h.entry.deny => Verdict::Allowed,
         _ => Verdict::Denied,
     };
+    // The audit map is consulted for what the enforced state allows, as
+    // the datapath does.
+    let audit = match (verdict, ep.audit_map) {
+        (Verdict::Allowed, Some(m)) => match c.maps[m].lookup(remote, egress, proto, port) {
+            Some(h) if !h.entry.deny => None,
+            Some(h) => Some(AuditStep {
+                key: Some(*h.key),
+                entry: Some(h.entry),
+            }),
+            None => Some(AuditStep {
+                key: None,
+                entry: None,
+            }),
+        },
+        _ => None,
+    };
     Step {
         direction: dir,
         endpoint: &ep.name,
@@ -165,6 +199,7 @@ fn step<'a>(
         entry: hit.map(|h| h.entry),
         verdict,
         l7: None,
+        audit,
     }
 }
 
@@ -261,6 +296,7 @@ pub fn judge_l7(c: &Compiled, o: &mut Outcome<'_>, req: &compiler::l7::Request) 
             s.verdict = Verdict::Denied;
             o.verdict = Verdict::Denied;
             o.decided_by = Some(s.direction);
+            o.audit = None;
             o.steps.truncate(i + 1);
             return;
         }
@@ -279,6 +315,7 @@ pub fn judge<'a>(c: &'a Compiled, f: &Resolved<'a>) -> Outcome<'a> {
                 verdict: Verdict::Allowed,
                 decided_by: None,
                 steps: Vec::new(),
+                audit: None,
             };
         }
     }
@@ -313,8 +350,98 @@ pub fn judge<'a>(c: &'a Compiled, f: &Resolved<'a>) -> Outcome<'a> {
             Verdict::Allowed
         },
         decided_by: denied.or(steps.last()).map(|s| s.direction),
+        audit: if denied.is_some() {
+            None
+        } else {
+            steps.iter().find(|s| s.audit.is_some()).map(|s| s.direction)
+        },
         steps,
     }
+}
+
+/// For a step an audited policy would have dropped: which entry (and
+/// rules) or which policies' default deny, as one sentence.
+pub fn explain_audit(c: &Compiled, s: &Step) -> Option<String> {
+    let a = s.audit.as_ref()?;
+    let dir = match s.direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    Some(match (a.key, a.entry) {
+        (Some(key), Some(entry)) => format!(
+            "audit: {dir} at {} would be denied by the deny entry [identity {}, {}] from {}",
+            s.endpoint,
+            identity_name(c, key.identity),
+            key.port_text(),
+            entry
+                .origins
+                .iter()
+                .map(|&o| origin_text(c, o))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        _ => {
+            let by: Vec<String> = c
+                .endpoint(s.endpoint)
+                .map(|e| {
+                    e.audit_by
+                        .iter()
+                        .filter_map(|&o| c.origins.get(o as usize))
+                        .map(|o| o.policy.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "audit: {dir} at {} would be dropped by default deny of {} (in audit mode)",
+                s.endpoint,
+                if by.is_empty() { "a policy".to_owned() } else { by.join(", ") }
+            )
+        }
+    })
+}
+
+/// The policies an AUDIT verdict names: the deny entry's origins, or the
+/// audited policies whose default deny would drop it.
+pub fn audit_policies(c: &Compiled, s: &Step) -> Vec<String> {
+    let Some(a) = s.audit.as_ref() else {
+        return Vec::new();
+    };
+    let origins: Vec<u32> = match a.entry {
+        Some(e) => e.origins.clone(),
+        None => c.endpoint(s.endpoint).map(|e| e.audit_by.clone()).unwrap_or_default(),
+    };
+    policy_names(c, &origins)
+}
+
+/// The policies an AUDIT verdict of the datapath names, from what the
+/// event carries: the endpoint, the peer's identity, direction and port.
+pub fn audit_policies_of(
+    c: &Compiled,
+    ep: &Endpoint,
+    remote: u32,
+    egress: bool,
+    proto: u8,
+    port: u16,
+) -> Vec<String> {
+    let Some(m) = ep.audit_map else {
+        return Vec::new();
+    };
+    match c.maps[m].lookup(remote, egress, proto, port) {
+        Some(h) if h.entry.deny => policy_names(c, &h.entry.origins),
+        Some(_) => Vec::new(),
+        None => policy_names(c, &ep.audit_by),
+    }
+}
+
+fn policy_names(c: &Compiled, origins: &[u32]) -> Vec<String> {
+    let mut names: Vec<String> = origins
+        .iter()
+        .filter_map(|&o| c.origins.get(o as usize))
+        .map(|o| o.policy.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A one-line reason for a step: which entry, from which rules.

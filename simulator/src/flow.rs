@@ -574,7 +574,8 @@ pub fn parse_hubble(
             continue;
         };
         let recorded = match f.get("verdict").and_then(|v| v.as_str()) {
-            Some("FORWARDED") | Some("REDIRECTED") => Some(Verdict::Allowed),
+            // AUDIT passed the packet: a policy in audit mode reported it.
+            Some("FORWARDED") | Some("REDIRECTED") | Some("AUDIT") => Some(Verdict::Allowed),
             Some("DROPPED") => Some(Verdict::Denied),
             _ => None,
         };

@@ -92,40 +92,66 @@ impl<'a> Reference<'a> {
         })
     }
 
-    /// The verdict for a flow; `None` when a side is unknown.
+    /// The verdict for a flow; `None` when a side is unknown. Policies in
+    /// audit mode do not take part: they drop nothing.
     pub fn verdict(&self, flow: &Flow) -> Option<Verdict> {
+        self.decide(flow).map(|(v, _)| v)
+    }
+
+    /// Whether a policy in audit mode would drop the flow, which the
+    /// enforced policies allow; `None` when a side is unknown.
+    pub fn audited(&self, flow: &Flow) -> Option<bool> {
+        self.decide(flow).map(|(_, a)| a)
+    }
+
+    /// The enforced verdict, and whether, in a direction that allowed it,
+    /// the policies with those in audit mode enforced would have denied it.
+    fn decide(&self, flow: &Flow) -> Option<(Verdict, bool)> {
         let src = self.who(&flow.from)?;
         let dst = self.who(&flow.to)?;
         if let (Who::Pod(a, _), Who::Pod(b, _)) = (&src, &dst) {
             if std::ptr::eq(*a, *b) {
-                return Some(Verdict::Allowed);
+                return Some((Verdict::Allowed, false));
             }
         }
-        if let Who::Pod(p, labels) = &src {
-            if self.judge(Subj::Pod(p, labels), &dst, Direction::Egress, flow) == Verdict::Denied {
-                return Some(Verdict::Denied);
+        let mut audited = false;
+        // One direction: denied by the enforced policies ends the flow;
+        // allowed, the full set may still deny it (audit).
+        let mut side = |subj: Subj, peer: &Who, dir: Direction| -> bool {
+            if self.judge(&subj, peer, dir, flow, false) == Verdict::Denied {
+                return false;
             }
+            audited |= self.judge(&subj, peer, dir, flow, true) == Verdict::Denied;
+            true
+        };
+        let egress_ok = match &src {
+            Who::Pod(p, labels) => side(Subj::Pod(p, labels), &dst, Direction::Egress),
+            Who::Node(n) => side(Subj::Host(n), &dst, Direction::Egress),
+            _ => true,
+        };
+        if !egress_ok {
+            return Some((Verdict::Denied, false));
         }
-        if let Who::Node(n) = &src {
-            if self.judge(Subj::Host(n), &dst, Direction::Egress, flow) == Verdict::Denied {
-                return Some(Verdict::Denied);
-            }
-        }
-        match &dst {
-            Who::Pod(p, labels) => {
-                Some(self.judge(Subj::Pod(p, labels), &src, Direction::Ingress, flow))
-            }
-            Who::Node(n) => Some(self.judge(Subj::Host(n), &src, Direction::Ingress, flow)),
-            _ => Some(Verdict::Allowed),
-        }
+        let ingress_ok = match &dst {
+            Who::Pod(p, labels) => side(Subj::Pod(p, labels), &src, Direction::Ingress),
+            Who::Node(n) => side(Subj::Host(n), &src, Direction::Ingress),
+            _ => true,
+        };
+        Some(if ingress_ok {
+            (Verdict::Allowed, audited)
+        } else {
+            (Verdict::Denied, false)
+        })
     }
 
-    /// The rules whose subject selects `subj`.
-    fn selecting(&self, subj: &Subj) -> Vec<usize> {
+    /// The rules whose subject selects `subj`; those of policies in audit
+    /// mode only `with_audited`.
+    fn selecting(&self, subj: &Subj, with_audited: bool) -> Vec<usize> {
         self.model
             .rules
             .iter()
             .enumerate()
+            .filter(|(_, r)| with_audited || !r.audit)
             .filter(|(_, r)| match (&r.subject, subj) {
                 (Subject::Endpoints(s), Subj::Pod(_, labels)) => s.matches(labels),
                 (Subject::Nodes(s), Subj::Host(n)) => s.matches(&node_labels(n)),
@@ -137,9 +163,9 @@ impl<'a> Reference<'a> {
 
     /// Whether `subj`'s lookups of `name` reach the DNS proxy and are
     /// allowed: one of its egress allows has a DNS rule for the name.
-    fn dns_visible(&self, subj: &Subj, name: &str) -> bool {
+    fn dns_visible(&self, subj: &Subj, name: &str, with_audited: bool) -> bool {
         let wanted = compiler::l7::dns_name(name);
-        self.selecting(subj).into_iter().any(|ri| {
+        self.selecting(subj, with_audited).into_iter().any(|ri| {
             self.model.rules[ri]
                 .rules
                 .iter()
@@ -158,9 +184,9 @@ impl<'a> Reference<'a> {
         })
     }
 
-    fn judge(&self, subj: Subj, peer: &Who, dir: Direction, flow: &Flow) -> Verdict {
+    fn judge(&self, subj: &Subj, peer: &Who, dir: Direction, flow: &Flow, with_audited: bool) -> Verdict {
         let d = dir_index(dir);
-        let rules = self.selecting(&subj);
+        let rules = self.selecting(subj, with_audited);
         // A node's host endpoint exists (is enforced at all) only with host policies.
         if matches!(subj, Subj::Host(_)) && rules.is_empty() {
             return Verdict::Allowed;
@@ -177,7 +203,7 @@ impl<'a> Reference<'a> {
                     .iter()
                     .filter(|nr| nr.dir == dir && nr.deny == deny)
                     .any(|nr| {
-                        self.l3(nr, peer, &subj, &requires)
+                        self.l3(nr, peer, subj, &requires, with_audited)
                             && if deny {
                                 self.l4(nr, &subj, flow, dir)
                             } else {
@@ -211,17 +237,24 @@ impl<'a> Reference<'a> {
         }
     }
 
-    fn l3(&self, nr: &NRule, peer: &Who, subj: &Subj, requires: &[&Sel]) -> bool {
+    fn l3(&self, nr: &NRule, peer: &Who, subj: &Subj, requires: &[&Sel], with_audited: bool) -> bool {
         match &nr.peers {
             Peers::Nothing => false,
             Peers::All => true,
             Peers::Any(sels) => sels
                 .iter()
-                .any(|s| self.peer_matches(s, peer, subj, requires)),
+                .any(|s| self.peer_matches(s, peer, subj, requires, with_audited)),
         }
     }
 
-    fn peer_matches(&self, s: &PeerSel, peer: &Who, subj: &Subj, requires: &[&Sel]) -> bool {
+    fn peer_matches(
+        &self,
+        s: &PeerSel,
+        peer: &Who,
+        subj: &Subj,
+        requires: &[&Sel],
+        with_audited: bool,
+    ) -> bool {
         let observer_node = subj.node();
         // Is the peer the observer's own node?
         let is_local = |n: &NodeInfo| observer_node == Some(n.name.as_str());
@@ -312,7 +345,7 @@ impl<'a> Reference<'a> {
                 Who::World(Some(ip)) => self.cfg.dns.iter().any(|(name, ips)| {
                     ips.contains(ip)
                         && fs.iter().any(|f| f.matches(name))
-                        && self.dns_visible(subj, name)
+                        && self.dns_visible(subj, name, with_audited)
                 }),
                 _ => false,
             },

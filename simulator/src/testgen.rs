@@ -384,7 +384,12 @@ pub fn policy() -> impl Strategy<Value = Policy> {
             name: sp(format!("p{n}")),
             namespace: kind.is_namespaced().then(|| sp(NAMESPACES[ns].to_owned())),
             labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
+            // A quarter of the policies in audit mode.
+            annotations: if n % 4 == 0 {
+                BTreeMap::from([(compiler::model::MODE_ANNOTATION.to_owned(), "audit".to_owned())])
+            } else {
+                BTreeMap::new()
+            },
             file: Default::default(),
             loc: Loc::default(),
             body,

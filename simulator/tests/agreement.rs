@@ -50,9 +50,13 @@ proptest! {
                 recorded: None,
                 l7: None,
             };
-            let got = simulate(&compiled, &flow).expect("peers exist").verdict;
+            let outcome = simulate(&compiled, &flow).expect("peers exist");
             let want = reference.verdict(&flow).expect("peers exist");
-            prop_assert_eq!(got, want, "flow {} → {} {}/{}", flow.from, flow.to, flow.port, flow.protocol);
+            prop_assert_eq!(outcome.verdict, want, "flow {} → {} {}/{}", flow.from, flow.to, flow.port, flow.protocol);
+            // Policies in audit mode: the compiled audit maps and the
+            // reference's "enforced, would it drop?" agree too.
+            let audited = reference.audited(&flow).expect("peers exist");
+            prop_assert_eq!(outcome.audit.is_some(), audited, "audit of flow {} → {} {}/{}", flow.from, flow.to, flow.port, flow.protocol);
         }
     }
 }
