@@ -304,6 +304,15 @@ fn audit_metrics(audits: &std::collections::BTreeMap<String, u64>) -> String {
     o
 }
 
+/// Counts an AUDIT event for each policy it names.
+fn count_audit(audits: &mut std::collections::BTreeMap<String, u64>, c: &Compiled, e: &agent::maps::Event) {
+    if e.verdict == agent::maps::VERDICT_AUDIT {
+        for p in audit_policies(c, e) {
+            *audits.entry(p).or_default() += 1;
+        }
+    }
+}
+
 /// The policies in audit mode an AUDIT event is due to, from the compiled
 /// state: the endpoint whose map judged it (the source at egress, the
 /// destination at ingress) and its audit map.
@@ -418,21 +427,14 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
             let _ = rec.reanchor_clock();
             anchored = Instant::now();
         }
-        // Events are read when printed or when metrics count AUDIT
-        // verdicts by the policy that would have dropped them.
-        if let (true, Some((c, _))) = (o.observe_json.is_some() || pinned.is_some(), current.as_ref()) {
+        // The event rings have one reader: this agent with --observe, else
+        // `sluice observe`. Whoever reads them counts AUDIT verdicts by the
+        // policy that would have dropped them.
+        if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
             for e in rec.events() {
-                if e.verdict == agent::maps::VERDICT_AUDIT {
-                    for p in audit_policies(c, &e) {
-                        *audits.entry(p).or_default() += 1;
-                    }
-                }
-                if let Some(json) = o.observe_json {
-                    println!("{}", event_line(Some(c), &e, json));
-                }
+                count_audit(&mut audits, c, &e);
+                println!("{}", event_line(Some(c), &e, json));
             }
-        }
-        if let (Some(json), Some(_)) = (o.observe_json, current.as_ref()) {
             if let Some(line) = lost.report(rec.events_lost(), json) {
                 println!("{line}");
             }
@@ -605,10 +607,14 @@ pub fn observe(
     }
     let start = Instant::now();
     let mut lost = LostEvents::default();
+    let mut audits: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     loop {
         let events = pinned.events();
         let mut out = std::io::stdout().lock();
         for e in &events {
+            if let Some(c) = &compiled {
+                count_audit(&mut audits, c, e);
+            }
             if writeln!(out, "{}", event_line(compiled.as_ref(), e, json)).is_err() {
                 return ExitCode::SUCCESS; // the reader went away (a closed pipe)
             }
@@ -624,7 +630,7 @@ pub fn observe(
             match pinned.snapshot() {
                 Ok(s) => {
                     if let Ok(mut t) = text.lock() {
-                        *t = prometheus(&s);
+                        *t = prometheus(&s) + &audit_metrics(&audits);
                     }
                 }
                 Err(e) => eprintln!("error: reading counters: {e}"),

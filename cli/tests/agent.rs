@@ -488,3 +488,62 @@ fn agent_warns_that_kafka_rules_are_not_enforced_live() {
         "{warning}"
     );
 }
+
+/// A policy in audit mode drops nothing: the connection it would deny is
+/// made, the agent reports it as AUDIT (Hubble shape, with the policy
+/// named), and metrics count it by policy.
+#[test]
+fn a_policy_in_audit_mode_reports_and_drops_nothing() {
+    let _one_at_a_time = serial();
+    let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
+    let Some((net, fx, inv)) = setup("u") else {
+        return;
+    };
+    let mut fx = PinnedRun {
+        bpffs: std::path::PathBuf::from(format!("/sys/fs/bpf/sluice-audit-{}", std::process::id())),
+        run: fx,
+    };
+    let pol = fx.run.dir.join("policy.yaml");
+    write(
+        &pol,
+        &policy(&net, "8000").replace(
+            "metadata: {name: client-out, namespace: live}",
+            "metadata: {name: client-out, namespace: live, annotations: {policy.sluice.dev/mode: audit}}",
+        ),
+    );
+    let host = net.host_addr();
+    let _listeners: Vec<TcpListener> = [8000u16, 8001]
+        .iter()
+        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
+        .collect();
+    let bpffs = fx.bpffs.to_str().expect("path").to_owned();
+    let (child, rx) = spawn_agent(
+        &pol,
+        &inv,
+        &["--bpffs", &bpffs, "--metrics", "127.0.0.1:0", "--observe", "json"],
+    );
+    fx.run.agent = Some(child);
+    let Some(addr) = metrics_addr(&rx, require) else {
+        return;
+    };
+    let Some(_) = wait_line(&rx, "applied:", require) else {
+        return;
+    };
+    assert!(net.connects(8000), "allowed by the audited policy");
+    assert!(net.connects(8001), "the audited policy would deny this, and drops nothing");
+    let event = wait_line(&rx, "\"AUDIT\"", true).expect("an AUDIT event");
+    let v: serde_json::Value = serde_json::from_str(&event).expect("JSON event");
+    assert_eq!(v["flow"]["verdict"], "AUDIT");
+    assert_eq!(v["flow"]["l4"]["TCP"]["destination_port"], 8001, "{event}");
+    assert_eq!(v["flow"]["egress_denied_by"][0]["name"], "client-out", "{event}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(&addr);
+        if text.contains("sluice_audit_total{policy=\"CiliumNetworkPolicy live/client-out\"} 1") {
+            assert!(text.contains("verdict=\"audit\",reason=\"policy_audit\"} 1"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audit metric: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
