@@ -530,6 +530,26 @@ spec:
         exchange(&mut w, &mut r, land),
         (200, "conn=1 len=0 POST /v1/request-landing".into())
     );
+    // Judged and forwarded with the path normalized, as Cilium's Envoy
+    // does: the backend sees the path the rule allowed.
+    let dotted = "POST /v1/./request-landing HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(
+        exchange(&mut w, &mut r, dotted),
+        (200, "conn=1 len=0 POST /v1/request-landing".into())
+    );
+    let escaped = "POST /v1/request-landing/%2e%2e/exhaust-port HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(exchange(&mut w, &mut r, escaped), (403, "Access denied".into()));
+    // Ambiguous requests are refused and the connection closed: two Host
+    // headers, a chunk size a server could read otherwise.
+    for smuggle in [
+        "POST /v1/request-landing HTTP/1.1\r\nhost: deathstar\r\nhost: other\r\ncontent-length: 0\r\n\r\n",
+        "POST /v1/request-landing HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut w = TcpStream::connect((b.pod_addr().as_str(), 80)).expect("connect to the deathstar");
+        w.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut r = BufReader::new(w.try_clone().expect("clone"));
+        assert_eq!(exchange(&mut w, &mut r, smuggle).0, 400, "{smuggle}");
+    }
     // The same over IPv6: egress HTTP rules, then the ingress rule.
     // (With the port given, http.client takes the address as it is.)
     let out = a.python(&HTTP_CLIENT.replace("HOST", &a.host_addr6()));
@@ -563,17 +583,18 @@ spec:
     std::thread::sleep(Duration::from_millis(400));
     let m = http_get(&metrics_addr);
     let count = |series: &str| sample(&m, series).unwrap_or(-1.0);
-    // HTTP: 5 + 5 egress (IPv4, IPv6) and 2 + 1 ingress allowed; 3 + 3
-    // egress and 1 + 1 ingress denied, and the garbage. DNS: one allowed
-    // over UDP and TCP, REFUSED twice, two malformed (one unanswered).
+    // HTTP: 5 + 5 egress (IPv4, IPv6) and 3 + 1 ingress allowed (the
+    // dot-segment one among them); 3 + 3 egress and 2 + 1 ingress denied,
+    // the two ambiguous requests and the garbage. DNS: one allowed over
+    // UDP and TCP, REFUSED twice, two malformed (one unanswered).
     assert_eq!(
         count("sluice_l7_requests_total{protocol=\"http\",verdict=\"allowed\"}"),
-        13.0,
+        14.0,
         "{m}"
     );
     assert_eq!(
         count("sluice_l7_requests_total{protocol=\"http\",verdict=\"denied\"}"),
-        9.0,
+        12.0,
         "{m}"
     );
     assert_eq!(
@@ -606,8 +627,8 @@ spec:
     assert_ne!(status, 200);
     assert_eq!(
         seen_star.lock().expect("seen").len(),
-        3,
-        "only the three landings reached the deathstar"
+        4,
+        "only the four landings reached the deathstar (the dot-segment one normalized)"
     );
 
     // An update that drops the ingress L7 rules while the proxy holds a

@@ -793,3 +793,81 @@ pub fn build_ports(
     }
     (ports, errors)
 }
+
+/// The path a request is judged (and forwarded) by, normalized as Cilium's
+/// Envoy does by default: percent-encoded unreserved characters and
+/// escaped slashes decoded, backslashes read as slashes, runs of slashes
+/// merged and dot segments removed (RFC 3986 §5.2.4). The query is kept
+/// as sent. Without this, `/public/../admin` or `/public/%2e%2e/admin`
+/// would be judged by a rule for `/public/.*` and served as `/admin` by a
+/// backend that resolves them.
+pub fn normalize_http_path(raw: &str) -> String {
+    let (path, query) = match raw.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (raw, None),
+    };
+    // An absolute-form target (`http://host/path`) is judged by its path.
+    let path = match path.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => path,
+    };
+    let b = path.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() {
+            let hex = |x: u8| (x as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let v = (h * 16 + l) as u8;
+                let unreserved = v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~');
+                if unreserved || v == b'/' || v == b'\\' {
+                    decoded.push(if v == b'\\' { b'/' } else { v });
+                    i += 3;
+                    continue;
+                }
+                // Other escapes keep their (upper-case) encoding.
+                decoded.extend_from_slice(format!("%{v:02X}").as_bytes());
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(if c == b'\\' { b'/' } else { c });
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    // Dot segments out, slashes merged.
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = text.split('/').collect();
+    for (n, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" | "." => {
+                // A trailing `/` or `/.` keeps the path a directory.
+                if n == segments.len() - 1 && n > 0 {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if n == segments.len() - 1 {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(text.len() + 1);
+    for seg in &out {
+        normalized.push('/');
+        normalized.push_str(seg);
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    if let Some(q) = query {
+        normalized.push('?');
+        normalized.push_str(q);
+    }
+    normalized
+}
+

@@ -369,10 +369,11 @@ fn l7_request(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Option<compiler::
             } else {
                 text("method")
             };
+            // Judged as the proxy judges it: after path normalization.
             let path = if text("path").is_empty() {
                 "/".to_owned()
             } else {
-                text("path")
+                compiler::l7::normalize_http_path(&text("path"))
             };
             Request::Http {
                 method,
@@ -455,7 +456,7 @@ fn hubble_request(l7: &serde_json::Value) -> Result<Option<compiler::l7::Request
             .unwrap_or_default();
         return Ok(Some(Request::Http {
             method: s(h, "method"),
-            path: path.to_owned(),
+            path: compiler::l7::normalize_http_path(path),
             host: host.to_owned(),
             headers,
         }));

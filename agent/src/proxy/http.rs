@@ -245,7 +245,14 @@ fn copy_body(r: &mut impl BufRead, w: &mut impl Write, body: Body) -> io::Result
             let line = read_line(r)?;
             w.write_all(&line)?;
             let text = std::str::from_utf8(&line).map_err(|_| bad("chunk size"))?;
-            let size = text.split(';').next().unwrap_or_default().trim();
+            let size = text.split(';').next().unwrap_or_default();
+            let size = size.trim_end_matches(['\r', '\n']).trim_end_matches([' ', '\t']);
+            // Hex digits and nothing else (`+5`, ` 5`, `0x5` are refused):
+            // a proxy and a server that read a size differently disagree on
+            // where the next request starts.
+            if size.is_empty() || size.len() > 16 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("chunk size"));
+            }
             let size = u64::from_str_radix(size, 16).map_err(|_| bad("chunk size"))?;
             if size == 0 {
                 // Trailers, up to the empty line.
@@ -265,6 +272,26 @@ fn copy_body(r: &mut impl BufRead, w: &mut impl Write, body: Body) -> io::Result
             w.write_all(&end)?;
         },
     }
+}
+
+/// The path a request is judged and forwarded by: see
+/// [`compiler::l7::normalize_http_path`].
+pub(crate) fn normalize_path(raw: &str) -> String {
+    compiler::l7::normalize_http_path(raw)
+}
+
+/// The request head with its target replaced by `path` (the rest of the
+/// head as received).
+fn with_target(head: &[u8], method: &str, path: &str, version: u8) -> Vec<u8> {
+    // From the request line's end (CRLF, or a bare LF) on.
+    let rest = match head.iter().position(|&b| b == b'\n') {
+        Some(i) if i > 0 && head[i - 1] == b'\r' => &head[i - 1..],
+        Some(i) => &head[i..],
+        None => &head[head.len()..],
+    };
+    let mut out = format!("{method} {path} HTTP/1.{version}").into_bytes();
+    out.extend_from_slice(rest);
+    out
 }
 
 fn bad(what: &str) -> io::Error {
@@ -327,6 +354,20 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
             shared.log(format!("denied   HTTP {src} → {dst}: malformed request"));
             return respond(&mut out, 400, false);
         };
+        // Two Host headers: a proxy that judges one and a server that
+        // serves the other.
+        if req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"))
+            .count()
+            > 1
+        {
+            shared.judged(L7Kind::Http, false);
+            shared.log(format!("denied   HTTP {src} → {dst}: more than one Host header"));
+            return respond(&mut out, 400, false);
+        }
+        let path = normalize_path(path);
         let connection = header(req.headers, "connection").map(str::to_ascii_lowercase);
         let keep_alive = match connection.as_deref() {
             Some(c) if c.split(',').any(|t| t.trim() == "close") => false,
@@ -335,7 +376,7 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
         };
         let request = Request::Http {
             method: method.to_owned(),
-            path: path.to_owned(),
+            path: path.clone(),
             host: header(req.headers, "host").unwrap_or_default().to_owned(),
             headers: req
                 .headers
@@ -383,7 +424,12 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
             }
         }
         let Some(u) = up.as_mut() else { return Ok(()) };
-        u.w.write_all(&head)?;
+        // Forwarded as judged: with the normalized path.
+        if req.path == Some(path.as_str()) {
+            u.w.write_all(&head)?;
+        } else {
+            u.w.write_all(&with_target(&head, method, &path, version))?;
+        }
         copy_body(&mut reader, &mut u.w, body)?;
         u.w.flush()?;
         // The response (after any 1xx interim ones).
@@ -437,6 +483,56 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalized_before_they_are_judged() {
+        for (raw, want) in [
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E/admin", "/admin"),
+            ("/public/./x", "/public/x"),
+            ("//public///x", "/public/x"),
+            ("/public%2F..%2Fadmin", "/admin"),
+            ("/public\\..\\admin", "/admin"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/", "/a/b/"),
+            ("/", "/"),
+            ("", "/"),
+            ("/%7Euser/%41", "/~user/A"),
+            ("/q?x=/../y", "/q?x=/../y"),
+            ("/a%20b", "/a%20b"),
+            ("/a%zz", "/a%zz"),
+            ("http://example.com/p/../q?z", "/q?z"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn forwarded_heads_carry_the_normalized_target() {
+        let head = b"GET /public/../admin HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            with_target(head, "GET", "/admin", 1),
+            b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_digits_only() {
+        for bad_size in ["+5", " 5", "0x5", "-1", "5 5", "", "12345678901234567"] {
+            let body = format!("{bad_size}\r\nhello\r\n0\r\n\r\n");
+            let mut r = std::io::BufReader::new(body.as_bytes());
+            assert!(
+                copy_body(&mut r, &mut io::sink(), Body::Chunked).is_err(),
+                "chunk size {bad_size:?} accepted"
+            );
+        }
+        let ok = b"5\r\nhello\r\n5;ext=1\r\nworld\r\n0\r\n\r\n";
+        let mut out = Vec::new();
+        copy_body(&mut std::io::BufReader::new(&ok[..]), &mut out, Body::Chunked).expect("valid");
+        assert_eq!(out, ok.to_vec());
+    }
 
     fn head_of(text: &[u8]) -> Result<Option<Vec<u8>>, HeadError> {
         read_head(&mut BufReader::new(text))
