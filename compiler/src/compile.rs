@@ -39,6 +39,9 @@ pub struct Config {
     /// Readings of the policies where users can choose Kubernetes' over
     /// Cilium's.
     pub model: ModelOptions,
+    /// Bytes all L7 automata of the compile may take together
+    /// (`--l7-budget`).
+    pub l7_total_limit: usize,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             label_filter: LabelFilter::default(),
             node_selector_labels: false,
             model: ModelOptions::default(),
+            l7_total_limit: crate::l7::DEFAULT_TOTAL_LIMIT,
         }
     }
 }
@@ -265,6 +269,8 @@ struct Ctx<'a> {
     all_named: HashMap<String, BTreeSet<(u16, u8)>>,
     /// L7 rule sets that did not compile (too large an automaton).
     l7_errors: Vec<crate::l7::L7Error>,
+    /// What the L7 automata of this compile may still take.
+    l7_budget: crate::l7::L7Budget,
     /// For the endpoint whose map is being built: which DNS answers its
     /// lookups make visible (its egress DNS rules allow the name).
     dns_visible: Vec<bool>,
@@ -547,6 +553,7 @@ fn compile_one(
         cidr_ids,
         all_named,
         l7_errors: Vec::new(),
+        l7_budget: crate::l7::L7Budget::new(crate::l7::DEFAULT_SIZE_LIMIT, cfg.l7_total_limit),
         dns_visible: Vec::new(),
         fqdn_memo: HashMap::new(),
     };
@@ -786,7 +793,7 @@ impl Ctx<'_> {
         map.apply_deny_precedence();
         if !map.l7_grants.is_empty() {
             let (ports, errors) =
-                crate::l7::build_ports(&map.l7_grants, &map.entries, crate::l7::DEFAULT_SIZE_LIMIT);
+                crate::l7::build_ports(&map.l7_grants, &map.entries, &mut self.l7_budget);
             map.l7 = ports;
             self.l7_errors.extend(errors);
         }

@@ -23,6 +23,78 @@ use std::fmt;
 
 /// Bytes a port's DFA may take (and its determinization may use).
 pub const DEFAULT_SIZE_LIMIT: usize = 16 << 20;
+/// Bytes all the automata of one compile may take together (they are all
+/// written into the artifact and loaded by the agent).
+pub const DEFAULT_TOTAL_LIMIT: usize = 64 << 20;
+
+/// What one compile may spend on L7 automata: a total of bytes, and a cache
+/// so that the same rules on several ports (or in several endpoints' maps)
+/// are determinized once. Each port still counts its automaton's size
+/// against the total, as each is stored.
+#[derive(Debug)]
+pub struct L7Budget {
+    pub per_port: usize,
+    pub remaining: usize,
+    pub total: usize,
+    /// Built automata and failures, by rules: a set that exploded on one
+    /// port is not determinized again for the next.
+    cache: std::collections::HashMap<
+        (usize, Vec<Vec<Option<String>>>),
+        Result<std::sync::Arc<Matcher>, BuildError>,
+    >,
+}
+
+impl L7Budget {
+    pub fn new(per_port: usize, total: usize) -> L7Budget {
+        L7Budget {
+            per_port,
+            remaining: total,
+            total,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The automaton for these rules: cached, else built within what is
+    /// left of the total (so an exploding set fails at once when little is
+    /// left), and charged to the total.
+    fn matcher(
+        &mut self,
+        fields: usize,
+        rules: &[Vec<Option<String>>],
+    ) -> Result<std::sync::Arc<Matcher>, BuildError> {
+        let key = (fields, rules.to_vec());
+        let m = match self.cache.get(&key) {
+            Some(m) => m.clone()?,
+            None => {
+                let limit = self.per_port.min(self.remaining);
+                let built = Matcher::build(fields, rules, limit)
+                    .map(std::sync::Arc::new)
+                    .map_err(|mut e| {
+                        if limit < self.per_port {
+                            e.message = format!(
+                                "{} (the L7 automata of this compile are limited to {} bytes in total)",
+                                e.message, self.total
+                            );
+                        }
+                        e
+                    });
+                self.cache.insert(key, built.clone());
+                built?
+            }
+        };
+        if m.memory() > self.remaining {
+            return Err(BuildError {
+                rule: None,
+                message: format!(
+                    "the L7 automata of this compile exceed their total limit of {} bytes",
+                    self.total
+                ),
+            });
+        }
+        self.remaining -= m.memory();
+        Ok(m)
+    }
+}
 
 /// A field regex that matches any value of a field.
 const ANY_FIELD: &str = "[^\\x00]*";
@@ -688,11 +760,11 @@ pub struct L7Error {
 }
 
 /// Builds the L7 ports of a map from its grants: per key and protocol, one
-/// automaton for all rules. `limit` bounds each automaton.
+/// automaton for all rules, within `budget`.
 pub fn build_ports(
     grants: &std::collections::BTreeMap<(bool, u8, u16, u8), Vec<L7Grant>>,
     entries: &std::collections::BTreeMap<crate::mapstate::Key, crate::mapstate::Entry>,
-    limit: usize,
+    budget: &mut L7Budget,
 ) -> (Vec<L7Port>, Vec<L7Error>) {
     let mut ports = Vec::new();
     let mut errors = Vec::new();
@@ -768,7 +840,7 @@ pub fn build_ports(
             if rules.is_empty() {
                 continue;
             }
-            match Matcher::build(kind.fields(), &fields, limit) {
+            match budget.matcher(kind.fields(), &fields) {
                 Ok(m) => ports.push(L7Port {
                     egress,
                     proto,
@@ -777,7 +849,7 @@ pub fn build_ports(
                     kind,
                     states: m.states(),
                     bytes: m.memory(),
-                    matcher: std::sync::Arc::new(m),
+                    matcher: m,
                     rules,
                     open: open.clone(),
                 }),
