@@ -105,6 +105,8 @@ pub(crate) fn load_fetched(
         map_capacity: inputs.map_capacity,
         dual_stack: inputs.dual_stack,
         dns,
+        l7_total_limit: usize::try_from(inputs.l7_budget.saturating_mul(1 << 20))
+            .unwrap_or(usize::MAX),
         ..Config::default()
     };
     if let Err(e) = inputs.semantics.apply(&mut cfg) {

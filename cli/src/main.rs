@@ -69,6 +69,10 @@ struct Inputs {
     /// Largest accepted input file (policies, inventory, flows), in MiB.
     #[arg(long, default_value_t = 32)]
     max_file_size: u64,
+    /// What all L7 automata of a compile may take together, in MiB (each
+    /// port's is limited to 16 MiB besides).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    l7_budget: u64,
     #[command(flatten)]
     semantics: Semantics,
 }
@@ -474,6 +478,7 @@ fn main() -> ExitCode {
                     map_capacity,
                     dual_stack,
                     max_file_size: 32,
+                    l7_budget: 64,
                     semantics,
                 }),
             },
@@ -506,6 +511,7 @@ fn main() -> ExitCode {
                 map_capacity: 16_384,
                 dual_stack: false,
                 max_file_size: 32,
+                l7_budget: 64,
                 semantics: Semantics::default(),
             });
             live::observe(

@@ -85,6 +85,7 @@ codes! {
     HostPolicyL7 => "host-policy-l7", "L7 rules a host (nodeSelector) policy cannot enforce";
     Listener => "listener", "a `listener` on ingress or beside L7 rules";
     ServerNames => "server-names", "`serverNames` that are empty, or used with L7 rules without `terminatingTLS`";
+    RegexSize => "regex-size", "an HTTP regex of a shape known to make its automaton explode (a counted repetition after an unbounded one)";
     InvalidRegex => "invalid-regex", "an HTTP regex that does not compile";
     HeaderMatch => "header-match", "a header match without a name, or with both value and secret";
     FqdnSelector => "fqdn-selector", "a DNS name or pattern that Cilium rejects";

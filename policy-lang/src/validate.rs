@@ -754,6 +754,17 @@ impl Validator<'_> {
                     );
                     d.label = Some("does not compile".into());
                     d.help = Some("HTTP fields are RE2 regular expressions; escape literal characters such as `(`, `[` or `*` with `\\`".into());
+                } else if let Some(m) = explosive_repetition(&v.value) {
+                    let mut d = Diagnostic::warning(
+                        Code::RegexSize,
+                        v.span(),
+                        format!(
+                            "HTTP `{field}` repeats a class up to {m} times after an unbounded repetition: its automaton can grow to 2^{m} states"
+                        ),
+                    );
+                    d.label = Some("may exceed the L7 automaton limits".into());
+                    d.help = Some("bound what comes before it, or match the repeated part with `*` / `+` instead of a count".into());
+                    self.diags.push(d);
                 }
             }
             for hm in &h.header_matches {
@@ -980,6 +991,46 @@ pub fn check_regex(re: &str) -> Result<(), String> {
                 other => other.to_string(),
             }
         })
+}
+
+/// A bounded repetition in `re` known to make automata explode: `{n,m}`
+/// (m ≥ 16) over something that matches more than one byte value, in a
+/// regex that also repeats without bound. Determinizing `.*x.{20}` has to
+/// remember every position of the last 20 bytes: 2^20 states. Returns the
+/// repetition's text (`{0,40}`) and its bound.
+pub fn explosive_repetition(re: &str) -> Option<u32> {
+    use regex_syntax::hir::{Hir, HirKind};
+    let hir = regex_syntax::ParserBuilder::new()
+        .nest_limit(100)
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(re)
+        .ok()?;
+    fn walk(h: &Hir, unbounded: &mut bool, worst: &mut u32) {
+        match h.kind() {
+            HirKind::Repetition(r) => {
+                match r.max {
+                    None => *unbounded = true,
+                    Some(m) if m >= 16 && !matches!(r.sub.kind(), HirKind::Literal(_)) => {
+                        *worst = (*worst).max(m);
+                    }
+                    _ => {}
+                }
+                walk(&r.sub, unbounded, worst);
+            }
+            HirKind::Capture(c) => walk(&c.sub, unbounded, worst),
+            HirKind::Concat(v) | HirKind::Alternation(v) => {
+                for x in v {
+                    walk(x, unbounded, worst);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut unbounded, mut worst) = (false, 0);
+    walk(&hir, &mut unbounded, &mut worst);
+    (unbounded && worst > 0).then_some(worst)
 }
 
 /// ICMP type names per family, as Cilium's `icmp.go` lists them.

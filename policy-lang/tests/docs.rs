@@ -20,6 +20,7 @@ fn generate() -> String {
                 | Code::IgnoredNamespace
                 | Code::ForeignNamespace
                 | Code::UnknownTag
+                | Code::RegexSize
                 | Code::PortReading
                 | Code::PodWithoutIp
                 | Code::SelectsNothing
