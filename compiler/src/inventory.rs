@@ -172,7 +172,27 @@ fn str_at<'a>(node: &'a Node, path: &[&str]) -> Option<&'a str> {
     }
 }
 
-fn map_at(node: &Node, path: &[&str]) -> BTreeMap<String, String> {
+/// The scalar at `path` as the Kubernetes decoder reads it (YAML 1.1:
+/// `yes` is a boolean, `0x50` an integer).
+fn value_at<'a>(node: &'a Node, path: &[&str]) -> Option<(Value<'a>, &'a Node)> {
+    let mut n = node;
+    for p in path {
+        n = n.get(p)?;
+    }
+    Some((n.as_scalar()?.resolve(), n))
+}
+
+fn bool_at(node: &Node, path: &[&str]) -> Option<bool> {
+    match value_at(node, path)? {
+        (Value::Bool(b), _) => Some(b),
+        _ => None,
+    }
+}
+
+/// A string map (labels, selectors) as Kubernetes reads it: a value the
+/// decoder reads as another type (`enabled: true`, `tier: 1`, `x: y`) is
+/// an error there (a `map[string]string`), and here.
+fn map_at(node: &Node, path: &[&str], diags: &mut Vec<Diagnostic>) -> BTreeMap<String, String> {
     let mut n = node;
     for p in path {
         match n.get(p) {
@@ -180,13 +200,38 @@ fn map_at(node: &Node, path: &[&str]) -> BTreeMap<String, String> {
             None => return BTreeMap::new(),
         }
     }
-    match &n.kind {
-        NodeKind::Map(entries) => entries
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_scalar()?.text.clone(), v.as_scalar()?.text.clone())))
-            .collect(),
-        _ => BTreeMap::new(),
+    let mut out = BTreeMap::new();
+    if let NodeKind::Map(entries) = &n.kind {
+        for (k, v) in entries {
+            let (Some(ks), Some(vs)) = (k.as_scalar(), v.as_scalar()) else {
+                continue;
+            };
+            match vs.resolve() {
+                Value::Str(text) => {
+                    out.insert(ks.text.clone(), text.to_owned());
+                }
+                // A null decodes into an empty string.
+                Value::Null => {
+                    out.insert(ks.text.clone(), String::new());
+                }
+                other => bad(
+                    diags,
+                    v.span,
+                    format!(
+                        "`{}: {}` is {} to Kubernetes, which wants a string here: quote it",
+                        ks.text,
+                        vs.text,
+                        match other {
+                            Value::Int(_) => "an integer",
+                            Value::Bool(_) => "a boolean",
+                            _ => "a number",
+                        }
+                    ),
+                ),
+            }
+        }
     }
+    out
 }
 
 fn seq_at<'a>(node: &'a Node, path: &[&str]) -> &'a [Node] {
@@ -223,7 +268,7 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
     let namespace = str_at(node, &["metadata", "namespace"])
         .unwrap_or("default")
         .to_owned();
-    let labels = map_at(node, &["metadata", "labels"]);
+    let labels = map_at(node, &["metadata", "labels"], diags);
     match kind {
         "Namespace" => {
             let mut labels = labels;
@@ -256,7 +301,10 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
             let mut ports = Vec::new();
             for c in seq_at(node, &["spec", "containers"]) {
                 for p in seq_at(c, &["ports"]) {
-                    let port = str_at(p, &["containerPort"]).and_then(|s| s.parse::<u16>().ok());
+                    let port = match value_at(p, &["containerPort"]) {
+                        Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
+                        _ => None,
+                    };
                     let Some(port) = port else {
                         bad(
                             diags,
@@ -286,7 +334,7 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                     .unwrap_or("default")
                     .to_owned(),
                 node: str_at(node, &["spec", "nodeName"]).map(str::to_owned),
-                host_network: str_at(node, &["spec", "hostNetwork"]) == Some("true"),
+                host_network: bool_at(node, &["spec", "hostNetwork"]).unwrap_or(false),
                 ips,
                 ports,
                 loc: Loc(name_span),
@@ -319,7 +367,7 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
             inv.services.push(ServiceInfo {
                 name,
                 namespace,
-                selector: map_at(node, &["spec", "selector"]),
+                selector: map_at(node, &["spec", "selector"], diags),
                 cluster_ips,
             });
         }
@@ -378,6 +426,39 @@ fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
         for (i, ip) in p.ips.iter().enumerate() {
             let span = p.ip_locs.get(i).map_or(p.loc.0, |l| l.0);
             claim(*ip, format!("pod {}", p.qualified_name()), span, diags);
+        }
+    }
+}
+
+#[cfg(test)]
+mod scalar_tests {
+    use super::*;
+
+    fn load(text: &str) -> (Inventory, Vec<Diagnostic>) {
+        let mut sources = SourceMap::new();
+        let mut diags = Vec::new();
+        let inv = parse_str("inv.yaml", text, &mut sources, &mut diags);
+        (inv, diags)
+    }
+
+    #[test]
+    fn scalars_resolve_as_the_kubernetes_decoder_reads_them() {
+        let (inv, diags) = load(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a, labels: {app: \"y\", tier: web}}\nspec: {hostNetwork: yes, containers: [{name: c, ports: [{name: http, containerPort: 0x50}]}]}\nstatus: {podIP: 10.0.0.1}\n",
+        );
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let p = &inv.pods[0];
+        assert!(p.host_network, "`yes` is true in YAML 1.1");
+        assert_eq!(p.ports[0].port, 80, "0x50 is 80");
+        assert_eq!(p.labels["app"], "y");
+        for bad_value in ["y", "true", "1", "1.5"] {
+            let (_, diags) = load(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: a, labels: {{app: {bad_value}}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 10.0.0.1}}\n"
+            ));
+            assert!(
+                diags.iter().any(|d| d.is_error() && d.message.contains("quote it")),
+                "{bad_value}: {diags:?}"
+            );
         }
     }
 }
