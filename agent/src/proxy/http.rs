@@ -274,6 +274,33 @@ fn copy_body(r: &mut impl BufRead, w: &mut impl Write, body: Body) -> io::Result
     }
 }
 
+/// Everything the proxy does with a client's bytes before a socket is
+/// involved, for fuzzing: heads read one after another, each parsed,
+/// framed, its path normalized and its body read past. Must never panic,
+/// whatever the input.
+pub fn parse_requests(data: &[u8]) {
+    let mut r = std::io::BufReader::new(data);
+    for _ in 0..64 {
+        let Ok(Some(head)) = read_head(&mut r) else {
+            return;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
+            return;
+        }
+        let Ok(body) = framing(req.headers, false) else {
+            return;
+        };
+        if let (Some(m), Some(p), Some(v)) = (req.method, req.path, req.version) {
+            let _ = with_target(&head, m, &normalize_path(p), v);
+        }
+        if copy_body(&mut r, &mut io::sink(), body).is_err() {
+            return;
+        }
+    }
+}
+
 /// The path a request is judged and forwarded by: see
 /// [`compiler::l7::normalize_http_path`].
 pub(crate) fn normalize_path(raw: &str) -> String {

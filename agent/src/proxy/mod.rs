@@ -16,6 +16,12 @@
 mod dns;
 mod http;
 
+/// The proxy's parsers without sockets, for fuzzing.
+pub mod parsers {
+    pub use super::dns::parse_message as dns_message;
+    pub use super::http::parse_requests as http_requests;
+}
+
 use crate::maps::{MARK_FROM_PROXY, MARK_ID_MASK, MARK_TO_PROXY};
 use compiler::compile::Compiled;
 use compiler::l7::{L7Kind, Request};
