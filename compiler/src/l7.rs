@@ -867,7 +867,8 @@ pub fn build_ports(
 }
 
 /// The path a request is judged (and forwarded) by, normalized as Cilium's
-/// Envoy does by default: percent-encoded unreserved characters and
+/// Envoy does by default (idempotent: a normalized path normalizes to
+/// itself, which `fuzz/` checks): percent-encoded unreserved characters and
 /// escaped slashes decoded, backslashes read as slashes, runs of slashes
 /// merged and dot segments removed (RFC 3986 §5.2.4). The query is kept
 /// as sent. Without this, `/public/../admin` or `/public/%2e%2e/admin`
@@ -904,7 +905,14 @@ pub fn normalize_http_path(raw: &str) -> String {
                 continue;
             }
         }
-        decoded.push(if c == b'\\' { b'/' } else { c });
+        // A `%` that starts no escape is written as one (`%25`): decoding
+        // must never form a new escape (`%%32%65` would become `%2e`, a
+        // dot to the backend that decodes it again).
+        if c == b'%' {
+            decoded.extend_from_slice(b"%25");
+        } else {
+            decoded.push(if c == b'\\' { b'/' } else { c });
+        }
         i += 1;
     }
     let text = String::from_utf8_lossy(&decoded).into_owned();
