@@ -25,6 +25,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// TCP listeners on the test's host-side address, for the pod to connect to.
+fn listen(net: &PodNet, ports: &[u16]) -> Vec<TcpListener> {
+    let host = net.host_addr();
+    ports
+        .iter()
+        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
+        .collect()
+}
+
 /// `ip ARGS` output, for checks of what the agent left behind.
 fn ip(args: &[&str]) -> String {
     let o = Command::new("ip").args(args).output().expect("ip");
@@ -130,11 +139,7 @@ fn unpinned_agent_cleans_up_on_sigterm() {
     };
     let pol = fx.dir.join("policy.yaml");
     write(&pol, &policy(&net, "8000"));
-    let host = net.host_addr();
-    let _listeners: Vec<TcpListener> = [8000u16, 8001]
-        .iter()
-        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
-        .collect();
+    let _listeners = listen(&net, &[8000, 8001]);
     let rules_before = ip(&["rule", "list"]);
     let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin"]);
     let pid = child.id();
@@ -169,11 +174,7 @@ fn agent_enforces_and_follows_policy_changes() {
     };
     let pol = fx.dir.join("policy.yaml");
     write(&pol, &policy(&net, "8000"));
-    let host = net.host_addr();
-    let _listeners: Vec<TcpListener> = [8000u16, 8001]
-        .iter()
-        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
-        .collect();
+    let _listeners = listen(&net, &[8000, 8001]);
 
     let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin", "--observe", "json"]);
     fx.agent = Some(child);
@@ -274,10 +275,7 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
     let pol = dir.join("policy.yaml");
     write(&pol, &policy_tcp_udp(&net, 8000, 9000));
     let host = net.host_addr();
-    let _tcp: Vec<TcpListener> = [8000u16, 8001]
-        .iter()
-        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
-        .collect();
+    let _tcp = listen(&net, &[8000, 8001]);
     let _udp: Vec<_> = [9000u16, 9001]
         .iter()
         .map(|p| udp_echo(&host, *p))
@@ -434,11 +432,7 @@ fn agent_enforces_a_compiled_artifact_and_refuses_a_corrupt_one() {
         "{}",
         String::from_utf8_lossy(&compiled.stderr)
     );
-    let host = net.host_addr();
-    let _listeners: Vec<TcpListener> = [8000u16, 8001]
-        .iter()
-        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
-        .collect();
+    let _listeners = listen(&net, &[8000, 8001]);
     let (child, rx) = spawn_sluice(&[
         "agent",
         "--artifact",
@@ -511,11 +505,7 @@ fn a_policy_in_audit_mode_reports_and_drops_nothing() {
             "metadata: {name: client-out, namespace: live, annotations: {policy.sluice.dev/mode: audit}}",
         ),
     );
-    let host = net.host_addr();
-    let _listeners: Vec<TcpListener> = [8000u16, 8001]
-        .iter()
-        .map(|p| TcpListener::bind((host.as_str(), *p)).expect("bind on the test's veth address"))
-        .collect();
+    let _listeners = listen(&net, &[8000, 8001]);
     let bpffs = fx.bpffs.to_str().expect("path").to_owned();
     let (child, rx) = spawn_agent(
         &pol,
