@@ -281,6 +281,7 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
         .map(|p| udp_echo(&host, *p))
         .collect();
     let bpffs = fx.bpffs.to_str().expect("path").to_owned();
+    let rules_before = ip(&["rule", "list"]);
 
     let (child, rx) = spawn_agent(&pol, &inv, &["--bpffs", &bpffs, "--metrics", "127.0.0.1:0"]);
     fx.run.agent = Some(child);
@@ -408,6 +409,8 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
         String::from_utf8_lossy(&td.stderr)
     );
     assert!(!fx.bpffs.exists(), "teardown removes the pin directory");
+    assert_eq!(ip(&["rule", "list"]), rules_before, "and the routing rule");
+    assert!(ip(&["route", "show", "table", "2026"]).trim().is_empty(), "and its table");
     assert!(net.connects(8000), "without sluice everything passes again");
 }
 
