@@ -65,10 +65,10 @@ fn every_valid_fixture_and_corpus_policy_lints() {
         .unwrap_or_else(|| root().join("../shared/corpus"));
     if corpus.is_dir() {
         // Loaded as one set: corpus files that reuse a policy name make
-        // each other invalid (duplicate-policy), so fewer than the 91 that
+        // each other invalid (duplicate-policy), so fewer than the 85 that
         // validate file by file.
         let n = lint_valid(&[corpus]);
-        assert!(n >= 60, "{n} valid corpus policies");
+        assert!(n >= 55, "{n} valid corpus policies");
     } else {
         assert!(
             std::env::var_os("SLUICE_REQUIRE_SHARED").is_none_or(|v| v != "1"),

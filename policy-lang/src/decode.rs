@@ -393,14 +393,17 @@ impl Decoder<'_> {
         let what = format!("a {kind}");
         let f = self.object(root, &what, fields)?;
         if let Some(span) = f.key_span("description") {
+            // The CRD has no top-level `description`: with strict field
+            // validation (kubectl's default since 1.27) the API server
+            // refuses the object ("strict decoding error: unknown field").
             self.push(
-                Diagnostic::warning(
+                Diagnostic::error(
                     Code::MisplacedDescription,
                     span,
-                    "`description` at the top level is not part of the schema and is dropped",
+                    "`description` at the top level is not part of the schema: the API server refuses the object",
                 )
-                .with_label("pruned by the API server")
-                .with_help("move it under `spec` (spec.description) to keep it"),
+                .with_label("unknown field")
+                .with_help("move it under `spec` (spec.description); with `kubectl apply --validate=false` it would be dropped instead"),
             );
         }
         let Some(meta) = f.get("metadata") else {

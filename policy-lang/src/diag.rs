@@ -54,7 +54,7 @@ codes! {
     MissingTypeMeta => "missing-type-meta", "an object lacks `apiVersion` or `kind`";
     UnsupportedApiVersion => "unsupported-api-version", "a policy uses an API version the cluster no longer serves";
     UnknownField => "unknown-field", "a field that the schema does not define";
-    MisplacedDescription => "misplaced-description", "a top-level `description` that the API server prunes";
+    MisplacedDescription => "misplaced-description", "a top-level `description`, which the CRD does not define and the API server refuses";
     TypeMismatch => "type-mismatch", "a value of the wrong type, such as a number where a string is required";
     MissingField => "missing-field", "a required field is absent";
     DuplicateKey => "duplicate-key", "the same key appears twice in one object";

@@ -16,8 +16,7 @@ fn generate() -> String {
     for c in Code::ALL {
         let warn = if matches!(
             c,
-            Code::MisplacedDescription
-                | Code::IgnoredNamespace
+            Code::IgnoredNamespace
                 | Code::ForeignNamespace
                 | Code::UnknownTag
                 | Code::RegexSize

@@ -187,6 +187,16 @@ const CORPUS_REJECTED: &[(&str, &str)] = &[
         "unsupported-api-version",
     ),
     ("examples/minikube/malformed_policy.yaml", "unknown-field"),
+    // A top-level `description` is an unknown field to the CRD: refused
+    // under strict field validation (kubectl's default since 1.27).
+    (
+        "examples/minikube/sw_l3_l4_l7_policy.yaml",
+        "misplaced-description",
+    ),
+    (
+        "examples/minikube/sw_l3_l4_policy.yaml",
+        "misplaced-description",
+    ),
     ("examples/policies/auth/auth.yaml", "unknown-field"),
     ("examples/policies/cidr.yaml", "combined-l3"),
     (
@@ -196,6 +206,10 @@ const CORPUS_REJECTED: &[(&str, &str)] = &[
     (
         "examples/policies/kubernetes/clustermesh/cross-cluster-policy.yaml",
         "unknown-field",
+    ),
+    (
+        "examples/policies/kubernetes/clusterwide/wildcard-from-endpoints.yaml",
+        "misplaced-description",
     ),
     // `fromNodes` needs Cilium's `--enable-node-selector-labels`, off by
     // default.
@@ -208,6 +222,10 @@ const CORPUS_REJECTED: &[(&str, &str)] = &[
         "unknown-field",
     ),
     (
+        "examples/policies/l3/host/host-policy.yaml",
+        "misplaced-description",
+    ),
+    (
         "examples/policies/l3/match-expressions/and-statement.yaml",
         "invalid-value",
     ),
@@ -215,6 +233,11 @@ const CORPUS_REJECTED: &[(&str, &str)] = &[
         "examples/policies/l3/match-expressions/or-statement.yaml",
         "invalid-value",
     ),
+    (
+        "examples/policies/l7/kafka/kafka-Role.yaml",
+        "misplaced-description",
+    ),
+    ("examples/policies/l7.yaml", "misplaced-description"),
     ("examples/policies/multi_rule.yaml", "unknown-field"),
     ("test/k8s/manifests/invalid_cnp.yaml", "l7-on-non-tcp"),
 ];
