@@ -140,7 +140,6 @@ fn unpinned_agent_cleans_up_on_sigterm() {
     let pol = fx.dir.join("policy.yaml");
     write(&pol, &policy(&net, "8000"));
     let _listeners = listen(&net, &[8000, 8001]);
-    let rules_before = ip(&["rule", "list"]);
     let (child, rx) = spawn_agent(&pol, &inv, &["--no-pin"]);
     let pid = child.id();
     fx.agent = Some(child);
@@ -153,7 +152,7 @@ fn unpinned_agent_cleans_up_on_sigterm() {
     let status = fx.agent.as_mut().expect("agent").wait().expect("wait");
     fx.agent = None;
     assert!(status.success(), "{status:?}");
-    assert_eq!(ip(&["rule", "list"]), rules_before, "the routing rule is removed");
+    assert!(!ip(&["rule", "list"]).contains("lookup 2026"), "the routing rule is removed");
     assert!(ip(&["route", "show", "table", "2026"]).trim().is_empty(), "and its table");
     assert!(net.connects(8001), "the links are gone: nothing is enforced any more");
 }
@@ -281,7 +280,6 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
         .map(|p| udp_echo(&host, *p))
         .collect();
     let bpffs = fx.bpffs.to_str().expect("path").to_owned();
-    let rules_before = ip(&["rule", "list"]);
 
     let (child, rx) = spawn_agent(&pol, &inv, &["--bpffs", &bpffs, "--metrics", "127.0.0.1:0"]);
     fx.run.agent = Some(child);
@@ -409,7 +407,9 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
         String::from_utf8_lossy(&td.stderr)
     );
     assert!(!fx.bpffs.exists(), "teardown removes the pin directory");
-    assert_eq!(ip(&["rule", "list"]), rules_before, "and the routing rule");
+    // (The rule may have been left before this test by another binary's
+    // agent: after teardown there is none at all.)
+    assert!(!ip(&["rule", "list"]).contains("lookup 2026"), "and the routing rule");
     assert!(ip(&["route", "show", "table", "2026"]).trim().is_empty(), "and its table");
     assert!(net.connects(8000), "without sluice everything passes again");
 }

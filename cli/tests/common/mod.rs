@@ -25,12 +25,29 @@ pub struct Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
+        if let Some(a) = self.agent.take() {
+            stop(a);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Stops an agent as an operator would (SIGTERM: an unpinned one removes
+/// its routing rule and table on the way out), and kills it if it has not
+/// exited within 5 s.
+pub fn stop(mut a: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if matches!(a.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = a.kill();
+    let _ = a.wait();
 }
 
 /// Starts `sluice agent` on the inputs with extra flags; its stdout and
