@@ -27,6 +27,10 @@ pub const DEFAULT_SIZE_LIMIT: usize = 16 << 20;
 /// written into the artifact and loaded by the agent).
 pub const DEFAULT_TOTAL_LIMIT: usize = 64 << 20;
 
+/// A port's rules as the automaton sees them: fields per rule, and each
+/// rule's field regexes.
+type RuleSetKey = (usize, Vec<Vec<Option<String>>>);
+
 /// What one compile may spend on L7 automata: a total of bytes, and a cache
 /// so that the same rules on several ports (or in several endpoints' maps)
 /// are determinized once. Each port still counts its automaton's size
@@ -38,10 +42,7 @@ pub struct L7Budget {
     pub total: usize,
     /// Built automata and failures, by rules: a set that exploded on one
     /// port is not determinized again for the next.
-    cache: std::collections::HashMap<
-        (usize, Vec<Vec<Option<String>>>),
-        Result<std::sync::Arc<Matcher>, BuildError>,
-    >,
+    cache: std::collections::HashMap<RuleSetKey, Result<std::sync::Arc<Matcher>, BuildError>>,
 }
 
 impl L7Budget {

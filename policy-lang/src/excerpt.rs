@@ -96,8 +96,8 @@ impl Excerpt {
             line_starts: Vec::new(),
             points: Vec::new(),
         };
-        for l in first..=last {
-            let (ls, le) = (starts[l] as usize, line_end(l));
+        for (l, &start_of_line) in starts.iter().enumerate().take(last + 1).skip(first) {
+            let (ls, le) = (start_of_line as usize, line_end(l));
             out.line_starts.push(out.text.len());
             // The window: around the span where it touches this line,
             // else the line's start.

@@ -205,9 +205,9 @@ impl<'a> Reference<'a> {
                     .any(|nr| {
                         self.l3(nr, peer, subj, &requires, with_audited)
                             && if deny {
-                                self.l4(nr, &subj, flow, dir)
+                                self.l4(nr, subj, flow, dir)
                             } else {
-                                self.l4_l7(nr, &subj, flow, dir)
+                                self.l4_l7(nr, subj, flow, dir)
                             }
                     })
             })
