@@ -760,6 +760,25 @@ impl Decoder<'_> {
     fn cidr(&mut self, node: &Node) -> Option<Spanned<Cidr>> {
         let s = self.string(node)?;
         match Cidr::parse(&s.value) {
+            // The schemas (the CRDs' `format: cidr`, NetworkPolicy's
+            // ipBlock) parse with a prefix length required: a bare address
+            // is refused by the API server.
+            Ok(c) if c.bare => {
+                self.push(
+                    Diagnostic::error(
+                        Code::InvalidCidr,
+                        node.span,
+                        format!("`{}` is an address, not a CIDR: the API server refuses it", s.value),
+                    )
+                    .with_label("no prefix length")
+                    .with_help(format!(
+                        "write `{}/{}` for the one address",
+                        s.value,
+                        c.max_len()
+                    )),
+                );
+                None
+            }
             Ok(c) => Some(Spanned::new(c, node.span)),
             Err(why) => {
                 self.push(

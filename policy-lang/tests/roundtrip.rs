@@ -68,17 +68,12 @@ fn cidr() -> impl Strategy<Value = Cidr> {
         (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| (IpAddr::from(a), l, 32)),
         (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| (IpAddr::from(a), l, 128)),
     ]
-    .prop_flat_map(|(addr, len, max)| {
-        let bare = if len == max {
-            any::<bool>().boxed()
-        } else {
-            Just(false).boxed()
-        };
-        bare.prop_map(move |bare| Cidr {
-            addr,
-            prefix_len: len,
-            bare,
-        })
+    // Always written with a prefix length: a bare address is not a valid
+    // CIDR to the API server.
+    .prop_map(|(addr, len, _max)| Cidr {
+        addr,
+        prefix_len: len,
+        bare: false,
     })
 }
 
