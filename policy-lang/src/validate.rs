@@ -647,6 +647,16 @@ impl Validator<'_> {
     fn l7(&mut self, pr: &PortRule, rules: &L7Rules, ports: &[PortProtocol], cx: Ctx) {
         let families = rules.families();
         let head = self.head(rules.loc.0);
+        // Cilium's L7Rules.Sanitize: generic `l7` rules (even an empty
+        // list) name their parser in `l7proto`.
+        if rules.l7.is_some() && rules.l7proto.as_ref().is_none_or(|p| p.value.is_empty()) {
+            self.err(
+                Code::MissingField,
+                head,
+                "`l7` may only be given with `l7proto`, the name of the proxy parser",
+            )
+            .help = Some("add `l7proto: <parser>`, or use the `http`, `kafka` or `dns` rules".into());
+        }
         if families.len() > 1 {
             self.err(
                 Code::MultipleL7,
@@ -1266,5 +1276,16 @@ mod tests {
         };
         let on = crate::parse_source("n.yaml", text, &opts);
         assert_eq!(on.error_count(), 0, "{:?}", on.diagnostics);
+    }
+
+    #[test]
+    fn generic_l7_rules_need_their_parser() {
+        let rule = |l7: &str| {
+            format!("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: g, namespace: a}}\nspec:\n  endpointSelector: {{}}\n  ingress:\n  - toPorts:\n    - ports: [{{port: \"80\", protocol: TCP}}]\n      rules: {{{l7}}}\n")
+        };
+        let errors = |text: &str| crate::parse_source("g.yaml", text, &crate::LoadOptions::default()).error_count();
+        assert_eq!(errors(&rule("l7: [{action: x}]")), 1, "l7 without l7proto");
+        assert_eq!(errors(&rule("l7: []")), 1, "even an empty list");
+        assert_eq!(errors(&rule("l7proto: envoy.custom, l7: [{action: x}]")), 0);
     }
 }
