@@ -89,13 +89,17 @@ fn link_details(iface: &str) -> Option<(Option<String>, bool)> {
     let words: Vec<&str> = text.split_whitespace().collect();
     // The kind follows the `promiscuity N` field (`... promiscuity 0 ... veth ...`);
     // known kinds are looked for by name to stay robust to field order.
-    let kind = ["veth", "netkit", "bridge", "bond", "vxlan", "geneve", "ipvlan", "macvlan", "dummy", "tun"]
-        .into_iter()
-        .find(|k| words.contains(k))
-        .map(str::to_owned);
+    let kind = [
+        "veth", "netkit", "bridge", "bond", "vxlan", "geneve", "ipvlan", "macvlan", "dummy", "tun",
+    ]
+    .into_iter()
+    .find(|k| words.contains(k))
+    .map(str::to_owned);
     // A veth whose peer is in another namespace shows `link-netns NAME` or
     // `link-netnsid N`.
-    let peer_elsewhere = words.iter().any(|w| *w == "link-netns" || *w == "link-netnsid");
+    let peer_elsewhere = words
+        .iter()
+        .any(|w| *w == "link-netns" || *w == "link-netnsid");
     Some((kind, peer_elsewhere))
 }
 
@@ -106,7 +110,9 @@ pub fn check(iface: &str, globs: &[String], default_devices: &[String]) -> Resul
         return Err(Refused("the loopback interface".into()));
     }
     if default_devices.iter().any(|d| d == iface) {
-        return Err(Refused(format!("{iface} carries a default route (the node's uplink)")));
+        return Err(Refused(format!(
+            "{iface} carries a default route (the node's uplink)"
+        )));
     }
     let sys = Path::new("/sys/class/net").join(iface);
     if !sys.exists() {

@@ -22,7 +22,10 @@ impl Drop for Links {
 fn only_pod_veths_are_endpoint_interfaces() {
     let require = std::env::var("SLUICE_REQUIRE_BPF").as_deref() == Ok("1");
     let Some(pod) = PodNet::create("if") else {
-        assert!(!require, "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created");
+        assert!(
+            !require,
+            "SLUICE_REQUIRE_BPF=1 but network namespaces cannot be created"
+        );
         eprintln!("SKIPPED: cannot create network namespaces here");
         return;
     };
@@ -38,7 +41,9 @@ fn only_pod_veths_are_endpoint_interfaces() {
     // A tun device: virtual, not a veth (the dummy module is not in every
     // kernel).
     assert!(sh(&["ip", "tuntap", "add", "dev", &dm, "mode", "tun"]));
-    assert!(sh(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]));
+    assert!(sh(&[
+        "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb
+    ]));
     let uplinks = default_route_devices();
 
     assert_eq!(check(&pod.host_if, &[], &uplinks), Ok(()), "a pod's veth");
@@ -48,12 +53,22 @@ fn only_pod_veths_are_endpoint_interfaces() {
             .to_string()
     };
     assert!(refused(&br, &[]).contains("is a bridge"));
-    assert!(refused(&br, &["slbr*".to_owned()]).contains("is a bridge"), "not even when listed");
+    assert!(
+        refused(&br, &["slbr*".to_owned()]).contains("is a bridge"),
+        "not even when listed"
+    );
     assert!(refused(&dm, &[]).contains("not a pod's veth"));
-    assert_eq!(check(&dm, &["sltn*".to_owned()], &uplinks), Ok(()), "a listed name is taken");
+    assert_eq!(
+        check(&dm, &["sltn*".to_owned()], &uplinks),
+        Ok(()),
+        "a listed name is taken"
+    );
     assert!(refused(&va, &[]).contains("peer is in this network namespace"));
     assert!(refused("lo", &["*".to_owned()]).contains("loopback"));
     for up in &uplinks {
-        assert!(refused(up, &["*".to_owned()]).contains("default route"), "{up}");
+        assert!(
+            refused(up, &["*".to_owned()]).contains("default route"),
+            "{up}"
+        );
     }
 }

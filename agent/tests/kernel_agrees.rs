@@ -285,10 +285,15 @@ fn differential(ipv6: bool) {
     let checked = checked.get();
     let denied = denied.get();
     let audited = audited.get();
-    eprintln!("{checked} direction verdicts compared ({denied} denied, {audited} audit), all equal");
+    eprintln!(
+        "{checked} direction verdicts compared ({denied} denied, {audited} audit), all equal"
+    );
     assert!(checked >= 10_000, "only {checked} verdicts compared");
     // A quarter of the generated policies are in audit mode.
-    assert!(audited >= checked / 100, "only {audited} AUDIT verdicts of {checked}");
+    assert!(
+        audited >= checked / 100,
+        "only {audited} AUDIT verdicts of {checked}"
+    );
     // Both verdicts are well represented, or agreeing would prove little.
     assert!(
         denied >= checked / 10 && checked - denied >= checked / 10,

@@ -85,11 +85,14 @@ pub(crate) fn load_fetched(
         .iter()
         .map(|t| ("<cluster policies>".to_owned(), t.clone()))
         .collect();
-    let mut loaded =
-        policy_lang::load_paths_and_texts(&inputs.policies, cluster_texts, &policy_lang::LoadOptions {
+    let mut loaded = policy_lang::load_paths_and_texts(
+        &inputs.policies,
+        cluster_texts,
+        &policy_lang::LoadOptions {
             max_file_size: inputs.max_bytes(),
             ..inputs.semantics.load_options()
-        });
+        },
+    );
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
     let mut inventory =

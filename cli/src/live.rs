@@ -73,7 +73,10 @@ pub fn read_artifact(path: &Path) -> Result<Compiled, String> {
     // Bounded read as well: a FIFO or device reports no size.
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::open(path).map_err(|e| e.to_string())?, LIMIT + 1),
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| e.to_string())?,
+            LIMIT + 1,
+        ),
         &mut bytes,
     )
     .map_err(|e| e.to_string())?;
@@ -122,7 +125,9 @@ fn preflight(
 ) -> Result<(), String> {
     if let Source::Inputs(i) = source {
         if i.inventory.is_empty() && !i.from_cluster {
-            return Err("no inventory (-i or --from-cluster): there are no endpoints to enforce".into());
+            return Err(
+                "no inventory (-i or --from-cluster): there are no endpoints to enforce".into(),
+            );
         }
     }
     let local = first
@@ -131,8 +136,11 @@ fn preflight(
         .filter(|e| !e.host && (node.is_none() || e.node.as_deref() == node))
         .count();
     if local == 0 {
-        let nodes: std::collections::BTreeSet<&str> =
-            first.endpoints.iter().filter_map(|e| e.node.as_deref()).collect();
+        let nodes: std::collections::BTreeSet<&str> = first
+            .endpoints
+            .iter()
+            .filter_map(|e| e.node.as_deref())
+            .collect();
         return Err(format!(
             "node `{}` has no endpoints in the inventory (nodes that have: {}); name this node with --node",
             node.unwrap_or("?"),
@@ -257,7 +265,9 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
         }
     };
     let reason = match (e.verdict, e.reason) {
-        (agent::maps::VERDICT_FORWARDED | agent::maps::VERDICT_REDIRECTED, _) => serde_json::Value::Null,
+        (agent::maps::VERDICT_FORWARDED | agent::maps::VERDICT_REDIRECTED, _) => {
+            serde_json::Value::Null
+        }
         (_, 2) => "POLICY_DENY".into(),
         (_, 5) => "PROXY_UNAVAILABLE".into(),
         _ => "POLICY_DENIED".into(),
@@ -285,7 +295,11 @@ fn event_line(c: Option<&Compiled>, e: &agent::maps::Event, json: bool) -> Strin
                 serde_json::json!({"kind": kind, "namespace": ns, "name": name})
             })
             .collect();
-        let key = if e.egress == 1 { "egress_denied_by" } else { "ingress_denied_by" };
+        let key = if e.egress == 1 {
+            "egress_denied_by"
+        } else {
+            "ingress_denied_by"
+        };
         flow[key] = serde_json::Value::Array(by);
     }
     serde_json::json!({"time": time, "flow": flow}).to_string()
@@ -305,7 +319,11 @@ fn audit_metrics(audits: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 /// Counts an AUDIT event for each policy it names.
-fn count_audit(audits: &mut std::collections::BTreeMap<String, u64>, c: &Compiled, e: &agent::maps::Event) {
+fn count_audit(
+    audits: &mut std::collections::BTreeMap<String, u64>,
+    c: &Compiled,
+    e: &agent::maps::Event,
+) {
     if e.verdict == agent::maps::VERDICT_AUDIT {
         for p in audit_policies(c, e) {
             *audits.entry(p).or_default() += 1;

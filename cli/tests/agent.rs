@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 /// one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// TCP listeners on the test's host-side address, for the pod to connect to.
@@ -49,7 +50,14 @@ impl Uplink {
         let id = std::process::id() % 100_000;
         let (a, b) = (format!("slup{id}"), format!("slupb{id}"));
         let ok = agent::testnet::sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
-            && agent::testnet::sh(&["ip", "addr", "add", &format!("10.198.{subnet}.1/24"), "dev", &a])
+            && agent::testnet::sh(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.198.{subnet}.1/24"),
+                "dev",
+                &a,
+            ])
             && agent::testnet::sh(&["ip", "link", "set", &a, "up"])
             && agent::testnet::sh(&["ip", "link", "set", &b, "up"]);
         let up = Uplink(a);
@@ -77,7 +85,10 @@ fn agent_run(args: &[&str]) -> (Option<i32>, String) {
         .output()
         .expect("run the agent");
     assert!(start.elapsed() < Duration::from_secs(20));
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// An agent never enforces nothing and never touches what is not a pod's
@@ -95,13 +106,27 @@ fn agent_refuses_to_start_with_nothing_to_enforce() {
     assert!(err.contains("no inventory"), "{err}");
     // The example's pods are on node-1, not on this machine.
     let (code, err) = agent_run(&[
-        "-p", "fixtures/example/policies", "-i", "fixtures/example/inventory.yaml", "--bpffs", b,
+        "-p",
+        "fixtures/example/policies",
+        "-i",
+        "fixtures/example/inventory.yaml",
+        "--bpffs",
+        b,
     ]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("has no endpoints in the inventory") && err.contains("node-1"), "{err}");
+    assert!(
+        err.contains("has no endpoints in the inventory") && err.contains("node-1"),
+        "{err}"
+    );
     let (code, err) = agent_run(&[
-        "-p", "fixtures/example/policies", "-i", "fixtures/example/inventory.yaml",
-        "--node", "no-such-node", "--bpffs", b,
+        "-p",
+        "fixtures/example/policies",
+        "-i",
+        "fixtures/example/inventory.yaml",
+        "--node",
+        "no-such-node",
+        "--bpffs",
+        b,
     ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("`no-such-node`"), "{err}");
@@ -109,7 +134,10 @@ fn agent_refuses_to_start_with_nothing_to_enforce() {
     // An endpoint whose address routes via an interface that is not a
     // pod's is refused, and so is the agent that has nothing else.
     let Some(up) = Uplink::create(7) else {
-        assert!(!require, "SLUICE_REQUIRE_BPF=1 but a veth cannot be created");
+        assert!(
+            !require,
+            "SLUICE_REQUIRE_BPF=1 but a veth cannot be created"
+        );
         return;
     };
     let dir = std::env::temp_dir().join(format!("sluice-uplink-{}", std::process::id()));
@@ -117,11 +145,20 @@ fn agent_refuses_to_start_with_nothing_to_enforce() {
     let inv = dir.join("inventory.yaml");
     write(&inv, "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: live, labels: {app: client}}\nspec: {nodeName: sluice-test, containers: [{name: c}]}\nstatus: {podIP: 10.198.7.2}\n");
     let (code, err) = agent_run(&[
-        "-p", "fixtures/example/policies", "-i", inv.to_str().expect("path"),
-        "--node", "sluice-test", "--bpffs", b,
+        "-p",
+        "fixtures/example/policies",
+        "-i",
+        inv.to_str().expect("path"),
+        "--node",
+        "sluice-test",
+        "--bpffs",
+        b,
     ]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains(&format!("live/p: not local: route via {}", up.0)), "{err}");
+    assert!(
+        err.contains(&format!("live/p: not local: route via {}", up.0)),
+        "{err}"
+    );
     assert!(err.contains("peer is in this network namespace"), "{err}");
     assert!(!bpffs.exists());
     let _ = std::fs::remove_dir_all(&dir);
@@ -147,14 +184,30 @@ fn unpinned_agent_cleans_up_on_sigterm() {
         return;
     };
     assert!(!net.connects(8001), "enforced");
-    assert!(ip(&["rule", "list"]).contains("lookup 2026"), "the proxy's rule is installed");
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success());
+    assert!(
+        ip(&["rule", "list"]).contains("lookup 2026"),
+        "the proxy's rule is installed"
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
     let status = fx.agent.as_mut().expect("agent").wait().expect("wait");
     fx.agent = None;
     assert!(status.success(), "{status:?}");
-    assert!(!ip(&["rule", "list"]).contains("lookup 2026"), "the routing rule is removed");
-    assert!(ip(&["route", "show", "table", "2026"]).trim().is_empty(), "and its table");
-    assert!(net.connects(8001), "the links are gone: nothing is enforced any more");
+    assert!(
+        !ip(&["rule", "list"]).contains("lookup 2026"),
+        "the routing rule is removed"
+    );
+    assert!(
+        ip(&["route", "show", "table", "2026"]).trim().is_empty(),
+        "and its table"
+    );
+    assert!(
+        net.connects(8001),
+        "the links are gone: nothing is enforced any more"
+    );
 }
 
 fn policy(net: &PodNet, port: &str) -> String {
@@ -409,8 +462,14 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
     assert!(!fx.bpffs.exists(), "teardown removes the pin directory");
     // (The rule may have been left before this test by another binary's
     // agent: after teardown there is none at all.)
-    assert!(!ip(&["rule", "list"]).contains("lookup 2026"), "and the routing rule");
-    assert!(ip(&["route", "show", "table", "2026"]).trim().is_empty(), "and its table");
+    assert!(
+        !ip(&["rule", "list"]).contains("lookup 2026"),
+        "and the routing rule"
+    );
+    assert!(
+        ip(&["route", "show", "table", "2026"]).trim().is_empty(),
+        "and its table"
+    );
     assert!(net.connects(8000), "without sluice everything passes again");
 }
 
@@ -513,7 +572,14 @@ fn a_policy_in_audit_mode_reports_and_drops_nothing() {
     let (child, rx) = spawn_agent(
         &pol,
         &inv,
-        &["--bpffs", &bpffs, "--metrics", "127.0.0.1:0", "--observe", "json"],
+        &[
+            "--bpffs",
+            &bpffs,
+            "--metrics",
+            "127.0.0.1:0",
+            "--observe",
+            "json",
+        ],
     );
     fx.run.agent = Some(child);
     let Some(addr) = metrics_addr(&rx, require) else {
@@ -523,7 +589,10 @@ fn a_policy_in_audit_mode_reports_and_drops_nothing() {
         return;
     };
     assert!(net.connects(8000), "allowed by the audited policy");
-    assert!(net.connects(8001), "the audited policy would deny this, and drops nothing");
+    assert!(
+        net.connects(8001),
+        "the audited policy would deny this, and drops nothing"
+    );
     // The pod's own other traffic (its stack's housekeeping) may be
     // audited too: the event of the connection made here is the one to
     // check.
@@ -535,11 +604,17 @@ fn a_policy_in_audit_mode_reports_and_drops_nothing() {
         })
         .expect("an AUDIT event for the connection to 8001");
     assert_eq!(v["flow"]["verdict"], "AUDIT");
-    assert_eq!(v["flow"]["egress_denied_by"][0]["name"], "client-out", "{event}");
+    assert_eq!(
+        v["flow"]["egress_denied_by"][0]["name"], "client-out",
+        "{event}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = http_get(&addr);
-        let by_policy = sample(&text, "sluice_audit_total{policy=\"CiliumNetworkPolicy live/client-out\"}");
+        let by_policy = sample(
+            &text,
+            "sluice_audit_total{policy=\"CiliumNetworkPolicy live/client-out\"}",
+        );
         if by_policy.is_some_and(|v| v >= 1.0) {
             // The kernel counts every packet it passed in audit mode (a
             // retransmitted SYN too); the policy count comes from events.

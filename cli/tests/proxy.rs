@@ -532,13 +532,17 @@ spec:
     );
     // Judged and forwarded with the path normalized, as Cilium's Envoy
     // does: the backend sees the path the rule allowed.
-    let dotted = "POST /v1/./request-landing HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 0\r\n\r\n";
+    let dotted =
+        "POST /v1/./request-landing HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 0\r\n\r\n";
     assert_eq!(
         exchange(&mut w, &mut r, dotted),
         (200, "conn=1 len=0 POST /v1/request-landing".into())
     );
     let escaped = "POST /v1/request-landing/%2e%2e/exhaust-port HTTP/1.1\r\nhost: deathstar\r\ncontent-length: 0\r\n\r\n";
-    assert_eq!(exchange(&mut w, &mut r, escaped), (403, "Access denied".into()));
+    assert_eq!(
+        exchange(&mut w, &mut r, escaped),
+        (403, "Access denied".into())
+    );
     // Ambiguous requests are refused and the connection closed: two Host
     // headers, a chunk size a server could read otherwise.
     for smuggle in [

@@ -277,18 +277,43 @@ fn semantics_switches_change_the_verdicts() {
         a.extend(flags);
         sluice(&a).status.code()
     };
-    assert_eq!(run("knp-policy-types-kubernetes", &["--knp-policy-types", "kubernetes"]), Some(0));
-    assert_eq!(run("knp-policy-types-kubernetes", &[]), Some(1), "Cilium's reading is the default");
-    let labels = ["--identity-labels", r"!job-name !batch\.kubernetes\.io/job-name"];
+    assert_eq!(
+        run(
+            "knp-policy-types-kubernetes",
+            &["--knp-policy-types", "kubernetes"]
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        run("knp-policy-types-kubernetes", &[]),
+        Some(1),
+        "Cilium's reading is the default"
+    );
+    let labels = [
+        "--identity-labels",
+        r"!job-name !batch\.kubernetes\.io/job-name",
+    ];
     assert_eq!(run("identity-labels-option", &labels), Some(0));
     assert_eq!(run("identity-labels-option", &[]), Some(1));
     // An unusable pattern is an input error, not a silent default.
-    assert_eq!(run("identity-labels-option", &["--identity-labels", "k8s:("]), Some(2));
+    assert_eq!(
+        run("identity-labels-option", &["--identity-labels", "k8s:("]),
+        Some(2)
+    );
     // fromNodes is refused unless Cilium's node selector labels are on.
     let o = sluice(&["validate", "fixtures/invalid/node-selector-labels.yaml"]);
     assert_eq!(o.status.code(), Some(1));
-    let o = sluice(&["validate", "--node-selector-labels", "fixtures/invalid/node-selector-labels.yaml"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sluice(&[
+        "validate",
+        "--node-selector-labels",
+        "fixtures/invalid/node-selector-labels.yaml",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Runs sluice with `stdin` written to its standard input.
@@ -317,11 +342,22 @@ fn flows_from_a_pipe_are_judged() {
     let flows = std::fs::read(root().join("fixtures/example/flows.yaml")).expect("flows");
     for path in ["-", "/dev/stdin"] {
         let o = sluice_stdin(&args("simulate", &["-f", path]), &flows);
-        assert_eq!(o.status.code(), Some(0), "{path}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(out(&o).contains("9 of 9 expectations met"), "{path}: {}", out(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out(&o).contains("9 of 9 expectations met"),
+            "{path}: {}",
+            out(&o)
+        );
     }
     // A failing expectation read from a pipe fails the run.
-    let bad = String::from_utf8(flows).expect("utf8").replace("expect: allowed", "expect: denied");
+    let bad = String::from_utf8(flows)
+        .expect("utf8")
+        .replace("expect: allowed", "expect: denied");
     let o = sluice_stdin(&args("simulate", &["-f", "-"]), bad.as_bytes());
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
 }
@@ -331,24 +367,44 @@ fn a_flows_file_without_flows_is_said_and_can_fail() {
     let o = sluice_stdin(&args("simulate", &["-f", "-"]), b"[]\n");
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("holds no flows"));
-    let o = sluice_stdin(&args("simulate", &["-f", "-", "--require-expectations"]), b"[]\n");
+    let o = sluice_stdin(
+        &args("simulate", &["-f", "-", "--require-expectations"]),
+        b"[]\n",
+    );
     assert_eq!(o.status.code(), Some(1));
     let o = sluice_stdin(
         &args("simulate", &["-f", "-", "--require-expectations"]),
         b"- {from: default/xwing, to: default/tiefighter, port: 80/TCP}\n",
     );
-    assert_eq!(o.status.code(), Some(1), "flows without `expect` check nothing");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "flows without `expect` check nothing"
+    );
 }
 
 /// Every input is bounded: an endless one is refused at the limit.
 #[test]
 fn endless_inputs_are_refused_at_the_size_limit() {
     let o = sluice(&[
-        "compile", "-p", "fixtures/example/policies", "-i", "/dev/zero", "--max-file-size", "1",
+        "compile",
+        "-p",
+        "fixtures/example/policies",
+        "-i",
+        "/dev/zero",
+        "--max-file-size",
+        "1",
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("larger than the limit"), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = sluice(&args("simulate", &["-f", "/dev/zero", "--max-file-size", "1"]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("larger than the limit"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = sluice(&args(
+        "simulate",
+        &["-f", "/dev/zero", "--max-file-size", "1"],
+    ));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("larger than the limit"));
 }
@@ -361,17 +417,30 @@ fn empty_policy_sets_are_said_and_failures_write_nothing() {
     std::fs::create_dir_all(&dir).expect("dir");
     let out_path = dir.join("state.sluice");
     let o = sluice(&[
-        "compile", "-p", dir.to_str().expect("utf8"), "-i", "fixtures/example/inventory.yaml",
-        "--out", out_path.to_str().expect("utf8"),
+        "compile",
+        "-p",
+        dir.to_str().expect("utf8"),
+        "-i",
+        "fixtures/example/inventory.yaml",
+        "--out",
+        out_path.to_str().expect("utf8"),
     ]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no policies in the input"));
     std::fs::remove_file(&out_path).expect("written on success");
     let o = sluice(&[
-        "compile", "-p", "fixtures/invalid/unknown-field.yaml", "-i", "fixtures/example/inventory.yaml",
-        "--out", out_path.to_str().expect("utf8"),
+        "compile",
+        "-p",
+        "fixtures/invalid/unknown-field.yaml",
+        "-i",
+        "fixtures/example/inventory.yaml",
+        "--out",
+        out_path.to_str().expect("utf8"),
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(!out_path.exists(), "an invalid input must not produce an artifact");
+    assert!(
+        !out_path.exists(),
+        "an invalid input must not produce an artifact"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

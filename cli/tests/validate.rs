@@ -268,7 +268,11 @@ fn errors_far_into_a_long_line_are_reported() {
         assert!(!err.contains("panicked"), "{err}");
         assert_ne!(o.status.code(), Some(101), "{err}");
         assert!(err.contains("unknown field `ingres`"), "{err}");
-        assert!(err.len() < 4000, "the report quotes a window, not the line: {} bytes", err.len());
+        assert!(
+            err.len() < 4000,
+            "the report quotes a window, not the line: {} bytes",
+            err.len()
+        );
     }
 }
 
@@ -302,7 +306,9 @@ fn control_characters_in_input_are_escaped() {
                 .skip(1)
                 .filter(|part| {
                     let sgr = part.strip_prefix('[').is_some_and(|p| {
-                        p.find('m').is_some_and(|m| p[..m].bytes().all(|b| b.is_ascii_digit() || b == b';'))
+                        p.find('m').is_some_and(|m| {
+                            p[..m].bytes().all(|b| b.is_ascii_digit() || b == b';')
+                        })
                     });
                     !sgr
                 })
@@ -312,7 +318,11 @@ fn control_characters_in_input_are_escaped() {
                 assert!(!text.contains(bad), "{args:?} {what}: {text:?}");
             }
         }
-        let all = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
-        assert!(all.contains('\u{241b}'), "{args:?}: escapes are visible: {all:?}");
+        let all =
+            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        assert!(
+            all.contains('\u{241b}'),
+            "{args:?}: escapes are visible: {all:?}"
+        );
     }
 }

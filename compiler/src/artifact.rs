@@ -393,7 +393,11 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
         let audit_map = match r.u32()? {
             u32::MAX => None,
             m if (m as usize) < nmaps => Some(m as usize),
-            m => return r.fail(format!("endpoint `{name}` refers to audit map {m} of {nmaps}")),
+            m => {
+                return r.fail(format!(
+                    "endpoint `{name}` refers to audit map {m} of {nmaps}"
+                ))
+            }
         };
         let k = r.u16()? as usize;
         let audit_by = (0..k).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;

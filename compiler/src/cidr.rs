@@ -101,7 +101,10 @@ mod tests {
         assert_eq!(r.len(), 24);
         assert!(r.iter().all(|p| !p.contains(&c("8.8.8.8/32"))));
         assert!(r.iter().any(|p| p.contains(&c("1.1.1.1/32"))));
-        assert_eq!(remove(&c("10.0.0.0/8"), &[c("192.168.0.0/16")]), vec![c("10.0.0.0/8")]);
+        assert_eq!(
+            remove(&c("10.0.0.0/8"), &[c("192.168.0.0/16")]),
+            vec![c("10.0.0.0/8")]
+        );
     }
 
     fn v4_prefix() -> impl Strategy<Value = Cidr> {
@@ -136,7 +139,11 @@ mod tests {
         // An address inside `c` (its network, plus salt in the host bits).
         let width = u32::from(c.max_len());
         let host_bits = width - u32::from(c.prefix_len);
-        let mask = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        let mask = if host_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
         let bits = c.network_bits() | (salt & mask);
         canonical(&Cidr {
             addr: match c.addr {
@@ -148,7 +155,11 @@ mod tests {
         })
     }
 
-    fn agrees(cidr: Cidr, except: Vec<Cidr>, probes: Vec<(usize, u128)>) -> Result<(), TestCaseError> {
+    fn agrees(
+        cidr: Cidr,
+        except: Vec<Cidr>,
+        probes: Vec<(usize, u128)>,
+    ) -> Result<(), TestCaseError> {
         let out = remove(&cidr, &except);
         // Disjoint, each inside the CIDR and outside every exception.
         for (i, a) in out.iter().enumerate() {
@@ -167,7 +178,15 @@ mod tests {
             let probe = host_of(&anchors[which % anchors.len()], salt);
             let want = inside(&cidr, &probe) && !except.iter().any(|e| inside(e, &probe));
             let got = out.iter().any(|p| inside(p, &probe));
-            prop_assert_eq!(got, want, "{} in {} except {:?}: {:?}", probe, cidr, except, out);
+            prop_assert_eq!(
+                got,
+                want,
+                "{} in {} except {:?}: {:?}",
+                probe,
+                cidr,
+                except,
+                out
+            );
         }
         Ok(())
     }

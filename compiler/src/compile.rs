@@ -345,12 +345,7 @@ pub(crate) fn compile_model(
             .selected_by
             .iter()
             .copied()
-            .filter(|o| {
-                model
-                    .rules
-                    .iter()
-                    .any(|r| r.audit && r.origin as u32 == *o)
-            })
+            .filter(|o| model.rules.iter().any(|r| r.audit && r.origin as u32 == *o))
             .collect();
     }
     out.index();
@@ -725,7 +720,6 @@ fn node_label_set(n: &NodeInfo) -> LabelSet {
     LabelSet::from_labels(n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect())
 }
 
-
 /// Default deny per direction: some selecting rule asks for it.
 pub fn enforcement(model: &Model, rules: &[usize]) -> [bool; 2] {
     let mut e = [false, false];
@@ -902,8 +896,7 @@ impl Ctx<'_> {
                     let all = self.all_named.get(name).cloned().unwrap_or_default();
                     let mut unique = BTreeSet::new();
                     for pr in all.iter().map(|(_, pr)| *pr).collect::<BTreeSet<u8>>() {
-                        let ports: Vec<&(u16, u8)> =
-                            all.iter().filter(|(_, x)| *x == pr).collect();
+                        let ports: Vec<&(u16, u8)> = all.iter().filter(|(_, x)| *x == pr).collect();
                         if let [one] = ports.as_slice() {
                             unique.insert(**one);
                         }

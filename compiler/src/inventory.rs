@@ -456,7 +456,9 @@ mod scalar_tests {
                 "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: a, labels: {{app: {bad_value}}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 10.0.0.1}}\n"
             ));
             assert!(
-                diags.iter().any(|d| d.is_error() && d.message.contains("quote it")),
+                diags
+                    .iter()
+                    .any(|d| d.is_error() && d.message.contains("quote it")),
                 "{bad_value}: {diags:?}"
             );
         }

@@ -894,7 +894,8 @@ pub fn normalize_http_path(raw: &str) -> String {
             let hex = |x: u8| (x as char).to_digit(16);
             if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
                 let v = (h * 16 + l) as u8;
-                let unreserved = v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~');
+                let unreserved =
+                    v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~');
                 if unreserved || v == b'/' || v == b'\\' {
                     decoded.push(if v == b'\\' { b'/' } else { v });
                     i += 3;
@@ -951,4 +952,3 @@ pub fn normalize_http_path(raw: &str) -> String {
     }
     normalized
 }
-

@@ -243,7 +243,10 @@ impl LabelFilter {
         self.prefixes
             .iter()
             .map(|p| {
-                let src = p.source.as_deref().map_or(String::new(), |s| format!("{s}:"));
+                let src = p
+                    .source
+                    .as_deref()
+                    .map_or(String::new(), |s| format!("{s}:"));
                 format!("{src}{}{}", if p.ignore { "!" } else { "" }, p.text)
             })
             .collect()
@@ -350,16 +353,39 @@ mod tests {
     #[test]
     fn pod_cannot_spoof_cilium_labels() {
         let mut own = BTreeMap::new();
-        own.insert("io.cilium.k8s.policy.serviceaccount".to_owned(), "admin".to_owned());
-        own.insert("io.cilium.k8s.namespace.labels.team".to_owned(), "x".to_owned());
-        own.insert("io.kubernetes.pod.namespace".to_owned(), "kube-system".to_owned());
+        own.insert(
+            "io.cilium.k8s.policy.serviceaccount".to_owned(),
+            "admin".to_owned(),
+        );
+        own.insert(
+            "io.cilium.k8s.namespace.labels.team".to_owned(),
+            "x".to_owned(),
+        );
+        own.insert(
+            "io.kubernetes.pod.namespace".to_owned(),
+            "kube-system".to_owned(),
+        );
         own.insert("app".to_owned(), "w".to_owned());
-        let set = pod_labels(&own, "a", &BTreeMap::new(), "sa", "default", &LabelFilter::default());
+        let set = pod_labels(
+            &own,
+            "a",
+            &BTreeMap::new(),
+            "sa",
+            "default",
+            &LabelFilter::default(),
+        );
         assert_eq!(set.get("k8s", SERVICE_ACCOUNT_LABEL), Some("sa"));
         assert_eq!(set.get("k8s", NAMESPACE_LABEL), Some("a"));
         assert_eq!(set.values(Some("k8s"), NAMESPACE_LABEL).count(), 1);
         assert_eq!(set.get("k8s", "io.cilium.k8s.namespace.labels.team"), None);
-        let no_sa = pod_labels(&own, "a", &BTreeMap::new(), "", "default", &LabelFilter::default());
+        let no_sa = pod_labels(
+            &own,
+            "a",
+            &BTreeMap::new(),
+            "",
+            "default",
+            &LabelFilter::default(),
+        );
         assert_eq!(no_sa.get("k8s", SERVICE_ACCOUNT_LABEL), None);
     }
 }

@@ -291,7 +291,8 @@ fn cilium_rule(
             // (`ParseToCiliumRule`; validation warns about it).
             Some(ns) => {
                 let mut own = s.clone();
-                own.match_labels.retain(|(k, _)| !is_k8s_namespace_key(&k.value));
+                own.match_labels
+                    .retain(|(k, _)| !is_k8s_namespace_key(&k.value));
                 Sel::from_ir(&own, None).with(namespace_is(ns))
             }
             None => Sel::from_ir(s, None),
@@ -565,9 +566,7 @@ fn knp(
         // Ingress or does not list Egress; with no egress rules, egress is
         // isolated when it lists Egress.
         (
-            has_ingress
-                || has_type(ir::PolicyType::Ingress)
-                || !has_type(ir::PolicyType::Egress),
+            has_ingress || has_type(ir::PolicyType::Ingress) || !has_type(ir::PolicyType::Egress),
             has_egress || has_type(ir::PolicyType::Egress),
         )
     };

@@ -1161,7 +1161,12 @@ impl<'a> InvCtx<'a> {
         // Egress names resolve cluster-wide, per protocol: a name with two
         // numbers resolves to none.
         let mut numbers: HashMap<(&str, u8), BTreeSet<u16>> = HashMap::new();
-        for c in inv.pods.iter().filter(|p| !p.host_network).flat_map(|p| &p.ports) {
+        for c in inv
+            .pods
+            .iter()
+            .filter(|p| !p.host_network)
+            .flat_map(|p| &p.ports)
+        {
             if let Some(n) = c.name.as_deref() {
                 numbers.entry((n, c.protocol)).or_default().insert(c.port);
             }
@@ -1188,13 +1193,17 @@ impl<'a> InvCtx<'a> {
                 return;
             }
         };
-        let protos_of = |p: Option<&Spanned<policy_lang::ir::Protocol>>, default_tcp: bool| -> Vec<u8> {
-            match p.map(|x| x.value).and_then(policy_lang::ir::Protocol::number) {
-                Some(n) => vec![n],
-                None if default_tcp => vec![6],
-                None => vec![6, 17, 132],
-            }
-        };
+        let protos_of =
+            |p: Option<&Spanned<policy_lang::ir::Protocol>>, default_tcp: bool| -> Vec<u8> {
+                match p
+                    .map(|x| x.value)
+                    .and_then(policy_lang::ir::Protocol::number)
+                {
+                    Some(n) => vec![n],
+                    None if default_tcp => vec![6],
+                    None => vec![6, 17, 132],
+                }
+            };
         for p in &self.input.set.policies {
             match &p.body {
                 PolicyBody::Kubernetes(k) => {

@@ -768,7 +768,10 @@ impl Decoder<'_> {
                     Diagnostic::error(
                         Code::InvalidCidr,
                         node.span,
-                        format!("`{}` is an address, not a CIDR: the API server refuses it", s.value),
+                        format!(
+                            "`{}` is an address, not a CIDR: the API server refuses it",
+                            s.value
+                        ),
                     )
                     .with_label("no prefix length")
                     .with_help(format!(
@@ -973,8 +976,13 @@ impl Decoder<'_> {
                         Port::Number(n) => format!("Cilium enforces port {n}"),
                     })
                     .with_help(match port {
-                        Port::Named(_) => "write port names in lower case, as containers declare them".to_owned(),
-                        Port::Number(_) => "write the port as a plain decimal number (ranges with `endPort`)".to_owned(),
+                        Port::Named(_) => {
+                            "write port names in lower case, as containers declare them".to_owned()
+                        }
+                        Port::Number(_) => {
+                            "write the port as a plain decimal number (ranges with `endPort`)"
+                                .to_owned()
+                        }
                     }),
             );
         }
@@ -1575,7 +1583,9 @@ mod tests {
 
     #[test]
     fn crd_pattern_is_anchored_on_one_side_each() {
-        for ok in ["80", "80-90", "010", "70000", "http", "HTTP", "abc_def", "x-1"] {
+        for ok in [
+            "80", "80-90", "010", "70000", "http", "HTTP", "abc_def", "x-1",
+        ] {
             assert!(crd_port_pattern(ok), "{ok}");
         }
         for bad in ["", " 80", "-", "_", "a-", "-80", "é"] {
@@ -1597,6 +1607,9 @@ mod tests {
         assert_eq!(go_parse_u16("80_"), Err(GoUintError::Syntax));
         assert_eq!(go_parse_u16("0_10"), Ok(8));
         assert_eq!(go_parse_u16("+80"), Err(GoUintError::Syntax));
-        assert_eq!(go_parse_u16("99999999999999999999"), Err(GoUintError::Range));
+        assert_eq!(
+            go_parse_u16("99999999999999999999"),
+            Err(GoUintError::Range)
+        );
     }
 }

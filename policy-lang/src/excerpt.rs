@@ -101,7 +101,11 @@ impl Excerpt {
             out.line_starts.push(out.text.len());
             // The window: around the span where it touches this line,
             // else the line's start.
-            let anchor = if start >= ls && start <= le { start } else { ls };
+            let anchor = if start >= ls && start <= le {
+                start
+            } else {
+                ls
+            };
             let mut ws = anchor.saturating_sub(WINDOW_BEFORE).max(ls);
             let mut we = (anchor + WINDOW_AFTER).min(le);
             while !text.is_char_boundary(ws) {
@@ -161,7 +165,11 @@ impl miette::SourceCode for Excerpt {
         if start + len > text.len() {
             return Err(miette::MietteError::OutOfBounds);
         }
-        let line_of = |o: usize| self.line_starts.partition_point(|&s| s <= o).saturating_sub(1);
+        let line_of = |o: usize| {
+            self.line_starts
+                .partition_point(|&s| s <= o)
+                .saturating_sub(1)
+        };
         let first = line_of(start).saturating_sub(context_before);
         let ends_with_break = len > 0 && text.as_bytes()[start + len - 1] == b'\n';
         let last_of_span = if ends_with_break {
@@ -199,16 +207,29 @@ mod tests {
     fn excerpt(text: &str, start: usize, end: usize) -> Excerpt {
         let mut m = SourceMap::new();
         let id = m.add("f.yaml", text);
-        let span = Span { file: id, start: start as u32, end: end as u32, line: 1, col: 1 };
+        let span = Span {
+            file: id,
+            start: start as u32,
+            end: end as u32,
+            line: 1,
+            col: 1,
+        };
         Excerpt::new("f.yaml", m.get(id), span)
     }
 
     #[test]
     fn control_characters_become_visible() {
         let e = excerpt("a: \u{1b}]0;owned\u{7}\u{1b}[2J\u{0}x\n", 3, 10);
-        assert!(!e.text.chars().any(|c| c.is_control() && c != '\n'), "{:?}", e.text);
+        assert!(
+            !e.text.chars().any(|c| c.is_control() && c != '\n'),
+            "{:?}",
+            e.text
+        );
         assert!(e.text.contains('\u{241b}'));
-        assert_eq!(safe_text("bad \u{1b}[2J\u{202e}"), "bad \u{241b}[2J\u{fffd}");
+        assert_eq!(
+            safe_text("bad \u{1b}[2J\u{202e}"),
+            "bad \u{241b}[2J\u{fffd}"
+        );
     }
 
     #[test]
@@ -218,7 +239,13 @@ mod tests {
         text.push_str(&"y".repeat(100_000));
         let e = excerpt(&text, 200_000, 200_006);
         assert!(e.text.len() < 400, "{}", e.text.len());
-        let (a, n) = e.span(Span { file: crate::source::FileId(0), start: 200_000, end: 200_006, line: 1, col: 1 });
+        let (a, n) = e.span(Span {
+            file: crate::source::FileId(0),
+            start: 200_000,
+            end: 200_006,
+            line: 1,
+            col: 1,
+        });
         assert_eq!(&e.text[a..a + n], "TARGET");
     }
 }

@@ -151,7 +151,12 @@ impl Loaded {
 
     /// Sorts diagnostics by file, position and code, for stable output.
     fn finish(&mut self, sources_order: bool, opts: &LoadOptions) {
-        validate::validate(&self.set, &self.sources, opts.validate, &mut self.diagnostics);
+        validate::validate(
+            &self.set,
+            &self.sources,
+            opts.validate,
+            &mut self.diagnostics,
+        );
         if sources_order {
             self.diagnostics.sort_by_key(|d| {
                 let s = d.span.unwrap_or_default();
@@ -452,7 +457,17 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
 }
 
 /// Tags the Kubernetes decoder knows; others are warned about.
-const KNOWN_TAGS: &[&str] = &["str", "int", "bool", "float", "null", "map", "seq", "binary", "timestamp"];
+const KNOWN_TAGS: &[&str] = &[
+    "str",
+    "int",
+    "bool",
+    "float",
+    "null",
+    "map",
+    "seq",
+    "binary",
+    "timestamp",
+];
 
 /// Warns about every scalar with a tag of another kind (nesting is bounded
 /// by the parser's depth limit).

@@ -148,7 +148,8 @@ impl Validator<'_> {
                     self.head(p.loc.0),
                     format!("annotation `policy.sluice.dev/mode` is `{mode}`; it must be `audit` or `enforce`"),
                 );
-                d.help = Some("`audit` reports what the policy would drop and drops nothing".into());
+                d.help =
+                    Some("`audit` reports what the policy would drop and drops nothing".into());
             }
         }
         match &p.body {
@@ -655,7 +656,8 @@ impl Validator<'_> {
                 head,
                 "`l7` may only be given with `l7proto`, the name of the proxy parser",
             )
-            .help = Some("add `l7proto: <parser>`, or use the `http`, `kafka` or `dns` rules".into());
+            .help =
+                Some("add `l7proto: <parser>`, or use the `http`, `kafka` or `dns` rules".into());
         }
         if families.len() > 1 {
             self.err(
@@ -1283,7 +1285,9 @@ mod tests {
         let rule = |l7: &str| {
             format!("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: g, namespace: a}}\nspec:\n  endpointSelector: {{}}\n  ingress:\n  - toPorts:\n    - ports: [{{port: \"80\", protocol: TCP}}]\n      rules: {{{l7}}}\n")
         };
-        let errors = |text: &str| crate::parse_source("g.yaml", text, &crate::LoadOptions::default()).error_count();
+        let errors = |text: &str| {
+            crate::parse_source("g.yaml", text, &crate::LoadOptions::default()).error_count()
+        };
         assert_eq!(errors(&rule("l7: [{action: x}]")), 1, "l7 without l7proto");
         assert_eq!(errors(&rule("l7: []")), 1, "even an empty list");
         assert_eq!(errors(&rule("l7proto: envoy.custom, l7: [{action: x}]")), 0);

@@ -92,7 +92,9 @@ impl Scalar {
                 let v = resolve_plain(t);
                 let fits = matches!(
                     (tag, &v),
-                    ("int", Value::Int(_)) | ("bool", Value::Bool(_)) | ("float", Value::Float(_) | Value::Int(_))
+                    ("int", Value::Int(_))
+                        | ("bool", Value::Bool(_))
+                        | ("float", Value::Float(_) | Value::Int(_))
                 );
                 return if fits { v } else { Value::Str(t) };
             }
@@ -683,7 +685,10 @@ mod tests {
         text.push('x');
         text.push_str(&"]".repeat(60));
         let err = docs(&text).expect_err("over the budget");
-        assert!(matches!(err.kind, YamlErrorKind::AliasBudget { .. }), "{err:?}");
+        assert!(
+            matches!(err.kind, YamlErrorKind::AliasBudget { .. }),
+            "{err:?}"
+        );
         // A few anchors of ordinary size are fine.
         assert!(docs("a: &x {k: v}\nb: *x\n").is_ok());
     }

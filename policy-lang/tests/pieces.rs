@@ -37,7 +37,11 @@ fn outcome(text: &str, pieces: Option<usize>) -> (Vec<String>, Vec<String>) {
     };
     let l = parse_source("big.yaml", text, &opts);
     (
-        l.set.policies.iter().map(|p| p.name.value.clone()).collect(),
+        l.set
+            .policies
+            .iter()
+            .map(|p| p.name.value.clone())
+            .collect(),
         l.diagnostics
             .iter()
             .map(|d| format!("{} {:?} {}", d.code, d.span.map(|s| s.start), d.message))
@@ -53,12 +57,24 @@ fn results_do_not_depend_on_how_a_file_is_split() {
         let one = outcome(&text, Some(1));
         // The first problem ends the file, whichever it is: an alias across
         // documents is an unknown anchor, as in YAML and kubectl.
-        let first = if alias_at < broken_at { "unknown-anchor" } else { "yaml-syntax" };
+        let first = if alias_at < broken_at {
+            "unknown-anchor"
+        } else {
+            "yaml-syntax"
+        };
         assert_eq!(one.1.len(), 1, "{:?}", one.1);
         assert!(one.1[0].contains(first), "{:?}", one.1);
-        assert_eq!(one.0.len(), alias_at.min(broken_at), "the documents before it load");
+        assert_eq!(
+            one.0.len(),
+            alias_at.min(broken_at),
+            "the documents before it load"
+        );
         for pieces in [Some(2), Some(3), Some(8), None] {
-            assert_eq!(outcome(&text, pieces), one, "pieces {pieces:?}, alias {alias_at}, break {broken_at}");
+            assert_eq!(
+                outcome(&text, pieces),
+                one,
+                "pieces {pieces:?}, alias {alias_at}, break {broken_at}"
+            );
         }
     }
 }

@@ -353,7 +353,10 @@ pub fn judge<'a>(c: &'a Compiled, f: &Resolved<'a>) -> Outcome<'a> {
         audit: if denied.is_some() {
             None
         } else {
-            steps.iter().find(|s| s.audit.is_some()).map(|s| s.direction)
+            steps
+                .iter()
+                .find(|s| s.audit.is_some())
+                .map(|s| s.direction)
         },
         steps,
     }
@@ -394,7 +397,11 @@ pub fn explain_audit(c: &Compiled, s: &Step) -> Option<String> {
             format!(
                 "audit: {dir} at {} would be dropped by default deny of {} (in audit mode)",
                 s.endpoint,
-                if by.is_empty() { "a policy".to_owned() } else { by.join(", ") }
+                if by.is_empty() {
+                    "a policy".to_owned()
+                } else {
+                    by.join(", ")
+                }
             )
         }
     })
@@ -408,7 +415,10 @@ pub fn audit_policies(c: &Compiled, s: &Step) -> Vec<String> {
     };
     let origins: Vec<u32> = match a.entry {
         Some(e) => e.origins.clone(),
-        None => c.endpoint(s.endpoint).map(|e| e.audit_by.clone()).unwrap_or_default(),
+        None => c
+            .endpoint(s.endpoint)
+            .map(|e| e.audit_by.clone())
+            .unwrap_or_default(),
     };
     policy_names(c, &origins)
 }

@@ -548,11 +548,30 @@ pub fn parse_hubble(
         };
         let l4 = f.get("l4");
         let (protocol, port, field, max) = match l4 {
-            Some(l4) if l4.get("TCP").is_some() => (6, l4["TCP"].get("destination_port"), "destination_port", 65535),
-            Some(l4) if l4.get("UDP").is_some() => (17, l4["UDP"].get("destination_port"), "destination_port", 65535),
-            Some(l4) if l4.get("SCTP").is_some() => (132, l4["SCTP"].get("destination_port"), "destination_port", 65535),
-            Some(l4) if l4.get("ICMPv4").is_some() => (1, l4["ICMPv4"].get("type"), "ICMP type", 255),
-            Some(l4) if l4.get("ICMPv6").is_some() => (58, l4["ICMPv6"].get("type"), "ICMP type", 255),
+            Some(l4) if l4.get("TCP").is_some() => (
+                6,
+                l4["TCP"].get("destination_port"),
+                "destination_port",
+                65535,
+            ),
+            Some(l4) if l4.get("UDP").is_some() => (
+                17,
+                l4["UDP"].get("destination_port"),
+                "destination_port",
+                65535,
+            ),
+            Some(l4) if l4.get("SCTP").is_some() => (
+                132,
+                l4["SCTP"].get("destination_port"),
+                "destination_port",
+                65535,
+            ),
+            Some(l4) if l4.get("ICMPv4").is_some() => {
+                (1, l4["ICMPv4"].get("type"), "ICMP type", 255)
+            }
+            Some(l4) if l4.get("ICMPv6").is_some() => {
+                (58, l4["ICMPv6"].get("type"), "ICMP type", 255)
+            }
             _ => continue,
         };
         // Out of range or not a whole number is an error, never a port
@@ -709,9 +728,17 @@ mod hubble_tests {
     fn out_of_range_numbers_are_errors_not_other_ports() {
         for bad in ["65616", "-1", "\"80\"", "80.5"] {
             let (f, d) = parse(&line(&format!(r#"{{"TCP":{{"destination_port":{bad}}}}}"#)));
-            assert!(f.is_empty(), "{bad} judged as port {:?}", f.first().map(|x| x.port));
+            assert!(
+                f.is_empty(),
+                "{bad} judged as port {:?}",
+                f.first().map(|x| x.port)
+            );
             assert_eq!(d.len(), 1, "{bad}");
-            assert!(d[0].message.contains("destination_port"), "{}", d[0].message);
+            assert!(
+                d[0].message.contains("destination_port"),
+                "{}",
+                d[0].message
+            );
         }
         let (f, d) = parse(&line(r#"{"TCP":{"destination_port":80}}"#));
         assert!(d.is_empty());
@@ -745,7 +772,8 @@ mod hubble_tests {
             PeerRef::parse("::ffff:10.0.0.11"),
             Ok(PeerRef::Ip("10.0.0.11".parse().expect("ip")))
         );
-        let text = line(r#"{"TCP":{"destination_port":80}}"#).replace("10.0.0.2", "::ffff:10.0.0.2");
+        let text =
+            line(r#"{"TCP":{"destination_port":80}}"#).replace("10.0.0.2", "::ffff:10.0.0.2");
         let (f, _) = parse(&text);
         assert_eq!(f[0].to, PeerRef::Ip("10.0.0.2".parse().expect("ip")));
     }

@@ -184,7 +184,14 @@ impl<'a> Reference<'a> {
         })
     }
 
-    fn judge(&self, subj: &Subj, peer: &Who, dir: Direction, flow: &Flow, with_audited: bool) -> Verdict {
+    fn judge(
+        &self,
+        subj: &Subj,
+        peer: &Who,
+        dir: Direction,
+        flow: &Flow,
+        with_audited: bool,
+    ) -> Verdict {
         let d = dir_index(dir);
         let rules = self.selecting(subj, with_audited);
         // A node's host endpoint exists (is enforced at all) only with host policies.
@@ -237,7 +244,14 @@ impl<'a> Reference<'a> {
         }
     }
 
-    fn l3(&self, nr: &NRule, peer: &Who, subj: &Subj, requires: &[&Sel], with_audited: bool) -> bool {
+    fn l3(
+        &self,
+        nr: &NRule,
+        peer: &Who,
+        subj: &Subj,
+        requires: &[&Sel],
+        with_audited: bool,
+    ) -> bool {
         match &nr.peers {
             Peers::Nothing => false,
             Peers::All => true,
@@ -398,7 +412,9 @@ impl<'a> Reference<'a> {
                             .iter()
                             .filter(|x| !x.host_network)
                             .flat_map(|x| x.ports.iter())
-                            .filter(|c| c.name.as_deref() == Some(name.as_str()) && c.protocol == proto)
+                            .filter(|c| {
+                                c.name.as_deref() == Some(name.as_str()) && c.protocol == proto
+                            })
                             .map(|c| c.port)
                             .collect();
                         return numbers.len() == 1

@@ -44,7 +44,10 @@ pub const CIDRS: &[(&str, &[&str])] = &[
     ("172.16.0.9/32", &[]),
     // Exceptions as Cilium expands them: all of /0, nested and overlapping.
     ("0.0.0.0/0", &["0.0.0.0/0"]),
-    ("10.200.0.0/16", &["10.200.1.0/24", "10.200.1.128/25", "10.200.0.0/17"]),
+    (
+        "10.200.0.0/16",
+        &["10.200.1.0/24", "10.200.1.128/25", "10.200.0.0/17"],
+    ),
 ];
 pub const PORTS: &[(u16, u8, Option<&str>)] = &[
     (80, 6, Some("http")),
@@ -386,7 +389,10 @@ pub fn policy() -> impl Strategy<Value = Policy> {
             labels: BTreeMap::new(),
             // A quarter of the policies in audit mode.
             annotations: if n % 4 == 0 {
-                BTreeMap::from([(compiler::model::MODE_ANNOTATION.to_owned(), "audit".to_owned())])
+                BTreeMap::from([(
+                    compiler::model::MODE_ANNOTATION.to_owned(),
+                    "audit".to_owned(),
+                )])
             } else {
                 BTreeMap::new()
             },

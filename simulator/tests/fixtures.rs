@@ -175,7 +175,11 @@ fn fidelity_cases_get_ciliums_verdicts() {
     let mut failures = Vec::new();
     let mut flows = 0;
     for d in &dirs {
-        assert!(d.join("NOTE.md").is_file(), "{}: every case says why", d.display());
+        assert!(
+            d.join("NOTE.md").is_file(),
+            "{}: every case says why",
+            d.display()
+        );
         let case = load_case(
             &d.join("policies.yaml"),
             &d.join("inventory.yaml"),

@@ -246,7 +246,9 @@ fn copy_body(r: &mut impl BufRead, w: &mut impl Write, body: Body) -> io::Result
             w.write_all(&line)?;
             let text = std::str::from_utf8(&line).map_err(|_| bad("chunk size"))?;
             let size = text.split(';').next().unwrap_or_default();
-            let size = size.trim_end_matches(['\r', '\n']).trim_end_matches([' ', '\t']);
+            let size = size
+                .trim_end_matches(['\r', '\n'])
+                .trim_end_matches([' ', '\t']);
             // Hex digits and nothing else (`+5`, ` 5`, `0x5` are refused):
             // a proxy and a server that read a size differently disagree on
             // where the next request starts.
@@ -391,7 +393,9 @@ fn http(client: TcpStream, src: SocketAddr, dst: SocketAddr, shared: &Shared) ->
             > 1
         {
             shared.judged(L7Kind::Http, false);
-            shared.log(format!("denied   HTTP {src} → {dst}: more than one Host header"));
+            shared.log(format!(
+                "denied   HTTP {src} → {dst}: more than one Host header"
+            ));
             return respond(&mut out, 400, false);
         }
         let path = normalize_path(path);
@@ -560,7 +564,12 @@ mod tests {
         }
         let ok = b"5\r\nhello\r\n5;ext=1\r\nworld\r\n0\r\n\r\n";
         let mut out = Vec::new();
-        copy_body(&mut std::io::BufReader::new(&ok[..]), &mut out, Body::Chunked).expect("valid");
+        copy_body(
+            &mut std::io::BufReader::new(&ok[..]),
+            &mut out,
+            Body::Chunked,
+        )
+        .expect("valid");
         assert_eq!(out, ok.to_vec());
     }
 
