@@ -31,23 +31,54 @@ pub fn interface_for(ip: IpAddr) -> Option<String> {
     None
 }
 
+/// Where a local endpoint is, for the agent.
+enum Located {
+    /// Behind this interface, a pod's host-side end.
+    Pod(String),
+    /// Its route leads to an interface that is not a pod's (the message).
+    Refused(String),
+    /// No route to its address.
+    NoRoute,
+}
+
+/// The non-host endpoints of `node` (all when `None`) and where each is:
+/// the one procedure behind [`preflight`] and [`Reconciler::apply`].
+fn locate<'c>(
+    c: &'c Compiled,
+    node: Option<&str>,
+    globs: &[String],
+) -> Vec<(&'c compiler::compile::Endpoint, Located)> {
+    let uplinks = crate::iface::default_route_devices();
+    c.endpoints
+        .iter()
+        .filter(|e| !e.host && (node.is_none() || e.node.as_deref() == node))
+        .map(|e| {
+            let at = match e.ips.first().and_then(|ip| interface_for(*ip)) {
+                Some(iface) => match crate::iface::check(&iface, globs, &uplinks) {
+                    Ok(()) => Located::Pod(iface),
+                    Err(why) => Located::Refused(format!(
+                        "{}: not local: route via {iface} ({why})",
+                        e.name
+                    )),
+                },
+                None => Located::NoRoute,
+            };
+            (e, at)
+        })
+        .collect()
+}
+
 /// Which local endpoints of `c` (on `node`) the agent would enforce, and
 /// why it would not enforce the others: the same checks as
 /// [`Reconciler::apply`], without touching the kernel, so that an agent can
 /// refuse to start before it loads or pins anything.
 pub fn preflight(c: &Compiled, node: Option<&str>, globs: &[String]) -> (Vec<String>, Vec<String>) {
-    let uplinks = crate::iface::default_route_devices();
     let (mut ok, mut not) = (Vec::new(), Vec::new());
-    for e in c.endpoints.iter().filter(|e| !e.host) {
-        if node.is_some() && e.node.as_deref() != node {
-            continue;
-        }
-        match e.ips.first().and_then(|ip| interface_for(*ip)) {
-            Some(iface) => match crate::iface::check(&iface, globs, &uplinks) {
-                Ok(()) => ok.push(format!("{}={iface}", e.name)),
-                Err(why) => not.push(format!("{}: not local: route via {iface} ({why})", e.name)),
-            },
-            None => not.push(format!("{}: no route to its address", e.name)),
+    for (e, at) in locate(c, node, globs) {
+        match at {
+            Located::Pod(iface) => ok.push(format!("{}={iface}", e.name)),
+            Located::Refused(why) => not.push(why),
+            Located::NoRoute => not.push(format!("{}: no route to its address", e.name)),
         }
     }
     (ok, not)
@@ -150,23 +181,15 @@ impl Reconciler {
         let mut keys = HashMap::new();
         let mut out = Applied::default();
         let mut ifaces = Vec::new();
-        let uplinks = crate::iface::default_route_devices();
-        for e in c.endpoints.iter().filter(|e| !e.host) {
-            if self.node.is_some() && e.node != self.node {
-                continue;
-            }
-            match e.ips.first().and_then(|ip| interface_for(*ip)) {
-                Some(iface) => match crate::iface::check(&iface, &self.endpoint_globs, &uplinks) {
-                    Ok(()) => {
-                        keys.insert(e.name.clone(), ifindex(&iface)?);
-                        out.endpoints.push(format!("{}={iface}", e.name));
-                        ifaces.push(iface);
-                    }
-                    Err(why) => out
-                        .refused
-                        .push(format!("{}: not local: route via {iface} ({why})", e.name)),
-                },
-                None => out.unresolved.push(e.name.clone()),
+        for (e, at) in locate(c, self.node.as_deref(), &self.endpoint_globs) {
+            match at {
+                Located::Pod(iface) => {
+                    keys.insert(e.name.clone(), ifindex(&iface)?);
+                    out.endpoints.push(format!("{}={iface}", e.name));
+                    ifaces.push(iface);
+                }
+                Located::Refused(why) => out.refused.push(why),
+                Located::NoRoute => out.unresolved.push(e.name.clone()),
             }
         }
         out.stats = self.datapath.apply(c, &keys, self.node.as_deref(), false)?;

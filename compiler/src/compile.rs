@@ -993,15 +993,19 @@ impl Ctx<'_> {
         *self.requires_ids.entry(requires.to_vec()).or_insert(next)
     }
 
-    /// `world-ipv4` / `world-ipv6`: that family's world identity and its
-    /// CIDR identities.
-    fn world_of_family(&self, v4: bool) -> BTreeSet<u32> {
-        let world = match (self.cfg.dual_stack, v4) {
+    /// The world identity of a family: one for both unless dual-stack.
+    fn world_id(&self, v4: bool) -> u32 {
+        match (self.cfg.dual_stack, v4) {
             (false, _) => WORLD,
             (true, true) => WORLD_IPV4,
             (true, false) => WORLD_IPV6,
-        };
-        std::iter::once(world)
+        }
+    }
+
+    /// `world-ipv4` / `world-ipv6`: that family's world identity and its
+    /// CIDR identities.
+    fn world_of_family(&self, v4: bool) -> BTreeSet<u32> {
+        std::iter::once(self.world_id(v4))
             .chain(
                 self.cidr_ids
                     .iter()
@@ -1112,11 +1116,7 @@ impl Ctx<'_> {
                 // with exceptions it is the remaining prefixes, and the
                 // world identity is what the excepted addresses get.
                 if cidr.prefix_len == 0 && except.is_empty() {
-                    v.insert(match (self.cfg.dual_stack, cidr.addr.is_ipv4()) {
-                        (false, _) => WORLD,
-                        (true, true) => WORLD_IPV4,
-                        (true, false) => WORLD_IPV6,
-                    });
+                    v.insert(self.world_id(cidr.addr.is_ipv4()));
                 }
                 v
             }
