@@ -7,7 +7,7 @@ use policy_lang::diag::Diagnostic;
 use policy_lang::source::SourceMap;
 use policy_lang::Loaded;
 use simulator::eval::{explain_step, identity_name, simulate as judge, Outcome};
-use simulator::flow::{self, Flow, PeerRef, Verdict};
+use simulator::flow::{self, Flow, PeerRef};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,6 +80,18 @@ pub(crate) fn load_fetched(
     dns: Vec<(String, Vec<std::net::IpAddr>)>,
     cluster: &ClusterTexts,
 ) -> Result<Session, ExitCode> {
+    compile_parsed(inputs, color, parse_inputs(inputs, cluster), dns)
+}
+
+/// Policies and inventory read, not yet compiled: what a command needs to
+/// know before compiling (whether flows' DNS answers matter).
+pub(crate) struct Parsed {
+    loaded: Loaded,
+    inventory: Inventory,
+    diags: Vec<Diagnostic>,
+}
+
+pub(crate) fn parse_inputs(inputs: &Inputs, cluster: &ClusterTexts) -> Parsed {
     let cluster_texts: Vec<(String, String)> = cluster
         .policies
         .iter()
@@ -104,6 +116,26 @@ pub(crate) fn load_fetched(
         inventory.nodes.extend(live.nodes);
         inventory.services.extend(live.services);
     }
+    Parsed {
+        loaded,
+        inventory,
+        diags,
+    }
+}
+
+/// Compiles what [`parse_inputs`] read, reporting every problem; an input
+/// with errors is not compiled.
+pub(crate) fn compile_parsed(
+    inputs: &Inputs,
+    color: bool,
+    parsed: Parsed,
+    dns: Vec<(String, Vec<std::net::IpAddr>)>,
+) -> Result<Session, ExitCode> {
+    let Parsed {
+        loaded,
+        inventory,
+        mut diags,
+    } = parsed;
     let mut cfg = Config {
         map_capacity: inputs.map_capacity,
         dual_stack: inputs.dual_stack,
@@ -246,23 +278,6 @@ fn is_hubble(path: &Path, hubble: bool) -> bool {
             .is_some_and(|e| e == "json" || e == "jsonl")
 }
 
-/// Parses a flows text (read once by the caller) added to `sources`.
-fn parse_flows(
-    path: &Path,
-    text: String,
-    hubble: bool,
-    sources: &mut SourceMap,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<Flow> {
-    let id = sources.add(path.display().to_string(), text);
-    let text = sources.get(id).text.clone();
-    if is_hubble(path, hubble) {
-        flow::parse_hubble(&text, id, sources, diags)
-    } else {
-        flow::parse_yaml(&text, id, diags)
-    }
-}
-
 /// An AUDIT note in JSON: the direction, the policies that would have
 /// dropped the flow, and why.
 fn audit_json(c: &Compiled, o: &Outcome) -> serde_json::Value {
@@ -287,6 +302,73 @@ fn port_text(f: &Flow) -> String {
     format!("{}/{}", f.port, compiler::mapstate::proto_name(f.protocol))
 }
 
+/// A flows input opened once: a regular file can be read again from its
+/// start (for the DNS answers first); anything else is read once.
+enum FlowsInput {
+    File(std::fs::File),
+    Stream(Box<dyn std::io::Read>),
+}
+
+fn open_flows(path: &Path) -> Result<FlowsInput, String> {
+    if path.as_os_str() == "-" {
+        return Ok(FlowsInput::Stream(Box::new(std::io::stdin())));
+    }
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+    Ok(if regular {
+        FlowsInput::File(f)
+    } else {
+        FlowsInput::Stream(Box::new(f))
+    })
+}
+
+/// A copy of everything read from a stream, so that it can be read a
+/// second time: the DNS answers are needed before anything is judged.
+struct Spool<R> {
+    input: R,
+    copy: std::fs::File,
+    written: u64,
+}
+
+/// The most a spooled (piped) flows stream may hold.
+const SPOOL_LIMIT: u64 = 4 << 30;
+
+impl<R: std::io::Read> std::io::Read for Spool<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.written += n as u64;
+        if self.written > SPOOL_LIMIT {
+            return Err(std::io::Error::other(
+                "a piped flows stream over 4 GiB with toFQDNs policies: write it to a file",
+            ));
+        }
+        std::io::Write::write_all(&mut self.copy, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// An unnamed temporary file (removed as soon as it is opened).
+fn spool_file() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    for n in 0..100u32 {
+        let path = dir.join(format!("sluice-flows-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free temporary file name"))
+}
+
 pub fn simulate(
     inputs: &Inputs,
     flows_path: &Path,
@@ -295,119 +377,122 @@ pub fn simulate(
     output: SimOutput,
     color: bool,
 ) -> ExitCode {
-    // The flows file is read exactly once (it may be a pipe): its DNS
-    // answers feed toFQDNs, so they are taken before compiling, from the
-    // `dns:` section or from recorded Hubble DNS responses.
-    let text = match policy_lang::read_text(flows_path, inputs.max_bytes()) {
-        Ok(t) => t,
-        Err(d) => {
-            print_diags(&[*d], &SourceMap::new(), color);
-            return ExitCode::from(2);
+    use simulator::stream::{self, Format, PieceReport, Pieces};
+    use std::io::{BufReader, Seek};
+    let cluster = match fetch_cluster(inputs) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let parsed = parse_inputs(inputs, &cluster);
+    let name = flows_path.display().to_string();
+    let format = if is_hubble(flows_path, hubble) {
+        Format::Hubble
+    } else {
+        Format::Yaml
+    };
+    // A line, or a YAML document that cannot be cut, is held whole: that
+    // is what the size limit bounds. The stream itself is never held.
+    let limit = usize::try_from(inputs.max_bytes()).unwrap_or(usize::MAX);
+    let read_failed = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {name}: {e}");
+        ExitCode::from(2)
+    };
+    let input = match open_flows(flows_path) {
+        Ok(i) => i,
+        Err(e) => return read_failed(&e),
+    };
+    let mut flow_errors = 0usize;
+    let mut report = |r: PieceReport<'_>| {
+        print_diags(r.diagnostics, r.sources, color);
+    };
+    // The flows' DNS answers feed toFQDNs, so they are read first when the
+    // policies allow by name: from the file again, or from a copy of the
+    // stream made while reading it.
+    let needs_dns = parsed.loaded.set.uses_fqdns();
+    let (dns, reader): (_, Box<dyn std::io::BufRead>) = match (input, needs_dns) {
+        (FlowsInput::File(f), false) => (Vec::new(), Box::new(BufReader::new(f))),
+        (FlowsInput::Stream(r), false) => (Vec::new(), Box::new(BufReader::new(r))),
+        (FlowsInput::File(f), true) => {
+            let mut p = Pieces::new(BufReader::new(f), format, limit);
+            let (dns, errors) = match stream::scan_dns(&mut p, &name, &mut report) {
+                Ok(x) => x,
+                Err(e) => return read_failed(&e),
+            };
+            flow_errors += errors;
+            let mut f = p.into_inner();
+            if let Err(e) = f.rewind() {
+                return read_failed(&e);
+            }
+            (dns, Box::new(f))
+        }
+        (FlowsInput::Stream(r), true) => {
+            let copy = match spool_file() {
+                Ok(f) => f,
+                Err(e) => return read_failed(&format!("cannot make a temporary copy: {e}")),
+            };
+            let spool = Spool {
+                input: r,
+                copy,
+                written: 0,
+            };
+            let mut p = Pieces::new(BufReader::new(spool), format, limit);
+            let (dns, errors) = match stream::scan_dns(&mut p, &name, &mut report) {
+                Ok(x) => x,
+                Err(e) => return read_failed(&e),
+            };
+            flow_errors += errors;
+            let mut copy = p.into_inner().into_inner().copy;
+            if let Err(e) = copy.rewind() {
+                return read_failed(&e);
+            }
+            (dns, Box::new(BufReader::new(copy)))
         }
     };
-    let mut dns_diags = Vec::new();
-    let dns = if is_hubble(flows_path, hubble) {
-        flow::hubble_dns_answers(&text)
-    } else {
-        let mut scratch = SourceMap::new();
-        let id = scratch.add(flows_path.display().to_string(), text.clone());
-        flow::parse_dns(&text, id, &mut dns_diags)
-    };
-    let mut s = match load_with_dns(inputs, color, dns) {
+    if flow_errors > 0 {
+        eprintln!("error: the `dns` answers of {name} have errors; nothing was judged");
+        return ExitCode::from(2);
+    }
+    let s = match compile_parsed(inputs, color, parsed, dns) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let mut diags = Vec::new();
-    let flows = parse_flows(flows_path, text, hubble, &mut s.loaded.sources, &mut diags);
-    if !dns_diags.is_empty() {
-        // Parsed again against the file as loaded (from the text already
-        // read), so that the problems of the `dns` section point into it.
-        if let Some((id, file)) = s.loaded.sources.iter().last() {
-            let text = file.text.to_string();
-            let _ = flow::parse_dns(&text, id, &mut diags);
-        }
-    }
-    flow::check_peers(&flows, &s.inventory, &mut diags);
-    print_diags(&diags, &s.loaded.sources, color);
-    if diags.iter().any(Diagnostic::is_error) {
+    let c = &s.compiled;
+    let mut pieces = Pieces::new(reader, format, limit);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let begun = match output {
+        SimOutput::Json => write!(out, "{{\n  \"schemaVersion\": 1,\n  \"flows\": ["),
+        SimOutput::Table => writeln!(
+            out,
+            "{:<28} {:<28} {:<10} {:<8} {:<8} DECIDED",
+            "FROM", "TO", "PORT", "VERDICT", "EXPECT"
+        ),
+        SimOutput::Text => Ok(()),
+    };
+    if begun.is_err() {
         return ExitCode::from(2);
     }
-    if flows.is_empty() {
-        eprintln!(
-            "warning: {} holds no flows: nothing was judged",
-            flows_path.display()
-        );
-    }
-    let expected = flows.iter().filter(|f| f.expect.is_some()).count();
-    if require_expectations && expected == 0 {
-        eprintln!(
-            "error: --require-expectations: no flow of {} has an `expect`",
-            flows_path.display()
-        );
-        return ExitCode::from(1);
-    }
-    let c = &s.compiled;
-    let mut results: Vec<(&Flow, Outcome)> = Vec::with_capacity(flows.len());
-    for f in &flows {
-        match judge(c, f) {
-            Ok(o) => results.push((f, o)),
-            Err(e) => {
-                eprintln!("error: {}: {e}", f.loc);
-                return ExitCode::from(2);
+    let mut emit = |f: &Flow, o: &Outcome| -> std::io::Result<()> {
+        match output {
+            SimOutput::Json => {
+                let v = flow_json(c, f, o);
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                out.write_all(if first { b"\n" } else { b",\n" })?;
+                first = false;
+                for (i, line) in text.lines().enumerate() {
+                    if i > 0 {
+                        out.write_all(b"\n")?;
+                    }
+                    write!(out, "    {line}")?;
+                }
+                Ok(())
             }
-        }
-    }
-    let mismatches: Vec<&(&Flow, Outcome)> = results
-        .iter()
-        .filter(|(f, o)| f.expect.is_some_and(|e| e != o.verdict))
-        .collect();
-    let changed = results
-        .iter()
-        .filter(|(f, o)| f.recorded.is_some_and(|r| r != o.verdict))
-        .count();
-    let mut out = std::io::stdout().lock();
-    match output {
-        SimOutput::Json => {
-            let flows_json: Vec<serde_json::Value> = results
-                .iter()
-                .map(|(f, o)| {
-                    let decided = o.steps.iter().find(|st| Some(st.direction) == o.decided_by);
-                    serde_json::json!({
-                        "from": peer_text(&f.from),
-                        "to": peer_text(&f.to),
-                        "port": f.port,
-                        "protocol": compiler::mapstate::proto_name(f.protocol),
-                        "verdict": o.verdict,
-                        "expect": f.expect,
-                        "recorded": f.recorded,
-                        "decidedBy": o.decided_by,
-                        "reason": decided.map(|st| explain_step(c, st)),
-                        "steps": o.steps,
-                        "origins": decided.and_then(|st| st.entry.as_ref()).map(|e| e.origins.iter().map(|&x| simulator::eval::origin_text(c, x)).collect::<Vec<_>>()),
-                        "audit": audit_json(c, o),
-                    })
-                })
-                .collect();
-            let doc = serde_json::json!({
-                "schemaVersion": 1,
-                "flows": flows_json,
-                "mismatches": mismatches.len(),
-                "changed": changed,
-            });
-            let _ = writeln!(out, "{doc:#}");
-        }
-        SimOutput::Table => {
-            let _ = writeln!(
-                out,
-                "{:<28} {:<28} {:<10} {:<8} {:<8} DECIDED",
-                "FROM", "TO", "PORT", "VERDICT", "EXPECT"
-            );
-            for (f, o) in &results {
+            SimOutput::Table => {
                 let expect = f.expect.map_or("-".to_owned(), |e| e.to_string());
                 let decided = o
                     .decided_by
                     .map_or("-".to_owned(), |d| format!("{d:?}").to_lowercase());
-                let _ = writeln!(
+                writeln!(
                     out,
                     "{:<28} {:<28} {:<10} {:<8} {:<8} {decided}",
                     peer_text(&f.from),
@@ -415,17 +500,15 @@ pub fn simulate(
                     port_text(f),
                     o.verdict.to_string(),
                     expect
-                );
+                )
             }
-        }
-        SimOutput::Text => {
-            for (f, o) in &results {
+            SimOutput::Text => {
                 let mark = match f.expect {
                     Some(e) if e != o.verdict => " ✗ expected ".to_owned() + &e.to_string(),
                     Some(_) => " ✓".to_owned(),
                     None => String::new(),
                 };
-                let _ = writeln!(
+                writeln!(
                     out,
                     "{:<8} {} → {} {}{}{mark}",
                     o.verdict.to_string().to_uppercase(),
@@ -433,45 +516,107 @@ pub fn simulate(
                     peer_text(&f.to),
                     port_text(f),
                     f.l7.as_ref().map(request_text).unwrap_or_default()
-                );
+                )?;
                 if let Some(st) = o.steps.iter().find(|st| Some(st.direction) == o.decided_by) {
-                    let _ = writeln!(out, "         {}", explain_step(c, st));
+                    writeln!(out, "         {}", explain_step(c, st))?;
                 }
                 for st in &o.steps {
                     if let Some(a) = simulator::eval::explain_audit(c, st) {
-                        let _ = writeln!(out, "         {a}");
+                        writeln!(out, "         {a}")?;
                     }
                 }
-            }
-            let _ = writeln!(
-                out,
-                "{} {}: {} allowed, {} denied; {} of {} expectations met",
-                results.len(),
-                plural(results.len(), "flow", "flows"),
-                results
-                    .iter()
-                    .filter(|(_, o)| o.verdict == Verdict::Allowed)
-                    .count(),
-                results
-                    .iter()
-                    .filter(|(_, o)| o.verdict == Verdict::Denied)
-                    .count(),
-                expected - mismatches.len(),
-                expected
-            );
-            if results.iter().any(|(f, _)| f.recorded.is_some()) {
-                let _ = writeln!(
-                    out,
-                    "{changed} recorded flows would change verdict under these policies"
-                );
+                Ok(())
             }
         }
+    };
+    let result = stream::judge_stream(&mut pieces, &name, c, &s.inventory, &mut report, &mut emit);
+    let sum = match result {
+        Ok(sum) => sum,
+        Err(stream::StreamError::Read(e)) => {
+            let _ = out.flush();
+            return read_failed(&e);
+        }
+        // The reader went away (`| head`): nothing more to say.
+        Err(stream::StreamError::Write(_)) => return ExitCode::from(2),
+    };
+    let ended = match output {
+        SimOutput::Json => write!(
+            out,
+            "{}],\n  \"mismatches\": {},\n  \"changed\": {},\n  \"errors\": {}\n}}\n",
+            if first { "" } else { "\n  " },
+            sum.mismatches,
+            sum.changed,
+            sum.errors
+        ),
+        SimOutput::Table => Ok(()),
+        SimOutput::Text => {
+            let r = writeln!(
+                out,
+                "{} {}: {} allowed, {} denied; {} of {} expectations met",
+                sum.flows,
+                plural(sum.flows, "flow", "flows"),
+                sum.allowed,
+                sum.denied,
+                sum.expected - sum.mismatches,
+                sum.expected,
+            );
+            if sum.recorded > 0 {
+                r.and_then(|()| {
+                    writeln!(
+                        out,
+                        "{} recorded {} would change verdict under these policies",
+                        sum.changed,
+                        plural(sum.changed, "flow", "flows")
+                    )
+                })
+            } else {
+                r
+            }
+        }
+    };
+    if ended.and_then(|()| out.flush()).is_err() {
+        return ExitCode::from(2);
     }
-    if mismatches.is_empty() {
+    drop(out);
+    if sum.errors > 0 {
+        eprintln!(
+            "error: {} {} in {name}: those flows were not judged",
+            sum.errors,
+            plural(sum.errors, "error", "errors")
+        );
+        return ExitCode::from(2);
+    }
+    if sum.flows == 0 {
+        eprintln!("warning: {name} holds no flows: nothing was judged");
+    }
+    if require_expectations && sum.expected == 0 {
+        eprintln!("error: --require-expectations: no flow of {name} has an `expect`");
+        return ExitCode::from(1);
+    }
+    if sum.mismatches == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// One judged flow in `simulate -o json`.
+fn flow_json(c: &Compiled, f: &Flow, o: &Outcome) -> serde_json::Value {
+    let decided = o.steps.iter().find(|st| Some(st.direction) == o.decided_by);
+    serde_json::json!({
+        "from": peer_text(&f.from),
+        "to": peer_text(&f.to),
+        "port": f.port,
+        "protocol": compiler::mapstate::proto_name(f.protocol),
+        "verdict": o.verdict,
+        "expect": f.expect,
+        "recorded": f.recorded,
+        "decidedBy": o.decided_by,
+        "reason": decided.map(|st| explain_step(c, st)),
+        "steps": o.steps,
+        "origins": decided.and_then(|st| st.entry.as_ref()).map(|e| e.origins.iter().map(|&x| simulator::eval::origin_text(c, x)).collect::<Vec<_>>()),
+        "audit": audit_json(c, o),
+    })
 }
 
 pub fn trace(

@@ -75,22 +75,49 @@ fn hubble_l7_records_replay_with_l7_verdicts() {
         "{out}"
     );
     assert!(
-        out.contains("1 recorded flows would change verdict"),
+        out.contains("1 recorded flow would change verdict"),
         "{out}"
     );
 }
 
 #[test]
 fn hubble_dns_responses_resolve_to_fqdns_in_a_replay() {
+    // From a file (read again from its start for the DNS answers) and
+    // from a pipe (read once, kept in a temporary copy): the same replay.
+    let recording = "fixtures/simulate/15-fqdn/hubble.jsonl";
+    let piped = {
+        use std::io::Write;
+        let mut child = Command::new(SLUICE)
+            .args(["simulate", "-p", "fixtures/simulate/15-fqdn/policy.yaml"])
+            .args([
+                "-i",
+                "fixtures/simulate/inventory.yaml",
+                "-f",
+                "-",
+                "--hubble",
+            ])
+            .current_dir(root())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sluice");
+        let text = std::fs::read(root().join(recording)).expect("fixture");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&text).expect("write");
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    };
     let o = Command::new(SLUICE)
         .args(["simulate", "-p", "fixtures/simulate/15-fqdn/policy.yaml"])
         .args(["-i", "fixtures/simulate/inventory.yaml"])
-        .args(["-f", "fixtures/simulate/15-fqdn/hubble.jsonl"])
+        .args(["-f", recording])
         .current_dir(root())
         .env("NO_COLOR", "1")
         .output()
         .expect("run sluice");
     let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, String::from_utf8_lossy(&piped.stdout));
     // The recorded answer for api.example.com opens its address; the
     // NXDOMAIN for evil.example.org teaches nothing; 198.51.100.7 was
     // never answered in this recording, so its connection (forwarded when

@@ -92,7 +92,7 @@ impl Excerpt {
         let mut out = Excerpt {
             name: name.to_owned(),
             text: String::new(),
-            first_line: first,
+            first_line: first + file.first_line as usize,
             line_starts: Vec::new(),
             points: Vec::new(),
         };

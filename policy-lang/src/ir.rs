@@ -27,6 +27,22 @@ pub struct PolicySet {
     pub policies: Vec<Policy>,
 }
 
+impl PolicySet {
+    /// Whether any rule allows by DNS name (`toFQDNs`): only then do the
+    /// DNS answers a flows file records change what is compiled.
+    pub fn uses_fqdns(&self) -> bool {
+        self.policies.iter().any(|p| match &p.body {
+            PolicyBody::Cilium(c) => c
+                .spec
+                .iter()
+                .chain(c.specs.iter().flatten())
+                .flat_map(|r| r.egress.iter().flatten())
+                .any(|pr| pr.fqdns.is_some()),
+            PolicyBody::Kubernetes(_) => false,
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum PolicyKind {
     CiliumNetworkPolicy,

@@ -51,6 +51,10 @@ impl Span {
 pub struct SourceFile {
     pub name: String,
     pub text: Arc<str>,
+    /// Lines of the file before `text` (0 for a whole file): a streamed
+    /// input is kept one piece at a time, and its reports still give the
+    /// file's own line numbers.
+    pub first_line: u32,
     /// Byte offsets of line starts, built on first use: turning offsets
     /// into lines is then a binary search, not a scan of the text (reports
     /// on a large file would otherwise cost a scan each).
@@ -90,7 +94,7 @@ impl SourceFile {
             .get(start..offset)
             .map_or(offset - start, |s| s.chars().count())
             + 1;
-        (line as u32 + 1, col as u32)
+        (self.first_line + line as u32 + 1, col as u32)
     }
 }
 
@@ -106,10 +110,22 @@ impl SourceMap {
     }
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<Arc<str>>) -> FileId {
+        self.add_piece(name, text, 1)
+    }
+
+    /// Adds a piece of a file whose first line is line `first_line`
+    /// (1-based) of the file.
+    pub fn add_piece(
+        &mut self,
+        name: impl Into<String>,
+        text: impl Into<Arc<str>>,
+        first_line: u32,
+    ) -> FileId {
         let id = FileId(u32::try_from(self.files.len()).expect("fewer than 2^32 files"));
         self.files.push(SourceFile {
             name: name.into(),
             text: text.into(),
+            first_line: first_line.saturating_sub(1),
             line_starts: std::sync::OnceLock::new(),
         });
         id

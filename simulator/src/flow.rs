@@ -118,18 +118,19 @@ pub fn parse_dns(
     file: FileId,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<(String, Vec<std::net::IpAddr>)> {
-    let mut roots = Vec::new();
-    if yaml::parse_stream(text, file, &yaml::Limits::default(), |e| {
-        if let yaml::Emitted::Document { root, .. } = e {
-            roots.push(root);
-        }
-    })
-    .is_err()
-    {
-        return Vec::new(); // parse_yaml reports it
+    match yaml_roots(text, file, yaml::Base::default()) {
+        Ok(roots) => dns_of_roots(&roots, diags),
+        Err(_) => Vec::new(), // parse_yaml reports it
     }
+}
+
+/// The `dns:` answers of parsed flows documents.
+pub(crate) fn dns_of_roots(
+    roots: &[Node],
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, Vec<std::net::IpAddr>)> {
     let mut out = Vec::new();
-    for root in &roots {
+    for root in roots {
         let Some(dns) = root.get("dns") else { continue };
         let NodeKind::Map(entries) = &dns.kind else {
             err(diags, dns.span, "`dns` maps names to lists of addresses");
@@ -161,18 +162,40 @@ pub fn parse_dns(
 /// Reads the compact YAML form: a list (or `flows:` list) of
 /// `{from, to, port, protocol, expect}`. `port` may be `80/TCP`.
 pub fn parse_yaml(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Flow> {
-    let mut out = Vec::new();
+    match yaml_roots(text, file, yaml::Base::default()) {
+        Ok(roots) => flows_of_roots(&roots, diags),
+        Err(e) => {
+            diags.push(yaml_diag(e));
+            Vec::new()
+        }
+    }
+}
+
+/// The documents of a flows text (or of a piece of one starting at `base`).
+pub(crate) fn yaml_roots(
+    text: &str,
+    file: FileId,
+    base: yaml::Base,
+) -> Result<Vec<Node>, yaml::YamlError> {
     let mut roots = Vec::new();
-    if let Err(e) = yaml::parse_stream(text, file, &yaml::Limits::default(), |e| {
+    yaml::parse_stream_at(text, file, base, &yaml::Limits::default(), |e| {
         if let yaml::Emitted::Document { root, .. } = e {
             roots.push(root);
         }
-    }) {
-        let mut d = policy_lang::yaml_error(e);
-        d.message = format!("flows: {}", d.message);
-        diags.push(d);
-        return out;
-    }
+    })?;
+    Ok(roots)
+}
+
+pub(crate) fn yaml_diag(e: yaml::YamlError) -> Diagnostic {
+    let mut d = policy_lang::yaml_error(e);
+    d.message = format!("flows: {}", d.message);
+    d
+}
+
+/// The flows of parsed documents: each a list of flows, or a mapping with
+/// a `flows:` list (and perhaps `dns:`, read by [`parse_dns`]).
+pub(crate) fn flows_of_roots(roots: &[Node], diags: &mut Vec<Diagnostic>) -> Vec<Flow> {
+    let mut out = Vec::new();
     for root in roots {
         let list = match (&root.kind, root.get("flows")) {
             (NodeKind::Seq(items), _) => items.as_slice(),
@@ -183,6 +206,10 @@ pub fn parse_yaml(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<
                     ..
                 }),
             ) => items.as_slice(),
+            // A mapping that only gives DNS answers (a streamed file's
+            // `dns:` section is a piece of its own).
+            (NodeKind::Map(_), None) if root.get("dns").is_some() => &[],
+            _ if root.is_null() => &[],
             _ => {
                 err(
                     diags,
@@ -501,6 +528,16 @@ pub fn parse_hubble(
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Flow> {
     let _ = sources;
+    parse_hubble_at(text, file, 1, diags)
+}
+
+/// [`parse_hubble`] for a piece of a file whose first line is `first_line`.
+pub fn parse_hubble_at(
+    text: &str,
+    file: FileId,
+    first_line: u32,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Flow> {
     let mut out = Vec::new();
     let mut offset = 0u32;
     for (i, raw) in text.split('\n').enumerate() {
@@ -511,7 +548,7 @@ pub fn parse_hubble(
             file,
             start: offset,
             end: offset + line.len() as u32,
-            line: i as u32 + 1,
+            line: first_line + i as u32,
             col: 1,
         };
         offset += raw.len() as u32 + 1;
@@ -640,47 +677,59 @@ pub fn parse_hubble(
 /// (`parse_hubble` reports malformed ones). Answers hold for the whole
 /// replay, as if every lookup came before the connections.
 pub fn hubble_dns_answers(text: &str) -> Vec<(String, Vec<std::net::IpAddr>)> {
-    let mut out: Vec<(String, Vec<std::net::IpAddr>)> = Vec::new();
+    let mut out = Vec::new();
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let f = v.get("flow").unwrap_or(&v);
-        let Some(l7) = f.get("l7") else { continue };
-        if l7.get("type").and_then(|t| t.as_str()) != Some("RESPONSE") {
-            continue;
-        }
-        let Some(dns) = l7.get("dns") else { continue };
-        if dns.get("rcode").and_then(|r| r.as_u64()).unwrap_or(0) != 0 {
-            continue;
-        }
-        let Some(name) = dns.get("query").and_then(|q| q.as_str()) else {
-            continue;
-        };
-        let ips: Vec<std::net::IpAddr> = dns
-            .get("ips")
-            .and_then(|i| i.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| i.as_str()?.parse().ok().map(canonical_ip))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if ips.is_empty() {
-            continue;
-        }
-        match out.iter_mut().find(|(n, _)| n == name) {
-            Some((_, known)) => {
-                for ip in ips {
-                    if !known.contains(&ip) {
-                        known.push(ip);
-                    }
-                }
-            }
-            None => out.push((name.to_owned(), ips)),
+        if let Some(answer) = hubble_dns_answer(line) {
+            merge_answer(&mut out, answer);
         }
     }
     out
+}
+
+/// The DNS answer one Hubble line records, if it is one.
+pub fn hubble_dns_answer(line: &str) -> Option<(String, Vec<std::net::IpAddr>)> {
+    // Most lines are not DNS responses: skip them before parsing JSON.
+    if !line.contains("\"dns\"") {
+        return None;
+    }
+    let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    let f = v.get("flow").unwrap_or(&v);
+    let l7 = f.get("l7")?;
+    if l7.get("type").and_then(|t| t.as_str()) != Some("RESPONSE") {
+        return None;
+    }
+    let dns = l7.get("dns")?;
+    if dns.get("rcode").and_then(|r| r.as_u64()).unwrap_or(0) != 0 {
+        return None;
+    }
+    let name = dns.get("query").and_then(|q| q.as_str())?;
+    let ips: Vec<std::net::IpAddr> = dns
+        .get("ips")
+        .and_then(|i| i.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.as_str()?.parse().ok().map(canonical_ip))
+                .collect()
+        })
+        .unwrap_or_default();
+    (!ips.is_empty()).then(|| (name.to_owned(), ips))
+}
+
+/// Adds one name's addresses to a list of answers, once each.
+pub fn merge_answer(
+    out: &mut Vec<(String, Vec<std::net::IpAddr>)>,
+    (name, ips): (String, Vec<std::net::IpAddr>),
+) {
+    match out.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, known)) => {
+            for ip in ips {
+                if !known.contains(&ip) {
+                    known.push(ip);
+                }
+            }
+        }
+        None => out.push((name, ips)),
+    }
 }
 
 /// Checks that pods named by flows exist in the inventory.

@@ -10,5 +10,6 @@ pub mod eval;
 pub mod flow;
 pub mod matrix;
 pub mod reference;
+pub mod stream;
 #[cfg(feature = "testgen")]
 pub mod testgen;
