@@ -672,7 +672,11 @@ pub fn trace(
         l7: None,
     };
     let mut diags = Vec::new();
-    flow::check_peers(std::slice::from_ref(&f), &s.inventory, &mut diags);
+    flow::check_peers(
+        std::slice::from_ref(&f),
+        &flow::PodNames::new(&s.inventory),
+        &mut diags,
+    );
     if !diags.is_empty() {
         for d in &diags {
             eprintln!("error: {}", d.message);

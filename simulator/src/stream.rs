@@ -480,13 +480,14 @@ pub fn judge_stream<R: BufRead>(
     emit: &mut dyn FnMut(&Flow, &Outcome) -> std::io::Result<()>,
 ) -> Result<Summary, StreamError> {
     let mut sum = Summary::default();
+    let pod_names = flow::PodNames::new(inventory);
     while let Some((piece, flows, mut diags)) = next_flows(pieces)? {
         // A flow naming a pod the inventory lacks is an error, and left
         // out: judging it as some other peer would be a guess.
         let mut known = Vec::with_capacity(flows.len());
         for f in flows {
             let before = diags.len();
-            flow::check_peers(std::slice::from_ref(&f), inventory, &mut diags);
+            flow::check_peers(std::slice::from_ref(&f), &pod_names, &mut diags);
             if diags.len() == before {
                 known.push(f);
             }
