@@ -31,11 +31,19 @@ seed() {
     cp "$f" "$corpus/$(sha1sum "$f" | cut -c1-16)"
   done
 }
+# The flows target reads its first byte as the piece size of the streamed
+# reading it compares with the whole one.
+seed_cut() {
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    { printf '\x10'; cat "$f"; } > "$corpus/cut-$(sha1sum "$f" | cut -c1-16)"
+  done
+}
 case "$target" in
   front_end|roundtrip|compile_simulate)
     seed fixtures/valid/*.yaml fixtures/invalid/*.yaml fixtures/simulate/*/policy.yaml fixtures/example/policies/*.yaml fixtures/fidelity/*/policies.yaml ;;
   inventory) seed fixtures/*/inventory.yaml fixtures/simulate/inventory.yaml fixtures/fidelity/*/inventory.yaml fixtures/example/inventory.yaml ;;
-  flows) seed fixtures/simulate/*/flows.yaml fixtures/fidelity/*/flows.yaml fixtures/example/flows.yaml ;;
+  flows) seed_cut fixtures/simulate/*/flows.yaml fixtures/fidelity/*/flows.yaml fixtures/example/flows.yaml ;;
   hubble) seed fixtures/simulate/*/*.jsonl fixtures/example/*.jsonl ;;
   artifact)
     # Seeds are compiled artifacts of the shipped example.
