@@ -279,6 +279,36 @@ impl Decoder<'_> {
         None
     }
 
+    /// An entity name as the CRD's enum admits it (see [`Entity::in_crd`]).
+    fn entity(&mut self, node: &Node) -> Option<Spanned<Entity>> {
+        let crd: Vec<&str> = Entity::NAMES
+            .iter()
+            .copied()
+            .filter(|n| Entity::parse(n).is_some_and(Entity::in_crd))
+            .collect();
+        let e = self.name_of(node, "entity", &crd, Entity::parse, Code::UnknownEntity)?;
+        if !e.value.in_crd() {
+            let cidr = if e.value == Entity::WorldIpv4 {
+                "0.0.0.0/0"
+            } else {
+                "::/0"
+            };
+            self.push(
+                Diagnostic::error(
+                    Code::UnknownEntity,
+                    node.span,
+                    format!("entity `{}` is not in the CRD's list of entities", e.value),
+                )
+                .with_label("the API server rejects this value")
+                .with_help(format!(
+                    "write `world` for both families, or a CIDR rule `{cidr}` for this family only"
+                )),
+            );
+            return None;
+        }
+        Some(e)
+    }
+
     // -----------------------------------------------------------------------
     // Documents
 
@@ -633,15 +663,7 @@ impl Decoder<'_> {
             requires: self.list_of(get("Requires"), |d, n| d.selector(n)),
             cidr: self.list_of(get("CIDR"), |d, n| d.cidr(n)),
             cidr_set: self.list_of(get("CIDRSet"), |d, n| d.cidr_rule(n)),
-            entities: self.list_of(get("Entities"), |d, n| {
-                d.name_of(
-                    n,
-                    "entity",
-                    Entity::NAMES,
-                    Entity::parse,
-                    Code::UnknownEntity,
-                )
-            }),
+            entities: self.list_of(get("Entities"), |d, n| d.entity(n)),
             nodes: self.list_of(get("Nodes"), |d, n| d.selector(n)),
             groups: self.list_of(get("Groups"), |d, n| d.group(n)),
             services: self.list_of(f.get("toServices"), |d, n| d.service(n)),
@@ -949,7 +971,10 @@ impl Decoder<'_> {
     fn cilium_port(&mut self, node: &Node, action: Action) -> Option<Spanned<Port>> {
         let s = self.string(node)?;
         let text = s.value.as_str();
-        if !text.is_empty() && !crd_port_pattern(text) {
+        if !crd_port_pattern(text) {
+            // An empty string too: written out, it is checked against the
+            // pattern, which needs a digit or a letter (leave `port` out
+            // instead).
             self.push(port_error(
                 node.span,
                 text,
@@ -1117,6 +1142,13 @@ impl Decoder<'_> {
             "a TLS context",
             &["secret", "trustedCA", "certificate", "privateKey"],
         )?;
+        if f.get("secret").is_none() {
+            self.push(Diagnostic::error(
+                Code::MissingField,
+                node.span,
+                "a TLS context needs `secret`",
+            ));
+        }
         Some(TlsContext {
             loc: Loc(node.span),
             secret: f.get("secret").and_then(|n| self.secret(n)),
@@ -1148,13 +1180,39 @@ impl Decoder<'_> {
             ));
             return None;
         };
+        let kind = self.opt_string(e.get("kind"));
+        if let Some(k) = &kind {
+            if !matches!(
+                k.value.as_str(),
+                "CiliumEnvoyConfig" | "CiliumClusterwideEnvoyConfig"
+            ) {
+                self.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        k.span(),
+                        format!("envoyConfig kind `{}` is not `CiliumEnvoyConfig` or `CiliumClusterwideEnvoyConfig`", k.value),
+                    ),
+                );
+            }
+        }
+        let ec_name = self.string(ec_name)?;
+        let name = self.string(name)?;
+        for n in [&ec_name, &name] {
+            if n.value.is_empty() {
+                self.push(Diagnostic::error(
+                    Code::InvalidValue,
+                    n.span(),
+                    "a listener's names may not be empty",
+                ));
+            }
+        }
         Some(Listener {
             loc: Loc(node.span),
             envoy_config: EnvoyConfigRef {
-                kind: self.opt_string(e.get("kind")),
-                name: self.string(ec_name)?,
+                kind,
+                name: ec_name,
             },
-            name: self.string(name)?,
+            name,
             priority: f.get("priority").and_then(|n| self.int(n)),
         })
     }

@@ -614,6 +614,15 @@ name_enum! {
     }
 }
 
+impl Entity {
+    /// Whether the CRD schema's enum lists this entity: `world-ipv4` and
+    /// `world-ipv6` are known to the agent (`cilium policy import` takes
+    /// them) but the API server refuses them in a CNP or CCNP.
+    pub fn in_crd(self) -> bool {
+        !matches!(self, Entity::WorldIpv4 | Entity::WorldIpv6)
+    }
+}
+
 name_enum! {
     /// `toPorts[].ports[].protocol`.
     Protocol {

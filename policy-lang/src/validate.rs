@@ -102,6 +102,8 @@ struct Validator<'a> {
 struct Ctx {
     dir: Direction,
     host: bool,
+    /// Cilium's agent sanitizes only the allow lists.
+    deny: bool,
 }
 
 impl Validator<'_> {
@@ -209,13 +211,14 @@ impl Validator<'_> {
             d.label = Some("this rule selects endpoints but says nothing about traffic".into());
             d.help = Some("add a rule list; an empty list (`ingress: []`) does not count, `ingress: [{}]` denies all ingress".into());
         }
-        for (dir, _, list) in r.peer_lists() {
+        for (dir, action, list) in r.peer_lists() {
             for pr in list.into_iter().flatten() {
                 self.peer_rule(
                     pr,
                     Ctx {
                         dir,
                         host: r.is_host_policy(),
+                        deny: action == Action::Deny,
                     },
                 );
             }
@@ -397,7 +400,26 @@ impl Validator<'_> {
             self.cidr_rule(c);
         }
         for f in pr.fqdns.iter().flatten() {
-            self.fqdn(f.loc, f.match_name.as_ref(), f.match_pattern.as_ref(), true);
+            self.fqdn(
+                f.loc,
+                f.match_name.as_ref(),
+                f.match_pattern.as_ref(),
+                "a toFQDNs selector",
+            );
+        }
+        if let (Some(services), Some(ports), false) = (&pr.services, &pr.to_ports, cx.deny) {
+            if !services.is_empty() && !ports.is_empty() {
+                let d = self.err(
+                    Code::CombinedL3,
+                    self.head(ports[0].loc.0),
+                    "combining `toServices` and `toPorts` in one rule is not supported",
+                );
+                d.label = Some("Cilium's agent refuses this rule (cilium/cilium#20067)".into());
+                d.help = Some(
+                    "allow the Service's backends by their labels with `toEndpoints` and `toPorts` instead"
+                        .into(),
+                );
+            }
         }
         for s in pr.services.iter().flatten() {
             if let Some(sel) = &s.k8s_service_selector {
@@ -444,6 +466,18 @@ impl Validator<'_> {
             };
             self.err(Code::CidrRuleSource, self.head(c.loc.0), msg);
         }
+        if let Some(r) = &c.cidr_group_ref {
+            if let Err(why) = check_dns_subdomain(&r.value) {
+                self.err(
+                    Code::InvalidName,
+                    r.span(),
+                    format!(
+                        "`cidrGroupRef` `{}` is not a CiliumCIDRGroup name: {why}",
+                        r.value
+                    ),
+                );
+            }
+        }
         if let Some(cidr) = &c.cidr {
             for e in &c.except {
                 self.except(cidr, e, false);
@@ -486,13 +520,15 @@ impl Validator<'_> {
         loc: Loc,
         name: Option<&Spanned<String>>,
         pattern: Option<&Spanned<String>>,
-        exactly_one: bool,
+        what: &str,
     ) {
-        if exactly_one && name.is_some() == pattern.is_some() {
+        // The CRD schema has `oneOf: [matchName, matchPattern]` for the
+        // selector type that toFQDNs and DNS rules share.
+        if name.is_some() == pattern.is_some() {
             let msg = if name.is_some() {
-                "a toFQDNs selector may set only one of `matchName` and `matchPattern`"
+                format!("{what} may set only one of `matchName` and `matchPattern`")
             } else {
-                "a toFQDNs selector needs `matchName` or `matchPattern`"
+                format!("{what} needs `matchName` or `matchPattern`")
             };
             self.err(Code::FqdnSelector, self.head(loc.0), msg).help =
                 Some("use one list element per name or pattern".into());
@@ -585,6 +621,12 @@ impl Validator<'_> {
             for n in names {
                 if n.value.is_empty() {
                     self.err(Code::ServerNames, n.span(), "empty server name");
+                } else if let Err(why) = check_server_name(&n.value) {
+                    self.err(
+                        Code::ServerNames,
+                        n.span(),
+                        format!("invalid server name `{}`: {why}", n.value),
+                    );
                 }
             }
             if !names.is_empty() && rules.is_some() && pr.terminating_tls.is_none() {
@@ -806,7 +848,7 @@ impl Validator<'_> {
                 d.loc,
                 d.match_name.as_ref(),
                 d.match_pattern.as_ref(),
-                false,
+                "a DNS rule",
             );
         }
     }
@@ -1140,6 +1182,11 @@ pub fn check_dns_name(s: &str, wildcard: bool) -> Result<(), String> {
             if wildcard { ", `*`" } else { "" }
         ));
     }
+    // The CRD's pattern is a list of labels each followed by at most one
+    // dot: no leading dot, no empty label.
+    if s.starts_with('.') || s.contains("..") {
+        return Err("it has an empty label (a leading `.` or `..`)".into());
+    }
     Ok(())
 }
 
@@ -1152,14 +1199,36 @@ pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 253 {
         return Err(format!("must be 1-253 characters, has {}", s.len()));
     }
-    let b = s.as_bytes();
-    if !b.iter().all(|&c| is_alnum(c) || c == b'-' || c == b'.')
-        || !is_alnum(b[0])
-        || !is_alnum(b[b.len() - 1])
-    {
-        return Err("must be lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit".into());
+    // Dot-separated RFC 1123 labels: each starts and ends with a letter or
+    // digit (so no empty label, no `-.` or `.-`).
+    let ok = s.split('.').all(|l| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.iter().all(|&c| is_alnum(c) || c == b'-')
+            && is_alnum(b[0])
+            && is_alnum(b[b.len() - 1])
+    });
+    if !ok {
+        return Err("must be lowercase letters, digits, `-` and `.`, each dot-separated part starting and ending with a letter or digit".into());
     }
     Ok(())
+}
+
+/// A TLS server name as the CRD's pattern admits it: an optional `*.` or
+/// `**.` prefix, then DNS labels (letters, digits, `-`, `_`), at most 255
+/// characters.
+pub fn check_server_name(s: &str) -> Result<(), String> {
+    if s.len() > 255 {
+        return Err(format!("it has {} characters, the limit is 255", s.len()));
+    }
+    let rest = s
+        .strip_prefix("**.")
+        .or_else(|| s.strip_prefix("*."))
+        .unwrap_or(s);
+    if rest.contains('*') {
+        return Err("`*` is only allowed as a leading `*.` or `**.`".into());
+    }
+    check_dns_name(rest, false)
 }
 
 /// RFC 1123 label, as Kubernetes checks namespace names.
@@ -1278,6 +1347,27 @@ mod tests {
         };
         let on = crate::parse_source("n.yaml", text, &opts);
         assert_eq!(on.error_count(), 0, "{:?}", on.diagnostics);
+    }
+
+    #[test]
+    fn services_with_ports_are_refused_in_allow_rules_only() {
+        let rule = |list: &str| {
+            format!("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: s, namespace: a}}\nspec:\n  endpointSelector: {{}}\n  {list}:\n  - toServices: [{{k8sService: {{serviceName: db, namespace: a}}}}]\n    toPorts: [{{ports: [{{port: \"5432\"}}]}}]\n")
+        };
+        let allow = crate::parse_source("s.yaml", &rule("egress"), &crate::LoadOptions::default());
+        let d = allow
+            .diagnostics
+            .iter()
+            .find(|d| d.code == Code::CombinedL3 && d.is_error())
+            .expect("refused");
+        assert_eq!(d.span.map(|s| s.line), Some(8), "points at toPorts");
+        // The agent does not sanitize deny lists: Cilium accepts it there.
+        let deny = crate::parse_source(
+            "s.yaml",
+            &rule("egressDeny"),
+            &crate::LoadOptions::default(),
+        );
+        assert_eq!(deny.error_count(), 0, "{:?}", deny.diagnostics);
     }
 
     #[test]

@@ -172,8 +172,12 @@ fn port_rule(allow: bool) -> impl Strategy<Value = PortRule> {
 }
 
 fn peer_rule(egress: bool, allow: bool) -> impl Strategy<Value = PeerRule> {
-    let entity = prop::sample::select(Entity::NAMES.to_vec())
-        .prop_map(|n| Entity::parse(n).expect("listed"));
+    let crd: Vec<Entity> = Entity::NAMES
+        .iter()
+        .filter_map(|n| Entity::parse(n))
+        .filter(|e| e.in_crd())
+        .collect();
+    let entity = prop::sample::select(crd);
     let cidr_rule =
         (option::of(cidr()), vec(cidr(), 0..2), option::of(name())).prop_map(|(c, ex, g)| {
             CidrRule {
