@@ -99,6 +99,8 @@ pub fn protocol_number(text: &str) -> Option<u8> {
         "SCTP" => 132,
         "ICMP" | "ICMPV4" => 1,
         "ICMPV6" => 58,
+        "VRRP" => 112,
+        "IGMP" => 2,
         _ => return text.parse().ok(),
     })
 }
@@ -195,20 +197,25 @@ pub(crate) fn yaml_diag(e: yaml::YamlError) -> Diagnostic {
 /// The flows of parsed documents: each a list of flows, or a mapping with
 /// a `flows:` list (and perhaps `dns:`, read by [`parse_dns`]).
 pub(crate) fn flows_of_roots(roots: &[Node], diags: &mut Vec<Diagnostic>) -> Vec<Flow> {
+    flows_of_roots_after(roots, &[], diags)
+}
+
+/// As [`flows_of_roots`], for a piece whose first document continues one
+/// that already had the root keys `keys_before` (a streamed file cut before
+/// a root key): a key given twice is an error wherever the cut fell.
+pub(crate) fn flows_of_roots_after(
+    roots: &[Node],
+    keys_before: &[String],
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Flow> {
     let mut out = Vec::new();
-    for root in roots {
-        let list = match (&root.kind, root.get("flows")) {
-            (NodeKind::Seq(items), _) => items.as_slice(),
-            (
-                _,
-                Some(Node {
-                    kind: NodeKind::Seq(items),
-                    ..
-                }),
-            ) => items.as_slice(),
-            // A mapping that only gives DNS answers (a streamed file's
-            // `dns:` section is a piece of its own).
-            (NodeKind::Map(_), None) if root.get("dns").is_some() => &[],
+    for (i, root) in roots.iter().enumerate() {
+        let list = match &root.kind {
+            NodeKind::Seq(items) => items.as_slice(),
+            NodeKind::Map(entries) => {
+                let before = if i == 0 { keys_before } else { &[] };
+                root_map_flows(entries, before, diags)
+            }
             _ if root.is_null() => &[],
             _ => {
                 err(
@@ -226,6 +233,52 @@ pub(crate) fn flows_of_roots(roots: &[Node], diags: &mut Vec<Diagnostic>) -> Vec
         }
     }
     out
+}
+
+/// The `flows:` list of a root mapping. Its keys are only `flows` and
+/// `dns`, each once: a misspelt or repeated key would otherwise make a
+/// policy's tests vanish without a word.
+fn root_map_flows<'n>(
+    entries: &'n [(Node, Node)],
+    keys_before: &[String],
+    diags: &mut Vec<Diagnostic>,
+) -> &'n [Node] {
+    const KEYS: &[&str] = &["flows", "dns"];
+    let mut seen: Vec<&str> = keys_before.iter().map(String::as_str).collect();
+    let mut list: &[Node] = &[];
+    for (k, v) in entries {
+        let name = scalar(k).unwrap_or("");
+        if !KEYS.contains(&name) {
+            let mut d = Diagnostic::error(
+                Code::FlowSyntax,
+                k.span,
+                format!("unknown key `{name}` in a flows file"),
+            )
+            .with_label("only `flows` and `dns` are read here");
+            if let Some(s) = policy_lang::suggest::did_you_mean(name, KEYS) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            diags.push(d);
+            continue;
+        }
+        if seen.contains(&name) {
+            err(
+                diags,
+                k.span,
+                format!("`{name}` is given twice in this document"),
+            );
+            continue;
+        }
+        seen.push(name);
+        if name == "flows" {
+            match &v.kind {
+                NodeKind::Seq(items) => list = items.as_slice(),
+                _ if v.is_null() => {}
+                _ => err(diags, v.span, "`flows` is a list of flows"),
+            }
+        }
+    }
+    list
 }
 
 fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {

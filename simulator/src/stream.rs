@@ -49,6 +49,10 @@ pub struct Piece {
     pub first_line: u32,
     /// The next piece continues the same YAML document.
     pub continues: bool,
+    /// Root keys of this piece's YAML document that earlier pieces held
+    /// (the piece was cut before a root key): a key given again is an
+    /// error, as it is when the document is read whole.
+    pub keys_before: Vec<String>,
 }
 
 /// Why an input could not be read.
@@ -120,6 +124,8 @@ struct DocState {
     awaiting_seq: bool,
     /// An anchor was defined: no cuts for the rest of the document.
     anchored: bool,
+    /// Root keys seen so far.
+    keys: Vec<String>,
 }
 
 /// Cuts an input into [`Piece`]s.
@@ -133,6 +139,8 @@ pub struct Pieces<R> {
     doc: DocState,
     /// The piece being read started at a cut inside a list.
     continuation: bool,
+    /// Root keys of the document before the held line.
+    held_keys: Vec<String>,
 }
 
 impl<R: BufRead> Pieces<R> {
@@ -147,6 +155,7 @@ impl<R: BufRead> Pieces<R> {
             held: None,
             doc: DocState::default(),
             continuation: false,
+            held_keys: Vec::new(),
         }
     }
 
@@ -188,6 +197,7 @@ impl<R: BufRead> Pieces<R> {
         let mut first_line = 0;
         let mut has_content = false;
         let mut continues = false;
+        let keys_before = std::mem::take(&mut self.held_keys);
         while let Some((line, no)) = self.read_line()? {
             if text.is_empty() {
                 first_line = no;
@@ -225,6 +235,7 @@ impl<R: BufRead> Pieces<R> {
             text,
             first_line,
             continues,
+            keys_before,
         }))
     }
 
@@ -235,6 +246,7 @@ impl<R: BufRead> Pieces<R> {
         if is_marker(l) {
             self.doc = DocState::default();
             self.continuation = false;
+            self.held_keys.clear();
             let inline = l[3..].trim_start();
             if !inline.is_empty() && !inline.starts_with('#') {
                 self.doc.root = Root::Opaque;
@@ -255,6 +267,7 @@ impl<R: BufRead> Pieces<R> {
             doc.anchored = true;
         }
         let mut cut = None;
+        let mut key = None;
         if item {
             if doc.root == Root::Unknown {
                 doc.root = Root::Seq;
@@ -265,15 +278,35 @@ impl<R: BufRead> Pieces<R> {
             } else if doc.seq_indent == Some(indent) && size >= self.target && has_content {
                 cut = Some(true);
             }
-        } else if indent == 0 && !rest.starts_with(['[', '{', '"', '\'', '&', '*', '!', '|', '>']) {
-            match doc.root {
-                Root::Unknown => doc.root = Root::Map,
-                Root::Map if self.continuation && has_content => cut = Some(true),
-                _ => {}
+        } else if indent == 0 && rest.starts_with('%') {
+            // A directive belongs before a document's `---`; anywhere else
+            // it is an error that the piece it is in must report as the
+            // whole document would.
+            if doc.root != Root::Unknown {
+                doc.root = Root::Opaque;
             }
-            let key = rest.split(':').next().unwrap_or("").trim();
-            doc.awaiting_seq = key == "flows";
-            doc.seq_indent = None;
+        } else if indent == 0 {
+            match plain_key(rest) {
+                Some(k) => {
+                    match doc.root {
+                        Root::Unknown => doc.root = Root::Map,
+                        Root::Map if self.continuation && has_content => cut = Some(true),
+                        _ => {}
+                    }
+                    doc.awaiting_seq = k == "flows";
+                    doc.seq_indent = None;
+                    key = Some(k.to_owned());
+                }
+                // A quoted or complex key, a directive, a root scalar: not
+                // a shape to cut further. A bare-list piece cannot hold it,
+                // so it starts a piece of its own.
+                None => {
+                    if doc.root == Root::Map && self.continuation && has_content {
+                        cut = Some(true);
+                    }
+                    doc.root = Root::Opaque;
+                }
+            }
         } else if doc.root == Root::Unknown {
             doc.root = Root::Opaque;
         } else if doc.awaiting_seq {
@@ -283,9 +316,38 @@ impl<R: BufRead> Pieces<R> {
             // The piece after a cut before an item is a bare list; after a
             // cut before a root key, a mapping.
             self.continuation = item;
+            self.held_keys = doc.keys.clone();
+        }
+        if let Some(k) = key {
+            if !doc.keys.contains(&k) {
+                doc.keys.push(k);
+            }
         }
         cut
     }
+}
+
+/// The key of a root mapping entry written as a plain scalar (`flows:`,
+/// `dns: {...}`), or `None` when the line is anything else. YAML ends a
+/// plain key at `: ` (or a `:` ending the line); a `:` inside a word
+/// (`a:b: 1`) belongs to the key.
+fn plain_key(rest: &str) -> Option<&str> {
+    const INDICATORS: &[char] = &[
+        '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@',
+        '`',
+    ];
+    if rest.starts_with(INDICATORS) {
+        return None;
+    }
+    let b = rest.as_bytes();
+    let end = (0..b.len())
+        .find(|&i| b[i] == b':' && b.get(i + 1).is_none_or(|&n| n == b' ' || n == b'\t'))?;
+    let k = rest[..end].trim_end();
+    // A comment before the colon means the colon is not a key's.
+    if k.contains(" #") || k.contains("\t#") || k.is_empty() {
+        return None;
+    }
+    Some(k)
 }
 
 fn is_marker(l: &str) -> bool {
@@ -456,7 +518,7 @@ pub fn next_flows<R: BufRead>(
                 return Ok(None);
             };
             let flows = match parsed {
-                Ok(roots) => flow::flows_of_roots(&roots, &mut diags),
+                Ok(roots) => flow::flows_of_roots_after(&roots, &piece.keys_before, &mut diags),
                 Err(e) => {
                     diags.push(flow::yaml_diag(e));
                     Vec::new()

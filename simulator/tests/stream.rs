@@ -109,3 +109,57 @@ fn awkward_yaml_reads_the_same_in_pieces() {
         }
     }
 }
+
+/// Root keys that are unknown or repeated, odd lines at the root (quoted or
+/// complex keys, directives, markers, empty items): the problems are the
+/// same wherever the cuts fall, and so are the flows when there are none.
+/// (With problems, the flows read before a late error have been judged
+/// already; the run still fails.)
+#[test]
+fn root_lines_read_the_same_in_pieces() {
+    let cases = [
+        "- {from: default/a, to: default/b, port: 80}\n...\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n'x': 1\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n\"flows2\":\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n? dns\n: {}\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\ndns: {}\nflows:\n- {from: default/b, to: default/a, port: 82}\n",
+        "flows:\n- from: default/a\n  to: default/b\n  port: 80\n- {from: default/b, to: default/a, port: 81}\n%YAML 1.2\n",
+        "dns: {}\nflows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n---\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n...\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n-\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- \n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- ~\n",
+        "flows:\n-\n-\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n#c\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\ndns:\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\nflows:\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\nfoo:\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n:\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n- x\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n\t\n",
+        "flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n \n",
+        "\u{feff}flows:\n- {from: default/a, to: default/b, port: 80}\n- {from: default/b, to: default/a, port: 81}\n",
+        "flows:\r\n- {from: default/a, to: default/b, port: 80}\r\n- {from: default/b, to: default/a, port: 81}\r\n",
+        "flows:\r- {from: default/a, to: default/b, port: 80}\r- {from: default/b, to: default/a, port: 81}\r",
+    ];
+    let mut bad = Vec::new();
+    for text in cases {
+        let expected = whole(text, Format::Yaml);
+        for target in 1..60 {
+            let s = streamed(text, Format::Yaml, target);
+            let same = if expected.1.is_empty() {
+                s == expected
+            } else {
+                s.1 == expected.1
+            };
+            if !same {
+                bad.push(format!(
+                    "{text:?} at {target}:\n  whole {expected:?}\n  streamed {s:?}"
+                ));
+                break;
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
