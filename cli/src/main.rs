@@ -110,6 +110,21 @@ struct Semantics {
     /// The policies of this namespace in audit mode (repeatable).
     #[arg(long, value_name = "NS")]
     audit_namespace: Vec<String>,
+    /// The Cilium release whose reading to follow where releases differ
+    /// (docs/semantics.md lists what changes): 1.17 or 1.18.
+    #[arg(long, value_name = "VERSION", default_value = "1.17", value_parser = parse_cilium_version)]
+    cilium_version: policy_lang::version::CiliumVersion,
+}
+
+fn parse_cilium_version(s: &str) -> Result<policy_lang::version::CiliumVersion, String> {
+    use policy_lang::version::CiliumVersion;
+    CiliumVersion::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = CiliumVersion::ALL.iter().map(|v| v.as_str()).collect();
+        format!(
+            "sluice follows Cilium {}; `{s}` is not one of them",
+            known.join(" or ")
+        )
+    })
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -124,6 +139,7 @@ impl Semantics {
         LoadOptions {
             validate: policy_lang::validate::ValidateOptions {
                 node_selector_labels: self.node_selector_labels,
+                cilium: self.cilium_version,
             },
             ..LoadOptions::default()
         }

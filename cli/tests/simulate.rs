@@ -300,6 +300,31 @@ fn semantics_switches_change_the_verdicts() {
         run("identity-labels-option", &["--identity-labels", "k8s:("]),
         Some(2)
     );
+    // The release followed: 1.17 refuses VRRP, 1.18 enforces it.
+    let vrrp = |flags: &[&str]| {
+        let mut a = vec![
+            "simulate",
+            "-p",
+            "fixtures/versions/vrrp-protocol/policies.yaml",
+            "-i",
+            "fixtures/versions/inventory.yaml",
+            "-f",
+            "fixtures/versions/vrrp-protocol/flows-1.18.yaml",
+        ];
+        a.extend(flags);
+        sluice(&a)
+    };
+    assert_eq!(vrrp(&["--cilium-version", "1.18"]).status.code(), Some(0));
+    let o = vrrp(&[]);
+    assert_eq!(o.status.code(), Some(2), "1.17 is the default");
+    assert!(stderr(&o).contains("protocol VRRP is not in the CRD of Cilium 1.17"));
+    let o = vrrp(&["--cilium-version", "1.12"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("sluice follows Cilium 1.17 or 1.18"),
+        "{}",
+        stderr(&o)
+    );
     // fromNodes is refused unless Cilium's node selector labels are on.
     let o = sluice(&["validate", "fixtures/invalid/node-selector-labels.yaml"]);
     assert_eq!(o.status.code(), Some(1));

@@ -39,6 +39,7 @@ pub mod render;
 pub mod source;
 pub mod suggest;
 pub mod validate;
+pub mod version;
 pub mod yaml;
 
 use diag::{Code, Diagnostic};

@@ -25,6 +25,8 @@ const PARALLEL_THRESHOLD: usize = 1000;
 pub struct ValidateOptions {
     /// `--enable-node-selector-labels`: `fromNodes` / `toNodes` allowed.
     pub node_selector_labels: bool,
+    /// The release whose validation is followed where releases differ.
+    pub cilium: crate::version::CiliumVersion,
 }
 
 pub fn validate(
@@ -203,12 +205,23 @@ impl Validator<'_> {
             .iter()
             .all(|(_, _, l)| l.is_none_or(|l| l.is_empty()))
         {
-            let d = self.err(
-                Code::NoDirection,
-                self.head(r.loc.0),
-                "rule has none of `ingress`, `ingressDeny`, `egress`, `egressDeny`",
-            );
-            d.label = Some("this rule selects endpoints but says nothing about traffic".into());
+            let v = self.opts.cilium;
+            let msg = "rule has none of `ingress`, `ingressDeny`, `egress`, `egressDeny`";
+            let span = self.head(r.loc.0);
+            let d = if v.refuses_rules_without_direction() {
+                self.err(Code::NoDirection, span, msg)
+            } else {
+                self.diags
+                    .push(Diagnostic::warning(Code::NoDirection, span, msg));
+                self.diags.last_mut().expect("just pushed")
+            };
+            d.label = Some(if v.refuses_rules_without_direction() {
+                format!("Cilium {v} refuses a rule that says nothing about traffic")
+            } else {
+                format!(
+                    "Cilium {v} accepts this rule, and it has no effect (later releases refuse it)"
+                )
+            });
             d.help = Some("add a rule list; an empty list (`ingress: []`) does not count, `ingress: [{}]` denies all ingress".into());
         }
         for (dir, action, list) in r.peer_lists() {
@@ -649,6 +662,19 @@ impl Validator<'_> {
             // portless) or invalid (reported too): 0 keeps later checks quiet.
             None => Some(0),
         };
+        if proto.is_portless() && !self.opts.cilium.portless_protocols() {
+            if let Some(pr) = &p.protocol {
+                let v = self.opts.cilium;
+                let d = self.err(
+                    Code::InvalidValue,
+                    pr.span(),
+                    format!("protocol {proto} is not in the CRD of Cilium {v}"),
+                );
+                d.label = Some("the API server refuses it: TCP, UDP, SCTP and ANY only".into());
+                d.help =
+                    Some("Cilium 1.18 added VRRP and IGMP (sluice --cilium-version 1.18)".into());
+            }
+        }
         if proto.is_portless() && number.is_some_and(|n| n != 0) {
             if let Some(port) = &p.port {
                 self.err(
@@ -1342,6 +1368,7 @@ mod tests {
         let opts = crate::LoadOptions {
             validate: ValidateOptions {
                 node_selector_labels: true,
+                ..ValidateOptions::default()
             },
             ..crate::LoadOptions::default()
         };

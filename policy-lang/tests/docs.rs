@@ -25,6 +25,9 @@ fn generate() -> String {
                 | Code::SelectsNothing
         ) {
             " *(warning)*"
+        } else if *c == Code::NoDirection {
+            // Releases differ: see --cilium-version in docs/semantics.md.
+            " *(warning with `--cilium-version 1.17`, the default; error with 1.18)*"
         } else {
             ""
         };

@@ -27,7 +27,16 @@ struct Case {
 }
 
 fn load_case(policies: &Path, inventory_path: &Path, flows: &Path) -> Case {
-    let mut loaded = load_paths(&[policies.to_path_buf()], &LoadOptions::default());
+    load_case_with(policies, inventory_path, flows, &LoadOptions::default())
+}
+
+fn load_case_with(
+    policies: &Path,
+    inventory_path: &Path,
+    flows: &Path,
+    opts: &LoadOptions,
+) -> Case {
+    let mut loaded = load_paths(&[policies.to_path_buf()], opts);
     assert_eq!(
         loaded.error_count(),
         0,
@@ -190,6 +199,48 @@ fn fidelity_cases_get_ciliums_verdicts() {
         failures.extend(check(&case, &d.display().to_string()));
     }
     assert!(flows >= 30, "{flows} flows");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Behaviours that changed between Cilium releases (`fixtures/versions/`):
+/// a case holds `flows-<release>.yaml` for each release that accepts its
+/// policies, whose flows both evaluators must judge as expected under that
+/// release; every other release must refuse the policies.
+#[test]
+fn version_fixtures_hold_under_their_release() {
+    use policy_lang::version::CiliumVersion;
+    let dir = root().join("fixtures/versions");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures/versions")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 2, "version cases: {cases:?}");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mut accepted = 0;
+        for &v in CiliumVersion::ALL {
+            let mut opts = LoadOptions::default();
+            opts.validate.cilium = v;
+            let policies = case.join("policies.yaml");
+            let flows = case.join(format!("flows-{v}.yaml"));
+            if flows.is_file() {
+                accepted += 1;
+                let c = load_case_with(&policies, &inventory_for(case), &flows, &opts);
+                assert!(!c.flows.is_empty(), "{}", flows.display());
+                failures.extend(check(&c, &format!("{} (Cilium {v})", case.display())));
+            } else {
+                let loaded = load_paths(&[policies.clone()], &opts);
+                assert!(
+                    loaded.error_count() > 0,
+                    "{}: Cilium {v} must refuse these policies (or give flows-{v}.yaml)",
+                    case.display()
+                );
+            }
+        }
+        assert!(accepted > 0, "{}: no release accepts it", case.display());
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
