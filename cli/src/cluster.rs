@@ -94,7 +94,11 @@ fn fetch_lists(lists: &[(&str, &str, &str, bool)]) -> Result<String, String> {
                     obj.insert("kind".into(), serde_json::Value::String(kind.into()));
                     obj.entry("apiVersion")
                         .or_insert_with(|| api_version.into());
-                    obj.remove("status");
+                    // A policy's status is bookkeeping; a pod's or a
+                    // node's holds its addresses.
+                    if !matches!(kind, "Pod" | "Node" | "Service" | "Namespace") {
+                        obj.remove("status");
+                    }
                     if let Some(meta) = obj.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                         meta.remove("managedFields");
                     }

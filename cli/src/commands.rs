@@ -107,14 +107,21 @@ pub(crate) fn parse_inputs(inputs: &Inputs, cluster: &ClusterTexts) -> Parsed {
     );
     let mut diags = Vec::new();
     let paths: Vec<&Path> = inputs.inventory.iter().map(PathBuf::as_path).collect();
-    let mut inventory =
-        inventory::load_limited(&paths, inputs.max_bytes(), &mut loaded.sources, &mut diags);
-    if let Some(text) = &cluster.inventory {
-        let live = inventory::parse_str("<cluster>", text, &mut loaded.sources, &mut diags);
-        inventory.namespaces.extend(live.namespaces);
-        inventory.pods.extend(live.pods);
-        inventory.nodes.extend(live.nodes);
-        inventory.services.extend(live.services);
+    let live: Vec<(String, String)> = cluster
+        .inventory
+        .iter()
+        .map(|t| ("<cluster>".to_owned(), t.clone()))
+        .collect();
+    let inventory = inventory::load_all(
+        &paths,
+        live,
+        inputs.max_bytes(),
+        inputs.semantics.inventory_options(),
+        &mut loaded.sources,
+        &mut diags,
+    );
+    if let Some(note) = inventory.note() {
+        eprintln!("note: inventory: {note}");
     }
     Parsed {
         loaded,
@@ -661,7 +668,7 @@ pub fn trace(
             return ExitCode::from(2);
         }
     };
-    let f = Flow {
+    let mut f = Flow {
         from: src,
         to: dst,
         port: num,
@@ -673,7 +680,7 @@ pub fn trace(
     };
     let mut diags = Vec::new();
     flow::check_peers(
-        std::slice::from_ref(&f),
+        std::slice::from_mut(&mut f),
         &flow::PodNames::new(&s.inventory),
         &mut diags,
     );

@@ -77,7 +77,14 @@ fn prepare(
         (None, None)
     } else {
         let refs: Vec<&Path> = inventory_paths.iter().map(PathBuf::as_path).collect();
-        let inv = inventory::load(&refs, &mut loaded.sources, &mut diags);
+        let inv = inventory::load_all(
+            &refs,
+            Vec::new(),
+            policy_lang::DEFAULT_MAX_FILE_SIZE,
+            semantics.inventory_options(),
+            &mut loaded.sources,
+            &mut diags,
+        );
         let compiled = if diags.iter().any(Diagnostic::is_error) {
             None
         } else {

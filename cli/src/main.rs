@@ -52,7 +52,8 @@ struct Inputs {
     /// in-cluster config, as --from-cluster).
     #[arg(long)]
     cluster_policies: bool,
-    /// Pods, namespaces, nodes and services, as `kubectl get pods,namespaces,nodes,services -A -o yaml` prints them.
+    /// Pods, namespaces, nodes and services, as `kubectl get pods,namespaces,nodes,services -A -o yaml` prints them,
+    /// and workload manifests (Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs): files or directories.
     #[arg(short = 'i', long)]
     inventory: Vec<PathBuf>,
     /// Read the inventory from the live cluster of the current kubeconfig
@@ -114,6 +115,10 @@ struct Semantics {
     /// (docs/semantics.md lists what changes): 1.17 or 1.18.
     #[arg(long, value_name = "VERSION", default_value = "1.17", value_parser = parse_cilium_version)]
     cilium_version: policy_lang::version::CiliumVersion,
+    /// Endpoints made from each workload's pod template, for workloads
+    /// whose pods the inventory does not hold (named <workload>-0, -1, ...).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    replicas: u32,
 }
 
 fn parse_cilium_version(s: &str) -> Result<policy_lang::version::CiliumVersion, String> {
@@ -135,6 +140,12 @@ enum PolicyTypes {
 }
 
 impl Semantics {
+    fn inventory_options(&self) -> compiler::inventory::Options {
+        compiler::inventory::Options {
+            replicas: self.replicas,
+        }
+    }
+
     fn load_options(&self) -> LoadOptions {
         LoadOptions {
             validate: policy_lang::validate::ValidateOptions {

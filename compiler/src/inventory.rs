@@ -2,9 +2,13 @@
 //!
 //! Read from Kubernetes YAML exactly as `kubectl get
 //! pods,namespaces,nodes,services -A -o yaml` prints it (a `List`, or
-//! multi-document YAML). Only the fields that matter to policy are read;
-//! everything else in those objects is ignored, and objects of other kinds
-//! are skipped.
+//! multi-document YAML), and from workload manifests (Deployments and the
+//! other controllers, as a repository holds them before anything runs):
+//! each workload's pod template becomes endpoints ([`crate::workload`]).
+//! Only the fields that matter to policy are read; everything else in those
+//! objects is ignored, and objects of other kinds are skipped. Pods that
+//! finished, or have no address yet, are not endpoints, as in Cilium: they
+//! are listed in [`Inventory::left_out`].
 
 use policy_lang::diag::{Code, Diagnostic};
 use policy_lang::source::{FileId, Loc, SourceMap, Span};
@@ -22,6 +26,51 @@ pub struct Inventory {
     pub pods: Vec<Pod>,
     pub nodes: Vec<NodeInfo>,
     pub services: Vec<ServiceInfo>,
+    /// Pods that were read but are not endpoints, with the reason.
+    pub left_out: Vec<LeftOut>,
+    /// Workloads read, whose templates become pods when no real pod of
+    /// theirs is in the inventory (see [`crate::workload::expand`]).
+    #[serde(skip)]
+    pub workloads: Vec<crate::workload::Workload>,
+}
+
+/// A pod that is not an endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeftOut {
+    /// `namespace/name`.
+    pub pod: String,
+    pub reason: LeftOutReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LeftOutReason {
+    /// Phase Succeeded or Failed: its containers are gone, and so is its
+    /// Cilium endpoint; its address may already be another pod's.
+    Finished(String),
+    /// No IP address yet (Pending, not scheduled): no Cilium endpoint.
+    NoAddress,
+}
+
+impl std::fmt::Display for LeftOutReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeftOutReason::Finished(phase) => write!(f, "it has finished (phase {phase})"),
+            LeftOutReason::NoAddress => f.write_str("it has no IP address"),
+        }
+    }
+}
+
+/// The controller a pod belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkloadRef {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `ReplicaSet`, `Job` or
+    /// `CronJob`.
+    pub kind: String,
+    pub name: String,
+    /// The pod was made from the workload's template, not read from a
+    /// cluster.
+    pub templated: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -40,6 +89,9 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     pub host_network: bool,
     pub ports: Vec<ContainerPort>,
+    /// The workload it belongs to, from its owner references (or its
+    /// template).
+    pub workload: Option<WorkloadRef>,
     /// Where the pod's name is written.
     #[serde(skip)]
     pub loc: Loc,
@@ -100,6 +152,53 @@ impl Inventory {
             .iter()
             .find(|p| p.namespace == namespace && p.name == name)
     }
+
+    /// Endpoints made from workload templates.
+    pub fn templated(&self) -> usize {
+        self.pods
+            .iter()
+            .filter(|p| p.workload.as_ref().is_some_and(|w| w.templated))
+            .count()
+    }
+
+    /// One line saying what was not read as it stands: endpoints made from
+    /// templates (and where their addresses come from), pods left out.
+    pub fn note(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        let t = self.templated();
+        if t > 0 {
+            parts.push(format!(
+                "{t} {} from workload templates (addresses allocated in {}, in order of namespace and name)",
+                if t == 1 { "endpoint" } else { "endpoints" },
+                crate::workload::ADDRESS_RANGE
+            ));
+        }
+        let finished = self
+            .left_out
+            .iter()
+            .filter(|l| matches!(l.reason, LeftOutReason::Finished(_)))
+            .count();
+        if finished > 0 {
+            parts.push(format!(
+                "{finished} finished {} left out",
+                if finished == 1 { "pod" } else { "pods" }
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// How workloads become endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Endpoints per workload made from its template (`--replicas`).
+    pub replicas: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { replicas: 1 }
+    }
 }
 
 /// Reads inventory files into `sources`; problems go to `diags`.
@@ -114,12 +213,27 @@ pub fn load_limited(
     sources: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
 ) -> Inventory {
+    load_all(paths, Vec::new(), limit, Options::default(), sources, diags)
+}
+
+/// Inventory files and directories (their `.yaml`, `.yml` and `.json`
+/// files) and texts read elsewhere (a live cluster's objects), as one
+/// inventory: workloads are expanded and addresses checked over all of it.
+pub fn load_all(
+    paths: &[&Path],
+    texts: Vec<(String, String)>,
+    limit: u64,
+    opts: Options,
+    sources: &mut SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> Inventory {
     let mut inv = Inventory {
         cluster: "default".to_owned(),
         ..Inventory::default()
     };
-    for path in paths {
-        match policy_lang::read_text(path, limit) {
+    let owned: Vec<std::path::PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+    for path in policy_lang::collect_files(&owned, diags) {
+        match policy_lang::read_text(&path, limit) {
             Ok(text) => {
                 let id = sources.add(path.display().to_string(), text);
                 let text = sources.get(id).text.clone();
@@ -128,8 +242,19 @@ pub fn load_limited(
             Err(d) => diags.push(*d),
         }
     }
-    check(&inv, diags);
+    for (name, text) in texts {
+        let id = sources.add(name, text);
+        let text = sources.get(id).text.clone();
+        parse_into(&mut inv, &text, id, diags);
+    }
+    finish(&mut inv, opts, diags);
     inv
+}
+
+/// Workloads expanded, then addresses checked.
+fn finish(inv: &mut Inventory, opts: Options, diags: &mut Vec<Diagnostic>) {
+    crate::workload::expand(inv, opts, diags);
+    check(inv, diags);
 }
 
 /// Parses one inventory text (for tests and stdin).
@@ -145,7 +270,7 @@ pub fn parse_str(
     };
     let id = sources.add(name, text);
     parse_into(&mut inv, text, id, diags);
-    check(&inv, diags);
+    finish(&mut inv, Options::default(), diags);
     inv
 }
 
@@ -161,7 +286,7 @@ fn parse_into(inv: &mut Inventory, text: &str, file: FileId, diags: &mut Vec<Dia
     }
 }
 
-fn str_at<'a>(node: &'a Node, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(node: &'a Node, path: &[&str]) -> Option<&'a str> {
     let mut n = node;
     for p in path {
         n = n.get(p)?;
@@ -192,7 +317,11 @@ fn bool_at(node: &Node, path: &[&str]) -> Option<bool> {
 /// A string map (labels, selectors) as Kubernetes reads it: a value the
 /// decoder reads as another type (`enabled: true`, `tier: 1`, `x: y`) is
 /// an error there (a `map[string]string`), and here.
-fn map_at(node: &Node, path: &[&str], diags: &mut Vec<Diagnostic>) -> BTreeMap<String, String> {
+pub(crate) fn map_at(
+    node: &Node,
+    path: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, String> {
     let mut n = node;
     for p in path {
         match n.get(p) {
@@ -234,7 +363,7 @@ fn map_at(node: &Node, path: &[&str], diags: &mut Vec<Diagnostic>) -> BTreeMap<S
     out
 }
 
-fn seq_at<'a>(node: &'a Node, path: &[&str]) -> &'a [Node] {
+pub(crate) fn seq_at<'a>(node: &'a Node, path: &[&str]) -> &'a [Node] {
     let mut n = node;
     for p in path {
         match n.get(p) {
@@ -248,7 +377,7 @@ fn seq_at<'a>(node: &'a Node, path: &[&str]) -> &'a [Node] {
     }
 }
 
-fn bad(diags: &mut Vec<Diagnostic>, span: Span, msg: String) {
+pub(crate) fn bad(diags: &mut Vec<Diagnostic>, span: Span, msg: String) {
     diags.push(Diagnostic::error(Code::InventoryObject, span, msg));
 }
 
@@ -279,6 +408,13 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                 .insert(name.clone(), Namespace { name, labels });
         }
         "Pod" => {
+            if let Some(phase @ ("Succeeded" | "Failed")) = str_at(node, &["status", "phase"]) {
+                inv.left_out.push(LeftOut {
+                    pod: format!("{namespace}/{name}"),
+                    reason: LeftOutReason::Finished(phase.to_owned()),
+                });
+                return;
+            }
             let mut ips = Vec::new();
             let mut ip_locs = Vec::new();
             let ip_nodes: Vec<&Node> = seq_at(node, &["status", "podIPs"])
@@ -298,48 +434,20 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                 .get("metadata")
                 .and_then(|m| m.get("name"))
                 .map_or(node.span, |n| n.span);
-            let mut ports = Vec::new();
-            for c in seq_at(node, &["spec", "containers"]) {
-                for p in seq_at(c, &["ports"]) {
-                    let port = match value_at(p, &["containerPort"]) {
-                        Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
-                        _ => None,
-                    };
-                    let Some(port) = port else {
-                        bad(
-                            diags,
-                            p.span,
-                            "container port has no valid `containerPort`".into(),
-                        );
-                        continue;
-                    };
-                    let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {
-                        "UDP" => 17,
-                        "SCTP" => 132,
-                        _ => 6,
-                    };
-                    ports.push(ContainerPort {
-                        name: str_at(p, &["name"]).map(str::to_ascii_lowercase),
-                        port,
-                        protocol,
-                    });
-                }
+            let spec = node.get("spec");
+            let mut pod = pod_of_template(name, namespace, labels, spec, Loc(name_span), diags);
+            pod.node = spec
+                .and_then(|s| str_at(s, &["nodeName"]))
+                .map(str::to_owned);
+            pod.ips = ips;
+            pod.ip_locs = ip_locs;
+            pod.workload = crate::workload::owner_of(node);
+            inv.pods.push(pod);
+        }
+        kind if crate::workload::KINDS.contains(&kind) => {
+            if let Some(w) = crate::workload::read(kind, name, namespace, node, diags) {
+                inv.workloads.push(w);
             }
-            inv.pods.push(Pod {
-                name,
-                namespace,
-                labels,
-                service_account: str_at(node, &["spec", "serviceAccountName"])
-                    .or_else(|| str_at(node, &["spec", "serviceAccount"]))
-                    .unwrap_or("default")
-                    .to_owned(),
-                node: str_at(node, &["spec", "nodeName"]).map(str::to_owned),
-                host_network: bool_at(node, &["spec", "hostNetwork"]).unwrap_or(false),
-                ips,
-                ports,
-                loc: Loc(name_span),
-                ip_locs,
-            });
         }
         "Node" => {
             let mut ips = Vec::new();
@@ -375,6 +483,66 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// A pod from its spec (a Pod's own, or a workload's template): labels,
+/// service account, host networking and named container ports. Addresses,
+/// node and owner are the caller's to fill in.
+pub(crate) fn pod_of_template(
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    spec: Option<&Node>,
+    loc: Loc,
+    diags: &mut Vec<Diagnostic>,
+) -> Pod {
+    let mut ports = Vec::new();
+    let containers = spec.map_or(&[][..], |s| seq_at(s, &["containers"]));
+    for c in containers {
+        for p in seq_at(c, &["ports"]) {
+            let port = match value_at(p, &["containerPort"]) {
+                Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
+                _ => None,
+            };
+            let Some(port) = port else {
+                bad(
+                    diags,
+                    p.span,
+                    "container port has no valid `containerPort`".into(),
+                );
+                continue;
+            };
+            let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {
+                "UDP" => 17,
+                "SCTP" => 132,
+                _ => 6,
+            };
+            ports.push(ContainerPort {
+                name: str_at(p, &["name"]).map(str::to_ascii_lowercase),
+                port,
+                protocol,
+            });
+        }
+    }
+    let field = |k: &str| spec.and_then(|s| str_at(s, &[k]));
+    Pod {
+        name,
+        namespace,
+        labels,
+        service_account: field("serviceAccountName")
+            .or_else(|| field("serviceAccount"))
+            .unwrap_or("default")
+            .to_owned(),
+        node: None,
+        host_network: spec
+            .and_then(|s| bool_at(s, &["hostNetwork"]))
+            .unwrap_or(false),
+        ips: Vec::new(),
+        ports,
+        workload: None,
+        loc,
+        ip_locs: Vec::new(),
+    }
+}
+
 fn parse_ip(text: &str, span: Span, out: &mut Vec<IpAddr>, diags: &mut Vec<Diagnostic>) {
     match text.parse() {
         Ok(ip) => {
@@ -386,8 +554,26 @@ fn parse_ip(text: &str, span: Span, out: &mut Vec<IpAddr>, diags: &mut Vec<Diagn
     }
 }
 
-/// Pods without IPs (warning) and IPs claimed twice (error).
-fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
+/// Pods without IPs are left out (warning); IPs claimed twice are errors.
+fn check(inv: &mut Inventory, diags: &mut Vec<Diagnostic>) {
+    let (pods, unaddressed): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut inv.pods)
+        .into_iter()
+        .partition(|p| p.host_network || !p.ips.is_empty());
+    inv.pods = pods;
+    for p in unaddressed {
+        diags.push(
+            Diagnostic::warning(
+                Code::PodWithoutIp,
+                p.loc.0,
+                format!("pod {} has no IP address: it is not an endpoint", p.qualified_name()),
+            )
+            .with_help("Cilium makes an endpoint when the pod gets its address (it is Pending, or not scheduled); policies do not apply to it yet"),
+        );
+        inv.left_out.push(LeftOut {
+            pod: p.qualified_name(),
+            reason: LeftOutReason::NoAddress,
+        });
+    }
     let mut seen: BTreeMap<IpAddr, (String, Span)> = BTreeMap::new();
     let mut claim = |ip: IpAddr, who: String, span: Span, diags: &mut Vec<Diagnostic>| {
         if let Some((first, first_span)) = seen.get(&ip) {
@@ -409,20 +595,7 @@ fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
             claim(*ip, format!("node {}", n.name), n.loc.0, diags);
         }
     }
-    for p in &inv.pods {
-        if p.host_network {
-            continue;
-        }
-        if p.ips.is_empty() {
-            diags.push(
-                Diagnostic::warning(
-                    Code::PodWithoutIp,
-                    p.loc.0,
-                    format!("pod {} has no IP address", p.qualified_name()),
-                )
-                .with_help("flows can name it as namespace/pod, but no traffic can be matched to it by address"),
-            );
-        }
+    for p in inv.pods.iter().filter(|p| !p.host_network) {
         for (i, ip) in p.ips.iter().enumerate() {
             let span = p.ip_locs.get(i).map_or(p.loc.0, |l| l.0);
             claim(*ip, format!("pod {}", p.qualified_name()), span, diags);

@@ -16,3 +16,4 @@ pub mod mapstate;
 pub mod model;
 pub mod ports;
 pub mod selector;
+pub mod workload;

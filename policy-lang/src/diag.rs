@@ -99,7 +99,7 @@ codes! {
     KnpPort => "knp-port", "a NetworkPolicy port that Kubernetes rejects";
     IgnoredNamespace => "ignored-namespace", "`metadata.namespace` on a cluster-scoped policy";
     InventoryObject => "inventory-object", "an inventory object (Pod, Namespace, Node, Service) that cannot be read";
-    PodWithoutIp => "pod-without-ip", "a pod with no IP address: flows to it can only name it";
+    PodWithoutIp => "pod-without-ip", "a pod with no IP address (Pending): not an endpoint yet, as in Cilium";
     DuplicateIp => "duplicate-ip", "two pods or nodes share an IP address";
     SelectsNothing => "selects-nothing", "a policy whose subject selector matches no endpoint of the inventory";
     MapOverflow => "map-overflow", "an endpoint needs more policy-map entries than the map holds";

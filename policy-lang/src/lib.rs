@@ -209,15 +209,7 @@ pub fn load_paths_and_texts(
         let id = loaded.sources.add(name, text);
         parse_file(&mut loaded, id, opts);
     }
-    let mut files = Vec::new();
-    for p in paths {
-        if p.as_os_str() == "-" {
-            files.push(p.clone());
-        } else {
-            collect(p, &mut files, &mut loaded.diagnostics, 0);
-        }
-    }
-    for path in files {
+    for path in collect_files(paths, &mut loaded.diagnostics) {
         loaded.files += 1;
         let name = path.display().to_string();
         match read_text(&path, opts.max_file_size) {
@@ -230,6 +222,21 @@ pub fn load_paths_and_texts(
     }
     loaded.finish(true, opts);
     loaded
+}
+
+/// The files that `paths` name: files as given (`-` for stdin), and the
+/// `.yaml`, `.yml` and `.json` files under directories, in name order
+/// (hidden entries and symlinked directories are not followed).
+pub fn collect_files(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            files.push(p.clone());
+        } else {
+            collect(p, &mut files, diags, 0);
+        }
+    }
+    files
 }
 
 fn is_policy_file(p: &Path) -> bool {

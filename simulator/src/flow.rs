@@ -785,37 +785,76 @@ pub fn merge_answer(
     }
 }
 
-/// The `namespace/pod` names of an inventory, for checking flows' peers
-/// in constant time each (a replay names millions).
-pub struct PodNames(std::collections::HashSet<String>);
+/// The names a flow may give a pod by: `namespace/pod`, or
+/// `namespace/workload` for a workload with exactly one endpoint (the
+/// endpoint its template made, or its one running pod); and the pods
+/// that are not endpoints, to say why a flow cannot name them.
+pub struct PodNames {
+    pods: std::collections::HashSet<String>,
+    /// `namespace/workload` to its pods' names.
+    workloads: std::collections::HashMap<String, Vec<String>>,
+    left_out: std::collections::HashMap<String, String>,
+}
 
 impl PodNames {
     pub fn new(inv: &Inventory) -> Self {
-        PodNames(
-            inv.pods
+        let mut workloads: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for p in &inv.pods {
+            if let Some(w) = &p.workload {
+                workloads
+                    .entry(format!("{}/{}", p.namespace, w.name))
+                    .or_default()
+                    .push(p.qualified_name());
+            }
+        }
+        PodNames {
+            pods: inv.pods.iter().map(|p| p.qualified_name()).collect(),
+            workloads,
+            left_out: inv
+                .left_out
                 .iter()
-                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .map(|l| (l.pod.clone(), l.reason.to_string()))
                 .collect(),
-        )
+        }
+    }
+
+    /// The pod a name means, or why it means none.
+    fn resolve(&self, name: &str) -> Result<String, (String, String)> {
+        if self.pods.contains(name) {
+            return Ok(name.to_owned());
+        }
+        if let Some(why) = self.left_out.get(name) {
+            return Err((
+                format!("pod `{name}` is not an endpoint: {why}"),
+                "Cilium enforces nothing for it, so no flow of it can be judged".into(),
+            ));
+        }
+        match self.workloads.get(name).map(Vec::as_slice) {
+            Some([one]) => Ok(one.clone()),
+            Some(many) => Err((
+                format!("`{name}` is a workload with {} pods", many.len()),
+                format!("name one of them, e.g. `{}`", many[0]),
+            )),
+            None => Err((
+                format!("no pod `{name}` in the inventory"),
+                "name pods as namespace/pod, as `kubectl get pods -A` lists them, or a workload as namespace/name".into(),
+            )),
+        }
     }
 }
 
-/// Checks that pods named by flows exist in the inventory.
-pub fn check_peers(flows: &[Flow], pods: &PodNames, diags: &mut Vec<Diagnostic>) {
+/// Checks that pods named by flows exist in the inventory, and rewrites a
+/// workload's name to its pod's.
+pub fn check_peers(flows: &mut [Flow], pods: &PodNames, diags: &mut Vec<Diagnostic>) {
     for f in flows {
-        for p in [&f.from, &f.to] {
+        let loc = f.loc.0;
+        for p in [&mut f.from, &mut f.to] {
             if let PeerRef::Pod(name) = p {
-                if !pods.0.contains(name) {
-                    diags.push(
-                        Diagnostic::error(
-                            Code::UnknownPeer,
-                            f.loc.0,
-                            format!("no pod `{name}` in the inventory"),
-                        )
-                        .with_help(
-                            "name pods as namespace/pod, as `kubectl get pods -A` lists them",
-                        ),
-                    );
+                match pods.resolve(name) {
+                    Ok(pod) => *name = pod,
+                    Err((msg, help)) => {
+                        diags.push(Diagnostic::error(Code::UnknownPeer, loc, msg).with_help(help))
+                    }
                 }
             }
         }

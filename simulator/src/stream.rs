@@ -547,9 +547,9 @@ pub fn judge_stream<R: BufRead>(
         // A flow naming a pod the inventory lacks is an error, and left
         // out: judging it as some other peer would be a guess.
         let mut known = Vec::with_capacity(flows.len());
-        for f in flows {
+        for mut f in flows {
             let before = diags.len();
-            flow::check_peers(std::slice::from_ref(&f), &pod_names, &mut diags);
+            flow::check_peers(std::slice::from_mut(&mut f), &pod_names, &mut diags);
             if diags.len() == before {
                 known.push(f);
             }

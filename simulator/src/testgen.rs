@@ -129,6 +129,7 @@ pub fn inventory(pods: Vec<PodSpec>, ns_team: Vec<usize>) -> Inventory {
             ips: vec![format!("10.0.{}.{}", ns, i + 10).parse().expect("ip")],
             host_network: false,
             ports: cports,
+            workload: None,
             loc: Loc::default(),
             ip_locs: vec![],
         });
