@@ -120,6 +120,9 @@ pub(crate) fn parse_inputs(inputs: &Inputs, cluster: &ClusterTexts) -> Parsed {
         &mut loaded.sources,
         &mut diags,
     );
+    if let Some(note) = crate::skipped_summary(&loaded.skipped_files) {
+        eprintln!("note: policies: {note} (sluice validate -v lists them)");
+    }
     if let Some(note) = inventory.note() {
         eprintln!("note: inventory: {note}");
     }

@@ -119,6 +119,11 @@ struct Semantics {
     /// whose pods the inventory does not hold (named <workload>-0, -1, ...).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     replicas: u32,
+    /// Leave paths out of directory walks (policies and inventory):
+    /// `*` and `?` within a path segment, `**` across them, e.g.
+    /// "charts/**" or "*.draft.yaml" (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
 }
 
 fn parse_cilium_version(s: &str) -> Result<policy_lang::version::CiliumVersion, String> {
@@ -143,6 +148,7 @@ impl Semantics {
     fn inventory_options(&self) -> compiler::inventory::Options {
         compiler::inventory::Options {
             replicas: self.replicas,
+            exclude: policy_lang::scan::Exclude::new(self.exclude.clone()),
         }
     }
 
@@ -152,6 +158,7 @@ impl Semantics {
                 node_selector_labels: self.node_selector_labels,
                 cilium: self.cilium_version,
             },
+            exclude: policy_lang::scan::Exclude::new(self.exclude.clone()),
             ..LoadOptions::default()
         }
     }
@@ -213,6 +220,9 @@ enum Command {
         /// Largest accepted file, in MiB.
         #[arg(long, default_value_t = 32)]
         max_file_size: u64,
+        /// List the files of scanned directories that were passed over.
+        #[arg(short, long)]
+        verbose: bool,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -443,6 +453,7 @@ fn main() -> ExitCode {
             paths,
             output,
             max_file_size,
+            verbose,
             semantics,
         } => {
             let opts = LoadOptions {
@@ -450,7 +461,7 @@ fn main() -> ExitCode {
                 ..semantics.load_options()
             };
             let loaded = policy_lang::load_paths(&paths, &opts);
-            let code = validate_report(&loaded, output, color);
+            let code = validate_report(&loaded, output, verbose, color);
             // The process ends here: freeing a large IR node by node would
             // only add to the run time.
             std::mem::forget(loaded);
@@ -602,10 +613,28 @@ fn has_input_error(loaded: &Loaded) -> bool {
     loaded
         .diagnostics
         .iter()
-        .any(|d| matches!(d.code, Code::Io | Code::InputTooLarge))
+        .any(|d| d.is_error() && matches!(d.code, Code::Io | Code::InputTooLarge))
 }
 
-fn validate_report(loaded: &Loaded, output: Output, color: bool) -> ExitCode {
+/// "3 files passed over (2 Helm chart metadata, 1 kustomization)".
+fn skipped_summary(skipped: &[policy_lang::scan::Skipped]) -> Option<String> {
+    if skipped.is_empty() {
+        return None;
+    }
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for s in skipped {
+        *by.entry(s.reason).or_default() += 1;
+    }
+    let parts: Vec<String> = by.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    Some(format!(
+        "{} {} passed over ({})",
+        skipped.len(),
+        plural(skipped.len(), "file", "files"),
+        parts.join(", ")
+    ))
+}
+
+fn validate_report(loaded: &Loaded, output: Output, verbose: bool, color: bool) -> ExitCode {
     let valid = loaded.valid_count();
     let total = loaded.policy_count();
     let invalid = total - valid;
@@ -621,6 +650,11 @@ fn validate_report(loaded: &Loaded, output: Output, color: bool) -> ExitCode {
                 "valid": valid,
                 "invalid": invalid,
                 "skippedObjects": loaded.skipped_objects,
+                "skippedFiles": loaded
+                    .skipped_files
+                    .iter()
+                    .map(|s| serde_json::json!({"path": s.path, "reason": s.reason}))
+                    .collect::<Vec<_>>(),
                 "diagnostics": loaded
                     .diagnostics
                     .iter()
@@ -639,6 +673,15 @@ fn validate_report(loaded: &Loaded, output: Output, color: bool) -> ExitCode {
             } else {
                 String::new()
             };
+            if let Some(s) = skipped_summary(&loaded.skipped_files) {
+                let hint = if verbose { "" } else { "; -v lists them" };
+                let _ = writeln!(err, "note: {s}{hint}");
+                if verbose {
+                    for f in &loaded.skipped_files {
+                        let _ = writeln!(err, "  {}: {}", f.path, f.reason);
+                    }
+                }
+            }
             writeln!(
                 out,
                 "{total} {} in {} {}: {valid} valid, {invalid} invalid{other}",

@@ -188,16 +188,21 @@ impl Inventory {
     }
 }
 
-/// How workloads become endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How inventory files are found, and workloads become endpoints.
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Endpoints per workload made from its template (`--replicas`).
     pub replicas: u32,
+    /// Paths left out of directory walks (`--exclude`).
+    pub exclude: policy_lang::scan::Exclude,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { replicas: 1 }
+        Options {
+            replicas: 1,
+            exclude: Default::default(),
+        }
     }
 }
 
@@ -232,8 +237,10 @@ pub fn load_all(
         ..Inventory::default()
     };
     let owned: Vec<std::path::PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
-    for path in policy_lang::collect_files(&owned, diags) {
+    let found = policy_lang::scan::walk(&owned, &opts.exclude, diags);
+    for (path, scanned) in found.files {
         match policy_lang::read_text(&path, limit) {
+            Ok(text) if scanned && policy_lang::scan::skip_by_text(&text).is_some() => {}
             Ok(text) => {
                 let id = sources.add(path.display().to_string(), text);
                 let text = sources.get(id).text.clone();
@@ -247,12 +254,12 @@ pub fn load_all(
         let text = sources.get(id).text.clone();
         parse_into(&mut inv, &text, id, diags);
     }
-    finish(&mut inv, opts, diags);
+    finish(&mut inv, &opts, diags);
     inv
 }
 
 /// Workloads expanded, then addresses checked.
-fn finish(inv: &mut Inventory, opts: Options, diags: &mut Vec<Diagnostic>) {
+fn finish(inv: &mut Inventory, opts: &Options, diags: &mut Vec<Diagnostic>) {
     crate::workload::expand(inv, opts, diags);
     check(inv, diags);
 }
@@ -270,7 +277,7 @@ pub fn parse_str(
     };
     let id = sources.add(name, text);
     parse_into(&mut inv, text, id, diags);
-    finish(&mut inv, Options::default(), diags);
+    finish(&mut inv, &Options::default(), diags);
     inv
 }
 

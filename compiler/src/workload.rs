@@ -161,7 +161,7 @@ fn job_of_cronjob(job: &str, cron: &str) -> bool {
 /// documentation for which ones, and how they are named and addressed).
 pub(crate) fn expand(
     inv: &mut Inventory,
-    opts: crate::inventory::Options,
+    opts: &crate::inventory::Options,
     diags: &mut Vec<Diagnostic>,
 ) {
     let workloads = std::mem::take(&mut inv.workloads);
@@ -276,7 +276,10 @@ mod tests {
             &[],
             vec![("inv.yaml".into(), text.into())],
             1 << 20,
-            crate::inventory::Options { replicas },
+            crate::inventory::Options {
+                replicas,
+                ..Default::default()
+            },
             &mut sources,
             &mut diags,
         );

@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 
 pub(crate) struct Decoder<'a> {
     pub diags: &'a mut Vec<Diagnostic>,
+    /// Decoding the rules of a `cilium policy import` file, which the API
+    /// server's schema does not check (the agent's own names are accepted).
+    pub imported: bool,
 }
 
 /// The known fields of one mapping, looked up by name.
@@ -47,8 +50,47 @@ pub(crate) enum Decoded {
     List,
     /// An object of a kind sluice does not handle (a Deployment, ...).
     Skipped,
+    /// A network policy of a kind sluice does not model (its kind, and
+    /// where): its effect is missing from every result.
+    Unmodelled(String, Span),
     /// An empty document, or a policy too broken to represent.
     Nothing,
+}
+
+/// A list of Cilium rules as `cilium policy import` takes them: a
+/// sequence whose items are all mappings with an `endpointSelector` or a
+/// `nodeSelector` (and no `kind`).
+fn agent_rules(root: &Node) -> Option<&[Node]> {
+    let NodeKind::Seq(items) = &root.kind else {
+        return None;
+    };
+    let is_rule = |n: &Node| {
+        matches!(n.kind, NodeKind::Map(_))
+            && n.get("kind").is_none()
+            && (n.get("endpointSelector").is_some() || n.get("nodeSelector").is_some())
+    };
+    (!items.is_empty() && items.iter().all(is_rule)).then_some(items.as_slice())
+}
+
+/// Network policy kinds of other projects, which change what a cluster
+/// enforces but which sluice does not model.
+fn is_unmodelled_policy(group: &str, kind: &str) -> bool {
+    match group {
+        "policy.networking.k8s.io" => matches!(
+            kind,
+            "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy"
+        ),
+        "projectcalico.org" | "crd.projectcalico.org" => matches!(
+            kind,
+            "NetworkPolicy"
+                | "GlobalNetworkPolicy"
+                | "StagedNetworkPolicy"
+                | "StagedGlobalNetworkPolicy"
+                | "StagedKubernetesNetworkPolicy"
+        ),
+        "security.istio.io" => kind == "AuthorizationPolicy",
+        _ => false,
+    }
 }
 
 fn article(type_name: &str) -> &'static str {
@@ -286,6 +328,15 @@ impl Decoder<'_> {
             .copied()
             .filter(|n| Entity::parse(n).is_some_and(Entity::in_crd))
             .collect();
+        if self.imported {
+            return self.name_of(
+                node,
+                "entity",
+                Entity::NAMES,
+                Entity::parse,
+                Code::UnknownEntity,
+            );
+        }
         let e = self.name_of(node, "entity", &crd, Entity::parse, Code::UnknownEntity)?;
         if !e.value.in_crd() {
             let cidr = if e.value == Entity::WorldIpv4 {
@@ -316,6 +367,9 @@ impl Decoder<'_> {
     pub fn document(&mut self, root: &Node, file: FileId) -> Decoded {
         if root.is_null() {
             return Decoded::Nothing;
+        }
+        if let Some(rules) = agent_rules(root) {
+            return self.imported_rules(root, rules, file);
         }
         if !matches!(root.kind, NodeKind::Map(_)) {
             self.push(
@@ -351,6 +405,9 @@ impl Decoder<'_> {
             "NetworkPolicy" if matches!(group, "networking.k8s.io" | "extensions") => {
                 PolicyKind::NetworkPolicy
             }
+            k if is_unmodelled_policy(group, k) => {
+                return Decoded::Unmodelled(format!("{k} ({group})"), kind.span())
+            }
             _ => return Decoded::Skipped,
         };
         if api_version.value != pkind.api_version() {
@@ -369,6 +426,36 @@ impl Decoder<'_> {
         }
         self.policy(root, pkind, file)
             .map_or(Decoded::Nothing, |p| Decoded::Policy(Box::new(p)))
+    }
+
+    /// The rules of a `cilium policy import` file: one policy per file, of
+    /// cluster-wide scope (imported rules are not confined to a namespace,
+    /// as a CCNP's are not), named after the file by the caller (the name
+    /// is left empty here).
+    fn imported_rules(&mut self, root: &Node, rules: &[Node], file: FileId) -> Decoded {
+        self.imported = true;
+        let kind = PolicyKind::CiliumClusterwideNetworkPolicy;
+        let specs: Vec<Rule> = rules.iter().filter_map(|n| self.rule(n, kind)).collect();
+        self.imported = false;
+        Decoded::Policy(Box::new(Policy {
+            kind,
+            name: Spanned::new(
+                String::new(),
+                Span {
+                    end: root.span.start,
+                    ..root.span
+                },
+            ),
+            namespace: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+            file,
+            loc: Loc(root.span),
+            body: PolicyBody::Cilium(CiliumSpec {
+                spec: None,
+                specs: Some(specs),
+            }),
+        }))
     }
 
     /// Reads `apiVersion` or `kind`, catching a misspelt key (`apiversion`).

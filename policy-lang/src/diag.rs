@@ -95,6 +95,7 @@ codes! {
     AmbiguousSelector => "ambiguous-selector", "two `matchLabels` keys that Cilium reads as one key, so which value applies is left to chance";
     NodeSelectorLabels => "node-selector-labels", "`fromNodes` / `toNodes` while Cilium's node selector labels are off";
     PortReading => "port-reading", "a port Cilium reads differently from how it looks: octal digits, or text a deny rule does not check";
+    UnmodelledKind => "unmodelled-kind", "a network policy of a kind sluice does not model (AdminNetworkPolicy, Calico, Istio): its effect is missing from the results";
     KnpPeer => "knp-peer", "a NetworkPolicy peer mixing `ipBlock` with selectors, or empty";
     KnpPort => "knp-port", "a NetworkPolicy port that Kubernetes rejects";
     IgnoredNamespace => "ignored-namespace", "`metadata.namespace` on a cluster-scoped policy";

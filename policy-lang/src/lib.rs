@@ -36,6 +36,7 @@ pub mod diag;
 pub mod excerpt;
 pub mod ir;
 pub mod render;
+pub mod scan;
 pub mod source;
 pub mod suggest;
 pub mod validate;
@@ -63,6 +64,8 @@ pub struct LoadOptions {
     /// 1 MiB or more across the cores; `Some(n)` always splits into `n`
     /// (tests use it to show results never depend on it).
     pub parse_pieces: Option<usize>,
+    /// Paths left out of directory walks (`--exclude`).
+    pub exclude: scan::Exclude,
 }
 
 impl Default for LoadOptions {
@@ -72,6 +75,7 @@ impl Default for LoadOptions {
             yaml: yaml::Limits::default(),
             validate: validate::ValidateOptions::default(),
             parse_pieces: None,
+            exclude: scan::Exclude::default(),
         }
     }
 }
@@ -88,6 +92,12 @@ pub struct Loaded {
     pub broken_policies: usize,
     /// Objects of other kinds (Deployments, Services, ...) passed over.
     pub skipped_objects: usize,
+    /// Files of scanned directories passed over (charts, templates, files
+    /// without a `kind`, excluded paths), with the reason.
+    pub skipped_files: Vec<scan::Skipped>,
+    /// Objects of policy kinds sluice does not model, reported once per
+    /// kind when loading ends.
+    unmodelled: Vec<(String, Span)>,
 }
 
 impl Loaded {
@@ -152,6 +162,29 @@ impl Loaded {
 
     /// Sorts diagnostics by file, position and code, for stable output.
     fn finish(&mut self, sources_order: bool, opts: &LoadOptions) {
+        let mut kinds: Vec<(String, Span, usize)> = Vec::new();
+        for (kind, span) in std::mem::take(&mut self.unmodelled) {
+            match kinds.iter_mut().find(|(k, _, _)| *k == kind) {
+                Some(k) => k.2 += 1,
+                None => kinds.push((kind, span, 1)),
+            }
+        }
+        for (kind, span, n) in kinds {
+            let more = if n > 1 {
+                format!(" (and {} more of this kind)", n - 1)
+            } else {
+                String::new()
+            };
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    Code::UnmodelledKind,
+                    span,
+                    format!("{kind} is not modelled: its effect is not in the results{more}"),
+                )
+                .with_label("read past")
+                .with_help("sluice models CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and NetworkPolicy; traffic this policy allows or denies in the cluster is judged without it"),
+            );
+        }
         validate::validate(
             &self.set,
             &self.sources,
@@ -209,96 +242,54 @@ pub fn load_paths_and_texts(
         let id = loaded.sources.add(name, text);
         parse_file(&mut loaded, id, opts);
     }
-    for path in collect_files(paths, &mut loaded.diagnostics) {
-        loaded.files += 1;
+    let found = scan::walk(paths, &opts.exclude, &mut loaded.diagnostics);
+    loaded.skipped_files = found.skipped;
+    for (path, scanned) in found.files {
         let name = path.display().to_string();
         match read_text(&path, opts.max_file_size) {
             Ok(text) => {
-                let id = loaded.sources.add(name, text);
+                if let Some(reason) = scanned.then(|| scan::skip_by_text(&text)).flatten() {
+                    loaded
+                        .skipped_files
+                        .push(scan::Skipped { path: name, reason });
+                    continue;
+                }
+                loaded.files += 1;
+                let before = (
+                    loaded.diagnostics.len(),
+                    loaded.set.policies.len(),
+                    loaded.skipped_objects,
+                    loaded.broken_policies,
+                );
+                let id = loaded.sources.add(name.clone(), text);
                 parse_file(&mut loaded, id, opts);
+                // A scanned file none of whose documents has a `kind` is
+                // not a Kubernetes manifest (a config file, a test
+                // vector): passed over, not an error.
+                let not_objects = loaded.set.policies.len() == before.1
+                    && loaded.skipped_objects == before.2
+                    && loaded.diagnostics.len() > before.0
+                    && loaded.diagnostics[before.0..]
+                        .iter()
+                        .all(|d| d.code == Code::MissingTypeMeta || !d.is_error());
+                if scanned && not_objects {
+                    loaded.diagnostics.truncate(before.0);
+                    loaded.broken_policies = before.3;
+                    loaded.files -= 1;
+                    loaded.skipped_files.push(scan::Skipped {
+                        path: name,
+                        reason: "no `kind`: not a Kubernetes object",
+                    });
+                }
             }
-            Err(d) => loaded.diagnostics.push(*d),
+            Err(d) => {
+                loaded.files += 1;
+                loaded.diagnostics.push(*d);
+            }
         }
     }
     loaded.finish(true, opts);
     loaded
-}
-
-/// The files that `paths` name: files as given (`-` for stdin), and the
-/// `.yaml`, `.yml` and `.json` files under directories, in name order
-/// (hidden entries and symlinked directories are not followed).
-pub fn collect_files(paths: &[PathBuf], diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.as_os_str() == "-" {
-            files.push(p.clone());
-        } else {
-            collect(p, &mut files, diags, 0);
-        }
-    }
-    files
-}
-
-fn is_policy_file(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
-}
-
-fn collect(path: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>, depth: usize) {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            diags.push(Diagnostic::file_error(
-                Code::Io,
-                path.display().to_string(),
-                format!("cannot read: {e}"),
-            ));
-            return;
-        }
-    };
-    if !meta.is_dir() {
-        out.push(path.to_path_buf());
-        return;
-    }
-    if depth > 64 {
-        diags.push(Diagnostic::file_error(
-            Code::Io,
-            path.display().to_string(),
-            "directories nested more than 64 deep",
-        ));
-        return;
-    }
-    let entries = match std::fs::read_dir(path) {
-        Ok(e) => e,
-        Err(e) => {
-            diags.push(Diagnostic::file_error(
-                Code::Io,
-                path.display().to_string(),
-                format!("cannot list directory: {e}"),
-            ));
-            return;
-        }
-    };
-    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    children.sort();
-    for child in children {
-        let hidden = child
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        // Symlinked directories are not followed: they can form loops.
-        let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
-        if is_dir {
-            collect(&child, out, diags, depth + 1);
-        } else if is_policy_file(&child) {
-            out.push(child);
-        }
-    }
 }
 
 /// Reads one input (a file, or stdin for `-`) once, as UTF-8 text of at
@@ -374,6 +365,7 @@ struct Piece {
     diags: Vec<Diagnostic>,
     broken: usize,
     skipped: usize,
+    unmodelled: Vec<(String, Span)>,
     /// The YAML parser gave up in this piece.
     stopped: bool,
 }
@@ -412,16 +404,45 @@ fn parse_file(loaded: &mut Loaded, id: FileId, opts: &LoadOptions) {
                 .collect()
         })
     };
+    let name = &loaded.sources.get(id).name;
     for r in results {
-        loaded.set.policies.extend(r.policies);
+        let mut policies = r.policies;
+        // The rules of a `cilium policy import` file are one policy named
+        // after the file.
+        for p in policies.iter_mut().filter(|p| p.name.value.is_empty()) {
+            p.name.value = imported_name(name);
+        }
+        loaded.set.policies.extend(policies);
         loaded.diagnostics.extend(r.diags);
         loaded.broken_policies += r.broken;
         loaded.skipped_objects += r.skipped;
+        loaded.unmodelled.extend(r.unmodelled);
         // A YAML error ends the file where it is, as it would on one
         // thread: what later pieces found is not reported.
         if r.stopped {
             break;
         }
+    }
+}
+
+/// A policy name (RFC 1123) for the rules of a file: its name without the
+/// extension, lower-cased, other characters as `-`.
+fn imported_name(file: &str) -> String {
+    let stem = Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut out: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    out = out.trim_matches('-').to_owned();
+    out.truncate(253);
+    let out = out.trim_end_matches('-').to_owned();
+    if out.is_empty() {
+        "rules".to_owned()
+    } else {
+        out
     }
 }
 
@@ -435,6 +456,7 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
             let mut item_diags = Vec::new();
             let decoded = decode::Decoder {
                 diags: &mut item_diags,
+                imported: false,
             }
             .document(&node, id);
             pending.push((decoded, item_diags));
@@ -444,6 +466,7 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
             unknown_tags(&root, &mut doc_diags);
             let decoded = decode::Decoder {
                 diags: &mut doc_diags,
+                imported: false,
             }
             .document(&root, id);
             // If the document is not a List, its streamed `items` were not
@@ -505,6 +528,10 @@ fn tally(decoded: decode::Decoded, ds: Vec<Diagnostic>, out: &mut Piece) {
     match decoded {
         decode::Decoded::Policy(p) => out.policies.push(*p),
         decode::Decoded::Skipped => out.skipped += 1,
+        decode::Decoded::Unmodelled(kind, span) => {
+            out.skipped += 1;
+            out.unmodelled.push((kind, span));
+        }
         decode::Decoded::Nothing if ds.iter().any(Diagnostic::is_error) => out.broken += 1,
         decode::Decoded::Nothing | decode::Decoded::List => {}
     }

@@ -23,6 +23,7 @@ fn generate() -> String {
                 | Code::PortReading
                 | Code::PodWithoutIp
                 | Code::SelectsNothing
+                | Code::UnmodelledKind
         ) {
             " *(warning)*"
         } else if *c == Code::NoDirection {
