@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the shipped example (fixtures/example): validate the
-# policies, compile them for the inventory, and run the policy unit tests.
+# policies, compile them for the inventory, and run the policy unit tests;
+# then the same on a repository of workload manifests that never ran
+# (fixtures/repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q -p sluice
@@ -15,3 +17,7 @@ $sluice compile -p "$ex/policies" -i "$ex/inventory.yaml" --stats
 echo
 echo "\$ sluice simulate -p $ex/policies -i $ex/inventory.yaml -f $ex/flows.yaml"
 $sluice simulate -p "$ex/policies" -i "$ex/inventory.yaml" -f "$ex/flows.yaml"
+echo
+repo=fixtures/repo
+echo "\$ sluice simulate -p $repo -i $repo -f $repo/flows.yaml"
+$sluice simulate -p "$repo" -i "$repo" -f "$repo/flows.yaml"

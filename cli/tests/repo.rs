@@ -1,0 +1,150 @@
+//! sluice on a repository as teams keep one (`fixtures/repo/`): policies of
+//! every format beside workload manifests that never ran, a Helm chart, a
+//! dump with a finished pod, and policy unit tests that name workloads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sluice")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(root().join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
+const REPO: [&str; 4] = ["-p", "fixtures/repo", "-i", "fixtures/repo"];
+
+fn run(cmd: &str, extra: &[&str]) -> Output {
+    let mut a = vec![cmd];
+    a.extend(REPO);
+    a.extend(extra);
+    sluice(&a)
+}
+
+#[test]
+fn validate_reads_the_policies_and_passes_over_the_rest() {
+    let o = sluice(&["validate", "-v", "fixtures/repo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    // Cilium's own rule format is a policy; the chart, the flows file and
+    // the README are not read as objects; an unmodelled kind is named.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 policies in 6 files: 4 valid"));
+    assert!(
+        err.contains("chart/templates/deployment.yaml: Helm template"),
+        "{err}"
+    );
+    assert!(err.contains("BaselineAdminNetworkPolicy (policy.networking.k8s.io) is not modelled"));
+    settings().bind(|| insta::assert_snapshot!("repo__validate", text(&o)));
+}
+
+#[test]
+fn compile_makes_endpoints_of_the_workloads_and_leaves_finished_pods_out() {
+    let o = run("compile", &["--stats"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("3 endpoints from workload templates (addresses allocated in 10.240.0.0/12"),
+        "{err}"
+    );
+    // The finished pod's address belongs to a running pod now: no conflict.
+    assert!(err.contains("1 finished pod left out"), "{err}");
+    assert!(!err.contains("duplicate-ip"), "{err}");
+    settings().bind(|| insta::assert_snapshot!("repo__compile", text(&o)));
+    // --replicas makes that many endpoints of each workload.
+    let o = run("compile", &["--replicas", "2"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("6 endpoints from workload templates"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn policy_unit_tests_name_workloads_and_pass() {
+    let o = run("simulate", &["-f", "fixtures/repo/flows.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("6 of 6 expectations met"));
+    settings().bind(|| insta::assert_snapshot!("repo__simulate", text(&o)));
+    // A workload with several endpoints cannot stand for one of them.
+    let o = run(
+        "trace",
+        &[
+            "--replicas",
+            "2",
+            "--from",
+            "shop/web",
+            "--to",
+            "shop/db",
+            "--port",
+            "5432/TCP",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("`shop/web` is a workload with 2 pods"),
+        "{}",
+        text(&o)
+    );
+    // The finished pod is not an endpoint: a flow naming it says why.
+    let o = run(
+        "trace",
+        &[
+            "--from",
+            "tools/migrate-28421100-x7k2p",
+            "--to",
+            "shop/db",
+            "--port",
+            "5432/TCP",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("is not an endpoint: it has finished (phase Succeeded)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn matrix_and_lint_see_the_workloads() {
+    let o = run("matrix", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m = String::from_utf8_lossy(&o.stdout);
+    assert!(m.contains("shop/web-0 => shop/db-0 : TCP 5432"), "{m}");
+    assert!(m.contains("shop/backup-0 => shop/db-0 : TCP 5432"), "{m}");
+    settings().bind(|| insta::assert_snapshot!("repo__matrix", text(&o)));
+    let o = sluice(&["lint", "fixtures/repo", "-i", "fixtures/repo"]);
+    let l = text(&o);
+    // Findings about endpoints point at the workload's manifest.
+    assert!(
+        l.contains("shop/web-0 is reachable from outside the cluster on 8080/TCP"),
+        "{l}"
+    );
+    assert!(l.contains("fixtures/repo/manifests/shop.yaml:6:9"), "{l}");
+    settings().bind(|| insta::assert_snapshot!("repo__lint", l));
+}
