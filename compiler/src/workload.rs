@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
         assert_eq!(p.service_account, "web-sa");
         assert_eq!(p.ports[0].name.as_deref(), Some("http"));
-        assert_eq!(p.ips, vec!["10.240.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p.ips, vec!["10.240.0.1".parse::<IpAddr>().expect("ip")]);
         assert_eq!(
             inv.namespaces["shop"]
                 .labels
@@ -319,7 +319,7 @@ mod tests {
         assert!(diags.is_empty(), "{diags:?}");
         let names: Vec<String> = inv.pods.iter().map(Pod::qualified_name).collect();
         assert_eq!(names, ["shop/web-7d9f8-abcde"]);
-        let w = inv.pods[0].workload.as_ref().unwrap();
+        let w = inv.pods[0].workload.as_ref().expect("owner");
         assert_eq!(
             (w.kind.as_str(), w.name.as_str(), w.templated),
             ("Deployment", "web", false)
@@ -339,7 +339,10 @@ mod tests {
         let (inv, diags) = load(&format!("{cron}---\n{old}---\n{taken}"), 1);
         assert!(diags.is_empty(), "{diags:?}");
         let backup = inv.pod("ops", "backup-0").expect("the CronJob's endpoint");
-        assert_eq!(backup.ips, vec!["10.240.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            backup.ips,
+            vec!["10.240.0.2".parse::<IpAddr>().expect("ip")]
+        );
         assert!(
             inv.pod("ops", "old-0").is_none(),
             "replicas: 0 makes no endpoint"

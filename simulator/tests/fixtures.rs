@@ -231,7 +231,7 @@ fn version_fixtures_hold_under_their_release() {
                 assert!(!c.flows.is_empty(), "{}", flows.display());
                 failures.extend(check(&c, &format!("{} (Cilium {v})", case.display())));
             } else {
-                let loaded = load_paths(&[policies.clone()], &opts);
+                let loaded = load_paths(std::slice::from_ref(&policies), &opts);
                 assert!(
                     loaded.error_count() > 0,
                     "{}: Cilium {v} must refuse these policies (or give flows-{v}.yaml)",
