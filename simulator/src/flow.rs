@@ -249,15 +249,13 @@ fn root_map_flows<'n>(
     for (k, v) in entries {
         let name = scalar(k).unwrap_or("");
         if !KEYS.contains(&name) {
-            let mut d = Diagnostic::error(
-                Code::FlowSyntax,
+            let d = unknown(
                 k.span,
                 format!("unknown key `{name}` in a flows file"),
+                name,
+                KEYS,
             )
             .with_label("only `flows` and `dns` are read here");
-            if let Some(s) = policy_lang::suggest::did_you_mean(name, KEYS) {
-                d = d.with_help(format!("did you mean `{s}`?"));
-            }
             diags.push(d);
             continue;
         }
@@ -281,6 +279,15 @@ fn root_map_flows<'n>(
     list
 }
 
+/// A key that is not one of `known`, with the nearest as a suggestion.
+fn unknown(span: Span, msg: String, name: &str, known: &[&str]) -> Diagnostic {
+    let d = Diagnostic::error(Code::FlowSyntax, span, msg);
+    match policy_lang::suggest::did_you_mean(name, known) {
+        Some(s) => d.with_help(format!("did you mean `{s}`?")),
+        None => d,
+    }
+}
+
 fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
     let NodeKind::Map(entries) = &n.kind else {
         err(
@@ -296,15 +303,12 @@ fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
     for (k, _) in entries {
         let name = scalar(k).unwrap_or("");
         if !FIELDS.contains(&name) {
-            let mut d = Diagnostic::error(
-                Code::FlowSyntax,
+            diags.push(unknown(
                 k.span,
                 format!("unknown flow field `{name}`"),
-            );
-            if let Some(s) = policy_lang::suggest::did_you_mean(name, FIELDS) {
-                d = d.with_help(format!("did you mean `{s}`?"));
-            }
-            diags.push(d);
+                name,
+                FIELDS,
+            ));
         }
     }
     let peer = |field: &str, diags: &mut Vec<Diagnostic>| -> Option<PeerRef> {
