@@ -188,6 +188,52 @@ pub(crate) fn compile_parsed(
     })
 }
 
+/// What a replay did not judge as new connections, and why.
+fn replay_summary(sum: &simulator::stream::Summary) -> Option<String> {
+    let mut parts = Vec::new();
+    for (n, one, many) in [
+        (sum.replies, "reply", "replies"),
+        (
+            sum.established,
+            "packet of an established connection",
+            "packets of established connections",
+        ),
+        (
+            sum.non_policy_drops,
+            "drop not made by policy",
+            "drops not made by policy",
+        ),
+        (
+            sum.pods_gone,
+            "record of a pod that is gone (no pod has its identity)",
+            "records of pods that are gone (no pod has their identity)",
+        ),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {}", plural(n, one, many)));
+        }
+    }
+    let mut line = String::new();
+    if !parts.is_empty() {
+        line = format!("not judged as new connections: {}", parts.join(", "));
+    }
+    if sum.stood_in > 0 {
+        if !line.is_empty() {
+            line.push_str("; ");
+        }
+        line.push_str(&format!(
+            "{} {} judged as another pod of the identity Hubble recorded",
+            sum.stood_in,
+            plural(
+                sum.stood_in,
+                "record of a pod that is gone",
+                "records of pods that are gone"
+            )
+        ));
+    }
+    (!line.is_empty()).then_some(line)
+}
+
 pub fn compile(
     inputs: &Inputs,
     output: CompileOutput,
@@ -513,10 +559,11 @@ pub fn simulate(
                 )
             }
             SimOutput::Text => {
-                let mark = match f.expect {
-                    Some(e) if e != o.verdict => " ✗ expected ".to_owned() + &e.to_string(),
-                    Some(_) => " ✓".to_owned(),
-                    None => String::new(),
+                let mark = match (f.expect, f.recorded) {
+                    (Some(e), _) if e != o.verdict => " ✗ expected ".to_owned() + &e.to_string(),
+                    (Some(_), _) => " ✓".to_owned(),
+                    (None, Some(r)) if r != o.verdict => format!(" ⚠ CHANGED: recorded {r}"),
+                    (None, _) => String::new(),
                 };
                 writeln!(
                     out,
@@ -552,10 +599,15 @@ pub fn simulate(
     let ended = match output {
         SimOutput::Json => write!(
             out,
-            "{}],\n  \"mismatches\": {},\n  \"changed\": {},\n  \"errors\": {}\n}}\n",
+            "{}],\n  \"mismatches\": {},\n  \"changed\": {},\n  \"notJudged\": {{\"replies\": {}, \"established\": {}, \"nonPolicyDrops\": {}, \"podsGone\": {}}},\n  \"stoodIn\": {},\n  \"errors\": {}\n}}\n",
             if first { "" } else { "\n  " },
             sum.mismatches,
             sum.changed,
+            sum.replies,
+            sum.established,
+            sum.non_policy_drops,
+            sum.pods_gone,
+            sum.stood_in,
             sum.errors
         ),
         SimOutput::Table => Ok(()),
@@ -570,18 +622,22 @@ pub fn simulate(
                 sum.expected - sum.mismatches,
                 sum.expected,
             );
-            if sum.recorded > 0 {
+            let r = if sum.recorded > 0 {
                 r.and_then(|()| {
                     writeln!(
                         out,
-                        "{} recorded {} would change verdict under these policies",
+                        "{} recorded {} would change verdict under these policies (marked CHANGED)",
                         sum.changed,
                         plural(sum.changed, "flow", "flows")
                     )
                 })
             } else {
                 r
-            }
+            };
+            r.and_then(|()| match replay_summary(&sum) {
+                Some(line) => writeln!(out, "{line}"),
+                None => Ok(()),
+            })
         }
     };
     if ended.and_then(|()| out.flush()).is_err() {
@@ -680,6 +736,7 @@ pub fn trace(
         loc: Default::default(),
         recorded: None,
         l7: None,
+        replay: None,
     };
     let mut diags = Vec::new();
     flow::check_peers(

@@ -148,3 +148,43 @@ fn matrix_and_lint_see_the_workloads() {
     assert!(l.contains("fixtures/repo/manifests/shop.yaml:6:9"), "{l}");
     settings().bind(|| insta::assert_snapshot!("repo__lint", l));
 }
+
+#[test]
+fn hubble_replay_judges_new_connections_only_and_marks_changes() {
+    let o = run("simulate", &["-f", "fixtures/repo/hubble.jsonl"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // Ten records: a reply, an L7 response, an ACK of an open connection
+    // and an INVALID_SOURCE_IP drop are not new connections; a vanished
+    // pod with a known identity is judged as its twin, one without is
+    // counted; the rest are judged, and the one that changes is marked.
+    assert!(out.contains("5 flows: 3 allowed, 2 denied"), "{out}");
+    assert!(
+        out.contains("not judged as new connections: 2 replies, 1 packet of an established connection, 1 drop not made by policy, 1 record of a pod that is gone (no pod has its identity)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "1 record of a pod that is gone judged as another pod of the identity Hubble recorded"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("DENIED   tools/toolbox → shop/web-0 8080/TCP ⚠ CHANGED: recorded allowed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 recorded flow would change verdict"),
+        "{out}"
+    );
+    settings().bind(|| insta::assert_snapshot!("repo__hubble", text(&o)));
+    let o = run(
+        "simulate",
+        &["-f", "fixtures/repo/hubble.jsonl", "-o", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["notJudged"]["replies"], 2);
+    assert_eq!(v["notJudged"]["podsGone"], 1);
+    assert_eq!(v["stoodIn"], 1);
+    assert_eq!(v["changed"], 1);
+}

@@ -161,6 +161,7 @@ fn main() {
             loc: Default::default(),
             recorded: None,
             l7: None,
+            replay: None,
         })
         .collect();
     let mut best = f64::MAX;

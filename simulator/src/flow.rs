@@ -90,6 +90,81 @@ pub struct Flow {
     /// the L7 policy of a port that redirects to the proxy.
     #[serde(skip)]
     pub l7: Option<compiler::l7::Request>,
+    /// For replayed Hubble flows: what the record says beyond the packet.
+    #[serde(skip)]
+    pub replay: Option<Box<Replay>>,
+}
+
+/// What a Hubble record says about a flow that decides how it is replayed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The record is not a new connection's first packet, or was dropped
+    /// for a reason other than policy: it is counted, not judged.
+    pub not_judged: Option<NotJudged>,
+    /// The identity labels Hubble recorded for the source and the
+    /// destination, for pods that are gone from the inventory.
+    pub labels: [Vec<String>; 2],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotJudged {
+    /// `is_reply`: the answer of a connection judged when it opened.
+    Reply,
+    /// A TCP packet other than a connection's opening SYN.
+    Established,
+    /// Dropped for another reason than policy (`drop_reason_desc`).
+    NonPolicyDrop(String),
+}
+
+/// How Hubble names the drops that policy makes.
+const POLICY_DROPS: &[&str] = &["POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED"];
+
+/// Why a Hubble record is not judged as a new connection, if it is not.
+fn not_judged(f: &serde_json::Value) -> Option<NotJudged> {
+    if f.get("is_reply").and_then(|r| r.as_bool()) == Some(true) {
+        return Some(NotJudged::Reply);
+    }
+    if f.get("verdict").and_then(|v| v.as_str()) == Some("DROPPED") {
+        let desc = f.get("drop_reason_desc").and_then(|d| d.as_str());
+        // 133 and 181 are Cilium's policy drop codes.
+        let code = f.get("drop_reason").and_then(|d| d.as_u64());
+        let policy = match (desc, code) {
+            (Some(d), _) => POLICY_DROPS.contains(&d),
+            (None, Some(c)) => matches!(c, 133 | 181 | 189),
+            (None, None) => true,
+        };
+        if !policy {
+            let why = desc.map_or_else(
+                || format!("drop reason {}", code.unwrap_or(0)),
+                str::to_owned,
+            );
+            return Some(NotJudged::NonPolicyDrop(why));
+        }
+    }
+    if let Some(flags) = f.pointer("/l4/TCP/flags").and_then(|x| x.as_object()) {
+        let set = |k: &str| flags.get(k).and_then(|v| v.as_bool()) == Some(true);
+        // Only a SYN without ACK opens a connection.
+        let opens = set("SYN") && !set("ACK");
+        if !opens {
+            return Some(NotJudged::Established);
+        }
+    }
+    None
+}
+
+fn labels_of(ep: Option<&serde_json::Value>) -> Vec<String> {
+    let mut v: Vec<String> = ep
+        .and_then(|e| e.get("labels"))
+        .and_then(|l| l.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
 }
 
 pub fn protocol_number(text: &str) -> Option<u8> {
@@ -383,6 +458,7 @@ fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
         loc: Loc(n.span),
         recorded: None,
         l7,
+        replay: None,
     })
 }
 
@@ -695,8 +771,13 @@ pub fn parse_hubble_at(
         };
         // L7 records: requests are judged by the port's L7 policy;
         // responses answer a request already replayed.
+        let response = f
+            .get("l7")
+            .and_then(|l7| l7.get("type"))
+            .and_then(|t| t.as_str())
+            == Some("RESPONSE");
         let l7 = match f.get("l7") {
-            Some(l7) if l7.get("type").and_then(|t| t.as_str()) == Some("RESPONSE") => continue,
+            Some(_) if response => None,
             Some(l7) => match hubble_request(l7) {
                 Ok(Some(r)) => Some(r),
                 Ok(None) => {
@@ -714,6 +795,14 @@ pub fn parse_hubble_at(
             },
             None => None,
         };
+        let replay = Replay {
+            not_judged: if response {
+                Some(NotJudged::Reply)
+            } else {
+                not_judged(f)
+            },
+            labels: [labels_of(f.get("source")), labels_of(f.get("destination"))],
+        };
         out.push(Flow {
             l7,
             from,
@@ -723,6 +812,7 @@ pub fn parse_hubble_at(
             expect: None,
             loc: Loc(span),
             recorded,
+            replay: Some(Box::new(replay)),
         });
     }
     out
@@ -820,6 +910,11 @@ impl PodNames {
                 .map(|l| (l.pod.clone(), l.reason.to_string()))
                 .collect(),
         }
+    }
+
+    /// Whether the name is a pod's (or a one-pod workload's).
+    pub fn knows(&self, name: &str) -> bool {
+        self.resolve(name).is_ok()
     }
 
     /// The pod a name means, or why it means none.

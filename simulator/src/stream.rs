@@ -388,6 +388,15 @@ pub struct Summary {
     /// Errors reported (flows left out).
     pub errors: usize,
     pub warnings: usize,
+    /// Hubble records not judged as new connections: replies, packets of
+    /// established connections, drops for reasons other than policy.
+    pub replies: usize,
+    pub established: usize,
+    pub non_policy_drops: usize,
+    /// Hubble records of pods the inventory no longer has: judged as a
+    /// pod with the identity they recorded, or (without one) left out.
+    pub stood_in: usize,
+    pub pods_gone: usize,
 }
 
 /// Why a stream stopped early.
@@ -543,15 +552,34 @@ pub fn judge_stream<R: BufRead>(
 ) -> Result<Summary, StreamError> {
     let mut sum = Summary::default();
     let pod_names = flow::PodNames::new(inventory);
+    let stand_ins = stand_ins(compiled);
     while let Some((piece, flows, mut diags)) = next_flows(pieces)? {
         // A flow naming a pod the inventory lacks is an error, and left
-        // out: judging it as some other peer would be a guess.
+        // out: judging it as some other peer would be a guess. A recorded
+        // one is judged as a pod of the identity Hubble saw, if there is
+        // one: the same identity has the same policy.
         let mut known = Vec::with_capacity(flows.len());
         for mut f in flows {
+            if let Some(n) = f.replay.as_ref().and_then(|r| r.not_judged.as_ref()) {
+                match n {
+                    flow::NotJudged::Reply => sum.replies += 1,
+                    flow::NotJudged::Established => sum.established += 1,
+                    flow::NotJudged::NonPolicyDrop(_) => sum.non_policy_drops += 1,
+                }
+                continue;
+            }
             let before = diags.len();
             flow::check_peers(std::slice::from_mut(&mut f), &pod_names, &mut diags);
             if diags.len() == before {
                 known.push(f);
+            } else if f.replay.is_some() {
+                diags.truncate(before);
+                if stand_in(&mut f, &pod_names, &stand_ins) {
+                    sum.stood_in += 1;
+                    known.push(f);
+                } else {
+                    sum.pods_gone += 1;
+                }
             }
         }
         let outcomes = judge_all(compiled, &known);
@@ -580,6 +608,45 @@ pub fn judge_stream<R: BufRead>(
         }
     }
     Ok(sum)
+}
+
+/// An endpoint of each identity, by its labels as Hubble prints them.
+fn stand_ins(c: &Compiled) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for e in &c.endpoints {
+        if let Some(id) = c.identity(e.identity) {
+            let mut labels: Vec<String> = id.labels.iter().map(|l| l.to_string()).collect();
+            labels.sort();
+            out.entry(labels.join(","))
+                .or_insert_with(|| e.name.clone());
+        }
+    }
+    out
+}
+
+/// Replaces each pod of `f` the inventory lacks with an endpoint of the
+/// identity Hubble recorded for it; whether every side could be.
+fn stand_in(
+    f: &mut Flow,
+    pods: &flow::PodNames,
+    stand_ins: &std::collections::HashMap<String, String>,
+) -> bool {
+    let Some(r) = f.replay.as_ref() else {
+        return false;
+    };
+    let labels = r.labels.clone();
+    for (side, peer) in [&mut f.from, &mut f.to].into_iter().enumerate() {
+        if let flow::PeerRef::Pod(name) = peer {
+            if pods.knows(name) {
+                continue;
+            }
+            match stand_ins.get(&labels[side].join(",")) {
+                Some(other) if !labels[side].is_empty() => *name = other.clone(),
+                _ => return false,
+            }
+        }
+    }
+    true
 }
 
 fn count(sum: &mut Summary, f: &Flow, o: &Outcome) {

@@ -49,6 +49,7 @@ proptest! {
                 loc: Loc::default(),
                 recorded: None,
                 l7: None,
+                replay: None,
             };
             let outcome = simulate(&compiled, &flow).expect("peers exist");
             let want = reference.verdict(&flow).expect("peers exist");

@@ -354,6 +354,7 @@ pub fn decide(
         loc: Default::default(),
         recorded: None,
         l7: req,
+        replay: None,
     };
     match simulate(c, &flow) {
         Ok(o) => Decision {
