@@ -565,9 +565,14 @@ pub fn simulate(
                     (None, Some(r)) if r != o.verdict => format!(" ⚠ CHANGED: recorded {r}"),
                     (None, _) => String::new(),
                 };
+                let via = f
+                    .service
+                    .as_ref()
+                    .map(|s| format!(" (service {}:{})", s.name, s.port))
+                    .unwrap_or_default();
                 writeln!(
                     out,
-                    "{:<8} {} → {} {}{}{mark}",
+                    "{:<8} {} → {}{via} {}{}{mark}",
                     o.verdict.to_string().to_uppercase(),
                     peer_text(&f.from),
                     peer_text(&f.to),
@@ -677,6 +682,7 @@ fn flow_json(c: &Compiled, f: &Flow, o: &Outcome) -> serde_json::Value {
         "verdict": o.verdict,
         "expect": f.expect,
         "recorded": f.recorded,
+        "service": f.service,
         "decidedBy": o.decided_by,
         "reason": decided.map(|st| explain_step(c, st)),
         "steps": o.steps,
@@ -737,6 +743,7 @@ pub fn trace(
         recorded: None,
         l7: None,
         replay: None,
+        service: None,
     };
     let mut diags = Vec::new();
     flow::check_peers(

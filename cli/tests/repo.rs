@@ -87,8 +87,43 @@ fn compile_makes_endpoints_of_the_workloads_and_leaves_finished_pods_out() {
 fn policy_unit_tests_name_workloads_and_pass() {
     let o = run("simulate", &["-f", "fixtures/repo/flows.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("6 of 6 expectations met"));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("8 of 8 expectations met"), "{out}");
+    // A flow to the Service is judged at its backend, on the targetPort
+    // its name leads to.
+    assert!(
+        out.contains("ALLOWED  world → shop/web-0 (service shop/web:80) 8080/TCP ✓"),
+        "{out}"
+    );
     settings().bind(|| insta::assert_snapshot!("repo__simulate", text(&o)));
+    // With two endpoints per workload, each backend is judged.
+    let o = run(
+        "simulate",
+        &["--replicas", "2", "-f", "fixtures/repo/flows.yaml"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("world → shop/web-1 (service shop/web:80) 8080/TCP ✓"),
+        "{}",
+        text(&o)
+    );
+    // A port the Service does not have is an error, not a guess.
+    let dir = std::env::temp_dir().join(format!("sluice-repo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let flows = dir.join("flows.yaml");
+    std::fs::write(
+        &flows,
+        "- {from: world, to: svc:shop/web, port: 443, protocol: TCP}\n",
+    )
+    .expect("write");
+    let o = run("simulate", &["-f", flows.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("Service shop/web has no port 443/TCP (its ports: 80/TCP)"),
+        "{}",
+        text(&o)
+    );
     // A workload with several endpoints cannot stand for one of them.
     let o = run(
         "trace",

@@ -129,6 +129,23 @@ pub struct ServiceInfo {
     pub namespace: String,
     pub selector: BTreeMap<String, String>,
     pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+}
+
+/// One of a Service's ports, and where it leads on a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub port: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+    pub target: TargetPort,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum TargetPort {
+    Number(u16),
+    /// A container port's name, looked up on each backend.
+    Name(String),
 }
 
 impl Inventory {
@@ -479,11 +496,53 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                     cluster_ips.push(ip);
                 }
             }
+            let mut ports = Vec::new();
+            for p in seq_at(node, &["spec", "ports"]) {
+                let port = match value_at(p, &["port"]) {
+                    Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
+                    _ => None,
+                };
+                let Some(port) = port else {
+                    bad(diags, p.span, "service port has no valid `port`".into());
+                    continue;
+                };
+                let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {
+                    "UDP" => 17,
+                    "SCTP" => 132,
+                    _ => 6,
+                };
+                let target = match value_at(p, &["targetPort"]) {
+                    Some((Value::Int(i), _)) => match u16::try_from(i) {
+                        Ok(n) if n > 0 => TargetPort::Number(n),
+                        _ => {
+                            bad(diags, p.span, format!("targetPort {i} is out of range"));
+                            continue;
+                        }
+                    },
+                    Some((Value::Str(name), _)) => match name.parse::<u16>() {
+                        Ok(n) => TargetPort::Number(n),
+                        Err(_) => TargetPort::Name(name.to_ascii_lowercase()),
+                    },
+                    _ => TargetPort::Number(port),
+                };
+                ports.push(ServicePort {
+                    port,
+                    protocol,
+                    target,
+                });
+            }
+            // A single-stack Service lists its address in `clusterIP` only.
+            if cluster_ips.is_empty() {
+                if let Some(Ok(ip)) = str_at(node, &["spec", "clusterIP"]).map(str::parse) {
+                    cluster_ips.push(ip);
+                }
+            }
             inv.services.push(ServiceInfo {
                 name,
                 namespace,
                 selector: map_at(node, &["spec", "selector"], diags),
                 cluster_ips,
+                ports,
             });
         }
         _ => {}

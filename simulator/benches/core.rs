@@ -162,6 +162,7 @@ fn main() {
             recorded: None,
             l7: None,
             replay: None,
+            service: None,
         })
         .collect();
     let mut best = f64::MAX;

@@ -93,6 +93,18 @@ pub struct Flow {
     /// For replayed Hubble flows: what the record says beyond the packet.
     #[serde(skip)]
     pub replay: Option<Box<Replay>>,
+    /// The Service the flow was addressed to, when `to` is one of its
+    /// backends (Cilium translates the address before policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<ServiceHop>>,
+}
+
+/// A Service address a flow was sent to, and the port it named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceHop {
+    /// `namespace/name`.
+    pub name: String,
+    pub port: u16,
 }
 
 /// What a Hubble record says about a flow that decides how it is replayed.
@@ -459,6 +471,7 @@ fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
         recorded: None,
         l7,
         replay: None,
+        service: None,
     })
 }
 
@@ -813,6 +826,7 @@ pub fn parse_hubble_at(
             loc: Loc(span),
             recorded,
             replay: Some(Box::new(replay)),
+            service: None,
         });
     }
     out

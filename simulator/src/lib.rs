@@ -10,6 +10,7 @@ pub mod eval;
 pub mod flow;
 pub mod matrix;
 pub mod reference;
+pub mod service;
 pub mod stream;
 #[cfg(feature = "testgen")]
 pub mod testgen;

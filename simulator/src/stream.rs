@@ -553,7 +553,22 @@ pub fn judge_stream<R: BufRead>(
     let mut sum = Summary::default();
     let pod_names = flow::PodNames::new(inventory);
     let stand_ins = stand_ins(compiled);
+    let services = crate::service::Services::new(inventory);
     while let Some((piece, flows, mut diags)) = next_flows(pieces)? {
+        // A flow to a Service is judged at each of its backends.
+        let mut expanded = Vec::with_capacity(flows.len());
+        for f in flows {
+            match services.expand(&f) {
+                None => expanded.push(f),
+                Some(Ok(backends)) => expanded.extend(backends),
+                Some(Err(msg)) => diags.push(Diagnostic::error(
+                    policy_lang::diag::Code::UnknownPeer,
+                    f.loc.0,
+                    msg,
+                )),
+            }
+        }
+        let flows = expanded;
         // A flow naming a pod the inventory lacks is an error, and left
         // out: judging it as some other peer would be a guess. A recorded
         // one is judged as a pod of the identity Hubble saw, if there is

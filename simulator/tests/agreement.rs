@@ -50,6 +50,7 @@ proptest! {
                 recorded: None,
                 l7: None,
                 replay: None,
+                service: None,
             };
             let outcome = simulate(&compiled, &flow).expect("peers exist");
             let want = reference.verdict(&flow).expect("peers exist");

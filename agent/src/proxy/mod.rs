@@ -355,6 +355,7 @@ pub fn decide(
         recorded: None,
         l7: req,
         replay: None,
+        service: None,
     };
     match simulate(c, &flow) {
         Ok(o) => Decision {
