@@ -144,11 +144,39 @@ enum PolicyTypes {
     Kubernetes,
 }
 
+/// `exclude` of the nearest `sluice.toml` (read once); an unreadable
+/// config ends the run, as a typo must not widen what is read.
+fn config_excludes() -> &'static [String] {
+    static EXCLUDES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    EXCLUDES.get_or_init(|| {
+        let Some(path) = std::env::current_dir()
+            .ok()
+            .and_then(|d| lints::config::Config::find(&d))
+        else {
+            return Vec::new();
+        };
+        match lints::config::Config::load(&path) {
+            Ok(c) => c.exclude,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+    })
+}
+
 impl Semantics {
+    /// `--exclude` and the config's `exclude`.
+    fn exclude(&self) -> policy_lang::scan::Exclude {
+        let mut all = self.exclude.clone();
+        all.extend(config_excludes().iter().cloned());
+        policy_lang::scan::Exclude::new(all)
+    }
+
     fn inventory_options(&self) -> compiler::inventory::Options {
         compiler::inventory::Options {
             replicas: self.replicas,
-            exclude: policy_lang::scan::Exclude::new(self.exclude.clone()),
+            exclude: self.exclude(),
         }
     }
 
@@ -158,7 +186,7 @@ impl Semantics {
                 node_selector_labels: self.node_selector_labels,
                 cilium: self.cilium_version,
             },
-            exclude: policy_lang::scan::Exclude::new(self.exclude.clone()),
+            exclude: self.exclude(),
             ..LoadOptions::default()
         }
     }

@@ -223,3 +223,46 @@ fn hubble_replay_judges_new_connections_only_and_marks_changes() {
     assert_eq!(v["stoodIn"], 1);
     assert_eq!(v["changed"], 1);
 }
+
+#[test]
+fn exclude_globs_from_the_command_line_and_sluice_toml() {
+    let dir = std::env::temp_dir().join(format!("sluice-exclude-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("drafts")).expect("tmp");
+    std::fs::create_dir_all(dir.join("old")).expect("tmp");
+    let broken = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x}\nspec: {endpointSelector: {}, ingres: []}\n";
+    std::fs::write(dir.join("drafts/wip.yaml"), broken).expect("write");
+    std::fs::write(dir.join("old/legacy.yaml"), broken).expect("write");
+    std::fs::copy(
+        root().join("fixtures/repo/policies/web.yaml"),
+        dir.join("web.yaml"),
+    )
+    .expect("copy");
+    let validate = |extra: &[&str]| {
+        Command::new(SLUICE)
+            .arg("validate")
+            .args(extra)
+            .arg(".")
+            .current_dir(&dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run sluice")
+    };
+    // Both broken files are read without excludes.
+    assert_eq!(validate(&[]).status.code(), Some(1));
+    assert_eq!(validate(&["--exclude", "drafts/**"]).status.code(), Some(1));
+    std::fs::write(dir.join("sluice.toml"), "exclude = [\"old/**\"]\n").expect("write");
+    let o = validate(&["--exclude", "drafts/**"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 files passed over (2 excluded)"),
+        "{}",
+        text(&o)
+    );
+    // A config with a typo stops the run rather than reading everything.
+    std::fs::write(dir.join("sluice.toml"), "exclud = [\"old/**\"]\n").expect("write");
+    let o = validate(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("unknown key `exclud`"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,6 +2,8 @@
 //! the working directory (as rustfmt.toml or .editorconfig are).
 //!
 //! ```toml
+//! exclude = ["charts/**"]              # paths every command's walks skip
+//!
 //! [lint]
 //! fail-on = "warning"                 # default: error
 //! inventory = ["cluster/inventory.yaml"]  # relative to this file
@@ -31,6 +33,8 @@ pub struct Config {
     pub fail_on: Option<Severity>,
     /// Inventory files, resolved against the config file's directory.
     pub inventory: Vec<PathBuf>,
+    /// Globs that directory walks of every command skip (`--exclude`).
+    pub exclude: Vec<String>,
 }
 
 impl Config {
@@ -72,9 +76,19 @@ impl Config {
             .map_err(|e: toml::de::Error| format!("not valid TOML: {}", e.message()))?;
         let mut c = Config::default();
         for (key, value) in &table {
+            if key == "exclude" {
+                let list = value
+                    .as_array()
+                    .ok_or("`exclude` must be a list of globs")?;
+                for g in list {
+                    let g = g.as_str().ok_or("`exclude` must be a list of globs")?;
+                    c.exclude.push(g.to_owned());
+                }
+                continue;
+            }
             if key != "lint" {
                 return Err(format!(
-                    "unknown section `{key}` (sluice.toml has `[lint]`)"
+                    "unknown key `{key}` (sluice.toml has `exclude` and `[lint]`)"
                 ));
             }
             let Some(lint) = value.as_table() else {
