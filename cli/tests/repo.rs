@@ -88,7 +88,7 @@ fn policy_unit_tests_name_workloads_and_pass() {
     let o = run("simulate", &["-f", "fixtures/repo/flows.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(out.contains("8 of 8 expectations met"), "{out}");
+    assert!(out.contains("9 of 9 expectations met"), "{out}");
     // A flow to the Service is judged at its backend, on the targetPort
     // its name leads to.
     assert!(
@@ -102,28 +102,44 @@ fn policy_unit_tests_name_workloads_and_pass() {
         &["--replicas", "2", "-f", "fixtures/repo/flows.yaml"],
     );
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         out.contains("world → shop/web-1 (service shop/web:80) 8080/TCP ✓"),
-        "{}",
-        text(&o)
+        "{out}"
     );
-    // A port the Service does not have is an error, not a guess.
+    // A workload and a selector naming two pods each stand for every
+    // pair, and each must meet the expectation.
+    for pair in [
+        "shop/web-0 → shop/db-1",
+        "shop/web-1 → shop/db-0",
+        "shop/web-1 → shop/db-1",
+    ] {
+        assert!(
+            out.contains(&format!("ALLOWED  {pair} 5432/TCP ✓")),
+            "{pair}: {out}"
+        );
+    }
+    assert!(out.contains("26 of 26 expectations met"), "{out}");
+    // A port the Service does not have, a misspelt pod and a selector of
+    // no pod are errors, not guesses.
     let dir = std::env::temp_dir().join(format!("sluice-repo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let flows = dir.join("flows.yaml");
     std::fs::write(
         &flows,
-        "- {from: world, to: svc:shop/web, port: 443, protocol: TCP}\n",
+        "- {from: world, to: svc:shop/web, port: 443, protocol: TCP}\n- {from: shop/wbe-0, to: shop/db, port: 5432}\n- {from: \"app=nope\", to: shop/db, port: 5432}\n",
     )
     .expect("write");
     let o = run("simulate", &["-f", flows.to_str().expect("utf-8")]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("Service shop/web has no port 443/TCP (its ports: 80/TCP)"),
-        "{}",
-        text(&o)
-    );
+    for want in [
+        "Service shop/web has no port 443/TCP (its ports: 80/TCP)",
+        "did you mean `shop/web-0`?",
+        "the selector `app=nope` matches no pod of the inventory",
+    ] {
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    }
     // A workload with several endpoints cannot stand for one of them.
     let o = run(
         "trace",

@@ -18,6 +18,12 @@ pub enum PeerRef {
     Entity(String),
 }
 
+/// How a label-selector peer is carried until it is expanded.
+pub const SELECTOR_PREFIX: &str = "sel:";
+
+/// At most this many flows come of one flow whose peers name several pods.
+const MAX_EXPANSION: usize = 10_000;
+
 /// An address as the datapath sees it: an IPv4-mapped IPv6 address
 /// (`::ffff:10.0.0.11`) is the IPv4 endpoint.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
@@ -34,6 +40,11 @@ impl PeerRef {
         }
         if text.contains('/') {
             return Ok(PeerRef::Pod(text.to_owned()));
+        }
+        // `ns=shop,app=web`: the pods a label selector matches (expanded
+        // when the flows are judged).
+        if text.contains('=') {
+            return Ok(PeerRef::Pod(format!("{SELECTOR_PREFIX}{text}")));
         }
         match Entity::parse(text) {
             Some(Entity::All | Entity::Cluster | Entity::None) | None => Err(format!(
@@ -899,6 +910,8 @@ pub fn merge_answer(
 /// that are not endpoints, to say why a flow cannot name them.
 pub struct PodNames {
     pods: std::collections::HashSet<String>,
+    /// Every endpoint pod: name, namespace, labels (for selectors).
+    all: Vec<(String, String, std::collections::BTreeMap<String, String>)>,
     /// `namespace/workload` to its pods' names.
     workloads: std::collections::HashMap<String, Vec<String>>,
     left_out: std::collections::HashMap<String, String>,
@@ -917,12 +930,61 @@ impl PodNames {
         }
         PodNames {
             pods: inv.pods.iter().map(|p| p.qualified_name()).collect(),
+            all: inv
+                .pods
+                .iter()
+                .map(|p| (p.qualified_name(), p.namespace.clone(), p.labels.clone()))
+                .collect(),
             workloads,
             left_out: inv
                 .left_out
                 .iter()
                 .map(|l| (l.pod.clone(), l.reason.to_string()))
                 .collect(),
+        }
+    }
+
+    /// The pods a name stands for when it names several: a workload with
+    /// more than one, or a label selector (`ns=shop,app=web`; `ns` is the
+    /// namespace). `None` for a name of one pod (or of none).
+    pub fn several(&self, name: &str) -> Option<Result<Vec<String>, String>> {
+        if let Some(sel) = name.strip_prefix(SELECTOR_PREFIX) {
+            let mut want = Vec::new();
+            for pair in sel.split(',') {
+                match pair.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => want.push((k.trim(), v.trim())),
+                    _ => {
+                        return Some(Err(format!(
+                            "`{sel}`: a selector is `key=value` pairs separated by commas"
+                        )))
+                    }
+                }
+            }
+            let pods: Vec<String> = self
+                .all
+                .iter()
+                .filter(|(_, ns, labels)| {
+                    want.iter().all(|&(k, v)| match k {
+                        "ns" | "namespace" => ns == v,
+                        _ => labels.get(k).map(String::as_str) == Some(v),
+                    })
+                })
+                .map(|(n, _, _)| n.clone())
+                .collect();
+            return Some(if pods.is_empty() {
+                Err(format!(
+                    "the selector `{sel}` matches no pod of the inventory"
+                ))
+            } else {
+                Ok(pods)
+            });
+        }
+        if self.pods.contains(name) {
+            return None;
+        }
+        match self.workloads.get(name) {
+            Some(pods) if pods.len() > 1 => Some(Ok(pods.clone())),
+            _ => None,
         }
     }
 
@@ -948,12 +1010,64 @@ impl PodNames {
                 format!("`{name}` is a workload with {} pods", many.len()),
                 format!("name one of them, e.g. `{}`", many[0]),
             )),
-            None => Err((
-                format!("no pod `{name}` in the inventory"),
-                "name pods as namespace/pod, as `kubectl get pods -A` lists them, or a workload as namespace/name".into(),
-            )),
+            None => {
+                let names: Vec<&str> = self
+                    .all
+                    .iter()
+                    .map(|(n, _, _)| n.as_str())
+                    .chain(self.workloads.keys().map(String::as_str))
+                    .collect();
+                let help = match policy_lang::suggest::did_you_mean(name, &names) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "name pods as namespace/pod, as `kubectl get pods -A` lists them, a workload as namespace/name, or pods by labels as ns=NS,key=value".into(),
+                };
+                Err((format!("no pod `{name}` in the inventory"), help))
+            }
         }
     }
+}
+
+/// The flows `f` stands for when a peer names several pods (a workload
+/// with several, a label selector): one per combination, each with the
+/// same expectation. `None` when each side is one peer.
+pub fn expand_peers(f: &Flow, pods: &PodNames) -> Option<Result<Vec<Flow>, String>> {
+    let side = |p: &PeerRef| match p {
+        PeerRef::Pod(n) => pods.several(n),
+        _ => None,
+    };
+    let (from, to) = (side(&f.from), side(&f.to));
+    if from.is_none() && to.is_none() {
+        return None;
+    }
+    let one = |p: &PeerRef| vec![p.clone()];
+    let pick =
+        |r: Option<Result<Vec<String>, String>>, p: &PeerRef| -> Result<Vec<PeerRef>, String> {
+            match r {
+                None => Ok(one(p)),
+                Some(r) => r.map(|v| v.into_iter().map(PeerRef::Pod).collect()),
+            }
+        };
+    let (froms, tos) = match (pick(from, &f.from), pick(to, &f.to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+    };
+    if froms.len().saturating_mul(tos.len()) > MAX_EXPANSION {
+        return Some(Err(format!(
+            "these peers name {} × {} pods, more than {MAX_EXPANSION} flows: narrow them",
+            froms.len(),
+            tos.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(froms.len() * tos.len());
+    for a in &froms {
+        for b in &tos {
+            let mut g = f.clone();
+            g.from = a.clone();
+            g.to = b.clone();
+            out.push(g);
+        }
+    }
+    Some(Ok(out))
 }
 
 /// Checks that pods named by flows exist in the inventory, and rewrites a

@@ -558,14 +558,30 @@ pub fn judge_stream<R: BufRead>(
         // A flow to a Service is judged at each of its backends.
         let mut expanded = Vec::with_capacity(flows.len());
         for f in flows {
-            match services.expand(&f) {
-                None => expanded.push(f),
-                Some(Ok(backends)) => expanded.extend(backends),
-                Some(Err(msg)) => diags.push(Diagnostic::error(
-                    policy_lang::diag::Code::UnknownPeer,
-                    f.loc.0,
-                    msg,
-                )),
+            // Peers naming several pods first, then Services (a selector
+            // may pick the clients of a Service).
+            let many = match flow::expand_peers(&f, &pod_names) {
+                None => vec![f],
+                Some(Ok(v)) => v,
+                Some(Err(msg)) => {
+                    diags.push(Diagnostic::error(
+                        policy_lang::diag::Code::UnknownPeer,
+                        f.loc.0,
+                        msg,
+                    ));
+                    continue;
+                }
+            };
+            for f in many {
+                match services.expand(&f) {
+                    None => expanded.push(f),
+                    Some(Ok(backends)) => expanded.extend(backends),
+                    Some(Err(msg)) => diags.push(Diagnostic::error(
+                        policy_lang::diag::Code::UnknownPeer,
+                        f.loc.0,
+                        msg,
+                    )),
+                }
             }
         }
         let flows = expanded;
