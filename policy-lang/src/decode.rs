@@ -15,9 +15,6 @@ use std::collections::BTreeMap;
 
 pub(crate) struct Decoder<'a> {
     pub diags: &'a mut Vec<Diagnostic>,
-    /// Decoding the rules of a `cilium policy import` file, which the API
-    /// server's schema does not check (the agent's own names are accepted).
-    pub imported: bool,
 }
 
 /// The known fields of one mapping, looked up by name.
@@ -328,15 +325,6 @@ impl Decoder<'_> {
             .copied()
             .filter(|n| Entity::parse(n).is_some_and(Entity::in_crd))
             .collect();
-        if self.imported {
-            return self.name_of(
-                node,
-                "entity",
-                Entity::NAMES,
-                Entity::parse,
-                Code::UnknownEntity,
-            );
-        }
         let e = self.name_of(node, "entity", &crd, Entity::parse, Code::UnknownEntity)?;
         if !e.value.in_crd() {
             let cidr = if e.value == Entity::WorldIpv4 {
@@ -431,12 +419,11 @@ impl Decoder<'_> {
     /// The rules of a `cilium policy import` file: one policy per file, of
     /// cluster-wide scope (imported rules are not confined to a namespace,
     /// as a CCNP's are not), named after the file by the caller (the name
-    /// is left empty here).
+    /// is left empty here). They are checked as a CCNP's rules are, so
+    /// that a rule means the same whichever way it is applied.
     fn imported_rules(&mut self, root: &Node, rules: &[Node], file: FileId) -> Decoded {
-        self.imported = true;
         let kind = PolicyKind::CiliumClusterwideNetworkPolicy;
         let specs: Vec<Rule> = rules.iter().filter_map(|n| self.rule(n, kind)).collect();
-        self.imported = false;
         Decoded::Policy(Box::new(Policy {
             kind,
             name: Spanned::new(

@@ -456,7 +456,6 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
             let mut item_diags = Vec::new();
             let decoded = decode::Decoder {
                 diags: &mut item_diags,
-                imported: false,
             }
             .document(&node, id);
             pending.push((decoded, item_diags));
@@ -466,7 +465,6 @@ fn parse_piece(text: &str, id: FileId, base: yaml::Base, opts: &LoadOptions) -> 
             unknown_tags(&root, &mut doc_diags);
             let decoded = decode::Decoder {
                 diags: &mut doc_diags,
-                imported: false,
             }
             .document(&root, id);
             // If the document is not a List, its streamed `items` were not
