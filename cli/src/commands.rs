@@ -321,6 +321,11 @@ pub fn compile(
                     enforced
                 );
             }
+            // Pods read but not endpoints, and why: what a user looking
+            // for a pod in the table above needs to know.
+            for l in &s.inventory.left_out {
+                let _ = writeln!(o, "{} is not an endpoint: {}", l.pod, l.reason);
+            }
         }
     }
     code

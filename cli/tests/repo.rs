@@ -73,6 +73,13 @@ fn compile_makes_endpoints_of_the_workloads_and_leaves_finished_pods_out() {
     // The finished pod's address belongs to a running pod now: no conflict.
     assert!(err.contains("1 finished pod left out"), "{err}");
     assert!(!err.contains("duplicate-ip"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "tools/migrate-28421100-x7k2p is not an endpoint: it has finished (phase Succeeded)"
+        ),
+        "{}",
+        text(&o)
+    );
     settings().bind(|| insta::assert_snapshot!("repo__compile", text(&o)));
     // --replicas makes that many endpoints of each workload.
     let o = run("compile", &["--replicas", "2"]);
