@@ -454,12 +454,8 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
                     ip_locs.push(Loc(ip_scalar.span));
                 }
             }
-            let name_span = node
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .map_or(node.span, |n| n.span);
             let spec = node.get("spec");
-            let mut pod = pod_of_template(name, namespace, labels, spec, Loc(name_span), diags);
+            let mut pod = pod_of_template(name, namespace, labels, spec, name_loc(node), diags);
             pod.node = spec
                 .and_then(|s| str_at(s, &["nodeName"]))
                 .map(str::to_owned);
@@ -498,19 +494,12 @@ fn object(inv: &mut Inventory, node: &Node, diags: &mut Vec<Diagnostic>) {
             }
             let mut ports = Vec::new();
             for p in seq_at(node, &["spec", "ports"]) {
-                let port = match value_at(p, &["port"]) {
-                    Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
-                    _ => None,
-                };
+                let port = port_at(p, "port");
                 let Some(port) = port else {
                     bad(diags, p.span, "service port has no valid `port`".into());
                     continue;
                 };
-                let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {
-                    "UDP" => 17,
-                    "SCTP" => 132,
-                    _ => 6,
-                };
+                let protocol = protocol_at(p);
                 let target = match value_at(p, &["targetPort"]) {
                     Some((Value::Int(i), _)) => match u16::try_from(i) {
                         Ok(n) if n > 0 => TargetPort::Number(n),
@@ -564,10 +553,7 @@ pub(crate) fn pod_of_template(
     let containers = spec.map_or(&[][..], |s| seq_at(s, &["containers"]));
     for c in containers {
         for p in seq_at(c, &["ports"]) {
-            let port = match value_at(p, &["containerPort"]) {
-                Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
-                _ => None,
-            };
+            let port = port_at(p, "containerPort");
             let Some(port) = port else {
                 bad(
                     diags,
@@ -576,11 +562,7 @@ pub(crate) fn pod_of_template(
                 );
                 continue;
             };
-            let protocol = match str_at(p, &["protocol"]).unwrap_or("TCP") {
-                "UDP" => 17,
-                "SCTP" => 132,
-                _ => 6,
-            };
+            let protocol = protocol_at(p);
             ports.push(ContainerPort {
                 name: str_at(p, &["name"]).map(str::to_ascii_lowercase),
                 port,
@@ -606,6 +588,31 @@ pub(crate) fn pod_of_template(
         workload: None,
         loc,
         ip_locs: Vec::new(),
+    }
+}
+
+/// Where an object's `metadata.name` is written (or the object).
+pub(crate) fn name_loc(node: &Node) -> Loc {
+    Loc(node
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .map_or(node.span, |n| n.span))
+}
+
+/// A port number 1-65535 at `key` of a port entry (container or Service).
+fn port_at(p: &Node, key: &str) -> Option<u16> {
+    match value_at(p, &[key]) {
+        Some((Value::Int(i), _)) => u16::try_from(i).ok().filter(|&x| x > 0),
+        _ => None,
+    }
+}
+
+/// A port entry's `protocol` as an IP protocol number (TCP by default).
+fn protocol_at(p: &Node) -> u8 {
+    match str_at(p, &["protocol"]).unwrap_or("TCP") {
+        "UDP" => 17,
+        "SCTP" => 132,
+        _ => 6,
     }
 }
 

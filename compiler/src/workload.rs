@@ -12,9 +12,10 @@
 //! controls (the ReplicaSets of a Deployment, the Jobs of a CronJob) is
 //! not expanded either, and neither is one scaled to zero.
 
-use crate::inventory::{bad, map_at, pod_of_template, str_at, Inventory, Pod, WorkloadRef};
+use crate::inventory::{
+    bad, map_at, name_loc, pod_of_template, str_at, Inventory, Pod, WorkloadRef,
+};
 use policy_lang::diag::Diagnostic;
-use policy_lang::source::Loc;
 use policy_lang::yaml::{Node, Value};
 use std::collections::{BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -72,10 +73,6 @@ pub(crate) fn read(
         );
         return None;
     };
-    let name_span = node
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .map_or(node.span, |n| n.span);
     let labels = map_at(template, &["metadata", "labels"], diags);
     let replicas = match node.get("spec").and_then(|s| s.get("replicas")) {
         Some(r) => match r.as_scalar().map(|s| s.resolve()) {
@@ -96,7 +93,7 @@ pub(crate) fn read(
         namespace.clone(),
         labels,
         template.get("spec"),
-        Loc(name_span),
+        name_loc(node),
         diags,
     );
     Some(Workload {
