@@ -289,3 +289,29 @@ fn exclude_globs_from_the_command_line_and_sluice_toml() {
     assert!(text(&o).contains("unknown key `exclud`"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_record_that_is_not_judged_is_counted_once_whatever_it_names() {
+    // A reply addressed to the web Service's ClusterIP: two backends with
+    // --replicas 2, but one record, counted once and expanded never.
+    let dir = std::env::temp_dir().join(format!("sluice-reply-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let f = dir.join("h.jsonl");
+    std::fs::write(
+        &f,
+        r#"{"flow":{"verdict":"FORWARDED","is_reply":true,"IP":{"source":"203.0.113.9","destination":"10.96.0.80"},"l4":{"TCP":{"destination_port":80,"flags":{"ACK":true}}}}}
+"#,
+    )
+    .expect("write");
+    let o = run(
+        "simulate",
+        &["--replicas", "2", "-f", f.to_str().expect("utf-8")],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("not judged as new connections: 1 reply"),
+        "{}",
+        text(&o)
+    );
+}

@@ -149,7 +149,7 @@ fn not_judged(f: &serde_json::Value) -> Option<NotJudged> {
     }
     if f.get("verdict").and_then(|v| v.as_str()) == Some("DROPPED") {
         let desc = f.get("drop_reason_desc").and_then(|d| d.as_str());
-        // 133 and 181 are Cilium's policy drop codes.
+        // Cilium's codes for POLICY_DENIED, POLICY_DENY and AUTH_REQUIRED.
         let code = f.get("drop_reason").and_then(|d| d.as_u64());
         let policy = match (desc, code) {
             (Some(d), _) => POLICY_DROPS.contains(&d),

@@ -555,42 +555,14 @@ pub fn judge_stream<R: BufRead>(
     let stand_ins = stand_ins(compiled);
     let services = crate::service::Services::new(inventory);
     while let Some((piece, flows, mut diags)) = next_flows(pieces)? {
-        // A flow to a Service is judged at each of its backends.
+        // Records that are not new connections are counted, not judged,
+        // and so not expanded either. A flow naming several pods stands
+        // for each, and one to a Service for each backend (a selector may
+        // pick a Service's clients, so peers are expanded first).
+        let unknown =
+            |f: &Flow, msg| Diagnostic::error(policy_lang::diag::Code::UnknownPeer, f.loc.0, msg);
         let mut expanded = Vec::with_capacity(flows.len());
         for f in flows {
-            // Peers naming several pods first, then Services (a selector
-            // may pick the clients of a Service).
-            let many = match flow::expand_peers(&f, &pod_names) {
-                None => vec![f],
-                Some(Ok(v)) => v,
-                Some(Err(msg)) => {
-                    diags.push(Diagnostic::error(
-                        policy_lang::diag::Code::UnknownPeer,
-                        f.loc.0,
-                        msg,
-                    ));
-                    continue;
-                }
-            };
-            for f in many {
-                match services.expand(&f) {
-                    None => expanded.push(f),
-                    Some(Ok(backends)) => expanded.extend(backends),
-                    Some(Err(msg)) => diags.push(Diagnostic::error(
-                        policy_lang::diag::Code::UnknownPeer,
-                        f.loc.0,
-                        msg,
-                    )),
-                }
-            }
-        }
-        let flows = expanded;
-        // A flow naming a pod the inventory lacks is an error, and left
-        // out: judging it as some other peer would be a guess. A recorded
-        // one is judged as a pod of the identity Hubble saw, if there is
-        // one: the same identity has the same policy.
-        let mut known = Vec::with_capacity(flows.len());
-        for mut f in flows {
             if let Some(n) = f.replay.as_ref().and_then(|r| r.not_judged.as_ref()) {
                 match n {
                     flow::NotJudged::Reply => sum.replies += 1,
@@ -599,6 +571,28 @@ pub fn judge_stream<R: BufRead>(
                 }
                 continue;
             }
+            let many = match flow::expand_peers(&f, &pod_names) {
+                None => vec![f],
+                Some(Ok(v)) => v,
+                Some(Err(msg)) => {
+                    diags.push(unknown(&f, msg));
+                    continue;
+                }
+            };
+            for f in many {
+                match services.expand(&f) {
+                    None => expanded.push(f),
+                    Some(Ok(backends)) => expanded.extend(backends),
+                    Some(Err(msg)) => diags.push(unknown(&f, msg)),
+                }
+            }
+        }
+        // A flow naming a pod the inventory lacks is an error, and left
+        // out: judging it as some other peer would be a guess. A recorded
+        // one is judged as a pod of the identity Hubble saw, if there is
+        // one: the same identity has the same policy.
+        let mut known = Vec::with_capacity(expanded.len());
+        for mut f in expanded {
             let before = diags.len();
             flow::check_peers(std::slice::from_mut(&mut f), &pod_names, &mut diags);
             if diags.len() == before {
