@@ -225,16 +225,7 @@ impl Default for Options {
 
 /// Reads inventory files into `sources`; problems go to `diags`.
 pub fn load(paths: &[&Path], sources: &mut SourceMap, diags: &mut Vec<Diagnostic>) -> Inventory {
-    load_limited(paths, policy_lang::DEFAULT_MAX_FILE_SIZE, sources, diags)
-}
-
-/// [`load`] with a size limit per file (`--max-file-size`); `-` is stdin.
-pub fn load_limited(
-    paths: &[&Path],
-    limit: u64,
-    sources: &mut SourceMap,
-    diags: &mut Vec<Diagnostic>,
-) -> Inventory {
+    let limit = policy_lang::DEFAULT_MAX_FILE_SIZE;
     load_all(paths, Vec::new(), limit, Options::default(), sources, diags)
 }
 
@@ -288,14 +279,8 @@ pub fn parse_str(
     sources: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
 ) -> Inventory {
-    let mut inv = Inventory {
-        cluster: "default".to_owned(),
-        ..Inventory::default()
-    };
-    let id = sources.add(name, text);
-    parse_into(&mut inv, text, id, diags);
-    finish(&mut inv, &Options::default(), diags);
-    inv
+    let texts = vec![(name.to_owned(), text.to_owned())];
+    load_all(&[], texts, u64::MAX, Options::default(), sources, diags)
 }
 
 fn parse_into(inv: &mut Inventory, text: &str, file: FileId, diags: &mut Vec<Diagnostic>) {
