@@ -320,12 +320,16 @@ impl Decoder<'_> {
 
     /// An entity name as the CRD's enum admits it (see [`Entity::in_crd`]).
     fn entity(&mut self, node: &Node) -> Option<Spanned<Entity>> {
-        let crd: Vec<&str> = Entity::NAMES
-            .iter()
-            .copied()
-            .filter(|n| Entity::parse(n).is_some_and(Entity::in_crd))
-            .collect();
-        let e = self.name_of(node, "entity", &crd, Entity::parse, Code::UnknownEntity)?;
+        // The names a suggestion may offer, worked out once.
+        static CRD: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        let crd = CRD.get_or_init(|| {
+            Entity::NAMES
+                .iter()
+                .copied()
+                .filter(|n| Entity::parse(n).is_some_and(Entity::in_crd))
+                .collect()
+        });
+        let e = self.name_of(node, "entity", crd, Entity::parse, Code::UnknownEntity)?;
         if !e.value.in_crd() {
             let cidr = if e.value == Entity::WorldIpv4 {
                 "0.0.0.0/0"

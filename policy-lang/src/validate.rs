@@ -208,20 +208,20 @@ impl Validator<'_> {
             let v = self.opts.cilium;
             let msg = "rule has none of `ingress`, `ingressDeny`, `egress`, `egressDeny`";
             let span = self.head(r.loc.0);
-            let d = if v.refuses_rules_without_direction() {
-                self.err(Code::NoDirection, span, msg)
-            } else {
-                self.diags
-                    .push(Diagnostic::warning(Code::NoDirection, span, msg));
-                self.diags.last_mut().expect("just pushed")
-            };
-            d.label = Some(if v.refuses_rules_without_direction() {
-                format!("Cilium {v} refuses a rule that says nothing about traffic")
-            } else {
-                format!(
-                    "Cilium {v} accepts this rule, and it has no effect (later releases refuse it)"
+            let (d, label) = if v.refuses_rules_without_direction() {
+                (
+                    Diagnostic::error(Code::NoDirection, span, msg),
+                    format!("Cilium {v} refuses a rule that says nothing about traffic"),
                 )
-            });
+            } else {
+                (
+                    Diagnostic::warning(Code::NoDirection, span, msg),
+                    format!("Cilium {v} accepts this rule, and it has no effect (later releases refuse it)"),
+                )
+            };
+            self.diags.push(d);
+            let d = self.diags.last_mut().expect("just pushed");
+            d.label = Some(label);
             d.help = Some("add a rule list; an empty list (`ingress: []`) does not count, `ingress: [{}]` denies all ingress".into());
         }
         for (dir, action, list) in r.peer_lists() {
