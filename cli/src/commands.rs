@@ -6,7 +6,7 @@ use compiler::inventory::{self, Inventory};
 use policy_lang::diag::Diagnostic;
 use policy_lang::source::SourceMap;
 use policy_lang::Loaded;
-use simulator::eval::{explain_step, identity_name, simulate as judge, Outcome};
+use simulator::eval::{explain_step, identity_name, simulate as judge, Outcome, PolicyDifference};
 use simulator::flow::{self, Flow, PeerRef};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -520,54 +520,79 @@ pub fn simulate(
     let c = &s.compiled;
     let mut pieces = Pieces::new(reader, format, limit);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // A replay lists first the flows that differ from their record: the
+    // rest wait in a temporary file (memory stays bounded), and follow.
+    let mut rest = match (format, output) {
+        (Format::Hubble, SimOutput::Text | SimOutput::Table) => spool_file()
+            .map_err(|e| eprintln!("warning: flows are printed in input order: {e}"))
+            .ok()
+            .map(std::io::BufWriter::new),
+        _ => None,
+    };
     let mut first = true;
+    let mut differing = 0usize;
     let begun = match output {
         SimOutput::Json => write!(out, "{{\n  \"schemaVersion\": 1,\n  \"flows\": ["),
         SimOutput::Table => writeln!(
             out,
-            "{:<28} {:<28} {:<10} {:<8} {:<8} DECIDED",
-            "FROM", "TO", "PORT", "VERDICT", "EXPECT"
+            "{:<28} {:<28} {:<10} {:<8} {:<8} {:<10} DECIDED",
+            "FROM", "TO", "PORT", "VERDICT", "EXPECT", "RECORDED"
         ),
         SimOutput::Text => Ok(()),
     };
     if begun.is_err() {
         return ExitCode::from(2);
     }
-    let mut emit = |f: &Flow, o: &Outcome| -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut emit = |f: &Flow, o: &Outcome, diff: &[PolicyDifference]| -> std::io::Result<()> {
+        let differs = f.expect.is_some_and(|e| e != o.verdict)
+            || f.recorded.is_some_and(|r| r != o.verdict)
+            || !diff.is_empty();
+        buf.clear();
         match output {
             SimOutput::Json => {
-                let v = flow_json(c, f, o);
+                let v = flow_json(c, f, o, diff);
                 let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-                out.write_all(if first { b"\n" } else { b",\n" })?;
+                buf.extend_from_slice(if first { b"\n" } else { b",\n" });
                 first = false;
                 for (i, line) in text.lines().enumerate() {
                     if i > 0 {
-                        out.write_all(b"\n")?;
+                        buf.push(b'\n');
                     }
-                    write!(out, "    {line}")?;
+                    write!(buf, "    {line}")?;
                 }
-                Ok(())
             }
             SimOutput::Table => {
                 let expect = f.expect.map_or("-".to_owned(), |e| e.to_string());
+                let recorded = match f.recorded {
+                    None => "-".to_owned(),
+                    Some(r) if r != o.verdict => format!("{r} ⚠"),
+                    Some(r) if !diff.is_empty() => format!("{r} ≠"),
+                    Some(r) => r.to_string(),
+                };
                 let decided = o
                     .decided_by
                     .map_or("-".to_owned(), |d| format!("{d:?}").to_lowercase());
                 writeln!(
-                    out,
-                    "{:<28} {:<28} {:<10} {:<8} {:<8} {decided}",
+                    buf,
+                    "{:<28} {:<28} {:<10} {:<8} {:<8} {:<10} {decided}",
                     peer_text(&f.from),
                     peer_text(&f.to),
                     port_text(f),
                     o.verdict.to_string(),
-                    expect
-                )
+                    expect,
+                    recorded
+                )?;
             }
             SimOutput::Text => {
+                if differs && rest.is_some() && differing == 0 {
+                    writeln!(buf, "Flows that differ from their record (listed first):")?;
+                }
                 let mark = match (f.expect, f.recorded) {
                     (Some(e), _) if e != o.verdict => " ✗ expected ".to_owned() + &e.to_string(),
                     (Some(_), _) => " ✓".to_owned(),
                     (None, Some(r)) if r != o.verdict => format!(" ⚠ CHANGED: recorded {r}"),
+                    (None, Some(_)) if !diff.is_empty() => " ≠ OTHER POLICY".to_owned(),
                     (None, _) => String::new(),
                 };
                 let via = f
@@ -576,7 +601,7 @@ pub fn simulate(
                     .map(|s| format!(" (service {}:{})", s.name, s.port))
                     .unwrap_or_default();
                 writeln!(
-                    out,
+                    buf,
                     "{:<8} {} → {}{via} {}{}{mark}",
                     o.verdict.to_string().to_uppercase(),
                     peer_text(&f.from),
@@ -584,16 +609,34 @@ pub fn simulate(
                     port_text(f),
                     f.l7.as_ref().map(request_text).unwrap_or_default()
                 )?;
+                if let Some(e) = &f.expanded {
+                    writeln!(buf, "         {e}")?;
+                }
+                for (gone, now) in f.replay.iter().flat_map(|r| &r.stood_in) {
+                    writeln!(
+                        buf,
+                        "         {gone} is gone: judged as {now}, of the identity Hubble recorded"
+                    )?;
+                }
                 if let Some(st) = o.steps.iter().find(|st| Some(st.direction) == o.decided_by) {
-                    writeln!(out, "         {}", explain_step(c, st))?;
+                    writeln!(buf, "         {}", explain_step(c, st))?;
                 }
                 for st in &o.steps {
                     if let Some(a) = simulator::eval::explain_audit(c, st) {
-                        writeln!(out, "         {a}")?;
+                        writeln!(buf, "         {a}")?;
                     }
                 }
-                Ok(())
+                for d in diff {
+                    writeln!(buf, "         ≠ {}", simulator::eval::explain_difference(d))?;
+                }
             }
+        }
+        if differs {
+            differing += 1;
+        }
+        match rest.as_mut() {
+            Some(r) if !differs => r.write_all(&buf),
+            _ => out.write_all(&buf),
         }
     };
     let result = stream::judge_stream(&mut pieces, &name, c, &s.inventory, &mut report, &mut emit);
@@ -606,13 +649,29 @@ pub fn simulate(
         // The reader went away (`| head`): nothing more to say.
         Err(stream::StreamError::Write(_)) => return ExitCode::from(2),
     };
+    if let Some(r) = rest {
+        let copied = r.into_inner().map_err(|e| e.into_error()).and_then(|mut f| {
+            if f.stream_position()? == 0 {
+                return Ok(());
+            }
+            if differing > 0 && output == SimOutput::Text {
+                writeln!(out, "Other flows:")?;
+            }
+            f.rewind()?;
+            std::io::copy(&mut f, &mut out).map(|_| ())
+        });
+        if copied.is_err() {
+            return ExitCode::from(2);
+        }
+    }
     let ended = match output {
         SimOutput::Json => write!(
             out,
-            "{}],\n  \"mismatches\": {},\n  \"changed\": {},\n  \"notJudged\": {{\"replies\": {}, \"established\": {}, \"nonPolicyDrops\": {}, \"podsGone\": {}}},\n  \"stoodIn\": {},\n  \"errors\": {}\n}}\n",
+            "{}],\n  \"mismatches\": {},\n  \"changed\": {},\n  \"policyDifferences\": {},\n  \"notJudged\": {{\"replies\": {}, \"established\": {}, \"nonPolicyDrops\": {}, \"podsGone\": {}}},\n  \"stoodIn\": {},\n  \"errors\": {}\n}}\n",
             if first { "" } else { "\n  " },
             sum.mismatches,
             sum.changed,
+            sum.policy_differences,
             sum.replies,
             sum.established,
             sum.non_policy_drops,
@@ -639,6 +698,18 @@ pub fn simulate(
                         "{} recorded {} would change verdict under these policies (marked CHANGED)",
                         sum.changed,
                         plural(sum.changed, "flow", "flows")
+                    )
+                })
+            } else {
+                r
+            };
+            let r = if sum.policy_differences > 0 {
+                r.and_then(|()| {
+                    writeln!(
+                        out,
+                        "{} recorded {}: Hubble names other deciding policies than sluice (marked ≠)",
+                        sum.policy_differences,
+                        plural(sum.policy_differences, "flow", "flows")
                     )
                 })
             } else {
@@ -677,7 +748,7 @@ pub fn simulate(
 }
 
 /// One judged flow in `simulate -o json`.
-fn flow_json(c: &Compiled, f: &Flow, o: &Outcome) -> serde_json::Value {
+fn flow_json(c: &Compiled, f: &Flow, o: &Outcome, diff: &[PolicyDifference]) -> serde_json::Value {
     let decided = o.steps.iter().find(|st| Some(st.direction) == o.decided_by);
     serde_json::json!({
         "from": peer_text(&f.from),
@@ -687,7 +758,11 @@ fn flow_json(c: &Compiled, f: &Flow, o: &Outcome) -> serde_json::Value {
         "verdict": o.verdict,
         "expect": f.expect,
         "recorded": f.recorded,
+        "changed": f.recorded.map(|r| r != o.verdict),
         "service": f.service,
+        "expandedFrom": f.expanded,
+        "stoodInFor": f.replay.as_ref().map(|r| r.stood_in.iter().map(|(gone, _)| gone).collect::<Vec<_>>()).filter(|v| !v.is_empty()),
+        "policyDifferences": diff,
         "decidedBy": o.decided_by,
         "reason": decided.map(|st| explain_step(c, st)),
         "steps": o.steps,
@@ -738,7 +813,7 @@ pub fn trace(
             return ExitCode::from(2);
         }
     };
-    let mut f = Flow {
+    let f = Flow {
         from: src,
         to: dst,
         port: num,
@@ -749,29 +824,88 @@ pub fn trace(
         l7: None,
         replay: None,
         service: None,
+        expanded: None,
     };
+    let c = &s.compiled;
+    // A name of several pods (a workload, a selector, a CIDR) or a
+    // Service is traced once for each peer it stands for.
+    let pod_names = flow::PodNames::new(&s.inventory);
+    let services = simulator::service::Services::new(&s.inventory);
+    let mut flows = Vec::new();
+    let peers = match flow::expand_peers(&f, &pod_names, c) {
+        None => Ok(vec![f]),
+        Some(r) => r,
+    };
+    let expanded = peers.and_then(|peers| {
+        for g in peers {
+            match services.expand(&g) {
+                None => flows.push(g),
+                Some(Ok(backends)) => flows.extend(backends),
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = expanded {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let mut diags = Vec::new();
-    flow::check_peers(
-        std::slice::from_mut(&mut f),
-        &flow::PodNames::new(&s.inventory),
-        &mut diags,
-    );
+    flow::check_peers(&mut flows, &pod_names, &mut diags);
     if !diags.is_empty() {
         for d in &diags {
             eprintln!("error: {}", d.message);
+            if let Some(h) = &d.help {
+                eprintln!("  help: {h}");
+            }
         }
         return ExitCode::from(2);
     }
-    let c = &s.compiled;
-    let outcome = match judge(c, &f) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "Tracing {} → {} {}", from, to, port_text(&f));
+    if flows.len() > 1 {
+        let _ = writeln!(
+            o,
+            "{from} → {to} {port} stands for {} flows: each is traced\n",
+            flows.len()
+        );
+    }
+    let (mut allowed, mut denied) = (0usize, 0usize);
+    for (i, f) in flows.iter().enumerate() {
+        if i > 0 {
+            let _ = writeln!(o);
+        }
+        match print_trace(&mut o, c, f) {
+            Ok(simulator::flow::Verdict::Allowed) => allowed += 1,
+            Ok(simulator::flow::Verdict::Denied) => denied += 1,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if flows.len() > 1 {
+        let _ = writeln!(
+            o,
+            "\n{} flows: {allowed} allowed, {denied} denied",
+            flows.len()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// The lookups of one flow, step by step; its verdict.
+fn print_trace(
+    o: &mut dyn Write,
+    c: &Compiled,
+    f: &Flow,
+) -> Result<simulator::flow::Verdict, String> {
+    let outcome = judge(c, f)?;
+    let via = f
+        .service
+        .as_ref()
+        .map(|s| format!(" (service {}:{})", s.name, s.port))
+        .unwrap_or_default();
+    let _ = writeln!(o, "Tracing {} → {}{via} {}", f.from, f.to, port_text(f));
     for (label, p) in [("source", &f.from), ("destination", &f.to)] {
         let side = simulator::eval::resolve(c, p).ok();
         let desc = match side.as_ref().and_then(|sd| sd.endpoint) {
@@ -869,7 +1003,7 @@ pub fn trace(
         "\nFinal verdict: {}",
         outcome.verdict.to_string().to_uppercase()
     );
-    ExitCode::SUCCESS
+    Ok(outcome.verdict)
 }
 
 pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {

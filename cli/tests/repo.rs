@@ -147,7 +147,8 @@ fn policy_unit_tests_name_workloads_and_pass() {
     ] {
         assert!(text(&o).contains(want), "{want}: {}", text(&o));
     }
-    // A workload with several endpoints cannot stand for one of them.
+    // A workload with several endpoints, a Service and a CIDR are traced
+    // once for each peer they stand for.
     let o = run(
         "trace",
         &[
@@ -156,17 +157,41 @@ fn policy_unit_tests_name_workloads_and_pass() {
             "--from",
             "shop/web",
             "--to",
-            "shop/db",
+            "shop/service/web",
             "--port",
-            "5432/TCP",
+            "80/TCP",
         ],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("`shop/web` is a workload with 2 pods"),
-        "{}",
-        text(&o)
+        out.contains("shop/web → shop/service/web 80/TCP stands for 4 flows: each is traced"),
+        "{out}"
     );
+    for pair in [
+        "shop/web-0 → shop/web-1 (service shop/web:80) 8080/TCP",
+        "shop/web-1 → shop/web-0 (service shop/web:80) 8080/TCP",
+    ] {
+        assert!(out.contains(&format!("Tracing {pair}")), "{pair}: {out}");
+    }
+    // A pod reaching itself through its Service never meets policy; the
+    // default-deny namespace drops the others.
+    assert!(out.contains("4 flows: 2 allowed, 2 denied"), "{out}");
+    let o = run(
+        "trace",
+        &["--from", "tools/toolbox", "--to", "10.240.0.0/12", "--port", "5432"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // The rest of the range is world; each endpoint inside is its own peer.
+    for want in [
+        "Tracing tools/toolbox → 10.240.0.0 5432/TCP",
+        "Tracing tools/toolbox → shop/db-0 5432/TCP",
+        "Tracing tools/toolbox → shop/web-0 5432/TCP",
+        "4 flows: 1 allowed, 3 denied",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
     // The finished pod is not an endpoint: a flow naming it says why.
     let o = run(
         "trace",
@@ -235,7 +260,38 @@ fn hubble_replay_judges_new_connections_only_and_marks_changes() {
         out.contains("1 recorded flow would change verdict"),
         "{out}"
     );
+    // Hubble's policy correlation is set beside the rules deciding here:
+    // a deny policy the cluster had where sluice sees default deny, and
+    // an allow by a policy the repository no longer has.
+    for want in [
+        "≠ ingress: Hubble recorded it denied by CiliumNetworkPolicy shop/deny-tools; here it is denied by no policy's rule (default deny)",
+        "≠ ingress: Hubble recorded it allowed by CiliumNetworkPolicy shop/db-allow-all; here it is allowed by CiliumNetworkPolicy shop/db-from-web",
+        "shop/web-7d9f8-gone1 is gone: judged as shop/web-0, of the identity Hubble recorded",
+        "2 recorded flows: Hubble names other deciding policies than sluice (marked ≠)",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // The flows that differ come first, then the others; the record that
+    // names the policy deciding here too is not marked.
+    let changed = out.find("⚠ CHANGED").expect("changed");
+    let other = out.find("Other flows:").expect("others");
+    assert!(out.starts_with("Flows that differ from their record (listed first):"), "{out}");
+    assert!(changed < other, "{out}");
+    assert_eq!(out.matches("≠ OTHER POLICY").count(), 2, "{out}");
+    assert!(
+        out[other..].contains("ALLOWED  203.0.113.9 → shop/web-0 8080/TCP\n"),
+        "{out}"
+    );
     settings().bind(|| insta::assert_snapshot!("repo__hubble", text(&o)));
+    let o = run(
+        "simulate",
+        &["-f", "fixtures/repo/hubble.jsonl", "-o", "table"],
+    );
+    let table = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[0].contains("RECORDED"), "{table}");
+    assert!(rows[1..4].iter().all(|r| r.contains('⚠') || r.contains('≠')), "{table}");
+    assert!(rows[4..].iter().all(|r| !r.contains('⚠') && !r.contains('≠')), "{table}");
     let o = run(
         "simulate",
         &["-f", "fixtures/repo/hubble.jsonl", "-o", "json"],
@@ -245,6 +301,18 @@ fn hubble_replay_judges_new_connections_only_and_marks_changes() {
     assert_eq!(v["notJudged"]["podsGone"], 1);
     assert_eq!(v["stoodIn"], 1);
     assert_eq!(v["changed"], 1);
+    assert_eq!(v["policyDifferences"], 2);
+    let flows = v["flows"].as_array().expect("flows");
+    let denied_by = flows
+        .iter()
+        .find(|f| f["from"] == "tools/toolbox" && f["port"] == 5432)
+        .expect("toolbox to db");
+    assert_eq!(
+        denied_by["policyDifferences"][0]["hubble"][0],
+        "CiliumNetworkPolicy shop/deny-tools"
+    );
+    assert_eq!(denied_by["policyDifferences"][0]["sluice"].as_array().map(Vec::len), Some(0));
+    assert!(flows.iter().any(|f| f["stoodInFor"][0] == "shop/web-7d9f8-gone1"));
 }
 
 #[test]

@@ -163,6 +163,7 @@ fn main() {
             l7: None,
             replay: None,
             service: None,
+            expanded: None,
         })
         .collect();
     let mut best = f64::MAX;

@@ -454,6 +454,94 @@ fn policy_names(c: &Compiled, origins: &[u32]) -> Vec<String> {
     names
 }
 
+/// Where Hubble's policy correlation and sluice name different policies
+/// for the same decision of one direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDifference {
+    pub direction: Direction,
+    /// Whether the decision both agree on is an allow.
+    pub allowed: bool,
+    /// What the record names, `Kind namespace/name`.
+    pub hubble: Vec<String>,
+    /// What decides the flow here; empty for default deny (or default
+    /// allow), where no policy's rule decides.
+    pub sluice: Vec<String>,
+}
+
+/// The directions of a replayed flow where Hubble named other policies
+/// than the ones whose rules decide here. Only decisions both agree on
+/// are compared: a changed verdict says more than its policies would.
+pub fn policy_differences(c: &Compiled, f: &Flow, o: &Outcome) -> Vec<PolicyDifference> {
+    let Some(recorded) = f.replay.as_ref().map(|r| &r.policies) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for direction in [Direction::Egress, Direction::Ingress] {
+        for allowed in [true, false] {
+            let hubble: Vec<_> = recorded
+                .iter()
+                .filter(|p| p.direction == direction && p.allowed == allowed)
+                .collect();
+            if hubble.is_empty() {
+                continue;
+            }
+            let verdict = if allowed {
+                Verdict::Allowed
+            } else {
+                Verdict::Denied
+            };
+            let Some(st) = o
+                .steps
+                .iter()
+                .find(|s| s.direction == direction && s.verdict == verdict)
+            else {
+                continue;
+            };
+            let sluice = st
+                .entry
+                .map(|e| policy_names(c, &e.origins))
+                .unwrap_or_default();
+            let same = hubble.iter().all(|h| sluice.iter().any(|s| h.names(s)))
+                && sluice.iter().all(|s| hubble.iter().any(|h| h.names(s)));
+            if !same {
+                let mut hubble: Vec<String> = hubble.iter().map(|h| h.to_string()).collect();
+                hubble.sort();
+                hubble.dedup();
+                out.push(PolicyDifference {
+                    direction,
+                    allowed,
+                    hubble,
+                    sluice,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A one-line note for a policy difference.
+pub fn explain_difference(d: &PolicyDifference) -> String {
+    let dir = match d.direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    let what = if d.allowed { "allowed" } else { "denied" };
+    let here = if d.sluice.is_empty() {
+        if d.allowed {
+            "no policy (default allow)".to_owned()
+        } else {
+            "no policy's rule (default deny)".to_owned()
+        }
+    } else {
+        d.sluice.join(", ")
+    };
+    format!(
+        "{dir}: Hubble recorded it {what} by {}; here it is {what} by {here}",
+        d.hubble.join(", ")
+    )
+}
+
 /// A one-line reason for a step: which entry, from which rules.
 pub fn explain_step(c: &Compiled, s: &Step) -> String {
     let dir = match s.direction {

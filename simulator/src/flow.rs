@@ -2,7 +2,7 @@
 
 use compiler::inventory::Inventory;
 use policy_lang::diag::{Code, Diagnostic};
-use policy_lang::ir::Entity;
+use policy_lang::ir::{Direction, Entity};
 use policy_lang::source::{FileId, Loc, SourceMap, Span};
 use policy_lang::yaml::{self, Node, NodeKind};
 use serde::Serialize;
@@ -20,6 +20,8 @@ pub enum PeerRef {
 
 /// How a label-selector peer is carried until it is expanded.
 pub const SELECTOR_PREFIX: &str = "sel:";
+/// How a CIDR peer is carried until it is expanded.
+pub const CIDR_PREFIX: &str = "cidr:";
 
 /// At most this many flows come of one flow whose peers name several pods.
 const MAX_EXPANSION: usize = 10_000;
@@ -39,6 +41,19 @@ impl PeerRef {
             return Ok(PeerRef::Ip(canonical_ip(ip)));
         }
         if text.contains('/') {
+            if policy_lang::ir::Cidr::parse(text).is_ok() {
+                return Ok(PeerRef::Pod(format!("{CIDR_PREFIX}{text}")));
+            }
+            // `service/NAME` and `svc/NAME`, as kubectl writes them, with
+            // the namespace in front: `shop/service/web`.
+            if let Some((ns, name)) = text
+                .split_once("/service/")
+                .or_else(|| text.split_once("/svc/"))
+            {
+                if !ns.contains('/') && !name.contains('/') {
+                    return Ok(PeerRef::Pod(format!("svc:{ns}/{name}")));
+                }
+            }
             return Ok(PeerRef::Pod(text.to_owned()));
         }
         // `ns=shop,app=web`: the pods a label selector matches (expanded
@@ -58,7 +73,12 @@ impl PeerRef {
 impl std::fmt::Display for PeerRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PeerRef::Pod(p) => f.write_str(p),
+            // The prefixes that carry selectors and CIDRs are not written.
+            PeerRef::Pod(p) => f.write_str(
+                p.strip_prefix(SELECTOR_PREFIX)
+                    .or_else(|| p.strip_prefix(CIDR_PREFIX))
+                    .unwrap_or(p),
+            ),
             PeerRef::Ip(ip) => write!(f, "{ip}"),
             PeerRef::Entity(e) => f.write_str(e),
         }
@@ -108,6 +128,41 @@ pub struct Flow {
     /// backends (Cilium translates the address before policy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<Box<ServiceHop>>,
+    /// The names of several peers this flow is one combination of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expanded: Option<Box<Expanded>>,
+}
+
+/// Which side of a flow was written as a name of several peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Expanded {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Group>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Group>,
+}
+
+/// A name of several peers, as written, and how many it stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub count: usize,
+}
+
+impl std::fmt::Display for Expanded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sep = "";
+        for (side, g) in [("from", &self.from), ("to", &self.to)] {
+            if let Some(g) = g {
+                match g.count {
+                    1 => write!(f, "{sep}{side} `{}`, its one peer", g.name)?,
+                    n => write!(f, "{sep}{side} `{}`, one of {n} peers", g.name)?,
+                }
+                sep = "; ";
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A Service address a flow was sent to, and the port it named.
@@ -127,6 +182,92 @@ pub struct Replay {
     /// The identity labels Hubble recorded for the source and the
     /// destination, for pods that are gone from the inventory.
     pub labels: [Vec<String>; 2],
+    /// The policies Hubble's policy correlation named (`ingress_allowed_by`
+    /// and the like), each as `Kind namespace/name`: what decided the
+    /// flow in the cluster, to set beside what decides it here.
+    pub policies: Vec<RecordedPolicy>,
+    /// Pods of the record that are gone, each with the endpoint of the
+    /// same identity judged in its place.
+    pub stood_in: Vec<(String, String)>,
+}
+
+/// One policy a Hubble record names as having allowed or denied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedPolicy {
+    pub direction: Direction,
+    /// From `*_allowed_by` (else `*_denied_by`).
+    pub allowed: bool,
+    /// The kind, when the record says it (`kind`, or the rule label
+    /// `io.cilium.k8s.policy.derived-from`).
+    pub kind: Option<String>,
+    /// `namespace/name`, or `name` for a clusterwide policy.
+    pub name: String,
+}
+
+impl RecordedPolicy {
+    /// Whether this names the policy sluice writes as `Kind ns/name`.
+    pub fn names(&self, policy: &str) -> bool {
+        match policy.split_once(' ') {
+            Some((kind, name)) => {
+                name == self.name && self.kind.as_deref().is_none_or(|k| k == kind)
+            }
+            None => policy == self.name,
+        }
+    }
+}
+
+impl std::fmt::Display for RecordedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Some(k) => write!(f, "{k} {}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// The policies of a Hubble record's correlation fields.
+fn recorded_policies(f: &serde_json::Value) -> Vec<RecordedPolicy> {
+    let mut out = Vec::new();
+    for (key, direction, allowed) in [
+        ("egress_allowed_by", Direction::Egress, true),
+        ("ingress_allowed_by", Direction::Ingress, true),
+        ("egress_denied_by", Direction::Egress, false),
+        ("ingress_denied_by", Direction::Ingress, false),
+    ] {
+        let Some(list) = f.get(key).and_then(|l| l.as_array()) else {
+            continue;
+        };
+        for p in list {
+            // The rule labels say what the fields may leave out.
+            let label = |k: &str| {
+                p.get("labels")?.as_array()?.iter().find_map(|l| {
+                    let l = l.as_str()?;
+                    let l = l.split_once(':').map_or(l, |(_, rest)| rest);
+                    l.strip_prefix(k)?.strip_prefix('=').map(str::to_owned)
+                })
+            };
+            let field = |k: &str| {
+                p.get(k)
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            };
+            let Some(name) = field("name").or_else(|| label("io.cilium.k8s.policy.name")) else {
+                continue;
+            };
+            let ns = field("namespace").or_else(|| label("io.cilium.k8s.policy.namespace"));
+            out.push(RecordedPolicy {
+                direction,
+                allowed,
+                kind: field("kind").or_else(|| label("io.cilium.k8s.policy.derived-from")),
+                name: match ns {
+                    Some(ns) => format!("{ns}/{name}"),
+                    None => name,
+                },
+            });
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -483,6 +624,7 @@ fn flow_node(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
         l7,
         replay: None,
         service: None,
+        expanded: None,
     })
 }
 
@@ -826,6 +968,8 @@ pub fn parse_hubble_at(
                 not_judged(f)
             },
             labels: [labels_of(f.get("source")), labels_of(f.get("destination"))],
+            policies: recorded_policies(f),
+            stood_in: Vec::new(),
         };
         out.push(Flow {
             l7,
@@ -838,6 +982,7 @@ pub fn parse_hubble_at(
             recorded,
             replay: Some(Box::new(replay)),
             service: None,
+            expanded: None,
         });
     }
     out
@@ -1027,33 +1172,49 @@ impl PodNames {
     }
 }
 
-/// The flows `f` stands for when a peer names several pods (a workload
-/// with several, a label selector): one per combination, each with the
-/// same expectation. `None` when each side is one peer.
-pub fn expand_peers(f: &Flow, pods: &PodNames) -> Option<Result<Vec<Flow>, String>> {
+/// The flows `f` stands for when a peer names several (a workload with
+/// several pods, a label selector, a CIDR): one per combination, each
+/// with the same expectation and marked with the name it came from.
+/// `None` when each side is one peer.
+pub fn expand_peers(
+    f: &Flow,
+    pods: &PodNames,
+    c: &compiler::compile::Compiled,
+) -> Option<Result<Vec<Flow>, String>> {
     let side = |p: &PeerRef| match p {
-        PeerRef::Pod(n) => pods.several(n),
+        PeerRef::Pod(n) => match n.strip_prefix(CIDR_PREFIX) {
+            Some(cidr) => Some(cidr_peers(cidr, c)),
+            None => pods
+                .several(n)
+                .map(|r| r.map(|v| v.into_iter().map(PeerRef::Pod).collect())),
+        },
         _ => None,
     };
     let (from, to) = (side(&f.from), side(&f.to));
     if from.is_none() && to.is_none() {
         return None;
     }
-    let one = |p: &PeerRef| vec![p.clone()];
-    let pick =
-        |r: Option<Result<Vec<String>, String>>, p: &PeerRef| -> Result<Vec<PeerRef>, String> {
-            match r {
-                None => Ok(one(p)),
-                Some(r) => r.map(|v| v.into_iter().map(PeerRef::Pod).collect()),
-            }
-        };
+    let group = |r: &Option<Result<Vec<PeerRef>, String>>, p: &PeerRef| {
+        r.as_ref().and_then(|r| r.as_ref().ok()).map(|v| Group {
+            name: p.to_string(),
+            count: v.len(),
+        })
+    };
+    let expanded = Box::new(Expanded {
+        from: group(&from, &f.from),
+        to: group(&to, &f.to),
+    });
+    let pick = |r: Option<Result<Vec<PeerRef>, String>>, p: &PeerRef| match r {
+        None => Ok(vec![p.clone()]),
+        Some(r) => r,
+    };
     let (froms, tos) = match (pick(from, &f.from), pick(to, &f.to)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
     };
     if froms.len().saturating_mul(tos.len()) > MAX_EXPANSION {
         return Some(Err(format!(
-            "these peers name {} × {} pods, more than {MAX_EXPANSION} flows: narrow them",
+            "these peers name {} × {} peers, more than {MAX_EXPANSION} flows: narrow them",
             froms.len(),
             tos.len()
         )));
@@ -1064,10 +1225,67 @@ pub fn expand_peers(f: &Flow, pods: &PodNames) -> Option<Result<Vec<Flow>, Strin
             let mut g = f.clone();
             g.from = a.clone();
             g.to = b.clone();
+            g.expanded = Some(expanded.clone());
             out.push(g);
         }
     }
     Some(Ok(out))
+}
+
+/// An address of each part of a CIDR that the datapath tells apart: the
+/// prefixes of the ipcache (endpoints, nodes, policy CIDRs) cut it into
+/// ranges of one identity each, and each endpoint is its own peer.
+fn cidr_peers(text: &str, c: &compiler::compile::Compiled) -> Result<Vec<PeerRef>, String> {
+    let cidr = policy_lang::ir::Cidr::parse(text)?;
+    let v4 = cidr.addr.is_ipv4();
+    let width = if v4 { 32 } else { 128 };
+    let range = |x: &policy_lang::ir::Cidr| {
+        let lo = x.network_bits();
+        let host = width - u32::from(x.prefix_len);
+        let span = if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+        (lo, lo | span)
+    };
+    let (lo, hi) = range(&cidr);
+    let mut starts = vec![lo];
+    for e in &c.ipcache {
+        if e.cidr.addr.is_ipv4() != v4 {
+            continue;
+        }
+        let (a, b) = range(&e.cidr);
+        if b < lo || a > hi {
+            continue;
+        }
+        starts.push(a.max(lo));
+        if b < hi {
+            starts.push(b + 1);
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    let addr = |n: u128| -> IpAddr {
+        if v4 {
+            IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::from(n))
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for n in starts {
+        let ip = addr(n);
+        let key = match c.endpoint_by_ip(ip) {
+            Some(ep) => ep.name.clone(),
+            None => format!("identity {}", c.identity_of_ip(ip, None)),
+        };
+        if seen.insert(key) {
+            // A pod's address is written as the pod, as flows name it.
+            out.push(match c.endpoint_by_ip(ip) {
+                Some(ep) if !ep.host => PeerRef::Pod(ep.name.clone()),
+                _ => PeerRef::Ip(ip),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Checks that pods named by flows exist in the inventory, and rewrites a
@@ -1156,5 +1374,51 @@ mod hubble_tests {
             line(r#"{"TCP":{"destination_port":80}}"#).replace("10.0.0.2", "::ffff:10.0.0.2");
         let (f, _) = parse(&text);
         assert_eq!(f[0].to, PeerRef::Ip("10.0.0.2".parse().expect("ip")));
+    }
+
+    #[test]
+    fn correlated_policies_are_read_from_fields_or_rule_labels() {
+        let text = r#"{"flow":{"IP":{"source":"10.0.0.1","destination":"10.0.0.2"},"l4":{"TCP":{"destination_port":80,"flags":{"SYN":true}}},"verdict":"FORWARDED","egress_allowed_by":[{"name":"out","namespace":"a","kind":"CiliumNetworkPolicy"}],"ingress_allowed_by":[{"labels":["k8s:io.cilium.k8s.policy.derived-from=CiliumClusterwideNetworkPolicy","k8s:io.cilium.k8s.policy.name=base"]},{"kind":"NetworkPolicy"}]}}"#;
+        let (f, d) = parse(text);
+        assert!(d.is_empty(), "{d:?}");
+        let r = f[0].replay.as_ref().expect("replay");
+        // A policy without a name (here the second) cannot be compared.
+        assert_eq!(r.policies.len(), 2, "{:?}", r.policies);
+        assert_eq!(r.policies[0].to_string(), "CiliumNetworkPolicy a/out");
+        assert_eq!(r.policies[0].direction, Direction::Egress);
+        let base = &r.policies[1];
+        assert_eq!(base.to_string(), "CiliumClusterwideNetworkPolicy base");
+        assert!(base.names("CiliumClusterwideNetworkPolicy base"));
+        assert!(!base.names("CiliumNetworkPolicy base"));
+        // Without a kind, the name alone decides.
+        let bare = RecordedPolicy {
+            kind: None,
+            ..r.policies[0].clone()
+        };
+        assert!(bare.names("NetworkPolicy a/out"));
+        assert!(!bare.names("NetworkPolicy b/out"));
+    }
+
+    #[test]
+    fn peers_are_named_as_kubectl_and_cidrs_write_them() {
+        assert_eq!(
+            PeerRef::parse("shop/service/web"),
+            Ok(PeerRef::Pod("svc:shop/web".into()))
+        );
+        assert_eq!(
+            PeerRef::parse("shop/svc/web"),
+            Ok(PeerRef::Pod("svc:shop/web".into()))
+        );
+        assert_eq!(
+            PeerRef::parse("10.0.0.0/8"),
+            Ok(PeerRef::Pod("cidr:10.0.0.0/8".into()))
+        );
+        assert_eq!(
+            PeerRef::parse("shop/web-0"),
+            Ok(PeerRef::Pod("shop/web-0".into()))
+        );
+        // Written back as the user wrote them.
+        assert_eq!(PeerRef::Pod("cidr:10.0.0.0/8".into()).to_string(), "10.0.0.0/8");
+        assert_eq!(PeerRef::Pod("sel:app=web".into()).to_string(), "app=web");
     }
 }

@@ -18,7 +18,7 @@
 //! joined with the next pieces and parsed again, so a cut never changes a
 //! result.
 
-use crate::eval::{simulate as judge, Outcome};
+use crate::eval::{simulate as judge, Outcome, PolicyDifference};
 use crate::flow::{self, Flow, Verdict};
 use compiler::compile::Compiled;
 use compiler::inventory::Inventory;
@@ -397,6 +397,9 @@ pub struct Summary {
     /// pod with the identity they recorded, or (without one) left out.
     pub stood_in: usize,
     pub pods_gone: usize,
+    /// Recorded flows for which Hubble names other deciding policies
+    /// than sluice does.
+    pub policy_differences: usize,
 }
 
 /// Why a stream stopped early.
@@ -539,7 +542,8 @@ pub fn next_flows<R: BufRead>(
 }
 
 /// Judges every flow of the input against `compiled`, in input order:
-/// `emit` gets each flow with its outcome as soon as its piece is judged,
+/// `emit` gets each flow with its outcome (and, for a recorded flow,
+/// where Hubble named other deciding policies) as soon as its piece is judged,
 /// `report` the problems of each piece (the flows they concern are left
 /// out and counted as errors).
 pub fn judge_stream<R: BufRead>(
@@ -548,7 +552,7 @@ pub fn judge_stream<R: BufRead>(
     compiled: &Compiled,
     inventory: &Inventory,
     report: &mut dyn FnMut(PieceReport<'_>),
-    emit: &mut dyn FnMut(&Flow, &Outcome) -> std::io::Result<()>,
+    emit: &mut dyn FnMut(&Flow, &Outcome, &[PolicyDifference]) -> std::io::Result<()>,
 ) -> Result<Summary, StreamError> {
     let mut sum = Summary::default();
     let pod_names = flow::PodNames::new(inventory);
@@ -571,7 +575,7 @@ pub fn judge_stream<R: BufRead>(
                 }
                 continue;
             }
-            let many = match flow::expand_peers(&f, &pod_names) {
+            let many = match flow::expand_peers(&f, &pod_names, compiled) {
                 None => vec![f],
                 Some(Ok(v)) => v,
                 Some(Err(msg)) => {
@@ -612,7 +616,11 @@ pub fn judge_stream<R: BufRead>(
             match o {
                 Ok(o) => {
                     count(&mut sum, f, &o);
-                    emit(f, &o).map_err(StreamError::Write)?;
+                    let differences = crate::eval::policy_differences(compiled, f, &o);
+                    if !differences.is_empty() {
+                        sum.policy_differences += 1;
+                    }
+                    emit(f, &o, &differences).map_err(StreamError::Write)?;
                 }
                 Err(e) => diags.push(Diagnostic::error(
                     policy_lang::diag::Code::FlowSyntax,
@@ -656,17 +664,19 @@ fn stand_in(
     pods: &flow::PodNames,
     stand_ins: &std::collections::HashMap<String, String>,
 ) -> bool {
-    let Some(r) = f.replay.as_ref() else {
+    let Some(r) = f.replay.as_mut() else {
         return false;
     };
-    let labels = r.labels.clone();
     for (side, peer) in [&mut f.from, &mut f.to].into_iter().enumerate() {
         if let flow::PeerRef::Pod(name) = peer {
             if pods.knows(name) {
                 continue;
             }
-            match stand_ins.get(&labels[side].join(",")) {
-                Some(other) if !labels[side].is_empty() => *name = other.clone(),
+            match stand_ins.get(&r.labels[side].join(",")) {
+                Some(other) if !r.labels[side].is_empty() => {
+                    r.stood_in.push((name.clone(), other.clone()));
+                    *name = other.clone();
+                }
                 _ => return false,
             }
         }

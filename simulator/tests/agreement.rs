@@ -51,6 +51,7 @@ proptest! {
                 l7: None,
                 replay: None,
                 service: None,
+                expanded: None,
             };
             let outcome = simulate(&compiled, &flow).expect("peers exist");
             let want = reference.verdict(&flow).expect("peers exist");

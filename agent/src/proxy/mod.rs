@@ -356,6 +356,7 @@ pub fn decide(
         l7: req,
         replay: None,
         service: None,
+        expanded: None,
     };
     match simulate(c, &flow) {
         Ok(o) => Decision {
