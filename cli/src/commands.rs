@@ -74,6 +74,21 @@ pub(crate) fn load_with_dns(
 
 /// [`load_with_dns`] with the cluster's part already read (the agent reads
 /// it again only on its resync interval).
+/// [`load`] for files read into a scratch directory: their names say
+/// where they came from (`main:policies/web.yaml`) before anything is
+/// compiled or reported.
+pub(crate) fn load_renamed(
+    inputs: &Inputs,
+    color: bool,
+    rename: Option<(&str, &str)>,
+) -> Result<Session, ExitCode> {
+    let mut parsed = parse_inputs(inputs, &fetch_cluster(inputs)?);
+    if let Some((from, to)) = rename {
+        parsed.loaded.sources.rename_prefix(from, to);
+    }
+    compile_parsed(inputs, color, parsed, Vec::new())
+}
+
 pub(crate) fn load_fetched(
     inputs: &Inputs,
     color: bool,

@@ -288,6 +288,56 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = SimOutput::Text)]
         output: SimOutput,
     },
+    /// What a change of the policies opens and closes: every (source,
+    /// destination, protocol, port range) whose verdict differs between
+    /// two policy sets over the same cluster, with the rules deciding each
+    /// side. `sluice diff main -- policies/` compares the working tree
+    /// with a git revision; `--base`/`--head` compare two paths.
+    Diff {
+        /// A git revision (base: its files; head: the working tree).
+        rev: Option<String>,
+        /// With a revision: the policy files or directories.
+        #[arg(last = true)]
+        paths: Vec<PathBuf>,
+        /// The base's policy files or directories.
+        #[arg(long, num_args = 1.., conflicts_with = "rev")]
+        base: Vec<PathBuf>,
+        /// The head's policy files or directories.
+        #[arg(long, num_args = 1.., conflicts_with = "rev")]
+        head: Vec<PathBuf>,
+        /// The inventory of both sides.
+        #[arg(short = 'i', long)]
+        inventory: Vec<PathBuf>,
+        /// The base's inventory, when the pods change too.
+        #[arg(long)]
+        base_inventory: Vec<PathBuf>,
+        /// The head's inventory.
+        #[arg(long)]
+        head_inventory: Vec<PathBuf>,
+        /// Recorded flows (compact YAML or Hubble lines): also list those
+        /// whose verdict the change changes, new drops first.
+        #[arg(short, long)]
+        flows: Option<PathBuf>,
+        /// Read --flows as Hubble JSON.
+        #[arg(long)]
+        hubble: bool,
+        #[arg(short, long, value_enum, default_value_t = diff::DiffOutput::Text)]
+        output: diff::DiffOutput,
+        /// Exit 1 when the change opens (`opened`), closes or changes L7
+        /// rules (`closed`), or does anything (`any`); by default, report.
+        #[arg(long, value_enum)]
+        fail_on: Option<diff::FailOn>,
+        #[arg(long, default_value_t = 16_384)]
+        map_capacity: usize,
+        #[arg(long)]
+        dual_stack: bool,
+        #[arg(long, default_value_t = 32)]
+        max_file_size: u64,
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        l7_budget: u64,
+        #[command(flatten)]
+        semantics: Semantics,
+    },
     /// The full connectivity matrix: for every ordered pair of pods, the
     /// protocols and ports allowed end to end.
     Matrix {
@@ -617,6 +667,50 @@ fn main() -> ExitCode {
             color,
         ),
         Command::Graph { inputs, format } => lint::graph(&inputs, format, color),
+        Command::Diff {
+            rev,
+            paths,
+            base,
+            head,
+            inventory,
+            base_inventory,
+            head_inventory,
+            flows,
+            hubble,
+            output,
+            fail_on,
+            map_capacity,
+            dual_stack,
+            max_file_size,
+            l7_budget,
+            semantics,
+        } => diff::diff(
+            diff::DiffOptions {
+                rev,
+                paths,
+                base,
+                head,
+                inventory,
+                base_inventory,
+                head_inventory,
+                flows,
+                hubble,
+                output,
+                fail_on,
+                template: Inputs {
+                    policies: Vec::new(),
+                    cluster_policies: false,
+                    inventory: Vec::new(),
+                    from_cluster: false,
+                    map_capacity,
+                    dual_stack,
+                    max_file_size,
+                    l7_budget,
+                    semantics,
+                },
+            },
+            color,
+        ),
         Command::Matrix { inputs, output } => {
             commands::matrix(&inputs, output == MatrixOutput::Json, color)
         }
@@ -632,6 +726,8 @@ fn main() -> ExitCode {
 
 mod cluster;
 mod commands;
+mod diff;
+mod git;
 mod lint;
 mod live;
 

@@ -139,6 +139,16 @@ impl SourceMap {
         &self.get(id).name
     }
 
+    /// Renames every file whose name starts with `from` (a snapshot read
+    /// into a scratch directory is reported by where it came from).
+    pub fn rename_prefix(&mut self, from: &str, to: &str) {
+        for f in &mut self.files {
+            if let Some(rest) = f.name.strip_prefix(from) {
+                f.name = format!("{to}{rest}");
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }

@@ -6,6 +6,7 @@
 //! [`reference::Reference`] judges from the policies' meaning alone. They are
 //! written separately and property-tested against each other.
 
+pub mod diff;
 pub mod eval;
 pub mod flow;
 pub mod matrix;

@@ -1,0 +1,560 @@
+//! `sluice diff`: what a change of the policies (or of the pods) opens
+//! and closes, over the same cluster, with the rules that decide each
+//! side.
+
+use crate::commands::{load_renamed, Session};
+use crate::{plural, Inputs};
+use simulator::diff::{Delta, Diff, Kind, State};
+use simulator::flow::{Flow, Verdict};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffOutput {
+    Text,
+    Json,
+    Markdown,
+    /// GitHub workflow annotations on the rules that decide each change.
+    Github,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    Opened,
+    Closed,
+    Any,
+}
+
+pub struct DiffOptions {
+    /// Compare the working tree with this git revision.
+    pub rev: Option<String>,
+    /// With `rev`: the policy paths (both sides).
+    pub paths: Vec<PathBuf>,
+    pub base: Vec<PathBuf>,
+    pub head: Vec<PathBuf>,
+    pub inventory: Vec<PathBuf>,
+    pub base_inventory: Vec<PathBuf>,
+    pub head_inventory: Vec<PathBuf>,
+    pub flows: Option<PathBuf>,
+    pub hubble: bool,
+    pub output: DiffOutput,
+    pub fail_on: Option<FailOn>,
+    /// Everything else of an input (limits, semantics); its paths unused.
+    pub template: Inputs,
+}
+
+/// How many changed flows are listed (all are counted).
+const LISTED_FLOWS: usize = 1000;
+
+fn side_inputs(t: &Inputs, policies: Vec<PathBuf>, inventory: Vec<PathBuf>) -> Inputs {
+    Inputs {
+        policies,
+        cluster_policies: false,
+        inventory,
+        from_cluster: false,
+        map_capacity: t.map_capacity,
+        dual_stack: t.dual_stack,
+        max_file_size: t.max_file_size,
+        l7_budget: t.l7_budget,
+        semantics: t.semantics.clone(),
+    }
+}
+
+fn bad(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
+    let inv_base = if o.base_inventory.is_empty() {
+        o.inventory.clone()
+    } else {
+        o.base_inventory.clone()
+    };
+    let inv_head = if o.head_inventory.is_empty() {
+        o.inventory.clone()
+    } else {
+        o.head_inventory.clone()
+    };
+    if inv_base.is_empty() && inv_head.is_empty() {
+        eprintln!("warning: no inventory (-i): no pod is selected, so no connection between pods can change");
+    }
+    let (base, head, base_name, head_name) = match &o.rev {
+        Some(rev) => {
+            if o.paths.is_empty() {
+                return bad("with a revision, name the policy paths after `--`: sluice diff main -- policies/");
+            }
+            if !o.base.is_empty() || !o.head.is_empty() {
+                return bad("give a revision or --base/--head, not both");
+            }
+            let snap = match crate::git::snapshot(rev, &o.paths, o.template.max_bytes()) {
+                Ok(s) => s,
+                Err(e) => return bad(e),
+            };
+            let paths: Vec<PathBuf> = o.paths.iter().map(|p| snap.base.join(p)).collect();
+            let prefix = format!("{}/", snap.base.display());
+            let base = match load_renamed(
+                &side_inputs(&o.template, paths, inv_base),
+                color,
+                Some((&prefix, &format!("{rev}:"))),
+            ) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            drop(snap);
+            let head = match load_renamed(&side_inputs(&o.template, o.paths.clone(), inv_head), color, None) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let names = o.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+            (base, head, format!("{rev}:{names}"), names)
+        }
+        None => {
+            if !o.paths.is_empty() {
+                return bad("paths after `--` go with a revision: sluice diff REV -- PATHS");
+            }
+            if o.base.is_empty() || o.head.is_empty() {
+                return bad("give --base and --head policy paths, or a git revision: sluice diff main -- policies/");
+            }
+            let base = match load_renamed(&side_inputs(&o.template, o.base.clone(), inv_base), color, None) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let head = match load_renamed(&side_inputs(&o.template, o.head.clone(), inv_head), color, None) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let name = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+            (base, head, name(&o.base), name(&o.head))
+        }
+    };
+    let d = simulator::diff::diff(
+        State {
+            compiled: &base.compiled,
+        },
+        State {
+            compiled: &head.compiled,
+        },
+    );
+    let flows = match &o.flows {
+        Some(path) => match changed_flows(path, o.hubble, &base, &head, &o.template) {
+            Ok(f) => Some(f),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match o.output {
+        DiffOutput::Text => text(&mut out, &d, flows.as_ref(), &base_name, &head_name),
+        DiffOutput::Json => json(&mut out, &d, flows.as_ref(), &base_name, &head_name),
+        DiffOutput::Markdown => markdown(&mut out, &d, flows.as_ref(), &base_name, &head_name),
+        DiffOutput::Github => github(&mut out, &d),
+    };
+    if written.and_then(|()| out.flush()).is_err() {
+        return ExitCode::from(2);
+    }
+    let opened = d.count(Kind::Opened) > 0;
+    let closed = d.count(Kind::Closed) > 0 || d.count(Kind::L7) > 0;
+    let fail = match o.fail_on {
+        None => false,
+        Some(FailOn::Opened) => opened,
+        Some(FailOn::Closed) => closed,
+        Some(FailOn::Any) => !d.is_empty() || flows.as_ref().is_some_and(|f| !f.changed.is_empty()),
+    };
+    if fail {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A recorded flow whose verdict the change changes.
+pub struct ChangedFlow {
+    pub flow: String,
+    pub base: Verdict,
+    pub head: Verdict,
+    pub line: u32,
+}
+
+pub struct Flows {
+    pub changed: Vec<ChangedFlow>,
+    /// How many changed (more than are listed).
+    pub changed_count: usize,
+    pub judged: usize,
+    pub summary: simulator::stream::Summary,
+    /// Flows the base cannot judge (a pod it does not have).
+    pub not_in_base: usize,
+}
+
+fn changed_flows(
+    path: &std::path::Path,
+    hubble: bool,
+    base: &Session,
+    head: &Session,
+    t: &Inputs,
+) -> Result<Flows, ExitCode> {
+    use simulator::stream::{self, Format, Pieces};
+    let name = path.display().to_string();
+    let format = if hubble || path.extension().is_some_and(|e| e == "json" || e == "jsonl") {
+        Format::Hubble
+    } else {
+        Format::Yaml
+    };
+    let reader: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        match std::fs::File::open(path) {
+            Ok(f) => Box::new(f),
+            Err(e) => return Err(bad(format!("{name}: cannot read: {e}"))),
+        }
+    };
+    let limit = usize::try_from(t.max_bytes()).unwrap_or(usize::MAX);
+    let mut pieces = Pieces::new(std::io::BufReader::new(reader), format, limit);
+    let mut report = |r: stream::PieceReport<'_>| {
+        let mut err = std::io::stderr().lock();
+        for d in r.diagnostics {
+            let _ = write!(err, "{}", d.render(r.sources, false));
+        }
+    };
+    let mut changed = Vec::new();
+    let (mut count, mut judged, mut not_in_base) = (0usize, 0usize, 0usize);
+    let mut emit = |f: &Flow, o: &simulator::eval::Outcome, _: &[simulator::eval::PolicyDifference]| {
+        judged += 1;
+        match simulator::eval::simulate(&base.compiled, f) {
+            Ok(b) if b.verdict != o.verdict => {
+                count += 1;
+                if changed.len() < LISTED_FLOWS {
+                    changed.push(ChangedFlow {
+                        flow: format!(
+                            "{} → {} {}/{}",
+                            f.from,
+                            f.to,
+                            f.port,
+                            compiler::mapstate::proto_name(f.protocol)
+                        ),
+                        base: b.verdict,
+                        head: o.verdict,
+                        line: f.loc.0.line,
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(_) => not_in_base += 1,
+        }
+        Ok(())
+    };
+    let summary = match stream::judge_stream(
+        &mut pieces,
+        &name,
+        &head.compiled,
+        &head.inventory,
+        &mut report,
+        &mut emit,
+    ) {
+        Ok(s) => s,
+        Err(stream::StreamError::Read(e)) => return Err(bad(format!("{name}: {e}"))),
+        Err(stream::StreamError::Write(e)) => return Err(bad(e)),
+    };
+    if summary.errors > 0 {
+        return Err(bad(format!(
+            "{} {} in {name}: fix them to compare its flows",
+            summary.errors,
+            plural(summary.errors, "error", "errors")
+        )));
+    }
+    // New drops first: they are what breaks.
+    changed.sort_by_key(|c| (c.head != Verdict::Denied, c.line));
+    Ok(Flows {
+        changed,
+        changed_count: count,
+        judged,
+        summary,
+        not_in_base,
+    })
+}
+
+fn ranges_text(d: &Delta) -> String {
+    simulator::diff::ports_text(&d.ports)
+}
+
+fn kind_title(k: Kind) -> &'static str {
+    match k {
+        Kind::Opened => "opened",
+        Kind::Closed => "closed",
+        Kind::L7 => "L7 rules changed",
+    }
+}
+
+fn summary_line(d: &Diff) -> String {
+    if d.is_empty() {
+        return "no connection changes".to_owned();
+    }
+    let (o, c, l) = (d.count(Kind::Opened), d.count(Kind::Closed), d.count(Kind::L7));
+    let mut parts = Vec::new();
+    if o > 0 {
+        parts.push(format!("{o} opened"));
+    }
+    if c > 0 {
+        parts.push(format!("{c} closed"));
+    }
+    if l > 0 {
+        parts.push(format!("{l} with other L7 rules"));
+    }
+    parts.join(", ")
+}
+
+fn side_text(s: &simulator::diff::Decision) -> String {
+    let mut t = format!("{}: {}", s.verdict, s.reason);
+    if let Some(l7) = &s.l7 {
+        if l7.is_empty() {
+            t.push_str("; L7: no request");
+        } else {
+            t.push_str(&format!("; L7: {}", l7.join("; ")));
+        }
+    }
+    t
+}
+
+fn text(
+    out: &mut dyn Write,
+    d: &Diff,
+    flows: Option<&Flows>,
+    base: &str,
+    head: &str,
+) -> std::io::Result<()> {
+    writeln!(out, "sluice diff: {base} → {head}")?;
+    for kind in [Kind::Opened, Kind::Closed, Kind::L7] {
+        let these: Vec<&Delta> = d.deltas.iter().filter(|x| x.kind == kind).collect();
+        if these.is_empty() {
+            continue;
+        }
+        writeln!(out, "\n{} ({}):", kind_title(kind), these.len())?;
+        for x in these {
+            let (f, t) = (&d.groups[x.from], &d.groups[x.to]);
+            writeln!(out, "  {} → {}  {}", f.name, t.name, ranges_text(x))?;
+            writeln!(out, "      base {}", side_text(&x.base))?;
+            writeln!(out, "      head {}", side_text(&x.head))?;
+        }
+    }
+    for (what, pods) in [("only in the base", &d.only_base), ("only in the head", &d.only_head)] {
+        if !pods.is_empty() {
+            writeln!(
+                out,
+                "\n{} {} {what} (their connections are not compared): {}",
+                pods.len(),
+                plural(pods.len(), "pod", "pods"),
+                pods.join(", ")
+            )?;
+        }
+    }
+    if let Some(f) = flows {
+        writeln!(out)?;
+        write_flows_text(out, f)?;
+    }
+    writeln!(
+        out,
+        "\n{} ({} {} changed, {} {} judged)",
+        summary_line(d),
+        d.changed_classes,
+        plural(d.changed_classes, "class of peers", "classes of peers"),
+        d.pairs_judged,
+        plural(d.pairs_judged, "pair", "pairs")
+    )
+}
+
+fn write_flows_text(out: &mut dyn Write, f: &Flows) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "recorded flows: {} of {} judged change verdict{}",
+        f.changed_count,
+        f.judged,
+        if f.changed_count > f.changed.len() {
+            format!(" (the first {} listed)", f.changed.len())
+        } else {
+            String::new()
+        }
+    )?;
+    for c in &f.changed {
+        let mark = if c.head == Verdict::Denied { "NEW DROP" } else { "NEW ALLOW" };
+        writeln!(out, "  {mark:<9} {} (line {}): {} → {}", c.flow, c.line, c.base, c.head)?;
+    }
+    let s = &f.summary;
+    let skipped = s.replies + s.established + s.non_policy_drops + s.pods_gone + f.not_in_base;
+    if skipped > 0 {
+        writeln!(
+            out,
+            "  not compared: {} {}, {} of established connections, {} not made by policy, {} of pods that are gone, {} the base has no pod for",
+            s.replies,
+            plural(s.replies, "reply", "replies"),
+            s.established,
+            s.non_policy_drops,
+            s.pods_gone,
+            f.not_in_base
+        )?;
+    }
+    Ok(())
+}
+
+fn delta_json(d: &Diff, x: &Delta) -> serde_json::Value {
+    serde_json::json!({
+        "kind": x.kind,
+        "from": d.groups[x.from],
+        "to": d.groups[x.to],
+        "ports": x.ports.iter().map(|p| serde_json::json!({
+            "protocol": p.protocol,
+            "ranges": p.ranges.iter().map(|&(a, b)| serde_json::json!({"from": a, "to": b})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "base": x.base,
+        "head": x.head,
+    })
+}
+
+fn json(
+    out: &mut dyn Write,
+    d: &Diff,
+    flows: Option<&Flows>,
+    base: &str,
+    head: &str,
+) -> std::io::Result<()> {
+    let flows = flows.map(|f| {
+        serde_json::json!({
+            "judged": f.judged,
+            "changedCount": f.changed_count,
+            "changed": f.changed.iter().map(|c| serde_json::json!({"flow": c.flow, "line": c.line, "base": c.base, "head": c.head})).collect::<Vec<_>>(),
+            "notCompared": {
+                "replies": f.summary.replies,
+                "established": f.summary.established,
+                "nonPolicyDrops": f.summary.non_policy_drops,
+                "podsGone": f.summary.pods_gone,
+                "notInBase": f.not_in_base,
+            },
+        })
+    });
+    let v = serde_json::json!({
+        "schemaVersion": 1,
+        "base": base,
+        "head": head,
+        "summary": {
+            "opened": d.count(Kind::Opened),
+            "closed": d.count(Kind::Closed),
+            "l7": d.count(Kind::L7),
+            "changedClasses": d.changed_classes,
+            "pairsJudged": d.pairs_judged,
+        },
+        "changes": d.deltas.iter().map(|x| delta_json(d, x)).collect::<Vec<_>>(),
+        "onlyBase": d.only_base,
+        "onlyHead": d.only_head,
+        "flows": flows,
+    });
+    writeln!(out, "{v:#}")
+}
+
+/// Table cells must not break the table.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn markdown(
+    out: &mut dyn Write,
+    d: &Diff,
+    flows: Option<&Flows>,
+    base: &str,
+    head: &str,
+) -> std::io::Result<()> {
+    writeln!(out, "### sluice diff: {}\n", summary_line(d))?;
+    writeln!(out, "`{}` → `{}`\n", cell(base), cell(head))?;
+    for kind in [Kind::Opened, Kind::Closed, Kind::L7] {
+        let these: Vec<&Delta> = d.deltas.iter().filter(|x| x.kind == kind).collect();
+        if these.is_empty() {
+            continue;
+        }
+        writeln!(out, "#### {} ({})\n", kind_title(kind), these.len())?;
+        writeln!(out, "| from | to | ports | decided in the head by |")?;
+        writeln!(out, "|---|---|---|---|")?;
+        for x in &these {
+            let by = if x.head.sites.is_empty() {
+                cell(&x.head.reason)
+            } else {
+                x.head
+                    .sites
+                    .iter()
+                    .map(|s| format!("{} ({}:{})", cell(&s.policy), cell(&s.file), s.line))
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} | {by} |",
+                cell(&d.groups[x.from].name),
+                cell(&d.groups[x.to].name),
+                cell(&ranges_text(x))
+            )?;
+        }
+        writeln!(out, "\n<details><summary>Details</summary>\n")?;
+        for x in &these {
+            writeln!(
+                out,
+                "- **{} → {} {}**\n  - base: {}\n  - head: {}",
+                cell(&d.groups[x.from].name),
+                cell(&d.groups[x.to].name),
+                cell(&ranges_text(x)),
+                cell(&side_text(&x.base)),
+                cell(&side_text(&x.head))
+            )?;
+        }
+        writeln!(out, "\n</details>\n")?;
+    }
+    if let Some(f) = flows {
+        writeln!(out, "#### Recorded flows\n\n```")?;
+        write_flows_text(out, f)?;
+        writeln!(out, "```")?;
+    }
+    Ok(())
+}
+
+/// Annotations on the rules that now decide each change (the head's),
+/// or on the base's for a change that no head rule makes (a rule removed).
+fn github(out: &mut dyn Write, d: &Diff) -> std::io::Result<()> {
+    let esc = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let prop = |s: &str| esc(s).replace(':', "%3A").replace(',', "%2C");
+    let mut seen = std::collections::HashSet::new();
+    for x in &d.deltas {
+        let sites = if x.head.sites.is_empty() {
+            &x.base.sites
+        } else {
+            &x.head.sites
+        };
+        for s in sites {
+            let msg = format!(
+                "{} → {} {}: {} (base: {})",
+                d.groups[x.from].name,
+                d.groups[x.to].name,
+                ranges_text(x),
+                kind_title(x.kind),
+                x.base.verdict
+            );
+            if !seen.insert((s.file.clone(), s.line, msg.clone())) {
+                continue;
+            }
+            let level = if x.kind == Kind::Opened { "warning" } else { "notice" };
+            writeln!(
+                out,
+                "::{level} file={},line={},col={},title={}::{}",
+                prop(&s.file),
+                s.line,
+                s.col,
+                prop(&format!("sluice diff: {}", kind_title(x.kind))),
+                esc(&msg)
+            )?;
+        }
+    }
+    if d.is_empty() {
+        writeln!(out, "::notice title=sluice diff::no connection changes")?;
+    }
+    Ok(())
+}

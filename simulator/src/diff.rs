@@ -1,0 +1,730 @@
+//! What changes between two compiled states of one cluster: every
+//! (source, destination, protocol, port range) whose end-to-end verdict,
+//! or whose L7 policy, differs.
+//!
+//! Exact, not sampled, and only as much work as the change needs:
+//! - a pod's behaviour is fixed by what it is (identity labels, node) and
+//!   its policy map, written with identity *labels* rather than numbers
+//!   (identity numbers may be allocated differently on the two sides);
+//!   pods alike on both sides form one class, judged once;
+//! - a pair can only change if one of its two ends changed, so only pairs
+//!   with a changed end are judged;
+//! - verdicts only change at port boundaries of the two maps involved, so
+//!   each pair is judged once per interval between those boundaries, on
+//!   both sides.
+//!
+//! Addresses outside the cluster are cut into ranges the datapath tells
+//! apart (the prefixes of both ipcaches), one peer per range.
+
+use crate::eval::{judge, Outcome, Resolved, Side};
+use crate::flow::Verdict;
+use compiler::compile::{Compiled, Endpoint};
+use compiler::identity::reserved_name;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+/// Protocols compared port by port (ICMP by type).
+const PROTOCOLS: [(u8, &str, u16); 4] = [
+    (6, "TCP", 65535),
+    (17, "UDP", 65535),
+    (132, "SCTP", 65535),
+    (1, "ICMP", 255),
+];
+
+/// One compiled side of the comparison.
+#[derive(Clone, Copy)]
+pub struct State<'a> {
+    pub compiled: &'a Compiled,
+}
+
+/// What kind of change a range is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Denied in the base, allowed in the head.
+    Opened,
+    /// Allowed in the base, denied in the head.
+    Closed,
+    /// Allowed on both sides, with other L7 rules.
+    L7,
+}
+
+/// A set of peers that behave alike on both sides.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    /// How a person names it: a workload, a pod, an address range.
+    pub name: String,
+    /// The identity's labels (head side), for reading.
+    pub identity: String,
+    /// The pods, or the address range's first address.
+    pub members: Vec<String>,
+}
+
+/// How each side decides a change, at its first port.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The deciding step, as `simulate` explains it.
+    pub reason: String,
+    /// The rules behind it (`policy path (file:line:col)`).
+    pub rules: Vec<String>,
+    /// The L7 rules that apply to this peer on the port, if it redirects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7: Option<Vec<String>>,
+    /// Where the rules are written.
+    pub sites: Vec<Site>,
+}
+
+/// A rule's place in its file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Site {
+    pub policy: String,
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Decision {
+    /// Whether two ports are decided alike: the same verdict by the same
+    /// rules, with the same L7 rules.
+    fn same_as(&self, other: &Decision) -> bool {
+        self.verdict == other.verdict && self.rules == other.rules && self.l7 == other.l7
+    }
+}
+
+/// A change between two groups on one protocol.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    /// Indexes into [`Diff::groups`].
+    pub from: usize,
+    pub to: usize,
+    pub kind: Kind,
+    /// Per protocol, in TCP, UDP, SCTP, ICMP order.
+    pub ports: Vec<Ports>,
+    pub base: Decision,
+    pub head: Decision,
+}
+
+/// Inclusive port (or ICMP type) ranges of one protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ports {
+    pub protocol: &'static str,
+    pub ranges: Vec<(u16, u16)>,
+}
+
+impl Ports {
+    /// Whether the ranges are the protocol's whole space.
+    pub fn is_all(&self) -> bool {
+        let max = PROTOCOLS
+            .iter()
+            .find(|p| p.1 == self.protocol)
+            .map_or(65535, |p| p.2);
+        self.ranges == [(0, max)]
+    }
+}
+
+impl std::fmt::Display for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_all() {
+            return write!(f, "{} (all)", self.protocol);
+        }
+        let what = if self.protocol == "ICMP" {
+            "ICMP type"
+        } else {
+            self.protocol
+        };
+        write!(f, "{what} ")?;
+        for (i, &(a, b)) in self.ranges.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            if a == b {
+                write!(f, "{sep}{a}")?;
+            } else {
+                write!(f, "{sep}{a}-{b}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ports of a change, `TCP 80,443; UDP (all)`.
+pub fn ports_text(ports: &[Ports]) -> String {
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diff {
+    pub groups: Vec<Group>,
+    /// Opened first, then closed, then L7; by source, destination.
+    pub deltas: Vec<Delta>,
+    /// Pods that are endpoints on one side only: their connections are
+    /// not compared.
+    pub only_base: Vec<String>,
+    pub only_head: Vec<String>,
+    /// Classes of peers whose policy or identity changed.
+    pub changed_classes: usize,
+    /// Class pairs judged (each on both sides, per port interval).
+    pub pairs_judged: usize,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty()
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        self.deltas.iter().filter(|d| d.kind == kind).count()
+    }
+}
+
+/// A peer of the comparison, named the same way on both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    Pod(String),
+    Addr(IpAddr),
+}
+
+/// The text of an identity, independent of its number.
+fn id_text(c: &Compiled, id: u32) -> String {
+    if id == 0 {
+        return "*".into();
+    }
+    if let Some(n) = reserved_name(id) {
+        return format!("reserved:{n}");
+    }
+    match c.identity(id) {
+        Some(i) => {
+            let mut l: Vec<String> = i.labels.iter().map(|l| l.to_string()).collect();
+            l.sort();
+            l.join(",")
+        }
+        None => format!("#{id}"),
+    }
+}
+
+/// A 128-bit digest of a value's hash: two seeds, so that a collision of
+/// one 64-bit hash cannot hide a change.
+fn digest(f: impl Fn(&mut std::collections::hash_map::DefaultHasher)) -> u128 {
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0xa5u8.hash(&mut b);
+    f(&mut a);
+    f(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// A map's content with identities written as labels.
+fn map_digest(c: &Compiled, m: usize, ids: &mut HashMap<u32, String>) -> u128 {
+    let map = &c.maps[m];
+    let mut text = |id: u32| ids.entry(id).or_insert_with(|| id_text(c, id)).clone();
+    // Entries sorted by the labels of their identity, so that numbering
+    // does not change the order.
+    let mut entries: Vec<_> = map
+        .entries
+        .iter()
+        .map(|(k, e)| {
+            (
+                text(k.identity),
+                k.egress,
+                k.proto,
+                k.dport,
+                k.plen,
+                e.deny,
+                e.redirect,
+                e.auth,
+                e.precedence,
+            )
+        })
+        .collect();
+    entries.sort();
+    let mut l7: Vec<_> = map
+        .l7
+        .iter()
+        .map(|p| {
+            let mut rules: Vec<_> = p
+                .rules
+                .iter()
+                .map(|r| {
+                    let mut who: Vec<String> = r.identities.iter().map(|&i| text(i)).collect();
+                    who.sort();
+                    let headers: Vec<_> = r
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.clone(), h.value.clone()))
+                        .collect();
+                    (who, r.text.clone(), headers)
+                })
+                .collect();
+            rules.sort();
+            let mut open: Vec<String> = p.open.iter().map(|&i| text(i)).collect();
+            open.sort();
+            (
+                p.egress,
+                p.proto,
+                p.dport,
+                p.plen,
+                format!("{:?}", p.kind),
+                rules,
+                open,
+            )
+        })
+        .collect();
+    l7.sort();
+    digest(|h| {
+        entries.hash(h);
+        l7.hash(h);
+    })
+}
+
+/// What a pod is on one side, as far as any verdict can tell.
+fn endpoint_digest(
+    c: &Compiled,
+    e: &Endpoint,
+    maps: &mut HashMap<usize, u128>,
+    ids: &mut HashMap<u32, String>,
+) -> u128 {
+    let mut map_of = |m: usize| *maps.entry(m).or_insert_with(|| map_digest(c, m, ids));
+    let map = map_of(e.map);
+    let audit = e.audit_map.map(&mut map_of);
+    let id = id_text(c, e.identity);
+    digest(|h| {
+        id.hash(h);
+        e.node.hash(h);
+        e.enforced.hash(h);
+        e.host.hash(h);
+        map.hash(h);
+        audit.hash(h);
+    })
+}
+
+/// The first address of each range of the address space that some
+/// ipcache prefix of either side starts or ends, except pods' own.
+fn address_cells(sides: [&Compiled; 2]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for v4 in [true, false] {
+        let width: u32 = if v4 { 32 } else { 128 };
+        let top: u128 = if v4 { u128::from(u32::MAX) } else { u128::MAX };
+        let mut starts = BTreeSet::from([0u128]);
+        let mut any = v4;
+        for c in sides {
+            for e in &c.ipcache {
+                if e.cidr.addr.is_ipv4() != v4 {
+                    continue;
+                }
+                any = true;
+                let lo = e.cidr.network_bits();
+                let host = width - u32::from(e.cidr.prefix_len);
+                let span = if host >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << host) - 1
+                };
+                starts.insert(lo);
+                if lo | span < top {
+                    starts.insert((lo | span) + 1);
+                }
+            }
+        }
+        if !any {
+            continue;
+        }
+        for n in starts {
+            let ip = if v4 {
+                IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::from(n))
+            };
+            let pod = sides
+                .iter()
+                .any(|c| c.endpoint_by_ip(ip).is_some_and(|e| !e.host));
+            if !pod {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+/// A peer resolved on one side.
+fn side_of<'a>(c: &'a Compiled, p: &Peer) -> Option<Side<'a>> {
+    match p {
+        Peer::Pod(n) => crate::eval::resolve(c, &crate::flow::PeerRef::Pod(n.clone())).ok(),
+        Peer::Addr(ip) => crate::eval::resolve(c, &crate::flow::PeerRef::Ip(*ip)).ok(),
+    }
+}
+
+/// Port boundaries per protocol of the maps a pair's verdict reads.
+fn cuts(c: &Compiled, map: usize, egress: bool, out: &mut BTreeMap<u8, BTreeSet<u32>>) {
+    for k in c.maps[map].entries.keys() {
+        if k.egress != egress || k.plen <= 8 {
+            continue;
+        }
+        let size = 1u32 << (24 - u32::from(k.plen));
+        if let Some(set) = out.get_mut(&k.proto) {
+            set.insert(u32::from(k.dport));
+            set.insert(u32::from(k.dport) + size);
+        }
+    }
+}
+
+/// The L7 rules an outcome's redirecting steps apply to their peer.
+fn l7_rules(c: &Compiled, o: &Outcome) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for s in &o.steps {
+        let (Some(key), Some(entry)) = (s.key, s.entry) else {
+            continue;
+        };
+        if !entry.redirect || s.verdict != Verdict::Allowed {
+            continue;
+        }
+        let Some(ep) = c.endpoint(s.endpoint) else {
+            continue;
+        };
+        any = true;
+        let dir = if key.egress { "egress" } else { "ingress" };
+        for p in &c.maps[ep.map].l7 {
+            if p.egress != key.egress
+                || p.proto != key.proto
+                || p.dport != key.dport
+                || p.plen != key.plen
+            {
+                continue;
+            }
+            let kind = format!("{:?}", p.kind).to_lowercase();
+            if p.open.iter().any(|&i| i == 0 || i == s.remote_identity) {
+                out.push(format!("{dir} {kind}: every request"));
+                continue;
+            }
+            for r in &p.rules {
+                if r.identities.iter().any(|&i| i == 0 || i == s.remote_identity) {
+                    let mut t = format!("{dir} {kind}: {}", r.text);
+                    for h in &r.headers {
+                        match &h.value {
+                            Some(v) => t.push_str(&format!(" [{}: {v}]", h.name)),
+                            None => t.push_str(&format!(" [{}]", h.name)),
+                        }
+                    }
+                    out.push(t);
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    any.then_some(out)
+}
+
+fn decision(c: &Compiled, o: &Outcome) -> Decision {
+    let st = o.steps.iter().find(|s| Some(s.direction) == o.decided_by);
+    Decision {
+        verdict: o.verdict,
+        reason: st.map_or_else(
+            || "a pod reaching itself: no policy applies".to_owned(),
+            |s| crate::eval::explain_step(c, s),
+        ),
+        rules: st
+            .and_then(|s| s.entry)
+            .map(|e| {
+                e.origins
+                    .iter()
+                    .map(|&x| crate::eval::origin_text(c, x))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        l7: l7_rules(c, o),
+        sites: st
+            .and_then(|s| s.entry)
+            .map(|e| {
+                e.origins
+                    .iter()
+                    .filter_map(|&x| c.origins.get(x as usize))
+                    .filter(|o| !o.file.is_empty())
+                    .map(|o| Site {
+                        policy: o.policy.clone(),
+                        file: o.file.clone(),
+                        line: o.line,
+                        col: o.col,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// One judged interval: the verdict and the L7 rules on each side.
+type Judged = (Verdict, Option<Vec<String>>);
+
+fn kind_of(base: &Judged, head: &Judged) -> Option<Kind> {
+    match (base.0, head.0) {
+        (Verdict::Denied, Verdict::Allowed) => Some(Kind::Opened),
+        (Verdict::Allowed, Verdict::Denied) => Some(Kind::Closed),
+        (Verdict::Allowed, Verdict::Allowed) if base.1 != head.1 => Some(Kind::L7),
+        _ => None,
+    }
+}
+
+/// Compares two compiled states. Pods are matched by name.
+pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
+    let sides = [base.compiled, head.compiled];
+    let mut digests: [HashMap<String, u128>; 2] = Default::default();
+    for (i, c) in sides.iter().enumerate() {
+        let mut maps = HashMap::new();
+        let mut ids = HashMap::new();
+        for e in c.endpoints.iter().filter(|e| !e.host) {
+            digests[i].insert(e.name.clone(), endpoint_digest(c, e, &mut maps, &mut ids));
+        }
+    }
+    let mut out = Diff::default();
+    // Classes of pods alike on both sides, in the head's endpoint order.
+    let mut class_of: HashMap<(u128, u128), usize> = HashMap::new();
+    let mut classes: Vec<(Vec<Peer>, bool)> = Vec::new();
+    for e in head.compiled.endpoints.iter().filter(|e| !e.host) {
+        let Some(&b) = digests[0].get(&e.name) else {
+            out.only_head.push(e.name.clone());
+            continue;
+        };
+        let h = digests[1][&e.name];
+        let i = *class_of.entry((b, h)).or_insert_with(|| {
+            classes.push((Vec::new(), b != h));
+            classes.len() - 1
+        });
+        classes[i].0.push(Peer::Pod(e.name.clone()));
+    }
+    for e in base.compiled.endpoints.iter().filter(|e| !e.host) {
+        if !digests[1].contains_key(&e.name) {
+            out.only_base.push(e.name.clone());
+        }
+    }
+    let pod_classes = classes.len();
+    // Address ranges, one class per identity text on both sides (and per
+    // node, for node addresses).
+    let mut cell_of: HashMap<(String, String, Option<String>), usize> = HashMap::new();
+    for ip in address_cells(sides) {
+        let text = |c: &Compiled| {
+            let e = c.ipcache_lookup(ip);
+            (
+                id_text(c, c.identity_of_ip(ip, None)),
+                e.and_then(|e| e.node.clone()),
+            )
+        };
+        let (b, node) = text(base.compiled);
+        let (h, _) = text(head.compiled);
+        let changed = b != h;
+        let i = *cell_of.entry((b, h, node)).or_insert_with(|| {
+            classes.push((Vec::new(), changed));
+            classes.len() - 1
+        });
+        classes[i].0.push(Peer::Addr(ip));
+    }
+    out.changed_classes = classes.iter().filter(|c| c.1).count();
+    let is_pod = |i: usize| i < pod_classes;
+    // Every ordered pair of classes with a changed end (addresses only
+    // meet pods).
+    let mut pairs = BTreeSet::new();
+    for (x, (_, changed)) in classes.iter().enumerate() {
+        if !changed {
+            continue;
+        }
+        for y in 0..classes.len() {
+            if !is_pod(x) && !is_pod(y) {
+                continue;
+            }
+            pairs.insert((x, y));
+            pairs.insert((y, x));
+        }
+    }
+    let mut group_of: HashMap<usize, usize> = HashMap::new();
+    let mut deltas = Vec::new();
+    for (x, y) in pairs {
+        let (a, b) = if x == y {
+            match classes[x].0.as_slice() {
+                [a, b, ..] => (a, b),
+                _ => continue,
+            }
+        } else {
+            (&classes[x].0[0], &classes[y].0[0])
+        };
+        out.pairs_judged += 1;
+        let mut found = compare_pair(sides, a, b);
+        if found.is_empty() {
+            continue;
+        }
+        let gx = group(&mut out.groups, &mut group_of, x, &classes[x].0, head.compiled);
+        let gy = group(&mut out.groups, &mut group_of, y, &classes[y].0, head.compiled);
+        for d in &mut found {
+            d.from = gx;
+            d.to = gy;
+        }
+        deltas.extend(found);
+    }
+    deltas.sort_by(|p, q| {
+        (p.kind, &out.groups[p.from].name, &out.groups[p.to].name).cmp(&(
+            q.kind,
+            &out.groups[q.from].name,
+            &out.groups[q.to].name,
+        ))
+    });
+    out.deltas = deltas;
+    out
+}
+
+/// The group of a class, made when first needed.
+fn group(
+    groups: &mut Vec<Group>,
+    group_of: &mut HashMap<usize, usize>,
+    class: usize,
+    members: &[Peer],
+    head: &Compiled,
+) -> usize {
+    if let Some(&g) = group_of.get(&class) {
+        return g;
+    }
+    let (name, identity) = match &members[0] {
+        Peer::Pod(p) => {
+            let id = head
+                .endpoint(p)
+                .map(|e| id_text(head, e.identity))
+                .unwrap_or_default();
+            let name = if members.len() == 1 {
+                p.clone()
+            } else {
+                format!("{p} and {} more alike", members.len() - 1)
+            };
+            (name, id)
+        }
+        Peer::Addr(ip) => {
+            let e = head.ipcache_lookup(*ip);
+            let id = id_text(head, head.identity_of_ip(*ip, None));
+            let name = match e {
+                Some(e) if e.node.is_some() => {
+                    format!("node {} ({})", e.node.as_deref().unwrap_or(""), e.prefix)
+                }
+                Some(e) => e.prefix.clone(),
+                None => "world".to_owned(),
+            };
+            (name, id)
+        }
+    };
+    groups.push(Group {
+        name,
+        identity,
+        members: members
+            .iter()
+            .map(|m| match m {
+                Peer::Pod(p) => p.clone(),
+                Peer::Addr(ip) => ip.to_string(),
+            })
+            .collect(),
+    });
+    group_of.insert(class, groups.len() - 1);
+    groups.len() - 1
+}
+
+/// The outcome of one port on one side, with the L7 rules that apply.
+fn run<'a>(
+    c: &'a Compiled,
+    (src, dst): &(Side<'a>, Side<'a>),
+    protocol: u8,
+    port: u16,
+) -> (Outcome<'a>, Option<Vec<String>>) {
+    let o = judge(
+        c,
+        &Resolved {
+            src: src.clone(),
+            dst: dst.clone(),
+            protocol,
+            port,
+        },
+    );
+    let l7 = if o.verdict == Verdict::Allowed {
+        l7_rules(c, &o)
+    } else {
+        None
+    };
+    (o, l7)
+}
+
+/// Every change from `a` to `b`, per protocol, merged into ranges.
+fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer) -> Vec<Delta> {
+    let resolved: Vec<Option<(Side, Side)>> = sides
+        .iter()
+        .map(|c| Some((side_of(c, a)?, side_of(c, b)?)))
+        .collect();
+    let (Some(rb), Some(rh)) = (&resolved[0], &resolved[1]) else {
+        return Vec::new();
+    };
+    let mut bounds: BTreeMap<u8, BTreeSet<u32>> = PROTOCOLS
+        .iter()
+        .map(|&(p, _, _)| (p, BTreeSet::from([0u32])))
+        .collect();
+    for (c, (src, dst)) in sides.iter().zip([rb, rh]) {
+        if let Some(e) = src.endpoint {
+            cuts(c, e.map, true, &mut bounds);
+        }
+        if let Some(e) = dst.endpoint {
+            cuts(c, e.map, false, &mut bounds);
+        }
+    }
+    // (kind, ports per protocol, decisions at the first port): ports
+    // decided alike (same change, same rules on each side) are one change.
+    let mut found: Vec<(Kind, Vec<Ports>, Decision, Decision)> = Vec::new();
+    for (proto, name, max) in PROTOCOLS {
+        let starts: Vec<u16> = bounds[&proto]
+            .iter()
+            .filter(|&&x| x <= u32::from(max))
+            .map(|&x| x as u16)
+            .collect();
+        for (j, &lo) in starts.iter().enumerate() {
+            let hi = starts.get(j + 1).map_or(max, |&n| n - 1);
+            let (ob, lb) = run(sides[0], rb, proto, lo);
+            let (oh, lh) = run(sides[1], rh, proto, lo);
+            let Some(kind) = kind_of(&(ob.verdict, lb), &(oh.verdict, lh)) else {
+                continue;
+            };
+            let (db, dh) = (decision(sides[0], &ob), decision(sides[1], &oh));
+            let f = match found
+                .iter_mut()
+                .position(|f| f.0 == kind && f.2.same_as(&db) && f.3.same_as(&dh))
+            {
+                Some(i) => &mut found[i],
+                None => {
+                    found.push((kind, Vec::new(), db, dh));
+                    found.last_mut().expect("just pushed")
+                }
+            };
+            match f.1.last_mut() {
+                Some(p) if p.protocol == name => match p.ranges.last_mut() {
+                    Some(last) if u32::from(last.1) + 1 == u32::from(lo) => last.1 = hi,
+                    _ => p.ranges.push((lo, hi)),
+                },
+                _ => f.1.push(Ports {
+                    protocol: name,
+                    ranges: vec![(lo, hi)],
+                }),
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(kind, ports, base, head)| Delta {
+            from: 0,
+            to: 0,
+            kind,
+            ports,
+            base,
+            head,
+        })
+        .collect()
+}
