@@ -607,10 +607,13 @@ fn group(
         Peer::Addr(ip) => {
             let e = head.ipcache_lookup(*ip);
             let id = id_text(head, head.identity_of_ip(*ip, None));
+            let world = id == "reserved:world";
             let name = match e {
                 Some(e) if e.node.is_some() => {
                     format!("node {} ({})", e.node.as_deref().unwrap_or(""), e.prefix)
                 }
+                Some(e) if world && e.cidr.prefix_len == 0 => "world".to_owned(),
+                Some(e) if world => format!("world ({})", e.prefix),
                 Some(e) => e.prefix.clone(),
                 None => "world".to_owned(),
             };
