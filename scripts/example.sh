@@ -21,3 +21,7 @@ echo
 repo=fixtures/repo
 echo "\$ sluice simulate -p $repo -i $repo -f $repo/flows.yaml"
 $sluice simulate -p "$repo" -i "$repo" -f "$repo/flows.yaml"
+echo
+d=fixtures/diff
+echo "\$ sluice diff --base $d/base --head $d/edits/widened-selector -i $d/cluster.yaml"
+$sluice diff --base "$d/base" --head "$d/edits/widened-selector" -i "$d/cluster.yaml"

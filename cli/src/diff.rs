@@ -61,6 +61,19 @@ fn side_inputs(t: &Inputs, policies: Vec<PathBuf>, inventory: Vec<PathBuf>) -> I
     }
 }
 
+/// The two sides are read and compiled at once, one on each core.
+fn both<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        let a = a.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (a, b)
+    })
+}
+
 fn bad(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)
@@ -94,18 +107,17 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
             };
             let paths: Vec<PathBuf> = o.paths.iter().map(|p| snap.base.join(p)).collect();
             let prefix = format!("{}/", snap.base.display());
-            let base = match load_renamed(
-                &side_inputs(&o.template, paths, inv_base),
-                color,
-                Some((&prefix, &format!("{rev}:"))),
-            ) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+            let to = format!("{rev}:");
+            let base_in = side_inputs(&o.template, paths, inv_base);
+            let head_in = side_inputs(&o.template, o.paths.clone(), inv_head);
+            let (base, head) = both(
+                || load_renamed(&base_in, color, Some((&prefix, &to))),
+                || load_renamed(&head_in, color, None),
+            );
             drop(snap);
-            let head = match load_renamed(&side_inputs(&o.template, o.paths.clone(), inv_head), color, None) {
-                Ok(s) => s,
-                Err(code) => return code,
+            let (base, head) = match (base, head) {
+                (Ok(b), Ok(h)) => (b, h),
+                (Err(code), _) | (_, Err(code)) => return code,
             };
             let names = o.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
             (base, head, format!("{rev}:{names}"), names)
@@ -117,13 +129,15 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
             if o.base.is_empty() || o.head.is_empty() {
                 return bad("give --base and --head policy paths, or a git revision: sluice diff main -- policies/");
             }
-            let base = match load_renamed(&side_inputs(&o.template, o.base.clone(), inv_base), color, None) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let head = match load_renamed(&side_inputs(&o.template, o.head.clone(), inv_head), color, None) {
-                Ok(s) => s,
-                Err(code) => return code,
+            let base_in = side_inputs(&o.template, o.base.clone(), inv_base);
+            let head_in = side_inputs(&o.template, o.head.clone(), inv_head);
+            let (base, head) = both(
+                || load_renamed(&base_in, color, None),
+                || load_renamed(&head_in, color, None),
+            );
+            let (base, head) = match (base, head) {
+                (Ok(b), Ok(h)) => (b, h),
+                (Err(code), _) | (_, Err(code)) => return code,
             };
             let name = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
             (base, head, name(&o.base), name(&o.head))

@@ -287,6 +287,72 @@ fn map_digest(c: &Compiled, m: usize, ids: &mut HashMap<u32, String>) -> u128 {
     })
 }
 
+/// What a map says about each peer identity (by its labels; `*` for
+/// entries of any identity) in one direction, entries and L7 rules.
+fn by_identity(
+    c: &Compiled,
+    m: usize,
+    egress: bool,
+    ids: &mut HashMap<u32, String>,
+) -> HashMap<String, u128> {
+    let map = &c.maps[m];
+    let mut text = |id: u32| ids.entry(id).or_insert_with(|| id_text(c, id)).clone();
+    let mut parts: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, e) in map.entries.iter().filter(|(k, _)| k.egress == egress) {
+        parts.entry(text(k.identity)).or_default().push(format!(
+            "{} {} {} {} {} {} {}",
+            k.proto, k.dport, k.plen, e.deny, e.redirect, e.auth, e.precedence
+        ));
+    }
+    for p in map.l7.iter().filter(|p| p.egress == egress) {
+        let at = format!("l7 {} {} {} {:?}", p.proto, p.dport, p.plen, p.kind);
+        for r in &p.rules {
+            for &i in &r.identities {
+                parts
+                    .entry(text(i))
+                    .or_default()
+                    .push(format!("{at} {} {:?}", r.text, r.headers));
+            }
+        }
+        for &i in &p.open {
+            parts.entry(text(i)).or_default().push(format!("{at} open"));
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort();
+            (k, digest(|h| v.hash(h)))
+        })
+        .collect()
+}
+
+/// The peers whose verdicts in one direction a change of a map can have
+/// changed: those of some identities, or every one.
+#[derive(Default)]
+struct Affected {
+    all: bool,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Affected {
+    fn of(base: &HashMap<String, u128>, head: &HashMap<String, u128>) -> Affected {
+        let mut a = Affected::default();
+        for (k, v) in base {
+            if head.get(k) != Some(v) {
+                a.ids.insert(k.clone());
+            }
+        }
+        for k in head.keys() {
+            if !base.contains_key(k) {
+                a.ids.insert(k.clone());
+            }
+        }
+        a.all = a.ids.contains("*");
+        a
+    }
+}
+
 /// What a pod is on one side, as far as any verdict can tell.
 fn endpoint_digest(
     c: &Compiled,
@@ -298,9 +364,11 @@ fn endpoint_digest(
     let map = map_of(e.map);
     let audit = e.audit_map.map(&mut map_of);
     let id = id_text(c, e.identity);
+    // The node is left out: pods see each other by identity wherever they
+    // run; only node addresses look different from each node, and pairs
+    // with those are split by node (see `split_by_node`).
     digest(|h| {
         id.hash(h);
-        e.node.hash(h);
         e.enforced.hash(h);
         e.host.hash(h);
         map.hash(h);
@@ -475,21 +543,37 @@ fn kind_of(base: &Judged, head: &Judged) -> Option<Kind> {
     }
 }
 
+/// A class of peers alike on both sides.
+struct Class {
+    members: Vec<Peer>,
+    /// Its identity's text on each side (for node addresses, also how
+    /// nodes see them: `reserved:host`, `reserved:remote-node`).
+    texts: Vec<String>,
+    /// Its own identity differs between the sides: every pair with it
+    /// may change.
+    relabelled: bool,
+    /// For pods whose policy changed: the peers each direction's change
+    /// concerns ([ingress, egress]).
+    affected: Option<[Affected; 2]>,
+    /// For node addresses: the node.
+    node: Option<String>,
+}
+
 /// Compares two compiled states. Pods are matched by name.
 pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
     let sides = [base.compiled, head.compiled];
     let mut digests: [HashMap<String, u128>; 2] = Default::default();
+    let mut ids: [HashMap<u32, String>; 2] = Default::default();
     for (i, c) in sides.iter().enumerate() {
         let mut maps = HashMap::new();
-        let mut ids = HashMap::new();
         for e in c.endpoints.iter().filter(|e| !e.host) {
-            digests[i].insert(e.name.clone(), endpoint_digest(c, e, &mut maps, &mut ids));
+            digests[i].insert(e.name.clone(), endpoint_digest(c, e, &mut maps, &mut ids[i]));
         }
     }
     let mut out = Diff::default();
     // Classes of pods alike on both sides, in the head's endpoint order.
     let mut class_of: HashMap<(u128, u128), usize> = HashMap::new();
-    let mut classes: Vec<(Vec<Peer>, bool)> = Vec::new();
+    let mut classes: Vec<Class> = Vec::new();
     for e in head.compiled.endpoints.iter().filter(|e| !e.host) {
         let Some(&b) = digests[0].get(&e.name) else {
             out.only_head.push(e.name.clone());
@@ -497,10 +581,35 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
         };
         let h = digests[1][&e.name];
         let i = *class_of.entry((b, h)).or_insert_with(|| {
-            classes.push((Vec::new(), b != h));
+            let be = base.compiled.endpoint(&e.name).expect("digested");
+            let tb = id_text(base.compiled, be.identity);
+            let th = id_text(head.compiled, e.identity);
+            let relabelled = tb != th;
+            let affected = (b != h && !relabelled).then(|| {
+                [false, true].map(|egress| {
+                    let mut a = Affected::of(
+                        &by_identity(base.compiled, be.map, egress, &mut ids[0]),
+                        &by_identity(head.compiled, e.map, egress, &mut ids[1]),
+                    );
+                    // Default deny switched on or off, or policies in
+                    // audit mode changed: every peer of that direction.
+                    let dir = usize::from(egress);
+                    a.all |= be.enforced[dir] != e.enforced[dir]
+                        || be.audit_map.is_some()
+                        || e.audit_map.is_some();
+                    a
+                })
+            });
+            classes.push(Class {
+                members: Vec::new(),
+                texts: if relabelled { vec![tb, th] } else { vec![th] },
+                relabelled,
+                affected,
+                node: None,
+            });
             classes.len() - 1
         });
-        classes[i].0.push(Peer::Pod(e.name.clone()));
+        classes[i].members.push(Peer::Pod(e.name.clone()));
     }
     for e in base.compiled.endpoints.iter().filter(|e| !e.host) {
         if !digests[1].contains_key(&e.name) {
@@ -520,54 +629,98 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
             )
         };
         let (b, node) = text(base.compiled);
-        let (h, _) = text(head.compiled);
-        let changed = b != h;
-        let i = *cell_of.entry((b, h, node)).or_insert_with(|| {
-            classes.push((Vec::new(), changed));
+        let (h, node_h) = text(head.compiled);
+        let node = node.or(node_h);
+        let i = *cell_of.entry((b.clone(), h.clone(), node.clone())).or_insert_with(|| {
+            let mut texts = vec![b.clone()];
+            if h != b {
+                texts.push(h.clone());
+            }
+            if node.is_some() {
+                texts.push("reserved:host".into());
+                texts.push("reserved:remote-node".into());
+            }
+            classes.push(Class {
+                members: Vec::new(),
+                texts,
+                relabelled: b != h,
+                affected: None,
+                node: node.clone(),
+            });
             classes.len() - 1
         });
-        classes[i].0.push(Peer::Addr(ip));
+        classes[i].members.push(Peer::Addr(ip));
     }
-    out.changed_classes = classes.iter().filter(|c| c.1).count();
+    out.changed_classes = classes
+        .iter()
+        .filter(|c| c.relabelled || c.affected.is_some())
+        .count();
     let is_pod = |i: usize| i < pod_classes;
-    // Every ordered pair of classes with a changed end (addresses only
-    // meet pods).
-    let mut pairs = BTreeSet::new();
-    for (x, (_, changed)) in classes.iter().enumerate() {
-        if !changed {
-            continue;
-        }
-        for y in 0..classes.len() {
-            if !is_pod(x) && !is_pod(y) {
-                continue;
-            }
-            pairs.insert((x, y));
-            pairs.insert((y, x));
+    // The classes of each identity text, to find a change's peers.
+    let mut by_text: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in classes.iter().enumerate() {
+        for t in &c.texts {
+            by_text.entry(t.as_str()).or_default().push(i);
         }
     }
-    let mut group_of: HashMap<usize, usize> = HashMap::new();
+    let peers_of = |a: &Affected| -> Vec<usize> {
+        if a.all {
+            return (0..classes.len()).collect();
+        }
+        let mut v: Vec<usize> = a
+            .ids
+            .iter()
+            .flat_map(|t| by_text.get(t.as_str()).into_iter().flatten().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    // Every ordered pair of classes a change can reach (addresses only
+    // meet pods): a relabelled class with everything; a changed map with
+    // the peers its changed entries name, in their direction.
+    let mut pairs = BTreeSet::new();
+    for (x, c) in classes.iter().enumerate() {
+        if c.relabelled {
+            for y in 0..classes.len() {
+                if is_pod(x) || is_pod(y) {
+                    pairs.insert((x, y));
+                    pairs.insert((y, x));
+                }
+            }
+        }
+        if let Some([ingress, egress]) = &c.affected {
+            for y in peers_of(ingress) {
+                pairs.insert((y, x));
+            }
+            for y in peers_of(egress) {
+                pairs.insert((x, y));
+            }
+        }
+    }
+    let mut group_of: HashMap<(usize, String, usize), usize> = HashMap::new();
     let mut deltas = Vec::new();
     for (x, y) in pairs {
-        let (a, b) = if x == y {
-            match classes[x].0.as_slice() {
-                [a, b, ..] => (a, b),
-                _ => continue,
+        for (sx, sy) in split_by_node(sides, &classes[x], &classes[y]) {
+            let (Some(a), Some(b)) = (
+                sx.first(),
+                if x == y { sx.get(1) } else { sy.first() },
+            ) else {
+                continue;
+            };
+            out.pairs_judged += 1;
+            let mut found = compare_pair(sides, a, b);
+            if found.is_empty() {
+                continue;
             }
-        } else {
-            (&classes[x].0[0], &classes[y].0[0])
-        };
-        out.pairs_judged += 1;
-        let mut found = compare_pair(sides, a, b);
-        if found.is_empty() {
-            continue;
+            let gx = group(&mut out.groups, &mut group_of, x, &sx, head.compiled);
+            let gy = group(&mut out.groups, &mut group_of, y, &sy, head.compiled);
+            for d in &mut found {
+                d.from = gx;
+                d.to = gy;
+            }
+            deltas.extend(found);
         }
-        let gx = group(&mut out.groups, &mut group_of, x, &classes[x].0, head.compiled);
-        let gy = group(&mut out.groups, &mut group_of, y, &classes[y].0, head.compiled);
-        for d in &mut found {
-            d.from = gx;
-            d.to = gy;
-        }
-        deltas.extend(found);
     }
     deltas.sort_by(|p, q| {
         (p.kind, &out.groups[p.from].name, &out.groups[p.to].name).cmp(&(
@@ -580,15 +733,54 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
     out
 }
 
+/// The members of two classes to judge together: all of them, except
+/// that pods meeting a node's address are split into those on that node
+/// (which see it as `host`) and the others (`remote-node`), on each side.
+fn split_by_node(sides: [&Compiled; 2], x: &Class, y: &Class) -> Vec<(Vec<Peer>, Vec<Peer>)> {
+    let node = x.node.as_ref().or(y.node.as_ref());
+    let Some(n) = node else {
+        return vec![(x.members.clone(), y.members.clone())];
+    };
+    let on = |p: &Peer| match p {
+        Peer::Pod(name) => sides.map(|c| {
+            c.endpoint(name)
+                .is_some_and(|e| e.node.as_deref() == Some(n.as_str()))
+        }),
+        Peer::Addr(_) => [false; 2],
+    };
+    let pods = if x.node.is_some() { &y.members } else { &x.members };
+    let mut parts: BTreeMap<[bool; 2], Vec<Peer>> = BTreeMap::new();
+    for p in pods {
+        parts.entry(on(p)).or_default().push(p.clone());
+    }
+    parts
+        .into_values()
+        .map(|part| {
+            if x.node.is_some() {
+                (x.members.clone(), part)
+            } else {
+                (part, y.members.clone())
+            }
+        })
+        .collect()
+}
+
 /// The group of a class, made when first needed.
 fn group(
     groups: &mut Vec<Group>,
-    group_of: &mut HashMap<usize, usize>,
+    group_of: &mut HashMap<(usize, String, usize), usize>,
     class: usize,
     members: &[Peer],
     head: &Compiled,
 ) -> usize {
-    if let Some(&g) = group_of.get(&class) {
+    // A class split by node is one group per part, besides the whole:
+    // parts share no member, and a part is smaller than the whole.
+    let key = (
+        class,
+        members.first().map(peer_text).unwrap_or_default(),
+        members.len(),
+    );
+    if let Some(&g) = group_of.get(&key) {
         return g;
     }
     let (name, identity) = match &members[0] {
@@ -623,16 +815,17 @@ fn group(
     groups.push(Group {
         name,
         identity,
-        members: members
-            .iter()
-            .map(|m| match m {
-                Peer::Pod(p) => p.clone(),
-                Peer::Addr(ip) => ip.to_string(),
-            })
-            .collect(),
+        members: members.iter().map(peer_text).collect(),
     });
-    group_of.insert(class, groups.len() - 1);
+    group_of.insert(key, groups.len() - 1);
     groups.len() - 1
+}
+
+fn peer_text(p: &Peer) -> String {
+    match p {
+        Peer::Pod(p) => p.clone(),
+        Peer::Addr(ip) => ip.to_string(),
+    }
 }
 
 /// The outcome of one port on one side, with the L7 rules that apply.

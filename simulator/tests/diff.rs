@@ -122,8 +122,8 @@ proptest! {
                             let f = flow(peer(from), peer(to), protocol, lo);
                             let (va, vb) = (verdict(&ca, &f), verdict(&cb, &f));
                             match x.kind {
-                                Kind::Opened => prop_assert!(va == Verdict::Denied && vb == Verdict::Allowed, "{} → {} {}", from, to, lo),
-                                Kind::Closed => prop_assert!(va == Verdict::Allowed && vb == Verdict::Denied, "{} → {} {}", from, to, lo),
+                                Kind::Opened => prop_assert!(va == Verdict::Denied && vb == Verdict::Allowed, "{} → {} {}: {:?} {:?}; reported {:?} / {:?}", from, to, lo, va, vb, x.base.reason, x.head.reason),
+                                Kind::Closed => prop_assert!(va == Verdict::Allowed && vb == Verdict::Denied, "{} → {} {}: {:?} {:?}; reported {:?} / {:?}", from, to, lo, va, vb, x.base.reason, x.head.reason),
                                 Kind::L7 => prop_assert!(va == Verdict::Allowed && vb == Verdict::Allowed),
                             }
                         }
@@ -140,6 +140,21 @@ proptest! {
                     for (from, to) in [(PeerRef::Ip(ip), PeerRef::Pod(y.clone())), (PeerRef::Pod(y.clone()), PeerRef::Ip(ip))] {
                         let f = flow(from.clone(), to.clone(), 6, port);
                         if verdict(&ca, &f) == verdict(&cb, &f) {
+                            continue;
+                        }
+                        // An address that is a pod's (a host-network pod
+                        // has its node's) is that pod.
+                        let pod_of_ip = [&ca, &cb].iter().find_map(|c| {
+                            c.endpoint_by_ip(ip).filter(|e| !e.host).map(|e| e.name.clone())
+                        });
+                        if let Some(p) = pod_of_ip {
+                            let (f, t) = match &from {
+                                PeerRef::Ip(_) => (p, y.clone()),
+                                _ => (y.clone(), p),
+                            };
+                            if f != t {
+                                prop_assert!(reported(&d, &f, &t, 6, port).is_some(), "{} → {} {}/TCP", f, t, port);
+                            }
                             continue;
                         }
                         let same_range = |m: &String| {
