@@ -89,14 +89,6 @@ pub struct Site {
     pub col: u32,
 }
 
-impl Decision {
-    /// Whether two ports are decided alike: the same verdict by the same
-    /// rules, with the same L7 rules.
-    fn same_as(&self, other: &Decision) -> bool {
-        self.verdict == other.verdict && self.rules == other.rules && self.l7 == other.l7
-    }
-}
-
 /// A change between two groups on one protocol.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -224,30 +216,50 @@ fn digest(f: impl Fn(&mut std::collections::hash_map::DefaultHasher)) -> u128 {
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
+/// A 64-bit finaliser (splitmix64's): every input bit reaches every
+/// output bit.
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// One map entry's digest, from its identity's digest and its packed
+/// fields: cheap enough for the million entries of a large cluster.
+fn entry_digest(id: u128, w1: u64, w2: u64) -> u128 {
+    let (lo, hi) = (id as u64, (id >> 64) as u64);
+    let a = mix64(lo ^ mix64(w1 ^ mix64(w2)));
+    let b = mix64(hi ^ mix64(w1.rotate_left(29) ^ mix64(w2 ^ 0x9e37_79b9_7f4a_7c15)));
+    (u128::from(b) << 64) | u128::from(a)
+}
+
 /// A map's content with identities written as labels.
-fn map_digest(c: &Compiled, m: usize, ids: &mut HashMap<u32, String>) -> u128 {
+fn map_digest(c: &Compiled, m: usize, ids: &mut HashMap<u32, u128>) -> u128 {
     let map = &c.maps[m];
-    let mut text = |id: u32| ids.entry(id).or_insert_with(|| id_text(c, id)).clone();
-    // Entries sorted by the labels of their identity, so that numbering
-    // does not change the order.
-    let mut entries: Vec<_> = map
-        .entries
-        .iter()
-        .map(|(k, e)| {
-            (
-                text(k.identity),
-                k.egress,
-                k.proto,
-                k.dport,
-                k.plen,
-                e.deny,
-                e.redirect,
-                e.auth,
-                e.precedence,
-            )
+    // Each identity's labels stand as their digest: a million entries
+    // are sorted as numbers, not strings.
+    let mut text = |id: u32| {
+        *ids.entry(id).or_insert_with(|| {
+            let t = id_text(c, id);
+            digest(|h| t.hash(h))
         })
-        .collect();
-    entries.sort();
+    };
+    // The entries as a multiset: the sum of their digests does not depend
+    // on the order, so identity numbering changes nothing and nothing is
+    // sorted.
+    let entries = map.entries.iter().fold(0u128, |sum, (k, e)| {
+        let id = text(k.identity);
+        let w1 = (u64::from(k.proto) << 24)
+            | (u64::from(k.dport) << 8)
+            | (u64::from(k.plen) << 3)
+            | (u64::from(k.egress) << 2)
+            | (u64::from(e.deny) << 1)
+            | u64::from(e.redirect);
+        let w2 = (u64::from(e.precedence) << 1) | u64::from(e.auth);
+        sum.wrapping_add(entry_digest(id, w1, w2))
+    });
     let mut l7: Vec<_> = map
         .l7
         .iter()
@@ -256,7 +268,7 @@ fn map_digest(c: &Compiled, m: usize, ids: &mut HashMap<u32, String>) -> u128 {
                 .rules
                 .iter()
                 .map(|r| {
-                    let mut who: Vec<String> = r.identities.iter().map(|&i| text(i)).collect();
+                    let mut who: Vec<u128> = r.identities.iter().map(|&i| text(i)).collect();
                     who.sort();
                     let headers: Vec<_> = r
                         .headers
@@ -267,7 +279,7 @@ fn map_digest(c: &Compiled, m: usize, ids: &mut HashMap<u32, String>) -> u128 {
                 })
                 .collect();
             rules.sort();
-            let mut open: Vec<String> = p.open.iter().map(|&i| text(i)).collect();
+            let mut open: Vec<u128> = p.open.iter().map(|&i| text(i)).collect();
             open.sort();
             (
                 p.egress,
@@ -358,7 +370,7 @@ fn endpoint_digest(
     c: &Compiled,
     e: &Endpoint,
     maps: &mut HashMap<usize, u128>,
-    ids: &mut HashMap<u32, String>,
+    ids: &mut HashMap<u32, u128>,
 ) -> u128 {
     let mut map_of = |m: usize| *maps.entry(m).or_insert_with(|| map_digest(c, m, ids));
     let map = map_of(e.map);
@@ -377,12 +389,26 @@ fn endpoint_digest(
 }
 
 /// The first address of each range of the address space that some
-/// ipcache prefix of either side starts or ends, except pods' own.
+/// ipcache prefix of either side starts or ends, except pods' own. Pods'
+/// addresses cut nothing: the address after one belongs to the same
+/// prefix as the one before it, already a range of its own.
 fn address_cells(sides: [&Compiled; 2]) -> Vec<IpAddr> {
+    let is_pod = |ip: IpAddr| {
+        sides
+            .iter()
+            .any(|c| c.endpoint_by_ip(ip).is_some_and(|e| !e.host))
+    };
     let mut out = Vec::new();
     for v4 in [true, false] {
         let width: u32 = if v4 { 32 } else { 128 };
         let top: u128 = if v4 { u128::from(u32::MAX) } else { u128::MAX };
+        let addr = |n: u128| {
+            if v4 {
+                IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::from(n))
+            }
+        };
         let mut starts = BTreeSet::from([0u128]);
         let mut any = v4;
         for c in sides {
@@ -391,8 +417,11 @@ fn address_cells(sides: [&Compiled; 2]) -> Vec<IpAddr> {
                     continue;
                 }
                 any = true;
-                let lo = e.cidr.network_bits();
                 let host = width - u32::from(e.cidr.prefix_len);
+                if host == 0 && is_pod(e.cidr.addr) {
+                    continue;
+                }
+                let lo = e.cidr.network_bits();
                 let span = if host >= 128 {
                     u128::MAX
                 } else {
@@ -408,19 +437,21 @@ fn address_cells(sides: [&Compiled; 2]) -> Vec<IpAddr> {
             continue;
         }
         for n in starts {
-            let ip = if v4 {
-                IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
-            } else {
-                IpAddr::V6(std::net::Ipv6Addr::from(n))
-            };
-            let pod = sides
-                .iter()
-                .any(|c| c.endpoint_by_ip(ip).is_some_and(|e| !e.host));
-            if !pod {
-                out.push(ip);
+            // A range that starts at a pod's address is represented by
+            // the first address after the pods there.
+            let mut n = n;
+            let mut steps = 0;
+            while is_pod(addr(n)) && n < top && steps < 256 {
+                n += 1;
+                steps += 1;
+            }
+            if !is_pod(addr(n)) {
+                out.push(addr(n));
             }
         }
     }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -432,17 +463,35 @@ fn side_of<'a>(c: &'a Compiled, p: &Peer) -> Option<Side<'a>> {
     }
 }
 
-/// Port boundaries per protocol of the maps a pair's verdict reads.
-fn cuts(c: &Compiled, map: usize, egress: bool, out: &mut BTreeMap<u8, BTreeSet<u32>>) {
-    for k in c.maps[map].entries.keys() {
-        if k.egress != egress || k.plen <= 8 {
-            continue;
-        }
-        let size = 1u32 << (24 - u32::from(k.plen));
-        if let Some(set) = out.get_mut(&k.proto) {
-            set.insert(u32::from(k.dport));
-            set.insert(u32::from(k.dport) + size);
-        }
+/// Port boundaries per protocol (in [`PROTOCOLS`] order) of one map in
+/// one direction, worked out once per map.
+#[derive(Default)]
+struct Cuts(HashMap<(usize, usize, bool), std::rc::Rc<[Vec<u32>; 4]>>);
+
+impl Cuts {
+    fn of(&mut self, side: usize, c: &Compiled, map: usize, egress: bool) -> std::rc::Rc<[Vec<u32>; 4]> {
+        self.0
+            .entry((side, map, egress))
+            .or_insert_with(|| {
+                let mut out: [Vec<u32>; 4] = Default::default();
+                for k in c.maps[map].entries.keys() {
+                    if k.egress != egress || k.plen <= 8 {
+                        continue;
+                    }
+                    let Some(i) = PROTOCOLS.iter().position(|p| p.0 == k.proto) else {
+                        continue;
+                    };
+                    let size = 1u32 << (24 - u32::from(k.plen));
+                    out[i].push(u32::from(k.dport));
+                    out[i].push(u32::from(k.dport) + size);
+                }
+                for v in &mut out {
+                    v.sort_unstable();
+                    v.dedup();
+                }
+                std::rc::Rc::new(out)
+            })
+            .clone()
     }
 }
 
@@ -531,6 +580,22 @@ fn decision(c: &Compiled, o: &Outcome) -> Decision {
     }
 }
 
+/// What makes two ports decided alike on one side: the verdict, the
+/// deciding direction and rules, and the L7 rules.
+type Key = (Verdict, Option<policy_lang::ir::Direction>, Vec<u32>, Option<Vec<String>>);
+
+fn key_of(o: &Outcome, l7: &Option<Vec<String>>) -> Key {
+    let st = o.steps.iter().find(|s| Some(s.direction) == o.decided_by);
+    (
+        o.verdict,
+        o.decided_by,
+        st.and_then(|s| s.entry)
+            .map(|e| e.origins.clone())
+            .unwrap_or_default(),
+        l7.clone(),
+    )
+}
+
 /// One judged interval: the verdict and the L7 rules on each side.
 type Judged = (Verdict, Option<Vec<String>>);
 
@@ -564,12 +629,21 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
     let sides = [base.compiled, head.compiled];
     let mut digests: [HashMap<String, u128>; 2] = Default::default();
     let mut ids: [HashMap<u32, String>; 2] = Default::default();
-    for (i, c) in sides.iter().enumerate() {
+    // One side on each core.
+    let digest_side = |c: &Compiled| {
         let mut maps = HashMap::new();
-        for e in c.endpoints.iter().filter(|e| !e.host) {
-            digests[i].insert(e.name.clone(), endpoint_digest(c, e, &mut maps, &mut ids[i]));
-        }
-    }
+        let mut hashes = HashMap::new();
+        c.endpoints
+            .iter()
+            .filter(|e| !e.host)
+            .map(|e| (e.name.clone(), endpoint_digest(c, e, &mut maps, &mut hashes)))
+            .collect::<HashMap<_, _>>()
+    };
+    std::thread::scope(|s| {
+        let b = s.spawn(|| digest_side(sides[0]));
+        digests[1] = digest_side(sides[1]);
+        digests[0] = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    });
     let mut out = Diff::default();
     // Classes of pods alike on both sides, in the head's endpoint order.
     let mut class_of: HashMap<(u128, u128), usize> = HashMap::new();
@@ -699,6 +773,7 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
         }
     }
     let mut group_of: HashMap<(usize, String, usize), usize> = HashMap::new();
+    let mut cuts = Cuts::default();
     let mut deltas = Vec::new();
     for (x, y) in pairs {
         for (sx, sy) in split_by_node(sides, &classes[x], &classes[y]) {
@@ -709,7 +784,7 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
                 continue;
             };
             out.pairs_judged += 1;
-            let mut found = compare_pair(sides, a, b);
+            let mut found = compare_pair(sides, a, b, &mut cuts);
             if found.is_empty() {
                 continue;
             }
@@ -853,7 +928,7 @@ fn run<'a>(
 }
 
 /// Every change from `a` to `b`, per protocol, merged into ranges.
-fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer) -> Vec<Delta> {
+fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer, cuts: &mut Cuts) -> Vec<Delta> {
     let resolved: Vec<Option<(Side, Side)>> = sides
         .iter()
         .map(|c| Some((side_of(c, a)?, side_of(c, b)?)))
@@ -861,23 +936,28 @@ fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer) -> Vec<Delta> {
     let (Some(rb), Some(rh)) = (&resolved[0], &resolved[1]) else {
         return Vec::new();
     };
-    let mut bounds: BTreeMap<u8, BTreeSet<u32>> = PROTOCOLS
-        .iter()
-        .map(|&(p, _, _)| (p, BTreeSet::from([0u32])))
-        .collect();
-    for (c, (src, dst)) in sides.iter().zip([rb, rh]) {
-        if let Some(e) = src.endpoint {
-            cuts(c, e.map, true, &mut bounds);
+    let mut bounds: [Vec<u32>; 4] = Default::default();
+    for (i, (c, (src, dst))) in sides.iter().zip([rb, rh]).enumerate() {
+        for (e, egress) in [(src.endpoint, true), (dst.endpoint, false)] {
+            if let Some(e) = e {
+                let m = cuts.of(i, c, e.map, egress);
+                for (b, v) in bounds.iter_mut().zip(m.iter()) {
+                    b.extend_from_slice(v);
+                }
+            }
         }
-        if let Some(e) = dst.endpoint {
-            cuts(c, e.map, false, &mut bounds);
-        }
+    }
+    for b in &mut bounds {
+        b.push(0);
+        b.sort_unstable();
+        b.dedup();
     }
     // (kind, ports per protocol, decisions at the first port): ports
     // decided alike (same change, same rules on each side) are one change.
-    let mut found: Vec<(Kind, Vec<Ports>, Decision, Decision)> = Vec::new();
-    for (proto, name, max) in PROTOCOLS {
-        let starts: Vec<u16> = bounds[&proto]
+    #[allow(clippy::type_complexity)]
+    let mut found: Vec<(Kind, Vec<Ports>, Decision, Decision, Key, Key)> = Vec::new();
+    for (pi, (proto, name, max)) in PROTOCOLS.into_iter().enumerate() {
+        let starts: Vec<u16> = bounds[pi]
             .iter()
             .filter(|&&x| x <= u32::from(max))
             .map(|&x| x as u16)
@@ -886,17 +966,19 @@ fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer) -> Vec<Delta> {
             let hi = starts.get(j + 1).map_or(max, |&n| n - 1);
             let (ob, lb) = run(sides[0], rb, proto, lo);
             let (oh, lh) = run(sides[1], rh, proto, lo);
+            let (kb, kh) = (key_of(&ob, &lb), key_of(&oh, &lh));
             let Some(kind) = kind_of(&(ob.verdict, lb), &(oh.verdict, lh)) else {
                 continue;
             };
-            let (db, dh) = (decision(sides[0], &ob), decision(sides[1], &oh));
+            // The sentences are made once per change, not per interval.
             let f = match found
                 .iter_mut()
-                .position(|f| f.0 == kind && f.2.same_as(&db) && f.3.same_as(&dh))
+                .position(|f| f.0 == kind && f.4 == kb && f.5 == kh)
             {
                 Some(i) => &mut found[i],
                 None => {
-                    found.push((kind, Vec::new(), db, dh));
+                    let (db, dh) = (decision(sides[0], &ob), decision(sides[1], &oh));
+                    found.push((kind, Vec::new(), db, dh, kb, kh));
                     found.last_mut().expect("just pushed")
                 }
             };
@@ -914,7 +996,7 @@ fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer) -> Vec<Delta> {
     }
     found
         .into_iter()
-        .map(|(kind, ports, base, head)| Delta {
+        .map(|(kind, ports, base, head, _, _)| Delta {
             from: 0,
             to: 0,
             kind,
