@@ -773,29 +773,54 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
         }
     }
     let mut group_of: HashMap<(usize, String, usize), usize> = HashMap::new();
-    let mut cuts = Cuts::default();
-    let mut deltas = Vec::new();
+    // The pairs to judge, each with its representatives.
+    let mut jobs = Vec::new();
     for (x, y) in pairs {
         for (sx, sy) in split_by_node(sides, &classes[x], &classes[y]) {
-            let (Some(a), Some(b)) = (
-                sx.first(),
-                if x == y { sx.get(1) } else { sy.first() },
-            ) else {
-                continue;
-            };
-            out.pairs_judged += 1;
-            let mut found = compare_pair(sides, a, b, &mut cuts);
-            if found.is_empty() {
+            if sx.is_empty() || sy.is_empty() || (x == y && sx.len() < 2) {
                 continue;
             }
-            let gx = group(&mut out.groups, &mut group_of, x, &sx, head.compiled);
-            let gy = group(&mut out.groups, &mut group_of, y, &sy, head.compiled);
-            for d in &mut found {
-                d.from = gx;
-                d.to = gy;
-            }
-            deltas.extend(found);
+            jobs.push((x, y, sx, sy));
         }
+    }
+    out.pairs_judged = jobs.len();
+    // Judged on up to four threads, in order: the answer does not depend
+    // on how many.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let judge_part = |part: &[(usize, usize, Vec<Peer>, Vec<Peer>)]| {
+        let mut cuts = Cuts::default();
+        part.iter()
+            .map(|(x, y, sx, sy)| {
+                let b = if x == y { &sx[1] } else { &sy[0] };
+                compare_pair(sides, &sx[0], b, &mut cuts)
+            })
+            .collect::<Vec<_>>()
+    };
+    let found: Vec<Vec<Delta>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| s.spawn(move || judge_part(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut deltas = Vec::new();
+    for ((x, y, sx, sy), mut found) in jobs.iter().zip(found) {
+        if found.is_empty() {
+            continue;
+        }
+        let gx = group(&mut out.groups, &mut group_of, *x, sx, head.compiled);
+        let gy = group(&mut out.groups, &mut group_of, *y, sy, head.compiled);
+        for d in &mut found {
+            d.from = gx;
+            d.to = gy;
+        }
+        deltas.extend(found);
     }
     deltas.sort_by(|p, q| {
         (p.kind, &out.groups[p.from].name, &out.groups[p.to].name).cmp(&(
