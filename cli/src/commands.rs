@@ -909,7 +909,7 @@ pub fn trace(
 }
 
 /// The lookups of one flow, step by step; its verdict.
-fn print_trace(
+pub(crate) fn print_trace(
     o: &mut dyn Write,
     c: &Compiled,
     f: &Flow,

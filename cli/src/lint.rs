@@ -34,6 +34,10 @@ pub struct LintOptions {
     pub no_config: bool,
     pub map_capacity: usize,
     pub semantics: crate::Semantics,
+    /// An assertions file to check as well.
+    pub assertions: Option<PathBuf>,
+    /// `sluice verify`: the assertions only, no lint rules.
+    pub only_assertions: bool,
 }
 
 /// The configuration in effect: `--config`, else the nearest sluice.toml.
@@ -142,8 +146,36 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut p = p;
+    // The assertions file joins the sources, so its findings are drawn
+    // and located as the policies' are.
+    let assertions = match &o.assertions {
+        None => None,
+        Some(path) => match policy_lang::read_text(path, policy_lang::DEFAULT_MAX_FILE_SIZE) {
+            Ok(text) => {
+                let id = p.loaded.sources.add(path.display().to_string(), text);
+                let text = p.loaded.sources.get(id).text.clone();
+                let mut diags = Vec::new();
+                let parsed = lints::verify::parse(&text, id, &mut diags);
+                p.errors.extend(diags.into_iter().filter(Diagnostic::is_error));
+                Some(parsed)
+            }
+            Err(d) => {
+                p.errors.push(*d);
+                None
+            }
+        },
+    };
+    if assertions.is_some() && p.compiled.is_none() && p.errors.is_empty() {
+        eprintln!("error: assertions are checked against the pods: give an inventory (-i)");
+        return ExitCode::from(2);
+    }
+    let p = p;
     let set = p.valid.as_ref().unwrap_or(&p.loaded.set);
-    let findings = lints::lint(
+    let lint_findings = if o.only_assertions {
+        Vec::new()
+    } else {
+        lints::lint(
         &Input {
             set,
             sources: &p.loaded.sources,
@@ -153,7 +185,26 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
             diagnostics: &p.loaded.diagnostics,
         },
         &cfg,
-    );
+        )
+    };
+    // Assertions are only checked on an input without errors: a partial
+    // state could make one hold that does not.
+    let mut counterexamples = Vec::new();
+    let mut tally = None;
+    let mut findings = lint_findings;
+    if let (Some(a), Some(c), Some(inv), true) = (
+        &assertions,
+        p.compiled.as_ref(),
+        p.inventory.as_ref(),
+        p.errors.is_empty(),
+    ) {
+        let r = lints::verify::verify(&lints::verify::World { compiled: c, inventory: inv }, a);
+        tally = Some((r.held, r.broken, r.vacuous));
+        for (f, cx) in r.findings {
+            counterexamples.push(cx);
+            findings.push(f);
+        }
+    }
     // Validation errors first, on stderr, whatever the format: they are why
     // the exit code is 2, and machine formats keep stdout for findings.
     let mut err = std::io::stderr().lock();
@@ -166,29 +217,61 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         LintFormat::Human => {
             // Drawing is the costly part of large reports and each finding
             // is independent: both cores draw, in order.
+            let lint_count = findings.len() - counterexamples.len();
             let render = |part: &[Finding]| -> String {
                 part.iter()
                     .map(|f| lints::output::render(f, sources, color))
                     .collect()
             };
-            let (first, second) = findings.split_at(findings.len() / 2);
+            let (first, second) = findings[..lint_count].split_at(lint_count / 2);
             let mut s = std::thread::scope(|scope| {
                 let other = scope.spawn(|| render(second));
                 let mut s = render(first);
                 s.push_str(&other.join().unwrap_or_default());
                 s
             });
-            s.push_str(&format!(
-                "{} {} linted{}: {}\n",
-                set.policies.len(),
-                plural(set.policies.len(), "policy", "policies"),
-                if p.inventory.is_some() {
-                    " against the inventory"
-                } else {
-                    " (no inventory: inventory rules skipped)"
-                },
-                lints::output::summary(&findings)
-            ));
+            // Each broken assertion with the trace of its counterexample.
+            for (f, cx) in findings[lint_count..].iter().zip(&counterexamples) {
+                s.push_str(&lints::output::render(f, sources, color));
+                if let (Some(cx), Some(c)) = (cx, p.compiled.as_ref()) {
+                    let mut t = Vec::new();
+                    let _ = crate::commands::print_trace(&mut t, c, &lints::verify::flow(cx));
+                    for line in String::from_utf8_lossy(&t).lines() {
+                        if !line.is_empty() {
+                            s.push_str("    ");
+                            s.push_str(line);
+                        }
+                        s.push('\n');
+                    }
+                    s.push('\n');
+                }
+            }
+            if let Some((held, broken, vacuous)) = tally {
+                let n = held + broken + vacuous;
+                s.push_str(&format!(
+                    "{n} {} checked: {held} {}, {broken} broken{}\n",
+                    plural(n, "assertion", "assertions"),
+                    plural(held, "holds", "hold"),
+                    if vacuous > 0 {
+                        format!(", {vacuous} {} nothing", plural(vacuous, "names", "name"))
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            if !o.only_assertions {
+                s.push_str(&format!(
+                    "{} {} linted{}: {}\n",
+                    set.policies.len(),
+                    plural(set.policies.len(), "policy", "policies"),
+                    if p.inventory.is_some() {
+                        " against the inventory"
+                    } else {
+                        " (no inventory: inventory rules skipped)"
+                    },
+                    lints::output::summary(&findings)
+                ));
+            }
             std::io::stdout().lock().write_all(s.as_bytes())
         }
         LintFormat::Json | LintFormat::Sarif => {
@@ -217,9 +300,14 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     if !p.errors.is_empty() {
         if o.format == LintFormat::Human {
             eprintln!(
-                "error: {} {} in the input (validation, inventory or compile); the valid policies were linted",
+                "error: {} {} in the input (validation, inventory, compile or assertions); {}",
                 p.errors.len(),
-                plural(p.errors.len(), "error", "errors")
+                plural(p.errors.len(), "error", "errors"),
+                match (o.only_assertions, assertions.is_some()) {
+                    (true, _) => "no assertion was checked",
+                    (false, true) => "the valid policies were linted, no assertion was checked",
+                    (false, false) => "the valid policies were linted",
+                }
             );
         }
         return ExitCode::from(2);
@@ -241,7 +329,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
 /// `sluice lint --list-rules`.
 pub fn list_rules() -> ExitCode {
     let mut out = std::io::stdout().lock();
-    for r in lints::REGISTRY {
+    for r in lints::all_rules() {
         let _ = writeln!(
             out,
             "{}  {:<32} {:<8} {}{}",

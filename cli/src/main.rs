@@ -472,6 +472,35 @@ enum Command {
         /// List the rules and exit.
         #[arg(long)]
         list_rules: bool,
+        /// Also check the assertions of this file (as `sluice verify`), in
+        /// the same report: one CI step for both.
+        #[arg(long, value_name = "FILE")]
+        assertions: Option<PathBuf>,
+        #[command(flatten)]
+        semantics: Semantics,
+    },
+    /// Check invariants written in an assertions file (docs/assertions.md)
+    /// exactly over the compiled state: each that does not hold is
+    /// reported at its line with a flow that breaks it and why.
+    Verify {
+        /// Policy files or directories (recursive).
+        #[arg(short = 'p', long = "policies", required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+        /// Inventory files or directories (pods, namespaces, nodes,
+        /// services, workload manifests).
+        #[arg(short = 'i', long, required = true)]
+        inventory: Vec<PathBuf>,
+        /// The assertions file.
+        #[arg(short = 'a', long, required = true)]
+        assertions: PathBuf,
+        /// human, json, sarif or github, as for `lint`.
+        #[arg(short = 'o', long = "format", visible_alias = "output", value_enum, default_value_t = lint::LintFormat::Human)]
+        format: lint::LintFormat,
+        /// Exit 1 when a finding is at least this severe (default: error).
+        #[arg(long, value_enum)]
+        fail_on: Option<lint::FailOn>,
+        #[arg(long, default_value_t = 16_384)]
+        map_capacity: usize,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -652,6 +681,7 @@ fn main() -> ExitCode {
             no_config,
             map_capacity,
             list_rules: false,
+            assertions,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -663,6 +693,31 @@ fn main() -> ExitCode {
                 no_config,
                 map_capacity,
                 semantics,
+                assertions,
+                only_assertions: false,
+            },
+            color,
+        ),
+        Command::Verify {
+            paths,
+            inventory,
+            assertions,
+            format,
+            fail_on,
+            map_capacity,
+            semantics,
+        } => lint::lint(
+            &lint::LintOptions {
+                paths,
+                inventory,
+                format,
+                fail_on,
+                config: None,
+                no_config: true,
+                map_capacity,
+                semantics,
+                assertions: Some(assertions),
+                only_assertions: true,
             },
             color,
         ),

@@ -16,6 +16,7 @@ pub mod config;
 pub mod graph;
 pub mod output;
 mod rules;
+pub mod verify;
 mod suppress;
 
 pub use config::{Config, Level};
@@ -139,10 +140,12 @@ pub use rules::REGISTRY;
 
 /// The rule with this code or name.
 pub fn rule(code_or_name: &str) -> Option<&'static Rule> {
-    REGISTRY
-        .iter()
-        .copied()
-        .find(|r| r.code == code_or_name || r.name == code_or_name)
+    all_rules().find(|r| r.code == code_or_name || r.name == code_or_name)
+}
+
+/// The lint rules, then those of `verify`.
+pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
+    REGISTRY.iter().chain(verify::VERIFY_RULES).copied()
 }
 
 /// Runs every enabled rule, applies the configured severities and the

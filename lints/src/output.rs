@@ -1,7 +1,7 @@
 //! Findings as people and CI systems read them: miette reports, JSON,
 //! SARIF 2.1.0 (GitHub code scanning) and GitHub Actions workflow commands.
 
-use crate::{Finding, Severity, REGISTRY};
+use crate::{Finding, Severity};
 use policy_lang::diag::{render_report, Level, Report};
 use policy_lang::source::SourceMap;
 use serde_json::{json, Value};
@@ -116,8 +116,7 @@ fn uri(name: &str) -> String {
 /// The SARIF 2.1.0 log of a run: every rule of the registry in the driver
 /// (so code scanning can show their help), one result per finding.
 pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
-    let rules: Vec<Value> = REGISTRY
-        .iter()
+    let rules: Vec<Value> = crate::all_rules()
         .map(|r| {
             json!({
                 "id": r.code,
@@ -134,7 +133,7 @@ pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
         .iter()
         .map(|f| {
             let (file, line, col, end_line, end_col) = position(f, sources);
-            let index = REGISTRY.iter().position(|r| r.code == f.code).unwrap_or(0);
+            let index = crate::all_rules().position(|r| r.code == f.code).unwrap_or(0);
             let mut text = f.message.clone();
             if let Some(h) = &f.help {
                 text.push_str(". ");

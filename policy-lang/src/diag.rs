@@ -107,15 +107,18 @@ codes! {
     L7Automaton => "l7-automaton", "the L7 rules of one endpoint port compile to an automaton over the size limit";
     FlowSyntax => "flow-syntax", "a flow that cannot be read";
     UnknownPeer => "unknown-peer", "a flow names a pod, IP or entity the inventory does not know";
+    AssertionSyntax => "assertion-syntax", "an assertion of an assertions file that cannot be read";
 }
 
 impl Code {
-    /// The stage that emits the code: `policy`, `inventory`, `compile` or `flow`.
+    /// The stage that emits the code: `policy`, `inventory`, `compile`,
+    /// `flow` or `assertion`.
     pub fn area(self) -> &'static str {
         match self {
             Code::InventoryObject | Code::PodWithoutIp | Code::DuplicateIp => "inventory",
             Code::SelectsNothing | Code::MapOverflow | Code::L7Automaton => "compile",
             Code::FlowSyntax | Code::UnknownPeer => "flow",
+            Code::AssertionSyntax => "assertion",
             _ => "policy",
         }
     }

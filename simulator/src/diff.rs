@@ -26,7 +26,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// Protocols compared port by port (ICMP by type).
-const PROTOCOLS: [(u8, &str, u16); 4] = [
+pub(crate) const PROTOCOLS: [(u8, &str, u16); 4] = [
     (6, "TCP", 65535),
     (17, "UDP", 65535),
     (132, "SCTP", 65535),
@@ -188,7 +188,7 @@ enum Peer {
 }
 
 /// The text of an identity, independent of its number.
-fn id_text(c: &Compiled, id: u32) -> String {
+pub(crate) fn id_text(c: &Compiled, id: u32) -> String {
     if id == 0 {
         return "*".into();
     }
@@ -366,7 +366,7 @@ impl Affected {
 }
 
 /// What a pod is on one side, as far as any verdict can tell.
-fn endpoint_digest(
+pub(crate) fn endpoint_digest(
     c: &Compiled,
     e: &Endpoint,
     maps: &mut HashMap<usize, u128>,
@@ -392,7 +392,7 @@ fn endpoint_digest(
 /// ipcache prefix of either side starts or ends, except pods' own. Pods'
 /// addresses cut nothing: the address after one belongs to the same
 /// prefix as the one before it, already a range of its own.
-fn address_cells(sides: [&Compiled; 2]) -> Vec<IpAddr> {
+pub(crate) fn address_cells(sides: [&Compiled; 2]) -> Vec<IpAddr> {
     let is_pod = |ip: IpAddr| {
         sides
             .iter()
@@ -466,10 +466,10 @@ fn side_of<'a>(c: &'a Compiled, p: &Peer) -> Option<Side<'a>> {
 /// Port boundaries per protocol (in [`PROTOCOLS`] order) of one map in
 /// one direction, worked out once per map.
 #[derive(Default)]
-struct Cuts(HashMap<(usize, usize, bool), std::rc::Rc<[Vec<u32>; 4]>>);
+pub(crate) struct Cuts(HashMap<(usize, usize, bool), std::rc::Rc<[Vec<u32>; 4]>>);
 
 impl Cuts {
-    fn of(&mut self, side: usize, c: &Compiled, map: usize, egress: bool) -> std::rc::Rc<[Vec<u32>; 4]> {
+    pub(crate) fn of(&mut self, side: usize, c: &Compiled, map: usize, egress: bool) -> std::rc::Rc<[Vec<u32>; 4]> {
         self.0
             .entry((side, map, egress))
             .or_insert_with(|| {
@@ -929,7 +929,7 @@ fn peer_text(p: &Peer) -> String {
 }
 
 /// The outcome of one port on one side, with the L7 rules that apply.
-fn run<'a>(
+pub(crate) fn run<'a>(
     c: &'a Compiled,
     (src, dst): &(Side<'a>, Side<'a>),
     protocol: u8,

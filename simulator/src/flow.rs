@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::net::IpAddr;
 
 /// One side of a flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum PeerRef {
     /// `namespace/pod`
@@ -1138,8 +1138,8 @@ impl PodNames {
         self.resolve(name).is_ok()
     }
 
-    /// The pod a name means, or why it means none.
-    fn resolve(&self, name: &str) -> Result<String, (String, String)> {
+    /// The pod a name means, or why it means none (a message and a help).
+    pub fn resolve(&self, name: &str) -> Result<String, (String, String)> {
         if self.pods.contains(name) {
             return Ok(name.to_owned());
         }
