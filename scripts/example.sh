@@ -18,6 +18,9 @@ echo
 echo "\$ sluice simulate -p $ex/policies -i $ex/inventory.yaml -f $ex/flows.yaml"
 $sluice simulate -p "$ex/policies" -i "$ex/inventory.yaml" -f "$ex/flows.yaml"
 echo
+echo "\$ sluice verify -p $ex/policies -i $ex/inventory.yaml -a $ex/assertions.yaml"
+$sluice verify -p "$ex/policies" -i "$ex/inventory.yaml" -a "$ex/assertions.yaml"
+echo
 repo=fixtures/repo
 echo "\$ sluice simulate -p $repo -i $repo -f $repo/flows.yaml"
 $sluice simulate -p "$repo" -i "$repo" -f "$repo/flows.yaml"

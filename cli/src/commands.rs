@@ -665,16 +665,19 @@ pub fn simulate(
         Err(stream::StreamError::Write(_)) => return ExitCode::from(2),
     };
     if let Some(r) = rest {
-        let copied = r.into_inner().map_err(|e| e.into_error()).and_then(|mut f| {
-            if f.stream_position()? == 0 {
-                return Ok(());
-            }
-            if differing > 0 && output == SimOutput::Text {
-                writeln!(out, "Other flows:")?;
-            }
-            f.rewind()?;
-            std::io::copy(&mut f, &mut out).map(|_| ())
-        });
+        let copied = r
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|mut f| {
+                if f.stream_position()? == 0 {
+                    return Ok(());
+                }
+                if differing > 0 && output == SimOutput::Text {
+                    writeln!(out, "Other flows:")?;
+                }
+                f.rewind()?;
+                std::io::copy(&mut f, &mut out).map(|_| ())
+            });
         if copied.is_err() {
             return ExitCode::from(2);
         }
@@ -982,7 +985,7 @@ pub(crate) fn print_trace(
                 o,
                 "  entries matching identity {} or any, {}:",
                 st.remote_identity,
-                port_text(&f)
+                port_text(f)
             );
             if considered.is_empty() {
                 let _ = writeln!(o, "    (none)");

@@ -62,10 +62,7 @@ fn side_inputs(t: &Inputs, policies: Vec<PathBuf>, inventory: Vec<PathBuf>) -> I
 }
 
 /// The two sides are read and compiled at once, one on each core.
-fn both<A: Send, B: Send>(
-    a: impl FnOnce() -> A + Send,
-    b: impl FnOnce() -> B + Send,
-) -> (A, B) {
+fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
     std::thread::scope(|s| {
         let a = s.spawn(a);
         let b = b();
@@ -119,7 +116,12 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
                 (Ok(b), Ok(h)) => (b, h),
                 (Err(code), _) | (_, Err(code)) => return code,
             };
-            let names = o.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+            let names = o
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
             (base, head, format!("{rev}:{names}"), names)
         }
         None => {
@@ -139,7 +141,12 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
                 (Ok(b), Ok(h)) => (b, h),
                 (Err(code), _) | (_, Err(code)) => return code,
             };
-            let name = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+            let name = |v: &[PathBuf]| {
+                v.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             (base, head, name(&o.base), name(&o.head))
         }
     };
@@ -210,7 +217,11 @@ fn changed_flows(
 ) -> Result<Flows, ExitCode> {
     use simulator::stream::{self, Format, Pieces};
     let name = path.display().to_string();
-    let format = if hubble || path.extension().is_some_and(|e| e == "json" || e == "jsonl") {
+    let format = if hubble
+        || path
+            .extension()
+            .is_some_and(|e| e == "json" || e == "jsonl")
+    {
         Format::Hubble
     } else {
         Format::Yaml
@@ -233,31 +244,32 @@ fn changed_flows(
     };
     let mut changed = Vec::new();
     let (mut count, mut judged, mut not_in_base) = (0usize, 0usize, 0usize);
-    let mut emit = |f: &Flow, o: &simulator::eval::Outcome, _: &[simulator::eval::PolicyDifference]| {
-        judged += 1;
-        match simulator::eval::simulate(&base.compiled, f) {
-            Ok(b) if b.verdict != o.verdict => {
-                count += 1;
-                if changed.len() < LISTED_FLOWS {
-                    changed.push(ChangedFlow {
-                        flow: format!(
-                            "{} → {} {}/{}",
-                            f.from,
-                            f.to,
-                            f.port,
-                            compiler::mapstate::proto_name(f.protocol)
-                        ),
-                        base: b.verdict,
-                        head: o.verdict,
-                        line: f.loc.0.line,
-                    });
+    let mut emit =
+        |f: &Flow, o: &simulator::eval::Outcome, _: &[simulator::eval::PolicyDifference]| {
+            judged += 1;
+            match simulator::eval::simulate(&base.compiled, f) {
+                Ok(b) if b.verdict != o.verdict => {
+                    count += 1;
+                    if changed.len() < LISTED_FLOWS {
+                        changed.push(ChangedFlow {
+                            flow: format!(
+                                "{} → {} {}/{}",
+                                f.from,
+                                f.to,
+                                f.port,
+                                compiler::mapstate::proto_name(f.protocol)
+                            ),
+                            base: b.verdict,
+                            head: o.verdict,
+                            line: f.loc.0.line,
+                        });
+                    }
                 }
+                Ok(_) => {}
+                Err(_) => not_in_base += 1,
             }
-            Ok(_) => {}
-            Err(_) => not_in_base += 1,
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     let summary = match stream::judge_stream(
         &mut pieces,
         &name,
@@ -304,7 +316,11 @@ fn summary_line(d: &Diff) -> String {
     if d.is_empty() {
         return "no connection changes".to_owned();
     }
-    let (o, c, l) = (d.count(Kind::Opened), d.count(Kind::Closed), d.count(Kind::L7));
+    let (o, c, l) = (
+        d.count(Kind::Opened),
+        d.count(Kind::Closed),
+        d.count(Kind::L7),
+    );
     let mut parts = Vec::new();
     if o > 0 {
         parts.push(format!("{o} opened"));
@@ -351,7 +367,10 @@ fn text(
             writeln!(out, "      head {}", side_text(&x.head))?;
         }
     }
-    for (what, pods) in [("only in the base", &d.only_base), ("only in the head", &d.only_head)] {
+    for (what, pods) in [
+        ("only in the base", &d.only_base),
+        ("only in the head", &d.only_head),
+    ] {
         if !pods.is_empty() {
             writeln!(
                 out,
@@ -390,8 +409,16 @@ fn write_flows_text(out: &mut dyn Write, f: &Flows) -> std::io::Result<()> {
         }
     )?;
     for c in &f.changed {
-        let mark = if c.head == Verdict::Denied { "NEW DROP" } else { "NEW ALLOW" };
-        writeln!(out, "  {mark:<9} {} (line {}): {} → {}", c.flow, c.line, c.base, c.head)?;
+        let mark = if c.head == Verdict::Denied {
+            "NEW DROP"
+        } else {
+            "NEW ALLOW"
+        };
+        writeln!(
+            out,
+            "  {mark:<9} {} (line {}): {} → {}",
+            c.flow, c.line, c.base, c.head
+        )?;
     }
     let s = &f.summary;
     let skipped = s.replies + s.established + s.non_policy_drops + s.pods_gone + f.not_in_base;
@@ -555,7 +582,11 @@ fn github(out: &mut dyn Write, d: &Diff) -> std::io::Result<()> {
             if !seen.insert((s.file.clone(), s.line, msg.clone())) {
                 continue;
             }
-            let level = if x.kind == Kind::Opened { "warning" } else { "notice" };
+            let level = if x.kind == Kind::Opened {
+                "warning"
+            } else {
+                "notice"
+            };
             writeln!(
                 out,
                 "::{level} file={},line={},col={},title={}::{}",

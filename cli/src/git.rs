@@ -96,7 +96,12 @@ pub fn snapshot(rev: &str, paths: &[PathBuf], limit: u64) -> Result<Snapshot, St
             };
             let f: Vec<&str> = meta.split_whitespace().collect();
             if let [mode, "blob", oid, size] = f[..] {
-                entries.push((mode.to_owned(), oid.to_owned(), size.parse::<u64>().unwrap_or(0), path.to_owned()));
+                entries.push((
+                    mode.to_owned(),
+                    oid.to_owned(),
+                    size.parse::<u64>().unwrap_or(0),
+                    path.to_owned(),
+                ));
             }
         }
         if entries.len() == before {
@@ -109,7 +114,11 @@ pub fn snapshot(rev: &str, paths: &[PathBuf], limit: u64) -> Result<Snapshot, St
 
 /// Writes each blob under `root` at its path, streaming them out of one
 /// `git cat-file --batch`.
-fn write_blobs(root: &Path, entries: &[(String, String, u64, String)], limit: u64) -> Result<(), String> {
+fn write_blobs(
+    root: &Path,
+    entries: &[(String, String, u64, String)],
+    limit: u64,
+) -> Result<(), String> {
     let mut child = Command::new("git")
         .args(["cat-file", "--batch"])
         .stdin(Stdio::piped())

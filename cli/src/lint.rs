@@ -157,7 +157,8 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                 let text = p.loaded.sources.get(id).text.clone();
                 let mut diags = Vec::new();
                 let parsed = lints::verify::parse(&text, id, &mut diags);
-                p.errors.extend(diags.into_iter().filter(Diagnostic::is_error));
+                p.errors
+                    .extend(diags.into_iter().filter(Diagnostic::is_error));
                 Some(parsed)
             }
             Err(d) => {
@@ -176,15 +177,15 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         Vec::new()
     } else {
         lints::lint(
-        &Input {
-            set,
-            sources: &p.loaded.sources,
-            inventory: p.inventory.as_ref(),
-            compiled: p.compiled.as_ref(),
-            map_capacity: o.map_capacity,
-            diagnostics: &p.loaded.diagnostics,
-        },
-        &cfg,
+            &Input {
+                set,
+                sources: &p.loaded.sources,
+                inventory: p.inventory.as_ref(),
+                compiled: p.compiled.as_ref(),
+                map_capacity: o.map_capacity,
+                diagnostics: &p.loaded.diagnostics,
+            },
+            &cfg,
         )
     };
     // Assertions are only checked on an input without errors: a partial
@@ -198,7 +199,13 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         p.inventory.as_ref(),
         p.errors.is_empty(),
     ) {
-        let r = lints::verify::verify(&lints::verify::World { compiled: c, inventory: inv }, a);
+        let r = lints::verify::verify(
+            &lints::verify::World {
+                compiled: c,
+                inventory: inv,
+            },
+            a,
+        );
         tally = Some((r.held, r.broken, r.vacuous));
         for (f, cx) in r.findings {
             counterexamples.push(cx);

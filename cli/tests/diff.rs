@@ -129,7 +129,10 @@ fn a_relabelled_pod_changes_what_it_reaches_and_what_reaches_it() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = stdout(&o);
-    assert!(out.contains("opened (1):\n  shop/api-0 → shop/db-0  TCP 5432"), "{out}");
+    assert!(
+        out.contains("opened (1):\n  shop/api-0 → shop/db-0  TCP 5432"),
+        "{out}"
+    );
     assert!(
         out.contains("closed (1):\n  shop/web-0 and 1 more alike → shop/api-0  TCP 8000-8010"),
         "{out}"
@@ -161,7 +164,12 @@ fn a_set_against_itself_changes_nothing_and_fail_on_decides_the_exit() {
         ("port-range", "any", 1),
     ] {
         let o = edit(edit_name, &["--fail-on", fail_on]);
-        assert_eq!(o.status.code(), Some(code), "{edit_name} --fail-on {fail_on}: {}", text(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{edit_name} --fail-on {fail_on}: {}",
+            text(&o)
+        );
     }
 }
 
@@ -174,11 +182,20 @@ fn json_markdown_and_github_say_the_same() {
     assert_eq!(v["summary"]["opened"], 0);
     let c = &v["changes"][0];
     assert_eq!(c["kind"], "closed");
-    assert_eq!(c["from"]["members"], serde_json::json!(["shop/web-0", "shop/web-1"]));
+    assert_eq!(
+        c["from"]["members"],
+        serde_json::json!(["shop/web-0", "shop/web-1"])
+    );
     assert_eq!(c["to"]["members"], serde_json::json!(["shop/db-0"]));
     assert_eq!(c["ports"][0]["protocol"], "TCP");
-    assert_eq!(c["ports"][0]["ranges"][0], serde_json::json!({"from": 5432, "to": 5432}));
-    assert_eq!(c["base"]["sites"][0]["file"], "fixtures/diff/base/shop.yaml");
+    assert_eq!(
+        c["ports"][0]["ranges"][0],
+        serde_json::json!({"from": 5432, "to": 5432})
+    );
+    assert_eq!(
+        c["base"]["sites"][0]["file"],
+        "fixtures/diff/base/shop.yaml"
+    );
     assert_eq!(c["base"]["sites"][0]["line"], 15);
     assert_eq!(c["head"]["verdict"], "denied");
 
@@ -202,7 +219,10 @@ fn recorded_flows_that_change_are_listed_new_drops_first() {
     let o = edit("policy-deleted", &["-f", "fixtures/diff/flows.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = stdout(&o);
-    assert!(out.contains("recorded flows: 1 of 4 judged change verdict"), "{out}");
+    assert!(
+        out.contains("recorded flows: 1 of 4 judged change verdict"),
+        "{out}"
+    );
     assert!(
         out.contains("NEW DROP  shop/web-0 → shop/db-0 5432/TCP (line 2): allowed → denied"),
         "{out}"
@@ -221,37 +241,99 @@ fn a_git_revision_is_read_without_touching_the_working_tree() {
             .current_dir(&dir)
             .output()
             .expect("git");
-        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
     git(&["init", "-q"]);
     let base = std::fs::read_to_string(root().join("fixtures/diff/base/shop.yaml")).expect("base");
     std::fs::write(dir.join("policies/shop.yaml"), &base).expect("write");
-    std::fs::copy(root().join("fixtures/diff/cluster.yaml"), dir.join("cluster.yaml")).expect("copy");
+    std::fs::copy(
+        root().join("fixtures/diff/cluster.yaml"),
+        dir.join("cluster.yaml"),
+    )
+    .expect("copy");
     git(&["add", "."]);
     git(&["commit", "-qm", "base"]);
-    let head = std::fs::read_to_string(root().join("fixtures/diff/edits/widened-selector/shop.yaml"))
-        .expect("head");
+    let head =
+        std::fs::read_to_string(root().join("fixtures/diff/edits/widened-selector/shop.yaml"))
+            .expect("head");
     std::fs::write(dir.join("policies/shop.yaml"), &head).expect("write");
-    let o = sluice_in(&dir, &["diff", "HEAD", "-i", "cluster.yaml", "--", "policies"]);
+    let o = sluice_in(
+        &dir,
+        &["diff", "HEAD", "-i", "cluster.yaml", "--", "policies"],
+    );
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(out.starts_with("sluice diff: HEAD:policies → policies\n"), "{out}");
+    assert!(
+        out.starts_with("sluice diff: HEAD:policies → policies\n"),
+        "{out}"
+    );
     assert!(out.contains("shop/api-0 → shop/db-0  TCP 5432"), "{out}");
     // The base's rules are named by the revision they come from.
-    let o = sluice_in(&dir, &["diff", "HEAD", "-i", "cluster.yaml", "-o", "json", "--", "policies"]);
+    let o = sluice_in(
+        &dir,
+        &[
+            "diff",
+            "HEAD",
+            "-i",
+            "cluster.yaml",
+            "-o",
+            "json",
+            "--",
+            "policies",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(v["changes"][0]["base"]["reason"].as_str().map(|r| r.contains("no entry")), Some(true));
-    let o = sluice_in(&dir, &["diff", "HEAD", "-i", "cluster.yaml", "-o", "json", "--", "policies"]);
+    assert_eq!(
+        v["changes"][0]["base"]["reason"]
+            .as_str()
+            .map(|r| r.contains("no entry")),
+        Some(true)
+    );
+    let o = sluice_in(
+        &dir,
+        &[
+            "diff",
+            "HEAD",
+            "-i",
+            "cluster.yaml",
+            "-o",
+            "json",
+            "--",
+            "policies",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0));
     // The working tree is as it was.
-    assert_eq!(std::fs::read_to_string(dir.join("policies/shop.yaml")).expect("read"), head);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("policies/shop.yaml")).expect("read"),
+        head
+    );
     // Bad input: an unknown revision, a path the revision lacks.
-    let o = sluice_in(&dir, &["diff", "nope", "-i", "cluster.yaml", "--", "policies"]);
+    let o = sluice_in(
+        &dir,
+        &["diff", "nope", "-i", "cluster.yaml", "--", "policies"],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("`nope` is not a revision of this git repository"));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("`nope` is not a revision of this git repository"));
     std::fs::create_dir_all(dir.join("more")).expect("mkdir");
     std::fs::write(dir.join("more/x.yaml"), &base).expect("write");
-    let o = sluice_in(&dir, &["diff", "HEAD", "-i", "cluster.yaml", "--", "policies", "more"]);
+    let o = sluice_in(
+        &dir,
+        &[
+            "diff",
+            "HEAD",
+            "-i",
+            "cluster.yaml",
+            "--",
+            "policies",
+            "more",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("more: no such path at revision HEAD"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,11 +364,27 @@ fn base_rules_from_a_revision_are_named_by_it() {
 #[test]
 fn inputs_that_cannot_be_compared_are_errors() {
     for (args, want) in [
-        (&["diff", "--base", "fixtures/diff/base"][..], "give --base and --head"),
-        (&["diff", "--head", "fixtures/diff/base", "--base", "fixtures/diff/nothere"][..], "cannot read"),
+        (
+            &["diff", "--base", "fixtures/diff/base"][..],
+            "give --base and --head",
+        ),
+        (
+            &[
+                "diff",
+                "--head",
+                "fixtures/diff/base",
+                "--base",
+                "fixtures/diff/nothere",
+            ][..],
+            "cannot read",
+        ),
     ] {
         let o = sluice(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
-        assert!(String::from_utf8_lossy(&o.stderr).contains(want), "{args:?}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(want),
+            "{args:?}: {}",
+            text(&o)
+        );
     }
 }

@@ -179,7 +179,14 @@ fn policy_unit_tests_name_workloads_and_pass() {
     assert!(out.contains("4 flows: 2 allowed, 2 denied"), "{out}");
     let o = run(
         "trace",
-        &["--from", "tools/toolbox", "--to", "10.240.0.0/12", "--port", "5432"],
+        &[
+            "--from",
+            "tools/toolbox",
+            "--to",
+            "10.240.0.0/12",
+            "--port",
+            "5432",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -275,7 +282,10 @@ fn hubble_replay_judges_new_connections_only_and_marks_changes() {
     // names the policy deciding here too is not marked.
     let changed = out.find("⚠ CHANGED").expect("changed");
     let other = out.find("Other flows:").expect("others");
-    assert!(out.starts_with("Flows that differ from their record (listed first):"), "{out}");
+    assert!(
+        out.starts_with("Flows that differ from their record (listed first):"),
+        "{out}"
+    );
     assert!(changed < other, "{out}");
     assert_eq!(out.matches("≠ OTHER POLICY").count(), 2, "{out}");
     assert!(
@@ -290,8 +300,18 @@ fn hubble_replay_judges_new_connections_only_and_marks_changes() {
     let table = String::from_utf8_lossy(&o.stdout);
     let rows: Vec<&str> = table.lines().collect();
     assert!(rows[0].contains("RECORDED"), "{table}");
-    assert!(rows[1..4].iter().all(|r| r.contains('⚠') || r.contains('≠')), "{table}");
-    assert!(rows[4..].iter().all(|r| !r.contains('⚠') && !r.contains('≠')), "{table}");
+    assert!(
+        rows[1..4]
+            .iter()
+            .all(|r| r.contains('⚠') || r.contains('≠')),
+        "{table}"
+    );
+    assert!(
+        rows[4..]
+            .iter()
+            .all(|r| !r.contains('⚠') && !r.contains('≠')),
+        "{table}"
+    );
     let o = run(
         "simulate",
         &["-f", "fixtures/repo/hubble.jsonl", "-o", "json"],
@@ -311,8 +331,15 @@ fn hubble_replay_judges_new_connections_only_and_marks_changes() {
         denied_by["policyDifferences"][0]["hubble"][0],
         "CiliumNetworkPolicy shop/deny-tools"
     );
-    assert_eq!(denied_by["policyDifferences"][0]["sluice"].as_array().map(Vec::len), Some(0));
-    assert!(flows.iter().any(|f| f["stoodInFor"][0] == "shop/web-7d9f8-gone1"));
+    assert_eq!(
+        denied_by["policyDifferences"][0]["sluice"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    assert!(flows
+        .iter()
+        .any(|f| f["stoodInFor"][0] == "shop/web-7d9f8-gone1"));
 }
 
 #[test]

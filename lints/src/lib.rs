@@ -16,8 +16,8 @@ pub mod config;
 pub mod graph;
 pub mod output;
 mod rules;
-pub mod verify;
 mod suppress;
+pub mod verify;
 
 pub use config::{Config, Level};
 

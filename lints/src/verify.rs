@@ -134,7 +134,13 @@ pub fn parse(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Asser
     for root in &roots {
         let items = match (&root.kind, root.get("assertions")) {
             (NodeKind::Seq(items), _) => items,
-            (_, Some(Node { kind: NodeKind::Seq(items), .. })) => items,
+            (
+                _,
+                Some(Node {
+                    kind: NodeKind::Seq(items),
+                    ..
+                }),
+            ) => items,
             _ => {
                 diags.push(syntax(
                     root.span,
@@ -146,7 +152,10 @@ pub fn parse(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Asser
         if let NodeKind::Map(entries) = &root.kind {
             for (k, _) in entries {
                 if scalar(k) != Some("assertions") {
-                    diags.push(syntax(k.span, format!("unknown field `{}`", scalar(k).unwrap_or(""))));
+                    diags.push(syntax(
+                        k.span,
+                        format!("unknown field `{}`", scalar(k).unwrap_or("")),
+                    ));
                 }
             }
         }
@@ -159,11 +168,16 @@ pub fn parse(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Asser
     out
 }
 
-const FIELDS: &[&str] = &["name", "from", "to", "ports", "expect", "only", "isolated", "covered"];
+const FIELDS: &[&str] = &[
+    "name", "from", "to", "ports", "expect", "only", "isolated", "covered",
+];
 
 fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
     let NodeKind::Map(entries) = &n.kind else {
-        diags.push(syntax(n.span, "an assertion is a map with `name` and what it expects"));
+        diags.push(syntax(
+            n.span,
+            "an assertion is a map with `name` and what it expects",
+        ));
         return None;
     };
     let before = diags.len();
@@ -186,7 +200,10 @@ fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
             }
         },
         None => {
-            diags.push(syntax(n.span, "an assertion needs a `name`, to say which one fails"));
+            diags.push(syntax(
+                n.span,
+                "an assertion needs a `name`, to say which one fails",
+            ));
             return None;
         }
     };
@@ -205,19 +222,28 @@ fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
                     Some("denied") => Some(Expect::Denied),
                     Some("isolated") => Some(Expect::Isolated),
                     _ => {
-                        diags.push(syntax(v.span, "`expect` is `allowed`, `denied` or `isolated`"));
+                        diags.push(syntax(
+                            v.span,
+                            "`expect` is `allowed`, `denied` or `isolated`",
+                        ));
                         None
                     }
                 },
                 None => {
-                    diags.push(syntax(n.span, "an assertion with `from` and `to` needs `expect`"));
+                    diags.push(syntax(
+                        n.span,
+                        "an assertion with `from` and `to` needs `expect`",
+                    ));
                     None
                 }
             };
             match (from, to, expect) {
                 (Some(from), Some(to), Some(expect)) => {
                     if expect == Expect::Isolated && !ports.is_empty() {
-                        diags.push(syntax(span, "`isolated` means every port: leave `ports` out"));
+                        diags.push(syntax(
+                            span,
+                            "`isolated` means every port: leave `ports` out",
+                        ));
                     }
                     Check::Expect {
                         from,
@@ -245,7 +271,10 @@ fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
                 .get("namespace")
                 .and_then(|v| scalar(v).map(|s| (s.to_owned(), v.span)))
             else {
-                diags.push(syntax(o.span, "`isolated` names a `namespace` (and optionally `from`)"));
+                diags.push(syntax(
+                    o.span,
+                    "`isolated` names a `namespace` (and optionally `from`)",
+                ));
                 return None;
             };
             let from = match o.get("from") {
@@ -261,10 +290,13 @@ fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
         ["covered"] => {
             let o = n.get("covered")?;
             let (dir_node, of) = match &o.kind {
-                NodeKind::Map(_) => (o.get("direction"), match o.get("of") {
-                    Some(_) => Some(peer_field(o, "of", diags)?),
-                    None => None,
-                }),
+                NodeKind::Map(_) => (
+                    o.get("direction"),
+                    match o.get("of") {
+                        Some(_) => Some(peer_field(o, "of", diags)?),
+                        None => None,
+                    },
+                ),
                 _ => (Some(o), None),
             };
             let direction = match dir_node.and_then(scalar) {
@@ -282,7 +314,10 @@ fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
             Check::Covered { direction, of }
         }
         _ => {
-            diags.push(syntax(span, "an assertion is one of: from/to/expect, `only`, `isolated`, `covered`"));
+            diags.push(syntax(
+                span,
+                "an assertion is one of: from/to/expect, `only`, `isolated`, `covered`",
+            ));
             return None;
         }
     };
@@ -359,7 +394,10 @@ fn peer(v: &Node, diags: &mut Vec<Diagnostic>) -> Option<PeerExpr> {
                 None => match pair.split_once('=') {
                     Some((k, val)) => (k.trim(), val.trim(), false),
                     None => {
-                        diags.push(syntax(span, format!("`{pair}` is not `key=value` or `key!=value`")));
+                        diags.push(syntax(
+                            span,
+                            format!("`{pair}` is not `key=value` or `key!=value`"),
+                        ));
                         return None;
                     }
                 },
@@ -425,7 +463,11 @@ fn ports(n: Option<&Node>, diags: &mut Vec<Diagnostic>) -> Vec<PortRange> {
             None => (text, Some(6)),
         };
         let bounds = match range.split_once('-') {
-            Some((a, b)) => a.trim().parse::<u16>().ok().zip(b.trim().parse::<u16>().ok()),
+            Some((a, b)) => a
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .zip(b.trim().parse::<u16>().ok()),
             None => range.trim().parse::<u16>().ok().map(|a| (a, a)),
         };
         match (bounds, proto) {
@@ -456,7 +498,11 @@ fn resolve(
         w.inventory
             .pods
             .iter()
-            .filter(|pod| w.compiled.endpoint(&pod.qualified_name()).is_some_and(|e| !e.host))
+            .filter(|pod| {
+                w.compiled
+                    .endpoint(&pod.qualified_name())
+                    .is_some_and(|e| !e.host)
+            })
             .filter(|pod| f(pod))
             .map(|pod| PeerRef::Pod(pod.qualified_name()))
             .collect()
@@ -515,9 +561,10 @@ fn resolve(
     };
     if out.is_empty() {
         let help = match &p.form {
-            PeerForm::Pods { namespace: Some(ns), .. }
-                if !w.inventory.pods.iter().any(|pod| &pod.namespace == ns) =>
-            {
+            PeerForm::Pods {
+                namespace: Some(ns),
+                ..
+            } if !w.inventory.pods.iter().any(|pod| &pod.namespace == ns) => {
                 let known: Vec<&str> = w.inventory.namespaces.keys().map(String::as_str).collect();
                 policy_lang::suggest::did_you_mean(ns, &known)
                     .map(|s| format!("no pod runs in namespace `{ns}`; did you mean `{s}`?"))
@@ -528,6 +575,9 @@ fn resolve(
     }
     Ok(out)
 }
+
+/// One exact check: from, to, ports, the verdict every flow must get.
+type Query = (Vec<PeerRef>, Vec<PeerRef>, Vec<PortRange>, Verdict);
 
 /// What `verify` found.
 #[derive(Default)]
@@ -571,8 +621,10 @@ fn check_one(
     out: &mut Vec<(Finding, Option<Counterexample>)>,
 ) -> bool {
     {
-        let resolve_or_warn = |p: &PeerExpr, out: &mut Vec<(Finding, Option<Counterexample>)>| {
-            match resolve(w, checker, &names, p) {
+        let resolve_or_warn =
+            |p: &PeerExpr, out: &mut Vec<(Finding, Option<Counterexample>)>| match resolve(
+                w, checker, names, p,
+            ) {
                 Ok(v) => Some(v),
                 Err((msg, help)) => {
                     let mut f = Finding::new(
@@ -587,10 +639,9 @@ fn check_one(
                     out.push((f, None));
                     None
                 }
-            }
-        };
+            };
         // (from, to, ports, verdict every flow must get)
-        let mut checks: Vec<(Vec<PeerRef>, Vec<PeerRef>, Vec<PortRange>, Verdict)> = Vec::new();
+        let mut checks: Vec<Query> = Vec::new();
         match &a.check {
             Check::Expect {
                 from,
@@ -598,7 +649,8 @@ fn check_one(
                 ports,
                 expect,
             } => {
-                let (Some(f), Some(t)) = (resolve_or_warn(from, out), resolve_or_warn(to, out)) else {
+                let (Some(f), Some(t)) = (resolve_or_warn(from, out), resolve_or_warn(to, out))
+                else {
                     return false;
                 };
                 match expect {
@@ -611,7 +663,8 @@ fn check_one(
                 }
             }
             Check::Only { from, to, ports } => {
-                let (Some(f), Some(t)) = (resolve_or_warn(from, out), resolve_or_warn(to, out)) else {
+                let (Some(f), Some(t)) = (resolve_or_warn(from, out), resolve_or_warn(to, out))
+                else {
                     return false;
                 };
                 let others = everything_but(w, checker, &f);
@@ -671,7 +724,10 @@ fn check_one(
         for (f, t, ports, want) in checks {
             let o = checker.check(&f, &t, &ports, want);
             if let Some(cx) = o.counterexample {
-                out.push((violation(w.compiled, a, &cx, want, o.violating_pairs), Some(cx)));
+                out.push((
+                    violation(w.compiled, a, &cx, want, o.violating_pairs),
+                    Some(cx),
+                ));
                 return true;
             }
         }
@@ -740,7 +796,13 @@ pub fn reason(c: &Compiled, cx: &Counterexample) -> String {
     }
 }
 
-fn violation(c: &Compiled, a: &Assertion, cx: &Counterexample, want: Verdict, pairs: usize) -> Finding {
+fn violation(
+    c: &Compiled,
+    a: &Assertion,
+    cx: &Counterexample,
+    want: Verdict,
+    pairs: usize,
+) -> Finding {
     let more = if pairs > 1 {
         format!(" (one of {pairs} pairs of peers that break it)")
     } else {
@@ -757,7 +819,14 @@ fn violation(c: &Compiled, a: &Assertion, cx: &Counterexample, want: Verdict, pa
         ),
     )
     .label(format!("expects {want}"))
-    .help(format!("{}; `sluice trace --from {} --to {} --port {}/{}` shows every step", reason(c, cx), cx.from, cx.to, cx.port, compiler::mapstate::proto_name(cx.protocol)))
+    .help(format!(
+        "{}; `sluice trace --from {} --to {} --port {}/{}` shows every step",
+        reason(c, cx),
+        cx.from,
+        cx.to,
+        cx.port,
+        compiler::mapstate::proto_name(cx.protocol)
+    ))
 }
 
 /// The first pod of `pods` that no policy covers in the direction, as a

@@ -4,6 +4,7 @@
 //! verdict from `simulate`, and an assertion that holds has no flow
 //! (of the ports checked here, port by port) that breaks it.
 
+#[allow(dead_code)]
 mod common;
 
 use common::root;
@@ -34,7 +35,12 @@ fn json(n: &Node) -> serde_json::Value {
         NodeKind::Seq(v) => v.iter().map(json).collect(),
         NodeKind::Map(m) => m
             .iter()
-            .map(|(k, v)| (k.as_scalar().map(|s| s.text.clone()).unwrap_or_default(), json(v)))
+            .map(|(k, v)| {
+                (
+                    k.as_scalar().map(|s| s.text.clone()).unwrap_or_default(),
+                    json(v),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into(),
     }
@@ -71,7 +77,10 @@ fn assertions_files_follow_the_schema() {
     let id = compiler
         .compile("assertions.schema.json", &mut schemas)
         .expect("compile schema");
-    for good in ["fixtures/diff/assertions.yaml", "fixtures/diff/assertions-typo.yaml"] {
+    for good in [
+        "fixtures/diff/assertions.yaml",
+        "fixtures/diff/assertions-typo.yaml",
+    ] {
         if let Err(e) = schemas.validate(&doc(good), id) {
             panic!("{good} does not follow the schema: {e:#}");
         }

@@ -13,7 +13,6 @@ use compiler::inventory;
 use policy_lang::source::SourceMap;
 use simulator::eval::simulate;
 use simulator::flow::{Flow, PeerRef};
-use std::fmt::Write;
 use std::time::Instant;
 
 #[global_allocator]

@@ -8,7 +8,6 @@
 
 use compiler::compile::{compile, Compiled, Config};
 use compiler::inventory;
-use policy_lang::source::SourceMap;
 use simulator::diff::{diff, Kind, State};
 use std::time::Instant;
 
@@ -47,7 +46,13 @@ fn compiled(pol: &str, inv: &str) -> Compiled {
 fn main() {
     println!(" policies    pods  edited  compile both ms  diff ms  total ms  changes (opened/closed)  pairs judged");
     let sizes: Vec<(usize, usize)> = match std::env::var("SLUICE_BENCH_SIZES") {
-        Ok(s) => s.split(',').filter_map(|p| { let (a, b) = p.split_once('x')?; Some((a.parse().ok()?, b.parse().ok()?)) }).collect(),
+        Ok(s) => s
+            .split(',')
+            .filter_map(|p| {
+                let (a, b) = p.split_once('x')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect(),
         Err(_) => vec![(1250, 20000), (5000, 5000), (5000, 10000), (5000, 20000)],
     };
     for (policies, pods) in sizes {
@@ -73,7 +78,10 @@ fn main() {
             let t = Instant::now();
             let d = diff(State { compiled: &a }, State { compiled: &b });
             let diff_ms = t.elapsed().as_secs_f64() * 1e3;
-            assert!(!d.is_empty(), "an edit changes something: {policies} × {pods}, {n} edited");
+            assert!(
+                !d.is_empty(),
+                "an edit changes something: {policies} × {pods}, {n} edited"
+            );
             println!(
                 "{policies:>9} {pods:>7} {n:>7} {compile_ms:>16.0} {diff_ms:>8.0} {:>9.0}  {:>10}/{:<12} {:>12}",
                 compile_ms + diff_ms,

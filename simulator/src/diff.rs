@@ -466,10 +466,19 @@ fn side_of<'a>(c: &'a Compiled, p: &Peer) -> Option<Side<'a>> {
 /// Port boundaries per protocol (in [`PROTOCOLS`] order) of one map in
 /// one direction, worked out once per map.
 #[derive(Default)]
-pub(crate) struct Cuts(HashMap<(usize, usize, bool), std::rc::Rc<[Vec<u32>; 4]>>);
+pub(crate) struct Cuts(HashMap<(usize, usize, bool), std::rc::Rc<PerProtocol>>);
+
+/// Port boundaries of each protocol of [`PROTOCOLS`].
+pub(crate) type PerProtocol = [Vec<u32>; 4];
 
 impl Cuts {
-    pub(crate) fn of(&mut self, side: usize, c: &Compiled, map: usize, egress: bool) -> std::rc::Rc<[Vec<u32>; 4]> {
+    pub(crate) fn of(
+        &mut self,
+        side: usize,
+        c: &Compiled,
+        map: usize,
+        egress: bool,
+    ) -> std::rc::Rc<PerProtocol> {
         self.0
             .entry((side, map, egress))
             .or_insert_with(|| {
@@ -525,7 +534,10 @@ fn l7_rules(c: &Compiled, o: &Outcome) -> Option<Vec<String>> {
                 continue;
             }
             for r in &p.rules {
-                if r.identities.iter().any(|&i| i == 0 || i == s.remote_identity) {
+                if r.identities
+                    .iter()
+                    .any(|&i| i == 0 || i == s.remote_identity)
+                {
                     let mut t = format!("{dir} {kind}: {}", r.text);
                     for h in &r.headers {
                         match &h.value {
@@ -582,7 +594,12 @@ fn decision(c: &Compiled, o: &Outcome) -> Decision {
 
 /// What makes two ports decided alike on one side: the verdict, the
 /// deciding direction and rules, and the L7 rules.
-type Key = (Verdict, Option<policy_lang::ir::Direction>, Vec<u32>, Option<Vec<String>>);
+type Key = (
+    Verdict,
+    Option<policy_lang::ir::Direction>,
+    Vec<u32>,
+    Option<Vec<String>>,
+);
 
 fn key_of(o: &Outcome, l7: &Option<Vec<String>>) -> Key {
     let st = o.steps.iter().find(|s| Some(s.direction) == o.decided_by);
@@ -636,7 +653,12 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
         c.endpoints
             .iter()
             .filter(|e| !e.host)
-            .map(|e| (e.name.clone(), endpoint_digest(c, e, &mut maps, &mut hashes)))
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    endpoint_digest(c, e, &mut maps, &mut hashes),
+                )
+            })
             .collect::<HashMap<_, _>>()
     };
     std::thread::scope(|s| {
@@ -705,24 +727,26 @@ pub fn diff(base: State<'_>, head: State<'_>) -> Diff {
         let (b, node) = text(base.compiled);
         let (h, node_h) = text(head.compiled);
         let node = node.or(node_h);
-        let i = *cell_of.entry((b.clone(), h.clone(), node.clone())).or_insert_with(|| {
-            let mut texts = vec![b.clone()];
-            if h != b {
-                texts.push(h.clone());
-            }
-            if node.is_some() {
-                texts.push("reserved:host".into());
-                texts.push("reserved:remote-node".into());
-            }
-            classes.push(Class {
-                members: Vec::new(),
-                texts,
-                relabelled: b != h,
-                affected: None,
-                node: node.clone(),
+        let i = *cell_of
+            .entry((b.clone(), h.clone(), node.clone()))
+            .or_insert_with(|| {
+                let mut texts = vec![b.clone()];
+                if h != b {
+                    texts.push(h.clone());
+                }
+                if node.is_some() {
+                    texts.push("reserved:host".into());
+                    texts.push("reserved:remote-node".into());
+                }
+                classes.push(Class {
+                    members: Vec::new(),
+                    texts,
+                    relabelled: b != h,
+                    affected: None,
+                    node: node.clone(),
+                });
+                classes.len() - 1
             });
-            classes.len() - 1
-        });
         classes[i].members.push(Peer::Addr(ip));
     }
     out.changed_classes = classes
@@ -848,7 +872,11 @@ fn split_by_node(sides: [&Compiled; 2], x: &Class, y: &Class) -> Vec<(Vec<Peer>,
         }),
         Peer::Addr(_) => [false; 2],
     };
-    let pods = if x.node.is_some() { &y.members } else { &x.members };
+    let pods = if x.node.is_some() {
+        &y.members
+    } else {
+        &x.members
+    };
     let mut parts: BTreeMap<[bool; 2], Vec<Peer>> = BTreeMap::new();
     for p in pods {
         parts.entry(on(p)).or_default().push(p.clone());

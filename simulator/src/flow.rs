@@ -1242,7 +1242,11 @@ fn cidr_peers(text: &str, c: &compiler::compile::Compiled) -> Result<Vec<PeerRef
     let range = |x: &policy_lang::ir::Cidr| {
         let lo = x.network_bits();
         let host = width - u32::from(x.prefix_len);
-        let span = if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+        let span = if host >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host) - 1
+        };
         (lo, lo | span)
     };
     let (lo, hi) = range(&cidr);
@@ -1418,7 +1422,10 @@ mod hubble_tests {
             Ok(PeerRef::Pod("shop/web-0".into()))
         );
         // Written back as the user wrote them.
-        assert_eq!(PeerRef::Pod("cidr:10.0.0.0/8".into()).to_string(), "10.0.0.0/8");
+        assert_eq!(
+            PeerRef::Pod("cidr:10.0.0.0/8".into()).to_string(),
+            "10.0.0.0/8"
+        );
         assert_eq!(PeerRef::Pod("sel:app=web".into()).to_string(), "app=web");
     }
 }

@@ -13,6 +13,6 @@ pub mod matrix;
 pub mod reference;
 pub mod service;
 pub mod stream;
-pub mod verify;
 #[cfg(feature = "testgen")]
 pub mod testgen;
+pub mod verify;

@@ -372,6 +372,10 @@ fn has_anchor(rest: &str) -> bool {
     })
 }
 
+/// What [`judge_stream`] hands each judged flow to: the flow, its
+/// outcome, and where Hubble named other deciding policies.
+pub type Emit<'e> = dyn FnMut(&Flow, &Outcome, &[PolicyDifference]) -> std::io::Result<()> + 'e;
+
 /// What a run of [`judge_stream`] counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -552,7 +556,7 @@ pub fn judge_stream<R: BufRead>(
     compiled: &Compiled,
     inventory: &Inventory,
     report: &mut dyn FnMut(PieceReport<'_>),
-    emit: &mut dyn FnMut(&Flow, &Outcome, &[PolicyDifference]) -> std::io::Result<()>,
+    emit: &mut Emit<'_>,
 ) -> Result<Summary, StreamError> {
     let mut sum = Summary::default();
     let pod_names = flow::PodNames::new(inventory);

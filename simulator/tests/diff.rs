@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use simulator::diff::{diff, Diff, Kind, State};
 use simulator::eval::simulate;
 use simulator::flow::{Flow, PeerRef, Verdict};
-use simulator::testgen::{inventory, policy, pod_strategy};
+use simulator::testgen::{inventory, pod_strategy, policy};
 
 /// Ports around the generator's rule ports, their range ends and beyond.
 const PORTS: [u16; 10] = [0, 52, 53, 80, 81, 8049, 8050, 8080, 9090, 65535];

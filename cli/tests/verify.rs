@@ -1,0 +1,230 @@
+//! `sluice verify` (and `lint --assertions`) on the shop of
+//! `fixtures/diff/`: the invariants hold on the base and break, at the
+//! assertion's line with a flow and its trace, on an edit that widens a
+//! selector; every output format carries the violation; mistakes in the
+//! assertions file are located errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sluice")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn verify(policies: &str, assertions: &str, extra: &[&str]) -> Output {
+    let mut a = vec![
+        "verify",
+        "-p",
+        policies,
+        "-i",
+        "fixtures/diff/cluster.yaml",
+        "-a",
+        assertions,
+    ];
+    a.extend(extra);
+    sluice(&a)
+}
+
+const SHOP: &str = "fixtures/diff/assertions.yaml";
+
+#[test]
+fn the_invariants_hold_on_the_base_and_break_on_a_widened_selector() {
+    let o = verify("fixtures/diff/base", SHOP, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("6 assertions checked: 6 hold, 0 broken"),
+        "{}",
+        text(&o)
+    );
+    let o = verify("fixtures/diff/edits/widened-selector", SHOP, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        // (the report wraps long messages)
+        "assertion `only the web tier reaches the database` does not hold: shop/api-0 → shop/db-0 5432/",
+        "fixtures/diff/assertions.yaml:8:9",
+        "expects denied",
+        // The trace of the counterexample, and the rule that lets it in.
+        "Tracing shop/api-0 → shop/db-0 5432/TCP",
+        "Final verdict: ALLOWED",
+        "CiliumNetworkPolicy shop/db-from-web spec.ingress[0] (fixtures/diff/edits/widened-selector/shop.yaml:15:5)",
+        "6 assertions checked: 5 hold, 1 broken",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    let settings = {
+        let mut s = insta::Settings::clone_current();
+        s.set_snapshot_path(root().join("snapshots"));
+        s.set_prepend_module_to_snapshot(false);
+        s
+    };
+    settings.bind(|| insta::assert_snapshot!("verify__widened_selector", out));
+}
+
+#[test]
+fn every_format_carries_the_violation() {
+    let policies = "fixtures/diff/edits/widened-selector";
+    let o = verify(policies, SHOP, &["-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let f = &v[0];
+    assert_eq!(f["code"], "SL200");
+    assert_eq!(f["name"], "assertion-violated");
+    assert_eq!(f["file"], "fixtures/diff/assertions.yaml");
+    assert_eq!(f["line"], 8);
+    assert_eq!(
+        f["message"],
+        "assertion `only the web tier reaches the database` does not hold: shop/api-0 → shop/db-0 5432/TCP is allowed"
+    );
+    let o = verify(policies, SHOP, &["-o", "sarif"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sarif");
+    let r = &v["runs"][0]["results"][0];
+    assert_eq!(r["ruleId"], "SL200");
+    let index = r["ruleIndex"].as_u64().expect("index") as usize;
+    assert_eq!(
+        v["runs"][0]["tool"]["driver"]["rules"][index]["id"],
+        "SL200"
+    );
+    let o = verify(policies, SHOP, &["-o", "github"]);
+    let gh = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        gh.starts_with("::error file=fixtures/diff/assertions.yaml,line=8,col=9,"),
+        "{gh}"
+    );
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn lint_checks_the_assertions_in_the_same_run() {
+    let o = sluice(&[
+        "lint",
+        "fixtures/diff/edits/widened-selector",
+        "-i",
+        "fixtures/diff/cluster.yaml",
+        "--assertions",
+        SHOP,
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let codes: Vec<&str> = v
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"SL200"), "{codes:?}");
+    assert!(
+        codes.iter().any(|c| *c != "SL200"),
+        "lint findings too: {codes:?}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn counterexamples_are_judged_as_simulate_judges_them() {
+    // Each edit breaks some assertion; the flow given must get the
+    // verdict the report says when simulated.
+    for edit in ["widened-selector", "policy-deleted", "added-deny"] {
+        let policies = format!("fixtures/diff/edits/{edit}");
+        let o = verify(&policies, SHOP, &["-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let messages: Vec<String> = v
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter_map(|f| f["message"].as_str().map(str::to_owned))
+            .collect();
+        let mut checked = 0;
+        for line in messages.iter().filter(|l| l.contains("does not hold:")) {
+            let Some(rest) = line.split("does not hold: ").nth(1) else {
+                continue;
+            };
+            // `FROM → TO PORT/PROTO is VERDICT`
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if words.len() < 6 || words[1] != "→" {
+                continue;
+            }
+            let (from, to, port, verdict) = (words[0], words[2], words[3], words[5]);
+            let dir =
+                std::env::temp_dir().join(format!("sluice-verify-{}-{edit}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("tmp");
+            let flows = dir.join("flows.yaml");
+            std::fs::write(
+                &flows,
+                format!("- {{from: {from}, to: {to}, port: {port}, expect: {verdict}}}\n"),
+            )
+            .expect("write");
+            let s = sluice(&[
+                "simulate",
+                "-p",
+                &policies,
+                "-i",
+                "fixtures/diff/cluster.yaml",
+                "-f",
+                flows.to_str().expect("utf-8"),
+            ]);
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_eq!(s.status.code(), Some(0), "{edit}: {line}\n{}", text(&s));
+            checked += 1;
+        }
+        assert!(checked > 0, "{edit} breaks no assertion: {messages:?}");
+    }
+}
+
+#[test]
+fn mistakes_in_the_assertions_are_located() {
+    let o = verify(
+        "fixtures/diff/base",
+        "fixtures/diff/assertions-broken.yaml",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "fixtures/diff/assertions-broken.yaml:6:11",
+        "`5432/TCPX` is not a port",
+        "fixtures/diff/assertions-broken.yaml:11:11",
+        "`expect` is `allowed`, `denied` or `isolated`",
+        "unknown assertion field `form`",
+        "did you mean `from`?",
+        "no assertion was checked",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    // A peer of nothing is a warning with a suggestion, not a pass.
+    let o = verify(
+        "fixtures/diff/base",
+        "fixtures/diff/assertions-typo.yaml",
+        &[],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("SL201(assertion-names-nothing)"), "{out}");
+    assert!(out.contains("did you mean `tools`?"), "{out}");
+    assert!(
+        out.contains("1 assertion checked: 0 hold, 0 broken, 1 names nothing"),
+        "{out}"
+    );
+    // Without an inventory there is nothing to check against.
+    let o = sluice(&["verify", "-p", "fixtures/diff/base", "-a", SHOP]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
