@@ -334,6 +334,13 @@ fn summary_line(d: &Diff) -> String {
     parts.join(", ")
 }
 
+fn other(v: Verdict) -> Verdict {
+    match v {
+        Verdict::Allowed => Verdict::Denied,
+        Verdict::Denied => Verdict::Allowed,
+    }
+}
+
 fn side_text(s: &simulator::diff::Decision) -> String {
     let mut t = format!("{}: {}", s.verdict, s.reason);
     if let Some(l7) = &s.l7 {
@@ -365,6 +372,15 @@ fn text(
             writeln!(out, "  {} → {}  {}", f.name, t.name, ranges_text(x))?;
             writeln!(out, "      base {}", side_text(&x.base))?;
             writeln!(out, "      head {}", side_text(&x.head))?;
+            if let Some(w) = &x.witness {
+                writeln!(
+                    out,
+                    "      e.g. {}: {} in the head, {} in the base",
+                    w.request,
+                    w.head,
+                    other(w.head)
+                )?;
+            }
         }
     }
     for (what, pods) in [
@@ -448,6 +464,7 @@ fn delta_json(d: &Diff, x: &Delta) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "base": x.base,
         "head": x.head,
+        "witness": x.witness,
     })
 }
 
@@ -543,6 +560,14 @@ fn markdown(
                 cell(&side_text(&x.base)),
                 cell(&side_text(&x.head))
             )?;
+            if let Some(w) = &x.witness {
+                writeln!(
+                    out,
+                    "  - e.g. `{}`: {} in the head",
+                    cell(&w.request),
+                    w.head
+                )?;
+            }
         }
         writeln!(out, "\n</details>\n")?;
     }

@@ -90,6 +90,7 @@ fn known_edits_give_their_changes() {
                 "L7 rules changed (1):",
                 "world → shop/web-0 and 1 more alike  TCP 8080",
                 "L7: ingress http: GET /.*; ingress http: POST /checkout",
+                "e.g. HTTP POST /checkout: allowed in the head, denied in the base",
             ],
         ),
         (

@@ -242,6 +242,94 @@ impl Matcher {
         }
     }
 
+    /// The shortest input (fields, in a readable alphabet first) that
+    /// `this` admits and `other` does not, each side deciding with its
+    /// own predicate over pattern indexes (the rules that apply to the
+    /// peer); `None` for "every input" (`this`) or "no input" (`other`).
+    /// At most `limit` product states are explored: `None` past that.
+    pub fn witness(
+        this: Option<(&Matcher, &dyn Fn(usize) -> bool)>,
+        other: Option<(&Matcher, &dyn Fn(usize) -> bool)>,
+        fields: usize,
+        limit: usize,
+    ) -> Option<Vec<Vec<u8>>> {
+        use regex_automata::util::primitives::StateID;
+        // Readable bytes first, so that a witness is one a person can
+        // type; every other byte but NUL (the field separator) after.
+        const READABLE: &[u8] =
+            b"/abcdefghijklmnopqrstuvwxyz0123456789.-_ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let mut alphabet: Vec<u8> = READABLE.to_vec();
+        alphabet.extend((1u8..=255).filter(|b| !READABLE.contains(b)));
+        let input = Input::new(&[][..]).anchored(Anchored::Yes);
+        let start = |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>| -> Option<Option<StateID>> {
+            match m {
+                None => Some(None),
+                Some((m, _)) => m.dfa.start_state_forward(&input).ok().map(Some),
+            }
+        };
+        let accepts =
+            |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>, s: Option<StateID>, all: bool| match (
+                m, s,
+            ) {
+                (Some((m, applies)), Some(s)) => {
+                    let e = m.dfa.next_eoi_state(s);
+                    m.dfa.is_match_state(e)
+                        && (0..m.dfa.match_len(e))
+                            .any(|i| applies(m.dfa.match_pattern(e, i).as_usize()))
+                }
+                _ => all,
+            };
+        let step =
+            |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>, s: Option<StateID>, b: u8| match (m, s)
+            {
+                (Some((m, _)), Some(s)) => Some(m.dfa.next_state(s, b)),
+                _ => None,
+            };
+        let dead = |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>, s: Option<StateID>| match (m, s)
+        {
+            (Some((m, _)), Some(s)) => m.dfa.is_dead_state(s),
+            _ => false,
+        };
+        type State = (Option<StateID>, Option<StateID>, usize);
+        let first: State = (start(this)?, start(other)?, 0);
+        let mut parent: std::collections::HashMap<State, Option<(State, u8)>> =
+            std::collections::HashMap::from([(first, None)]);
+        let mut queue = std::collections::VecDeque::from([first]);
+        while let Some(st) = queue.pop_front() {
+            let (a, b, sep) = st;
+            if sep + 1 == fields && accepts(this, a, true) && !accepts(other, b, false) {
+                let mut bytes = Vec::new();
+                let mut at = st;
+                while let Some(Some((prev, byte))) = parent.get(&at) {
+                    bytes.push(*byte);
+                    at = *prev;
+                }
+                bytes.reverse();
+                return Some(bytes.split(|&x| x == 0).map(<[u8]>::to_vec).collect());
+            }
+            let bytes = alphabet
+                .iter()
+                .copied()
+                .chain((sep + 1 < fields).then_some(0));
+            for byte in bytes {
+                let next: State = (
+                    step(this, a, byte),
+                    step(other, b, byte),
+                    sep + usize::from(byte == 0),
+                );
+                if dead(this, next.0) || parent.contains_key(&next) {
+                    continue;
+                }
+                if parent.len() >= limit {
+                    return None;
+                }
+                parent.insert(next, Some((st, byte)));
+                queue.push_back(next);
+            }
+        }
+        None
+    }
+
     /// Whether any rule matches: stops at the first.
     pub fn is_match(&self, fields: &[&[u8]]) -> bool {
         let mut out = Vec::new();
@@ -345,6 +433,39 @@ mod tests {
             })
             .collect();
         Matcher::build(3, &rules, DEFAULT_SIZE_LIMIT).expect("builds")
+    }
+
+    #[test]
+    fn witnesses_tell_two_rule_sets_apart_or_there_is_none() {
+        let all = |_: usize| true;
+        let base = http(&[("GET", "/.*", "")]);
+        let head = http(&[("GET", "/.*", ""), ("POST", "/checkout", "")]);
+        let w = Matcher::witness(Some((&head, &all)), Some((&base, &all)), 3, 100_000)
+            .expect("a request the head admits");
+        assert_eq!(w, vec![b"POST".to_vec(), b"/checkout".to_vec(), Vec::new()]);
+        assert!(head.is_match(&[&w[0], &w[1], &w[2]]) && !base.is_match(&[&w[0], &w[1], &w[2]]));
+        // The head admits nothing the base does not.
+        assert_eq!(
+            Matcher::witness(Some((&base, &all)), Some((&head, &all)), 3, 100_000),
+            None
+        );
+        // Rules that do not apply to the peer do not count.
+        let none = |_: usize| false;
+        assert_eq!(
+            Matcher::witness(Some((&head, &none)), Some((&base, &all)), 3, 100_000),
+            None
+        );
+        // Against "no request passes", the shortest admitted one.
+        let w = Matcher::witness(Some((&base, &all)), None, 3, 100_000).expect("witness");
+        assert_eq!(w, vec![b"GET".to_vec(), b"/".to_vec(), Vec::new()]);
+        // "Every request passes" has a witness against any rule set.
+        let w = Matcher::witness(None, Some((&base, &all)), 3, 100_000).expect("witness");
+        assert!(!base.is_match(&[&w[0], &w[1], &w[2]]), "{w:?}");
+        // The search is bounded.
+        assert_eq!(
+            Matcher::witness(Some((&head, &all)), Some((&base, &all)), 3, 2),
+            None
+        );
     }
 
     fn hits(m: &Matcher, f: &[&str]) -> Vec<usize> {
@@ -566,6 +687,23 @@ pub enum L7Verdict {
 impl L7Port {
     fn applies(ids: &[u32], identity: u32) -> bool {
         ids.iter().any(|&i| i == 0 || i == identity)
+    }
+
+    /// Whether every request of `identity` passes (an L4-only allow).
+    pub fn open_to(&self, identity: u32) -> bool {
+        Self::applies(&self.open, identity)
+    }
+
+    /// Whether rule `i` of the port applies to `identity`.
+    pub fn rule_applies(&self, i: usize, identity: u32) -> bool {
+        self.rules
+            .get(i)
+            .is_some_and(|r| Self::applies(&r.identities, identity))
+    }
+
+    /// The matcher of the port's rules.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
     }
 
     /// Judges a request from `identity`. A request of another protocol than

@@ -101,6 +101,21 @@ pub struct Delta {
     pub ports: Vec<Ports>,
     pub base: Decision,
     pub head: Decision,
+    /// For an L7 change: a request the head decides otherwise than the
+    /// base (checked with both sides' proxies), as far as the automata
+    /// tell within a bounded search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness: Option<Witness>,
+}
+
+/// A request whose L7 verdict the change flips.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Witness {
+    /// `HTTP POST /checkout`, `DNS a.example.com.`, ...
+    pub request: String,
+    /// What the head does with it (the base does the other).
+    pub head: Verdict,
 }
 
 /// Inclusive port (or ICMP type) ranges of one protocol.
@@ -956,6 +971,137 @@ fn peer_text(p: &Peer) -> String {
     }
 }
 
+/// How one side's proxy treats the requests of a peer on a port, for one
+/// protocol.
+enum View<'a> {
+    All,
+    Nothing,
+    Rules(&'a compiler::l7::L7Port, u32),
+}
+
+fn view<'a>(
+    c: &'a Compiled,
+    o: &Outcome<'a>,
+    dir: policy_lang::ir::Direction,
+    kind: compiler::l7::L7Kind,
+) -> View<'a> {
+    let Some(s) = o.steps.iter().find(|s| s.direction == dir) else {
+        return View::Nothing;
+    };
+    let (Some(key), Some(entry)) = (s.key, s.entry) else {
+        return View::Nothing;
+    };
+    if s.verdict != Verdict::Allowed {
+        return View::Nothing;
+    }
+    if !entry.redirect {
+        return View::All;
+    }
+    let Some(ep) = c.endpoint(s.endpoint) else {
+        return View::Nothing;
+    };
+    match c.maps[ep.map].l7_port(&key, kind) {
+        Some(p) if p.open_to(s.remote_identity) => View::All,
+        Some(p) => View::Rules(p, s.remote_identity),
+        None => View::Nothing,
+    }
+}
+
+/// The request a field list stands for, of a protocol.
+fn request_of(kind: compiler::l7::L7Kind, f: &[Vec<u8>]) -> Option<compiler::l7::Request> {
+    use compiler::l7::{L7Kind, Request};
+    let text = |i: usize| f.get(i).map(|b| String::from_utf8_lossy(b).into_owned());
+    Some(match kind {
+        L7Kind::Http => Request::Http {
+            method: text(0)?,
+            path: text(1)?,
+            host: text(2)?,
+            headers: Vec::new(),
+        },
+        L7Kind::Kafka => Request::Kafka {
+            api_key: text(0)?.parse().ok()?,
+            api_version: text(1)?.parse().ok()?,
+            client_id: text(2)?,
+            topic: text(3)?,
+        },
+        L7Kind::Dns => Request::Dns { query: text(0)? },
+    })
+}
+
+fn request_text(r: &compiler::l7::Request) -> String {
+    use compiler::l7::Request;
+    match r {
+        Request::Http {
+            method, path, host, ..
+        } if host.is_empty() => format!("HTTP {method} {path}"),
+        Request::Http {
+            method, path, host, ..
+        } => format!("HTTP {method} {path} (host {host})"),
+        Request::Kafka {
+            api_key,
+            api_version,
+            client_id,
+            topic,
+        } => {
+            format!("Kafka api key {api_key} version {api_version}, client `{client_id}`, topic `{topic}`")
+        }
+        Request::Dns { query } => format!("DNS {query}"),
+    }
+}
+
+/// A request one side's proxy admits and the other's refuses, confirmed
+/// by judging it on both; the head's admissions first.
+fn l7_witness(sides: [&Compiled; 2], ob: &Outcome, oh: &Outcome) -> Option<Witness> {
+    use compiler::l7::L7Kind;
+    use policy_lang::ir::Direction;
+    for dir in [Direction::Egress, Direction::Ingress] {
+        for kind in [L7Kind::Http, L7Kind::Kafka, L7Kind::Dns] {
+            let (vb, vh) = (view(sides[0], ob, dir, kind), view(sides[1], oh, dir, kind));
+            for (admits, refuses, head) in
+                [(&vh, &vb, Verdict::Allowed), (&vb, &vh, Verdict::Denied)]
+            {
+                if let Some(w) = witness_of(admits, refuses, kind) {
+                    return Some(Witness { request: w, head });
+                }
+            }
+        }
+    }
+    None
+}
+
+fn witness_of(admits: &View, refuses: &View, kind: compiler::l7::L7Kind) -> Option<String> {
+    use compiler::l7::{L7Verdict, Matcher};
+    let (pa, pr);
+    let this: Option<(&Matcher, &dyn Fn(usize) -> bool)> = match admits {
+        View::Nothing => return None,
+        View::All => None,
+        View::Rules(p, id) => {
+            let (p, id) = (*p, *id);
+            pa = move |i: usize| p.rule_applies(i, id);
+            Some((p.matcher(), &pa))
+        }
+    };
+    let other: Option<(&Matcher, &dyn Fn(usize) -> bool)> = match refuses {
+        View::All => return None,
+        View::Nothing => None,
+        View::Rules(p, id) => {
+            let (p, id) = (*p, *id);
+            pr = move |i: usize| p.rule_applies(i, id);
+            Some((p.matcher(), &pr))
+        }
+    };
+    let fields = Matcher::witness(this, other, kind.fields(), 100_000)?;
+    let req = request_of(kind, &fields)?;
+    // The proxies' own verdicts decide: a witness that header checks (or
+    // anything else) would refuse is not given.
+    let judged = |v: &View| match v {
+        View::All => true,
+        View::Nothing => false,
+        View::Rules(p, id) => matches!(p.judge(*id, &req), L7Verdict::Allowed { .. }),
+    };
+    (judged(admits) && !judged(refuses)).then(|| request_text(&req))
+}
+
 /// The outcome of one port on one side, with the L7 rules that apply.
 pub(crate) fn run<'a>(
     c: &'a Compiled,
@@ -1049,13 +1195,28 @@ fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer, cuts: &mut Cuts) -> V
     }
     found
         .into_iter()
-        .map(|(kind, ports, base, head, _, _)| Delta {
-            from: 0,
-            to: 0,
-            kind,
-            ports,
-            base,
-            head,
+        .map(|(kind, ports, base, head, _, _)| {
+            let witness = (kind == Kind::L7)
+                .then(|| {
+                    let p = &ports[0];
+                    let proto = PROTOCOLS
+                        .iter()
+                        .find(|x| x.1 == p.protocol)
+                        .map_or(6, |x| x.0);
+                    let (ob, _) = run(sides[0], rb, proto, p.ranges[0].0);
+                    let (oh, _) = run(sides[1], rh, proto, p.ranges[0].0);
+                    l7_witness(sides, &ob, &oh)
+                })
+                .flatten();
+            Delta {
+                from: 0,
+                to: 0,
+                kind,
+                ports,
+                base,
+                head,
+                witness,
+            }
         })
         .collect()
 }
