@@ -477,6 +477,9 @@ pub fn simulate(
         Ok(i) => i,
         Err(e) => return read_failed(&e),
     };
+    // A stream (a pipe from `hubble observe -f`) is printed as it is
+    // judged; a file's differing flows can come first.
+    let from_file = matches!(input, FlowsInput::File(_));
     let mut flow_errors = 0usize;
     let mut report = |r: PieceReport<'_>| {
         print_diags(r.diagnostics, r.sources, color);
@@ -535,10 +538,11 @@ pub fn simulate(
     let c = &s.compiled;
     let mut pieces = Pieces::new(reader, format, limit);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    // A replay lists first the flows that differ from their record: the
-    // rest wait in a temporary file (memory stays bounded), and follow.
+    // A replay of a file lists first the flows that differ from their
+    // record: the rest wait in a temporary file (memory stays bounded),
+    // and follow.
     let mut rest = match (format, output) {
-        (Format::Hubble, SimOutput::Text | SimOutput::Table) => spool_file()
+        (Format::Hubble, SimOutput::Text | SimOutput::Table) if from_file => spool_file()
             .map_err(|e| eprintln!("warning: flows are printed in input order: {e}"))
             .ok()
             .map(std::io::BufWriter::new),
