@@ -111,6 +111,9 @@ pub struct Compiled {
     pub(crate) by_name: HashMap<String, usize, BuildFnv>,
     #[serde(skip)]
     pub(crate) by_ip: HashMap<IpAddr, usize>,
+    /// The ipcache entries that are not host addresses.
+    #[serde(skip)]
+    pub(crate) prefixes: Vec<usize>,
 }
 
 impl Compiled {
@@ -140,10 +143,13 @@ impl Compiled {
             prefix_len: if ip.is_ipv4() { 32 } else { 128 },
             bare: true,
         };
-        self.ipcache
+        // Only the entries shorter than a host's can hold it: a cluster's
+        // ipcache is mostly pod and node addresses, its prefixes few.
+        // Longest first: the first that holds the address is the match.
+        self.prefixes
             .iter()
-            .filter(|e| e.cidr.contains(&host))
-            .max_by_key(|e| e.cidr.prefix_len)
+            .map(|&i| &self.ipcache[i])
+            .find(|e| e.cidr.contains(&host))
     }
 
     /// The identity the datapath of `observer_node` resolves `ip` to: the
@@ -178,6 +184,20 @@ impl Compiled {
             .filter(|(_, e)| e.cidr.prefix_len == e.cidr.max_len())
             .map(|(i, e)| (e.cidr.addr, i))
             .collect();
+        self.prefixes = (0..self.ipcache.len())
+            .filter(|&i| {
+                let c = &self.ipcache[i].cidr;
+                c.prefix_len < c.max_len()
+            })
+            .collect();
+        // Among equal prefixes the later entry wins, as a scan for the
+        // longest (`max_by_key`) would have it.
+        self.prefixes.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(self.ipcache[i].cidr.prefix_len),
+                std::cmp::Reverse(i),
+            )
+        });
     }
 
     /// `--stats`: totals and per-endpoint entry counts.

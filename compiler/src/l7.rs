@@ -267,18 +267,17 @@ impl Matcher {
                 Some((m, _)) => m.dfa.start_state_forward(&input).ok().map(Some),
             }
         };
-        let accepts =
-            |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>, s: Option<StateID>, all: bool| match (
-                m, s,
-            ) {
-                (Some((m, applies)), Some(s)) => {
-                    let e = m.dfa.next_eoi_state(s);
-                    m.dfa.is_match_state(e)
-                        && (0..m.dfa.match_len(e))
-                            .any(|i| applies(m.dfa.match_pattern(e, i).as_usize()))
-                }
-                _ => all,
-            };
+        let accepts = |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>,
+                       s: Option<StateID>,
+                       all: bool| match (m, s) {
+            (Some((m, applies)), Some(s)) => {
+                let e = m.dfa.next_eoi_state(s);
+                m.dfa.is_match_state(e)
+                    && (0..m.dfa.match_len(e))
+                        .any(|i| applies(m.dfa.match_pattern(e, i).as_usize()))
+            }
+            _ => all,
+        };
         let step =
             |m: Option<(&Matcher, &dyn Fn(usize) -> bool)>, s: Option<StateID>, b: u8| match (m, s)
             {

@@ -487,40 +487,52 @@ pub struct World<'a> {
     pub inventory: &'a Inventory,
 }
 
+/// The inventory's pods that are endpoints, with their names, worked out
+/// once for all assertions.
+struct Pods<'a>(Vec<(String, &'a compiler::inventory::Pod)>);
+
+impl<'a> Pods<'a> {
+    fn new(w: &World<'a>) -> Self {
+        Pods(
+            w.inventory
+                .pods
+                .iter()
+                .map(|p| (p.qualified_name(), p))
+                .filter(|(n, _)| w.compiled.endpoint(n).is_some_and(|e| !e.host))
+                .collect(),
+        )
+    }
+}
+
 /// Resolves a peer to the peers it stands for; `Err` is why none.
 fn resolve(
     w: &World<'_>,
     checker: &Checker<'_>,
     names: &simulator::flow::PodNames,
+    pods: &Pods<'_>,
     p: &PeerExpr,
 ) -> Result<Vec<PeerRef>, (String, Option<String>)> {
     let pods_where = |f: &dyn Fn(&compiler::inventory::Pod) -> bool| -> Vec<PeerRef> {
-        w.inventory
-            .pods
+        pods.0
             .iter()
-            .filter(|pod| {
-                w.compiled
-                    .endpoint(&pod.qualified_name())
-                    .is_some_and(|e| !e.host)
-            })
-            .filter(|pod| f(pod))
-            .map(|pod| PeerRef::Pod(pod.qualified_name()))
+            .filter(|(_, pod)| f(pod))
+            .map(|(n, _)| PeerRef::Pod(n.clone()))
             .collect()
     };
     let out = match &p.form {
         PeerForm::Entity(e) if e == "all" => pods_where(&|_| true),
         PeerForm::Entity(e) if e == "world" => checker
             .outside()
-            .into_iter()
+            .iter()
             .filter(|(_, node)| !node)
-            .map(|(ip, _)| PeerRef::Ip(ip))
+            .map(|&(ip, _)| PeerRef::Ip(ip))
             .collect(),
         PeerForm::Entity(e) => vec![PeerRef::Entity(e.clone())],
         PeerForm::Cidr(c) => {
             let cidr = policy_lang::ir::Cidr::parse(c).map_err(|e| (e, None))?;
             let mut v: Vec<PeerRef> = checker
                 .outside()
-                .into_iter()
+                .iter()
                 .filter(|(ip, _)| {
                     cidr.contains(&policy_lang::ir::Cidr {
                         addr: *ip,
@@ -528,7 +540,7 @@ fn resolve(
                         bare: true,
                     })
                 })
-                .map(|(ip, _)| PeerRef::Ip(ip))
+                .map(|&(ip, _)| PeerRef::Ip(ip))
                 .collect();
             v.extend(pods_where(&|pod| {
                 pod.ips.iter().any(|ip| {
@@ -595,11 +607,12 @@ pub struct Report {
 pub fn verify(w: &World<'_>, assertions: &[Assertion]) -> Report {
     let mut checker = Checker::new(w.compiled);
     let names = simulator::flow::PodNames::new(w.inventory);
+    let pods = Pods::new(w);
     let mut out = Vec::new();
     let mut report = Report::default();
     for a in assertions {
         let before = out.len();
-        let broken = check_one(w, &mut checker, &names, a, &mut out);
+        let broken = check_one(w, &mut checker, &names, &pods, a, &mut out);
         if broken {
             report.broken += 1;
         } else if out.len() > before {
@@ -617,13 +630,14 @@ fn check_one(
     w: &World<'_>,
     checker: &mut Checker<'_>,
     names: &simulator::flow::PodNames,
+    pods: &Pods<'_>,
     a: &Assertion,
     out: &mut Vec<(Finding, Option<Counterexample>)>,
 ) -> bool {
     {
         let resolve_or_warn =
             |p: &PeerExpr, out: &mut Vec<(Finding, Option<Counterexample>)>| match resolve(
-                w, checker, names, p,
+                w, checker, names, pods, p,
             ) {
                 Ok(v) => Some(v),
                 Err((msg, help)) => {
@@ -667,7 +681,7 @@ fn check_one(
                 else {
                     return false;
                 };
-                let others = everything_but(w, checker, &f);
+                let others = everything_but(pods, checker, &f);
                 checks.push((others, t, ports.clone(), Verdict::Denied));
             }
             Check::NamespaceIsolated {
@@ -691,7 +705,7 @@ fn check_one(
                         Some(f) => f,
                         None => return false,
                     },
-                    None => everything_but(w, checker, &t),
+                    None => everything_but(pods, checker, &t),
                 };
                 checks.push((f, t, Vec::new(), Verdict::Denied));
             }
@@ -705,6 +719,7 @@ fn check_one(
                         w,
                         checker,
                         names,
+                        pods,
                         &PeerExpr {
                             span: a.span,
                             form: PeerForm::Entity("all".into()),
@@ -736,21 +751,19 @@ fn check_one(
 }
 
 /// Every pod and outside address except those given.
-fn everything_but(w: &World<'_>, checker: &Checker<'_>, except: &[PeerRef]) -> Vec<PeerRef> {
+fn everything_but(pods: &Pods<'_>, checker: &Checker<'_>, except: &[PeerRef]) -> Vec<PeerRef> {
     let skip: std::collections::HashSet<&PeerRef> = except.iter().collect();
-    let mut v: Vec<PeerRef> = w
-        .compiled
-        .endpoints
+    let mut v: Vec<PeerRef> = pods
+        .0
         .iter()
-        .filter(|e| !e.host)
-        .map(|e| PeerRef::Pod(e.name.clone()))
+        .map(|(n, _)| PeerRef::Pod(n.clone()))
         .collect();
     v.extend(
         checker
             .outside()
-            .into_iter()
+            .iter()
             .filter(|(_, node)| !node)
-            .map(|(ip, _)| PeerRef::Ip(ip)),
+            .map(|&(ip, _)| PeerRef::Ip(ip)),
     );
     v.retain(|p| !skip.contains(p));
     v
@@ -840,9 +853,9 @@ fn uncovered(
 ) -> Option<(Finding, Option<Counterexample>)> {
     let outside = checker
         .outside()
-        .into_iter()
+        .iter()
         .find(|(_, node)| !node)
-        .map(|(ip, _)| PeerRef::Ip(ip))
+        .map(|&(ip, _)| PeerRef::Ip(ip))
         .unwrap_or_else(|| PeerRef::Entity("world".into()));
     let mut missing = pods.iter().filter_map(|p| {
         let PeerRef::Pod(name) = p else { return None };

@@ -48,6 +48,7 @@ pub struct Checker<'c> {
     c: &'c Compiled,
     digest: HashMap<String, u128>,
     cuts: Cuts,
+    outside: std::sync::OnceLock<Vec<(IpAddr, bool)>>,
 }
 
 impl<'c> Checker<'c> {
@@ -64,19 +65,22 @@ impl<'c> Checker<'c> {
             c,
             digest,
             cuts: Cuts::default(),
+            outside: std::sync::OnceLock::new(),
         }
     }
 
     /// An address of each range outside the cluster the datapath tells
     /// apart, with whether it is a node's.
-    pub fn outside(&self) -> Vec<(IpAddr, bool)> {
-        address_cells([self.c, self.c])
-            .into_iter()
-            .map(|ip| {
-                let node = self.c.ipcache_lookup(ip).is_some_and(|e| e.node.is_some());
-                (ip, node)
-            })
-            .collect()
+    pub fn outside(&self) -> &[(IpAddr, bool)] {
+        self.outside.get_or_init(|| {
+            address_cells([self.c, self.c])
+                .into_iter()
+                .map(|ip| {
+                    let node = self.c.ipcache_lookup(ip).is_some_and(|e| e.node.is_some());
+                    (ip, node)
+                })
+                .collect()
+        })
     }
 
     /// The class of a peer: pods alike share one (split by node when the
