@@ -152,4 +152,5 @@ def main():
         for k, x, y in diff[:10]:
             print(f"  {k[0]} => {k[1]}: sluice {x}, nca {y}")
 
-main()
+if __name__ == "__main__":
+    main()
