@@ -150,7 +150,7 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
             (base, head, name(&o.base), name(&o.head))
         }
     };
-    let d = simulator::diff::diff(
+    let mut d = simulator::diff::diff(
         State {
             compiled: &base.compiled,
         },
@@ -158,6 +158,7 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
             compiled: &head.compiled,
         },
     );
+    name_by_workload(&mut d, &head.inventory);
     let flows = match &o.flows {
         Some(path) => match changed_flows(path, o.hubble, &base, &head, &o.template) {
             Ok(f) => Some(f),
@@ -187,6 +188,38 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Groups of pods of one workload are named by it, as a person reads
+/// them: `shop/web (Deployment, 3 pods)`, or `3 of 5 pods` when only some
+/// of them behave alike.
+fn name_by_workload(d: &mut Diff, inv: &compiler::inventory::Inventory) {
+    use std::collections::HashMap;
+    let mut of: HashMap<String, (String, String)> = HashMap::new();
+    let mut size: HashMap<(String, String), usize> = HashMap::new();
+    for p in &inv.pods {
+        if let Some(w) = &p.workload {
+            let key = (format!("{}/{}", p.namespace, w.name), w.kind.clone());
+            of.insert(p.qualified_name(), key.clone());
+            *size.entry(key).or_default() += 1;
+        }
+    }
+    for g in &mut d.groups {
+        let mut keys = g.members.iter().map(|m| of.get(m));
+        let Some(Some(first)) = keys.next() else {
+            continue;
+        };
+        if !keys.all(|k| k == Some(first)) {
+            continue;
+        }
+        let total = size.get(first).copied().unwrap_or(0);
+        let (name, kind) = first;
+        g.name = if g.members.len() == total {
+            format!("{name} ({kind}, {total} {})", plural(total, "pod", "pods"))
+        } else {
+            format!("{name} ({kind}, {} of {total} pods)", g.members.len())
+        };
     }
 }
 

@@ -389,3 +389,50 @@ fn inputs_that_cannot_be_compared_are_errors() {
         );
     }
 }
+
+#[test]
+fn pods_of_one_workload_are_named_by_it() {
+    // The repository fixture's workloads, three replicas each; the base
+    // admits the database on another port.
+    let dir = std::env::temp_dir().join(format!("sluice-diff-wl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in ["web.yaml", "default-deny.yaml"] {
+        let text =
+            std::fs::read_to_string(root().join("fixtures/repo/policies").join(f)).expect("read");
+        std::fs::write(
+            dir.join(f),
+            text.replace("port: \"5432\"", "port: \"5433\""),
+        )
+        .expect("write");
+    }
+    let head = dir.join("head");
+    std::fs::create_dir_all(&head).expect("mkdir");
+    for f in ["web.yaml", "default-deny.yaml"] {
+        std::fs::copy(root().join("fixtures/repo/policies").join(f), head.join(f)).expect("copy");
+    }
+    let base = dir.join("base");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    for f in ["web.yaml", "default-deny.yaml"] {
+        std::fs::rename(dir.join(f), base.join(f)).expect("move");
+    }
+    let o = sluice(&[
+        "diff",
+        "--base",
+        base.to_str().expect("utf-8"),
+        "--head",
+        head.to_str().expect("utf-8"),
+        "-i",
+        "fixtures/repo",
+        "--replicas",
+        "3",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = stdout(&o);
+    assert!(
+        out.contains("opened (1):\n  shop/web (Deployment, 3 pods) → shop/db (StatefulSet, 3 pods)  TCP 5432"),
+        "{}",
+        text(&o)
+    );
+    assert!(out.contains("closed (1):\n  shop/web (Deployment, 3 pods) → shop/db (StatefulSet, 3 pods)  TCP 5433"), "{out}");
+}
