@@ -4,7 +4,8 @@
 On the Kubernetes e2e model of bench/nca_compare.py (N namespaces x P pods,
 NetworkPolicies in the e2e style), the head edits policies the way a pull
 request does: the first E `web-*` policies widen their port range
-8000-8100 to 8000-8200, and the first `deny-all-*` policy is deleted. Both
+8000-8100 to 8000-8200, the next one narrows it to 8000-8050, and the
+first `deny-all-*` policy is deleted. Both
 tools compare base and head over the same pods; the pod pairs and ports each
 says are opened (nca: "added") and closed ("removed") are compared pair by
 pair, and both are timed.
@@ -23,12 +24,17 @@ from nca_compare import generate, merge, norm_nca  # noqa: E402
 def edit(text, edits):
     docs = text.split("---\n")
     widened = 0
+    narrowed = False
     deleted = False
     out = []
     for d in docs:
-        if widened < edits and "name: web-" in d and "endPort: 8100" in d:
-            d = d.replace("endPort: 8100", "endPort: 8200")
-            widened += 1
+        if "name: web-" in d and "endPort: 8100" in d:
+            if widened < edits:
+                d = d.replace("endPort: 8100", "endPort: 8200")
+                widened += 1
+            elif not narrowed:
+                d = d.replace("endPort: 8100", "endPort: 8050")
+                narrowed = True
         if not deleted and "name: deny-all-" in d:
             deleted = True
             continue
@@ -109,7 +115,7 @@ def main():
         sp, np_ = sluice_pairs(json.loads(s.stdout)), nca_pairs(n.stdout)
         pods = a.ns * a.pods
         print(f"input: {a.ns} namespaces x {a.pods} pods = {pods} pods, {npol} NetworkPolicies; "
-              f"head: {a.edits} port ranges widened, 1 policy deleted")
+              f"head: {a.edits} port ranges widened, 1 narrowed, 1 policy deleted")
         print(f"{'tool':<34} {'time':>9} {'opened pairs':>13} {'closed pairs':>13}")
         print(f"{'sluice diff':<34} {ts:>8.2f}s {len(sp['opened']):>13} {len(sp['closed']):>13}")
         print(f"{'nca --semantic_diff (2.1.0)':<34} {tn:>8.2f}s {len(np_['opened']):>13} {len(np_['closed']):>13}")

@@ -284,10 +284,16 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         LintFormat::Json | LintFormat::Sarif => {
             // Large reports are written as they are serialized, not built
             // as one more string first.
+            // Input errors are in the document too (first), with their
+            // codes and places: a pull request must show the worst ones.
             let doc = if o.format == LintFormat::Json {
-                lints::output::json(&findings, sources)
+                let mut all = lints::output::diagnostics_json(&p.errors, sources);
+                if let serde_json::Value::Array(f) = lints::output::json(&findings, sources) {
+                    all.extend(f);
+                }
+                serde_json::Value::Array(all)
             } else {
-                lints::output::sarif(&findings, sources)
+                lints::output::sarif_with(&findings, &p.errors, sources)
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             serde_json::to_writer_pretty(&mut out, &doc)
@@ -295,9 +301,11 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                 .and_then(|()| writeln!(out))
                 .and_then(|()| out.flush())
         }
-        LintFormat::Github => std::io::stdout()
-            .lock()
-            .write_all(lints::output::github(&findings, sources).as_bytes()),
+        LintFormat::Github => {
+            let mut text = lints::output::github_diagnostics(&p.errors, sources);
+            text.push_str(&lints::output::github(&findings, sources));
+            std::io::stdout().lock().write_all(text.as_bytes())
+        }
     };
     if let Err(e) = written {
         if e.kind() != std::io::ErrorKind::BrokenPipe {

@@ -211,6 +211,38 @@ fn mistakes_in_the_assertions_are_located() {
     ] {
         assert!(err.contains(want), "{want}\n{err}");
     }
+    // The same problems reach the machine formats, with codes and places.
+    let o = verify(
+        "fixtures/diff/base",
+        "fixtures/diff/assertions-broken.yaml",
+        &["-o", "github"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let gh = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        gh.starts_with("::error file=fixtures/diff/assertions-broken.yaml,line=6,col=11,"),
+        "{gh}"
+    );
+    let o = verify(
+        "fixtures/diff/base",
+        "fixtures/diff/assertions-broken.yaml",
+        &["-o", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["code"], "assertion::assertion-syntax");
+    assert_eq!(v[0]["line"], 6);
+    let o = sluice(&[
+        "lint",
+        "fixtures/invalid/ambiguous-selector.yaml",
+        "-o",
+        "sarif",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sarif");
+    assert_eq!(
+        v["runs"][0]["results"][0]["ruleId"],
+        "policy::ambiguous-selector"
+    );
     // A peer of nothing is a warning with a suggestion, not a pass.
     let o = verify(
         "fixtures/diff/base",

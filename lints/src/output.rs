@@ -2,7 +2,7 @@
 //! SARIF 2.1.0 (GitHub code scanning) and GitHub Actions workflow commands.
 
 use crate::{Finding, Severity};
-use policy_lang::diag::{render_report, Level, Report};
+use policy_lang::diag::{render_report, Diagnostic, Level, Report};
 use policy_lang::source::SourceMap;
 use serde_json::{json, Value};
 
@@ -60,6 +60,30 @@ fn position(f: &Finding, sources: &SourceMap) -> (String, u32, u32, u32, u32) {
         end_line,
         end_col,
     )
+}
+
+/// Input problems (a policy the API server rejects, an assertion that
+/// cannot be read) in the shape of findings: their code, severity and
+/// place, so that machine readers see the worst problems too.
+pub fn diagnostics_json(diags: &[Diagnostic], sources: &SourceMap) -> Vec<Value> {
+    diags
+        .iter()
+        .map(|d| {
+            let j = d.to_json(sources);
+            json!({
+                "file": j.file,
+                "line": j.line,
+                "column": j.column,
+                "end_line": j.end_line,
+                "end_column": j.end_column,
+                "code": j.code,
+                "name": d.code.name(),
+                "severity": if d.is_error() { "error" } else { "warning" },
+                "message": j.message,
+                "help": j.help,
+            })
+        })
+        .collect()
 }
 
 pub fn json(findings: &[Finding], sources: &SourceMap) -> Value {
@@ -173,6 +197,69 @@ pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
             result
         })
         .collect();
+    sarif_document(rules, results)
+}
+
+/// [`sarif`] with the input problems as results too, each under a rule of
+/// its diagnostic code (after the lint and verify rules).
+pub fn sarif_with(findings: &[Finding], diags: &[Diagnostic], sources: &SourceMap) -> Value {
+    let mut doc = sarif(findings, sources);
+    let mut codes: Vec<policy_lang::diag::Code> = diags.iter().map(|d| d.code).collect();
+    codes.sort_by_key(|c| c.to_string());
+    codes.dedup();
+    let base = crate::all_rules().count();
+    let rules: Vec<Value> = codes
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.to_string(),
+                "name": c.name(),
+                "shortDescription": {"text": c.summary()},
+                "fullDescription": {"text": c.summary()},
+                "help": {"text": format!("{}.\n\nDocumented in docs/diagnostics.md.", c.summary())},
+                "defaultConfiguration": {"level": "error"},
+                "properties": {"tags": ["input"]},
+            })
+        })
+        .collect();
+    let results: Vec<Value> = diags
+        .iter()
+        .map(|d| {
+            let index = base + codes.iter().position(|c| *c == d.code).unwrap_or(0);
+            let mut text = d.message.clone();
+            if let Some(h) = &d.help {
+                text.push_str(". ");
+                text.push_str(h);
+            }
+            let file = d.file_name(sources).unwrap_or("").to_owned();
+            let mut location = json!({"physicalLocation": {"artifactLocation": {"uri": uri(&file)}}});
+            if let Some(s) = d.span {
+                let (el, ec) = sources.end_line_col(s);
+                location["physicalLocation"]["region"] = json!({"startLine": s.line, "startColumn": s.col, "endLine": el, "endColumn": ec});
+            }
+            json!({
+                "ruleId": d.code.to_string(),
+                "ruleIndex": index,
+                "level": if d.is_error() { "error" } else { "warning" },
+                "message": {"text": text},
+                "locations": [location],
+            })
+        })
+        .collect();
+    let run = &mut doc["runs"][0];
+    if let Some(r) = run["tool"]["driver"]["rules"].as_array_mut() {
+        r.extend(rules);
+    }
+    if let Some(r) = run["results"].as_array_mut() {
+        // Input problems first: they are why nothing else may be trusted.
+        let mut all = results;
+        all.append(r);
+        *r = all;
+    }
+    doc
+}
+
+fn sarif_document(rules: Vec<Value>, results: Vec<Value>) -> Value {
     json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -198,6 +285,35 @@ fn escape_data(s: &str) -> String {
 /// Escapes a workflow command's property value.
 fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Input problems as workflow commands, before the findings.
+pub fn github_diagnostics(diags: &[Diagnostic], sources: &SourceMap) -> String {
+    let mut out = String::new();
+    for d in diags {
+        let kind = if d.is_error() { "error" } else { "warning" };
+        let mut message = format!("{}: {}", d.code.name(), d.message);
+        if let Some(h) = &d.help {
+            message.push('\n');
+            message.push_str(h);
+        }
+        let message = policy_lang::excerpt::safe_text(&message);
+        let file = policy_lang::excerpt::safe_text(d.file_name(sources).unwrap_or(""));
+        let place = match d.span {
+            Some(s) => {
+                let (el, ec) = sources.end_line_col(s);
+                format!(",line={},col={},endLine={el},endColumn={ec}", s.line, s.col)
+            }
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "::{kind} file={}{place},title={}::{}\n",
+            escape_property(&file),
+            escape_property(&d.code.to_string()),
+            escape_data(&message)
+        ));
+    }
+    out
 }
 
 /// GitHub Actions workflow commands: one `::error`, `::warning` or

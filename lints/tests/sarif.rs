@@ -46,3 +46,48 @@ fn sarif_output_validates_against_the_official_schema() {
         Some(findings.len())
     );
 }
+
+#[test]
+fn input_errors_are_results_of_a_valid_sarif_log() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let loaded = policy_lang::load_paths(&[root.join("fixtures/invalid")], &LoadOptions::default());
+    let errors: Vec<policy_lang::diag::Diagnostic> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .cloned()
+        .collect();
+    assert!(errors.len() > 10, "{} errors", errors.len());
+    let doc = lints::output::sarif_with(&[], &errors, &loaded.sources);
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema_path).expect("schema"))
+            .expect("schema JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource("sarif-schema-2.1.0.json", schema)
+        .expect("add schema");
+    let id = compiler
+        .compile("sarif-schema-2.1.0.json", &mut schemas)
+        .expect("compile schema");
+    if let Err(e) = schemas.validate(&doc, id) {
+        panic!("SARIF output does not validate: {e:#}");
+    }
+    let run = &doc["runs"][0];
+    let results = run["results"].as_array().expect("results");
+    assert_eq!(results.len(), errors.len());
+    // Each result names its rule, at its index, with the diagnostic's code.
+    for (r, d) in results.iter().zip(&errors) {
+        assert_eq!(r["ruleId"], d.code.to_string());
+        let i = r["ruleIndex"].as_u64().expect("index") as usize;
+        assert_eq!(run["tool"]["driver"]["rules"][i]["id"], d.code.to_string());
+        if let Some(s) = d.span {
+            assert_eq!(
+                r["locations"][0]["physicalLocation"]["region"]["startLine"],
+                s.line
+            );
+        }
+    }
+}
