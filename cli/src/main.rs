@@ -593,6 +593,15 @@ fn main() -> ExitCode {
             }
             commands::simulate(&inputs, &flows, hubble, require_expectations, output, color)
         }
+        #[cfg(not(feature = "datapath"))]
+        Command::Agent { .. } | Command::Observe { .. } | Command::Teardown { .. } => {
+            eprintln!(
+                "error: this sluice was built without the eBPF datapath (cargo feature `datapath`): \
+                 agent, observe and teardown are not in it; build with default features for them"
+            );
+            ExitCode::from(2)
+        }
+        #[cfg(feature = "datapath")]
         Command::Agent {
             policies,
             cluster_policies,
@@ -640,6 +649,7 @@ fn main() -> ExitCode {
             },
             color,
         ),
+        #[cfg(feature = "datapath")]
         Command::Observe {
             bpffs,
             policies,
@@ -668,6 +678,7 @@ fn main() -> ExitCode {
                 color,
             )
         }
+        #[cfg(feature = "datapath")]
         Command::Teardown { bpffs } => live::teardown(&bpffs),
         Command::Lint {
             list_rules: true, ..
@@ -784,6 +795,7 @@ mod commands;
 mod diff;
 mod git;
 mod lint;
+#[cfg(feature = "datapath")]
 mod live;
 
 /// Whether any diagnostic is an input problem (unreadable file) rather than
