@@ -835,19 +835,7 @@ pub fn trace(
             return ExitCode::from(2);
         }
     };
-    let f = Flow {
-        from: src,
-        to: dst,
-        port: num,
-        protocol: proto,
-        expect: None,
-        loc: Default::default(),
-        recorded: None,
-        l7: None,
-        replay: None,
-        service: None,
-        expanded: None,
-    };
+    let f = Flow::new(src, dst, num, proto);
     let c = &s.compiled;
     // A name of several pods (a workload, a selector, a CIDR) or a
     // Service is traced once for each peer it stands for.

@@ -615,12 +615,7 @@ fn markdown(
 /// Annotations on the rules that now decide each change (the head's),
 /// or on the base's for a change that no head rule makes (a rule removed).
 fn github(out: &mut dyn Write, d: &Diff) -> std::io::Result<()> {
-    let esc = |s: &str| {
-        s.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
-    };
-    let prop = |s: &str| esc(s).replace(':', "%3A").replace(',', "%2C");
+    use lints::output::{escape_data as esc, escape_property as prop};
     let mut seen = std::collections::HashSet::new();
     for x in &d.deltas {
         let sites = if x.head.sites.is_empty() {
@@ -648,11 +643,11 @@ fn github(out: &mut dyn Write, d: &Diff) -> std::io::Result<()> {
             writeln!(
                 out,
                 "::{level} file={},line={},col={},title={}::{}",
-                prop(&s.file),
+                prop(&policy_lang::excerpt::safe_text(&s.file)),
                 s.line,
                 s.col,
                 prop(&format!("sluice diff: {}", kind_title(x.kind))),
-                esc(&msg)
+                esc(&policy_lang::excerpt::safe_text(&msg))
             )?;
         }
     }

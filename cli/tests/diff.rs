@@ -396,32 +396,23 @@ fn pods_of_one_workload_are_named_by_it() {
     // admits the database on another port.
     let dir = std::env::temp_dir().join(format!("sluice-diff-wl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for f in ["web.yaml", "default-deny.yaml"] {
-        let text =
-            std::fs::read_to_string(root().join("fixtures/repo/policies").join(f)).expect("read");
-        std::fs::write(
-            dir.join(f),
-            text.replace("port: \"5432\"", "port: \"5433\""),
-        )
-        .expect("write");
+    for (side, port) in [("base", "5433"), ("head", "5432")] {
+        std::fs::create_dir_all(dir.join(side)).expect("mkdir");
+        for f in ["web.yaml", "default-deny.yaml"] {
+            let text = std::fs::read_to_string(root().join("fixtures/repo/policies").join(f))
+                .expect("read");
+            let text = text.replace("port: \"5432\"", &format!("port: \"{port}\""));
+            std::fs::write(dir.join(side).join(f), text).expect("write");
+        }
     }
-    let head = dir.join("head");
-    std::fs::create_dir_all(&head).expect("mkdir");
-    for f in ["web.yaml", "default-deny.yaml"] {
-        std::fs::copy(root().join("fixtures/repo/policies").join(f), head.join(f)).expect("copy");
-    }
-    let base = dir.join("base");
-    std::fs::create_dir_all(&base).expect("mkdir");
-    for f in ["web.yaml", "default-deny.yaml"] {
-        std::fs::rename(dir.join(f), base.join(f)).expect("move");
-    }
+    let side = |s: &str| dir.join(s).display().to_string();
+    let (base, head) = (side("base"), side("head"));
     let o = sluice(&[
         "diff",
         "--base",
-        base.to_str().expect("utf-8"),
+        &base,
         "--head",
-        head.to_str().expect("utf-8"),
+        &head,
         "-i",
         "fixtures/repo",
         "--replicas",
@@ -429,10 +420,10 @@ fn pods_of_one_workload_are_named_by_it() {
     ]);
     let _ = std::fs::remove_dir_all(&dir);
     let out = stdout(&o);
-    assert!(
-        out.contains("opened (1):\n  shop/web (Deployment, 3 pods) → shop/db (StatefulSet, 3 pods)  TCP 5432"),
-        "{}",
-        text(&o)
-    );
-    assert!(out.contains("closed (1):\n  shop/web (Deployment, 3 pods) → shop/db (StatefulSet, 3 pods)  TCP 5433"), "{out}");
+    for (kind, port) in [("opened", 5432), ("closed", 5433)] {
+        let want = format!(
+            "{kind} (1):\n  shop/web (Deployment, 3 pods) → shop/db (StatefulSet, 3 pods)  TCP {port}"
+        );
+        assert!(out.contains(&want), "{want}\n{}", text(&o));
+    }
 }

@@ -781,19 +781,7 @@ fn flow_text(cx: &Counterexample) -> String {
 
 /// A counterexample as a flow, to judge or trace.
 pub fn flow(cx: &Counterexample) -> simulator::flow::Flow {
-    simulator::flow::Flow {
-        from: cx.from.clone(),
-        to: cx.to.clone(),
-        port: cx.port,
-        protocol: cx.protocol,
-        expect: None,
-        loc: Default::default(),
-        recorded: None,
-        l7: None,
-        replay: None,
-        service: None,
-        expanded: None,
-    }
+    simulator::flow::Flow::new(cx.from.clone(), cx.to.clone(), cx.port, cx.protocol)
 }
 
 /// The reason the datapath decides a counterexample as it does.

@@ -5,6 +5,7 @@
 //! checked here (`SLUICE_BLESS=1 cargo test -p lints --test rules` rewrites
 //! them).
 
+#[allow(dead_code)] // each test binary uses part of the helpers
 mod common;
 
 use common::root;

@@ -1,6 +1,7 @@
 //! The SARIF output is valid SARIF 2.1.0: validated against the standard's
 //! own JSON schema (tests/data), for a run with findings of every rule.
 
+#[allow(dead_code)] // each test binary uses part of the helpers
 mod common;
 
 use policy_lang::LoadOptions;
@@ -21,19 +22,7 @@ fn sarif_output_validates_against_the_official_schema() {
     );
     let doc = lints::output::sarif(&findings, &loaded.sources);
 
-    let schema_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&schema_path).expect("schema"))
-            .expect("schema JSON");
-    let mut schemas = boon::Schemas::new();
-    let mut compiler = boon::Compiler::new();
-    compiler
-        .add_resource("sarif-schema-2.1.0.json", schema)
-        .expect("add schema");
-    let id = compiler
-        .compile("sarif-schema-2.1.0.json", &mut schemas)
-        .expect("compile schema");
+    let (schemas, id) = common::schema("lints/tests/data/sarif-schema-2.1.0.json");
     if let Err(e) = schemas.validate(&doc, id) {
         panic!("SARIF output does not validate: {e:#}");
     }
@@ -59,19 +48,7 @@ fn input_errors_are_results_of_a_valid_sarif_log() {
         .collect();
     assert!(errors.len() > 10, "{} errors", errors.len());
     let doc = lints::output::sarif_with(&[], &errors, &loaded.sources);
-    let schema_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&schema_path).expect("schema"))
-            .expect("schema JSON");
-    let mut schemas = boon::Schemas::new();
-    let mut compiler = boon::Compiler::new();
-    compiler
-        .add_resource("sarif-schema-2.1.0.json", schema)
-        .expect("add schema");
-    let id = compiler
-        .compile("sarif-schema-2.1.0.json", &mut schemas)
-        .expect("compile schema");
+    let (schemas, id) = common::schema("lints/tests/data/sarif-schema-2.1.0.json");
     if let Err(e) = schemas.validate(&doc, id) {
         panic!("SARIF output does not validate: {e:#}");
     }

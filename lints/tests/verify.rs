@@ -4,7 +4,7 @@
 //! verdict from `simulate`, and an assertion that holds has no flow
 //! (of the ports checked here, port by port) that breaks it.
 
-#[allow(dead_code)]
+#[allow(dead_code)] // each test binary uses part of the helpers
 mod common;
 
 use common::root;
@@ -65,18 +65,7 @@ fn doc(path: &str) -> serde_json::Value {
 
 #[test]
 fn assertions_files_follow_the_schema() {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("docs/assertions.schema.json")).expect("schema"),
-    )
-    .expect("schema JSON");
-    let mut schemas = boon::Schemas::new();
-    let mut compiler = boon::Compiler::new();
-    compiler
-        .add_resource("assertions.schema.json", schema)
-        .expect("add schema");
-    let id = compiler
-        .compile("assertions.schema.json", &mut schemas)
-        .expect("compile schema");
+    let (schemas, id) = common::schema("docs/assertions.schema.json");
     for good in [
         "fixtures/diff/assertions.yaml",
         "fixtures/diff/assertions-typo.yaml",
@@ -94,19 +83,7 @@ fn assertions_files_follow_the_schema() {
 const PORTS: [u16; 8] = [0, 53, 80, 81, 8050, 8080, 9090, 65535];
 
 fn flow(from: PeerRef, to: PeerRef, port: u16) -> Flow {
-    Flow {
-        from,
-        to,
-        port,
-        protocol: 6,
-        expect: None,
-        loc: Default::default(),
-        recorded: None,
-        l7: None,
-        replay: None,
-        service: None,
-        expanded: None,
-    }
+    Flow::new(from, to, port, 6)
 }
 
 proptest! {

@@ -100,18 +100,14 @@ fn main() {
         x
     };
     let flows: Vec<Flow> = (0..1_000_000)
-        .map(|_| Flow {
-            from: PeerRef::Pod(names[next() as usize % names.len()].to_owned()),
-            to: PeerRef::Pod(names[next() as usize % names.len()].to_owned()),
-            port: [8080, 8443, 5432, 9050, 80][next() as usize % 5],
-            protocol: if next() % 4 == 0 { 17 } else { 6 },
-            expect: None,
-            loc: Default::default(),
-            recorded: None,
-            l7: None,
-            replay: None,
-            service: None,
-            expanded: None,
+        .map(|_| {
+            // Arguments are evaluated in order: the same flows as ever.
+            Flow::new(
+                PeerRef::Pod(names[next() as usize % names.len()].to_owned()),
+                PeerRef::Pod(names[next() as usize % names.len()].to_owned()),
+                [8080, 8443, 5432, 9050, 80][next() as usize % 5],
+                if next() % 4 == 0 { 17 } else { 6 },
+            )
         })
         .collect();
     let mut best = f64::MAX;

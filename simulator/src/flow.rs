@@ -165,6 +165,25 @@ impl std::fmt::Display for Expanded {
     }
 }
 
+impl Flow {
+    /// A flow of `protocol` to `port`, with nothing recorded or expected.
+    pub fn new(from: PeerRef, to: PeerRef, port: u16, protocol: u8) -> Flow {
+        Flow {
+            from,
+            to,
+            port,
+            protocol,
+            expect: None,
+            loc: Loc::default(),
+            recorded: None,
+            l7: None,
+            replay: None,
+            service: None,
+            expanded: None,
+        }
+    }
+}
+
 /// A Service address a flow was sent to, and the port it named.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServiceHop {

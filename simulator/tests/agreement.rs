@@ -8,7 +8,7 @@
 use compiler::compile::{compile, Config};
 use compiler::model::normalize;
 use policy_lang::ir::PolicySet;
-use policy_lang::source::{Loc, SourceMap};
+use policy_lang::source::SourceMap;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use simulator::eval::simulate;
@@ -40,19 +40,7 @@ proptest! {
                 1 => (17, [80, 81, 53, 8080, 8050, 9090, 0][port]),
                 _ => (1, 8),
             };
-            let flow = Flow {
-                from: peer_ref(&names, a, ak),
-                to: peer_ref(&names, b, bk),
-                port,
-                protocol,
-                expect: None,
-                loc: Loc::default(),
-                recorded: None,
-                l7: None,
-                replay: None,
-                service: None,
-                expanded: None,
-            };
+            let flow = Flow::new(peer_ref(&names, a, ak), peer_ref(&names, b, bk), port, protocol);
             let outcome = simulate(&compiled, &flow).expect("peers exist");
             let want = reference.verdict(&flow).expect("peers exist");
             prop_assert_eq!(outcome.verdict, want, "flow {} → {} {}/{}", flow.from, flow.to, flow.port, flow.protocol);

@@ -6,7 +6,7 @@
 
 use compiler::compile::{compile, Compiled, Config};
 use policy_lang::ir::PolicySet;
-use policy_lang::source::{Loc, SourceMap};
+use policy_lang::source::SourceMap;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use simulator::diff::{diff, Diff, Kind, State};
@@ -19,19 +19,7 @@ const PORTS: [u16; 10] = [0, 52, 53, 80, 81, 8049, 8050, 8080, 9090, 65535];
 const WORLD: [&str; 3] = ["203.0.113.7", "10.0.0.200", "192.0.2.1"];
 
 fn flow(from: PeerRef, to: PeerRef, protocol: u8, port: u16) -> Flow {
-    Flow {
-        from,
-        to,
-        port,
-        protocol,
-        expect: None,
-        loc: Loc::default(),
-        recorded: None,
-        l7: None,
-        replay: None,
-        service: None,
-        expanded: None,
-    }
+    Flow::new(from, to, port, protocol)
 }
 
 fn proto_name(p: u8) -> &'static str {

@@ -346,17 +346,13 @@ pub fn decide(
     req: Option<Request>,
 ) -> Decision {
     let flow = Flow {
-        from: PeerRef::Ip(src.ip()),
-        to: PeerRef::Ip(dst.ip()),
-        port: dst.port(),
-        protocol,
-        expect: None,
-        loc: Default::default(),
-        recorded: None,
         l7: req,
-        replay: None,
-        service: None,
-        expanded: None,
+        ..Flow::new(
+            PeerRef::Ip(src.ip()),
+            PeerRef::Ip(dst.ip()),
+            dst.port(),
+            protocol,
+        )
     };
     match simulate(c, &flow) {
         Ok(o) => Decision {

@@ -38,3 +38,19 @@ pub fn lint_with_inventory(loaded: &mut policy_lang::Loaded) -> Vec<Finding> {
         &Config::default(),
     )
 }
+
+/// A JSON schema file of the repository, compiled for validation.
+pub fn schema(path: &str) -> (boon::Schemas, boon::SchemaIndex) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(path)).expect("schema"))
+            .expect("schema JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource("schema.json", schema)
+        .expect("add schema");
+    let id = compiler
+        .compile("schema.json", &mut schemas)
+        .expect("compile schema");
+    (schemas, id)
+}
