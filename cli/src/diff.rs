@@ -103,7 +103,9 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
                 Err(e) => return bad(e),
             };
             let paths: Vec<PathBuf> = o.paths.iter().map(|p| snap.base.join(p)).collect();
-            let prefix = format!("{}/", snap.base.display());
+            // `base` ends with a separator when the working directory is
+            // the repository's root.
+            let prefix = format!("{}/", snap.base.display().to_string().trim_end_matches('/'));
             let to = format!("{rev}:");
             let base_in = side_inputs(&o.template, paths, inv_base);
             let head_in = side_inputs(&o.template, o.paths.clone(), inv_head);
