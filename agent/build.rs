@@ -20,7 +20,10 @@ fn find_clang() -> Option<String> {
 }
 
 fn main() {
-    let bpf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bpf");
+    // Read when the script runs, not when it is built: one build script
+    // binary may serve checkouts at other paths sharing a target directory.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let bpf = PathBuf::from(manifest).join("../bpf");
     for f in ["sluice.bpf.c", "sluice.h"] {
         println!("cargo:rerun-if-changed={}", bpf.join(f).display());
     }

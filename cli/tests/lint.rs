@@ -214,7 +214,8 @@ fn the_documented_workflow_and_pre_commit_commands_run() {
         // Same flags, this repository's files in place of the example paths.
         let cmd = cmd
             .replace("policies/", "fixtures/lints/SL020/bad.yaml")
-            .replace("inventory/cluster.yaml", "fixtures/lints/inventory.yaml");
+            .replace("inventory/cluster.yaml", "fixtures/lints/inventory.yaml")
+            .replace("assertions.yaml", "fixtures/diff/assertions-typo.yaml");
         let (cmd, redirect) = match cmd.split_once(" > ") {
             Some((c, r)) => (c.to_owned(), Some(r.to_owned())),
             None => (cmd, None),
