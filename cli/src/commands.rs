@@ -347,7 +347,7 @@ pub fn compile(
 }
 
 /// Whether a flows file holds Hubble JSON lines rather than compact YAML.
-fn is_hubble(path: &Path, hubble: bool) -> bool {
+pub(crate) fn is_hubble(path: &Path, hubble: bool) -> bool {
     hubble
         || path
             .extension()
@@ -842,21 +842,10 @@ pub fn trace(
     let pod_names = flow::PodNames::new(&s.inventory);
     let services = simulator::service::Services::new(&s.inventory);
     let mut flows = Vec::new();
-    let peers = match flow::expand_peers(&f, &pod_names, c) {
-        None => Ok(vec![f]),
-        Some(r) => r,
-    };
-    let expanded = peers.and_then(|peers| {
-        for g in peers {
-            match services.expand(&g) {
-                None => flows.push(g),
-                Some(Ok(backends)) => flows.extend(backends),
-                Some(Err(e)) => return Err(e),
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = expanded {
+    if let Some(e) = simulator::stream::expand(f, &pod_names, &services, c, &mut flows)
+        .into_iter()
+        .next()
+    {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -252,11 +252,7 @@ fn changed_flows(
 ) -> Result<Flows, ExitCode> {
     use simulator::stream::{self, Format, Pieces};
     let name = path.display().to_string();
-    let format = if hubble
-        || path
-            .extension()
-            .is_some_and(|e| e == "json" || e == "jsonl")
-    {
+    let format = if crate::commands::is_hubble(path, hubble) {
         Format::Hubble
     } else {
         Format::Yaml

@@ -567,8 +567,6 @@ pub fn judge_stream<R: BufRead>(
         // and so not expanded either. A flow naming several pods stands
         // for each, and one to a Service for each backend (a selector may
         // pick a Service's clients, so peers are expanded first).
-        let unknown =
-            |f: &Flow, msg| Diagnostic::error(policy_lang::diag::Code::UnknownPeer, f.loc.0, msg);
         let mut expanded = Vec::with_capacity(flows.len());
         for f in flows {
             if let Some(n) = f.replay.as_ref().and_then(|r| r.not_judged.as_ref()) {
@@ -579,20 +577,13 @@ pub fn judge_stream<R: BufRead>(
                 }
                 continue;
             }
-            let many = match flow::expand_peers(&f, &pod_names, compiled) {
-                None => vec![f],
-                Some(Ok(v)) => v,
-                Some(Err(msg)) => {
-                    diags.push(unknown(&f, msg));
-                    continue;
-                }
-            };
-            for f in many {
-                match services.expand(&f) {
-                    None => expanded.push(f),
-                    Some(Ok(backends)) => expanded.extend(backends),
-                    Some(Err(msg)) => diags.push(unknown(&f, msg)),
-                }
+            let loc = f.loc;
+            for msg in expand(f, &pod_names, &services, compiled, &mut expanded) {
+                diags.push(Diagnostic::error(
+                    policy_lang::diag::Code::UnknownPeer,
+                    loc.0,
+                    msg,
+                ));
             }
         }
         // A flow naming a pod the inventory lacks is an error, and left
@@ -645,6 +636,34 @@ pub fn judge_stream<R: BufRead>(
         }
     }
     Ok(sum)
+}
+
+/// The flows `f` stands for, added to `out`: one per pod when a peer
+/// names several, and one per backend when it is sent to a Service (a
+/// selector may pick a Service's clients, so peers are expanded first).
+/// What cannot be expanded is said in the messages returned; the flows
+/// they concern are left out.
+pub fn expand(
+    f: Flow,
+    pods: &flow::PodNames,
+    services: &crate::service::Services<'_>,
+    compiled: &Compiled,
+    out: &mut Vec<Flow>,
+) -> Vec<String> {
+    let many = match flow::expand_peers(&f, pods, compiled) {
+        None => vec![f],
+        Some(Ok(v)) => v,
+        Some(Err(msg)) => return vec![msg],
+    };
+    let mut errors = Vec::new();
+    for f in many {
+        match services.expand(&f) {
+            None => out.push(f),
+            Some(Ok(backends)) => out.extend(backends),
+            Some(Err(msg)) => errors.push(msg),
+        }
+    }
+    errors
 }
 
 /// An endpoint of each identity, by its labels as Hubble prints them.
