@@ -261,15 +261,19 @@ impl PolicyMap {
         self.entries.len()
     }
 
-    /// The L7 policy that applies to a hit (its key's, for its protocol).
-    pub fn l7_port(&self, key: &Key, kind: crate::l7::L7Kind) -> Option<&crate::l7::L7Port> {
-        self.l7.iter().find(|p| {
+    /// The L7 policies of a hit's key, one per protocol with rules there.
+    pub fn l7_ports(&self, key: Key) -> impl Iterator<Item = &crate::l7::L7Port> {
+        self.l7.iter().filter(move |p| {
             p.egress == key.egress
                 && p.proto == key.proto
                 && p.dport == key.dport
                 && p.plen == key.plen
-                && p.kind == kind
         })
+    }
+
+    /// The L7 policy that applies to a hit (its key's, for its protocol).
+    pub fn l7_port(&self, key: &Key, kind: crate::l7::L7Kind) -> Option<&crate::l7::L7Port> {
+        self.l7_ports(*key).find(|p| p.kind == kind)
     }
 
     /// The prefix lengths the map's entries use, longest first.

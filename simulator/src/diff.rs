@@ -535,14 +535,7 @@ fn l7_rules(c: &Compiled, o: &Outcome) -> Option<Vec<String>> {
         };
         any = true;
         let dir = if key.egress { "egress" } else { "ingress" };
-        for p in &c.maps[ep.map].l7 {
-            if p.egress != key.egress
-                || p.proto != key.proto
-                || p.dport != key.dport
-                || p.plen != key.plen
-            {
-                continue;
-            }
+        for p in c.maps[ep.map].l7_ports(key) {
             let kind = format!("{:?}", p.kind).to_lowercase();
             if p.open.iter().any(|&i| i == 0 || i == s.remote_identity) {
                 out.push(format!("{dir} {kind}: every request"));
@@ -1151,10 +1144,10 @@ fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer, cuts: &mut Cuts) -> V
         b.sort_unstable();
         b.dedup();
     }
-    // (kind, ports per protocol, decisions at the first port): ports
-    // decided alike (same change, same rules on each side) are one change.
-    #[allow(clippy::type_complexity)]
-    let mut found: Vec<(Kind, Vec<Ports>, Decision, Decision, Key, Key)> = Vec::new();
+    // Ports decided alike (same change, same rules on each side) are one
+    // change, described at its first port: its decisions and, for an L7
+    // change, a witness request.
+    let mut found: Vec<(Delta, Key, Key)> = Vec::new();
     for (pi, (proto, name, max)) in PROTOCOLS.into_iter().enumerate() {
         let starts: Vec<u16> = bounds[pi]
             .iter()
@@ -1170,53 +1163,40 @@ fn compare_pair(sides: [&Compiled; 2], a: &Peer, b: &Peer, cuts: &mut Cuts) -> V
                 continue;
             };
             // The sentences are made once per change, not per interval.
-            let f = match found
-                .iter_mut()
-                .position(|f| f.0 == kind && f.4 == kb && f.5 == kh)
+            let d = match found
+                .iter()
+                .position(|(d, b, h)| d.kind == kind && *b == kb && *h == kh)
             {
-                Some(i) => &mut found[i],
+                Some(i) => &mut found[i].0,
                 None => {
-                    let (db, dh) = (decision(sides[0], &ob), decision(sides[1], &oh));
-                    found.push((kind, Vec::new(), db, dh, kb, kh));
-                    found.last_mut().expect("just pushed")
+                    let delta = Delta {
+                        from: 0,
+                        to: 0,
+                        kind,
+                        ports: Vec::new(),
+                        base: decision(sides[0], &ob),
+                        head: decision(sides[1], &oh),
+                        witness: if kind == Kind::L7 {
+                            l7_witness(sides, &ob, &oh)
+                        } else {
+                            None
+                        },
+                    };
+                    found.push((delta, kb, kh));
+                    &mut found.last_mut().expect("just pushed").0
                 }
             };
-            match f.1.last_mut() {
+            match d.ports.last_mut() {
                 Some(p) if p.protocol == name => match p.ranges.last_mut() {
                     Some(last) if u32::from(last.1) + 1 == u32::from(lo) => last.1 = hi,
                     _ => p.ranges.push((lo, hi)),
                 },
-                _ => f.1.push(Ports {
+                _ => d.ports.push(Ports {
                     protocol: name,
                     ranges: vec![(lo, hi)],
                 }),
             }
         }
     }
-    found
-        .into_iter()
-        .map(|(kind, ports, base, head, _, _)| {
-            let witness = (kind == Kind::L7)
-                .then(|| {
-                    let p = &ports[0];
-                    let proto = PROTOCOLS
-                        .iter()
-                        .find(|x| x.1 == p.protocol)
-                        .map_or(6, |x| x.0);
-                    let (ob, _) = run(sides[0], rb, proto, p.ranges[0].0);
-                    let (oh, _) = run(sides[1], rh, proto, p.ranges[0].0);
-                    l7_witness(sides, &ob, &oh)
-                })
-                .flatten();
-            Delta {
-                from: 0,
-                to: 0,
-                kind,
-                ports,
-                base,
-                head,
-                witness,
-            }
-        })
-        .collect()
+    found.into_iter().map(|(d, _, _)| d).collect()
 }

@@ -272,13 +272,7 @@ pub fn judge_l7(c: &Compiled, o: &mut Outcome<'_>, req: &compiler::l7::Request) 
                 // The port redirects for another protocol's rules (the
                 // proxy cannot parse this request: denied), or only for a
                 // listener or SNI check, which does not judge requests.
-                let other = map.l7.iter().find(|p| {
-                    p.egress == key.egress
-                        && p.proto == key.proto
-                        && p.dport == key.dport
-                        && p.plen == key.plen
-                });
-                match other {
+                match map.l7_ports(key).next() {
                     Some(p) => L7Step {
                         protocol: p.kind,
                         verdict: Verdict::Denied,
