@@ -474,7 +474,9 @@ pub(crate) fn flows_of_roots_after(
                 let before = if i == 0 { keys_before } else { &[] };
                 root_map_flows(entries, before, diags)
             }
-            _ if root.is_null() => &[],
+            // A piece that continues a document's root mapping holds its
+            // next entries: nothing else can stand there in the document.
+            _ if root.is_null() && (i > 0 || keys_before.is_empty()) => &[],
             _ => {
                 err(
                     diags,
