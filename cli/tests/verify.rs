@@ -243,6 +243,50 @@ fn mistakes_in_the_assertions_are_located() {
         v["runs"][0]["results"][0]["ruleId"],
         "policy::ambiguous-selector"
     );
+    // Assertions no policy can make hold are errors of the file, each at
+    // its place, and nothing is checked.
+    let o = verify(
+        "fixtures/diff/base",
+        "fixtures/diff/assertions-never.yaml",
+        &["-o", "json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let found: Vec<(String, u64)> = v
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or_default().to_owned(),
+                d["line"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let never = "assertion::assertion-never-holds".to_owned();
+    assert_eq!(
+        found,
+        [5, 9, 13, 17, 22, 24, 30, 34]
+            .map(|l| (never.clone(), l))
+            .to_vec(),
+        "{}",
+        text(&o)
+    );
+    let o = verify(
+        "fixtures/diff/base",
+        "fixtures/diff/assertions-never.yaml",
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "no pod can be labelled `app=web` and not labelled it",
+        "no pod can have `app` both `web` and `api`",
+        "allow-localhost",
+        "traffic between two addresses outside the cluster",
+        "`world` is not a pod",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
     // A peer of nothing is a warning with a suggestion, not a pass.
     let o = verify(
         "fixtures/diff/base",

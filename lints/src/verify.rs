@@ -53,7 +53,8 @@ pub enum PeerForm {
     Pods {
         namespace: Option<String>,
         labels: BTreeMap<String, String>,
-        not: BTreeMap<String, String>,
+        /// (key, value) pairs; a key may repeat (`app!=a,app!=b`).
+        not: Vec<(String, String)>,
     },
 }
 
@@ -114,6 +115,74 @@ fn scalar(n: &Node) -> Option<&str> {
 
 fn syntax(span: Span, msg: impl Into<String>) -> Diagnostic {
     Diagnostic::error(Code::AssertionSyntax, span, msg)
+}
+
+fn never(span: Span, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(Code::AssertionNeverHolds, span, msg)
+}
+
+/// A peer that requires a label its own `!=` (or `notLabels`) rules out
+/// matches no pod of any cluster.
+fn contradiction(
+    span: Span,
+    labels: &BTreeMap<String, String>,
+    not: &[(String, String)],
+) -> Option<Diagnostic> {
+    let (k, v) = not.iter().find(|(k, v)| labels.get(k) == Some(v))?;
+    Some(never(
+        span,
+        format!("no pod can be labelled `{k}={v}` and not labelled it: this peer can never match"),
+    ))
+}
+
+fn entity(p: &PeerExpr) -> Option<&str> {
+    match &p.form {
+        PeerForm::Entity(e) => Some(e.as_str()),
+        _ => None,
+    }
+}
+
+fn outside(p: &PeerExpr) -> bool {
+    matches!(entity(p), Some("world" | "world-ipv4" | "world-ipv6"))
+}
+
+/// Assertions that no policy can make hold, whatever the cluster: they
+/// are mistakes in the assertion, so they are errors of the file rather
+/// than findings that send a reviewer to the policies.
+fn never_holds(check: &Check, span: Span) -> Option<Diagnostic> {
+    // Cilium lets a node reach its own pods whatever the policies say
+    // (allow-localhost), and every pod runs on a node.
+    const LOCALHOST: &str = "a node always reaches the pods it runs (Cilium's allow-localhost), so no policy can deny `host` to a pod";
+    match check {
+        Check::Expect { from, to, .. } if outside(from) && outside(to) => Some(never(
+            span,
+            "traffic between two addresses outside the cluster never passes through it: no policy decides it",
+        )),
+        Check::Expect {
+            from,
+            expect: Expect::Denied | Expect::Isolated,
+            ..
+        } if entity(from) == Some("host") => Some(never(from.span, LOCALHOST)),
+        Check::Expect {
+            to,
+            expect: Expect::Isolated,
+            ..
+        } if entity(to) == Some("host") => Some(never(
+            to.span,
+            format!("`isolated` means both ways, and {LOCALHOST}"),
+        )),
+        Check::NamespaceIsolated { from: Some(f), .. } if entity(f) == Some("host") => {
+            Some(never(f.span, LOCALHOST))
+        }
+        Check::Covered { of: Some(of), .. } => match entity(of) {
+            Some(e) if e != "all" => Some(never(
+                of.span,
+                format!("`covered` is about pods, which policies select; `{e}` is not a pod"),
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Reads an assertions file. Problems are located diagnostics; an
@@ -324,6 +393,10 @@ fn assertion(n: &Node, diags: &mut Vec<Diagnostic>) -> Option<Assertion> {
     if diags.len() > before {
         return None;
     }
+    if let Some(d) = never_holds(&check, span) {
+        diags.push(d);
+        return None;
+    }
     Some(Assertion { name, span, check })
 }
 
@@ -358,12 +431,12 @@ fn label_map(n: &Node, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, String> 
 fn peer(v: &Node, diags: &mut Vec<Diagnostic>) -> Option<PeerExpr> {
     let span = v.span;
     if let NodeKind::Map(entries) = &v.kind {
-        let (mut namespace, mut labels, mut not) = (None, BTreeMap::new(), BTreeMap::new());
+        let (mut namespace, mut labels, mut not) = (None, BTreeMap::new(), Vec::new());
         for (k, val) in entries {
             match scalar(k) {
                 Some("namespace") => namespace = scalar(val).map(str::to_owned),
                 Some("labels") => labels = label_map(val, diags),
-                Some("notLabels") => not = label_map(val, diags),
+                Some("notLabels") => not = label_map(val, diags).into_iter().collect(),
                 other => diags.push(syntax(
                     k.span,
                     format!(
@@ -372,6 +445,10 @@ fn peer(v: &Node, diags: &mut Vec<Diagnostic>) -> Option<PeerExpr> {
                     ),
                 )),
             }
+        }
+        if let Some(d) = contradiction(span, &labels, &not) {
+            diags.push(d);
+            return None;
         }
         return Some(PeerExpr {
             span,
@@ -387,7 +464,7 @@ fn peer(v: &Node, diags: &mut Vec<Diagnostic>) -> Option<PeerExpr> {
         return None;
     };
     let form = if text.contains('=') {
-        let (mut namespace, mut labels, mut not) = (None, BTreeMap::new(), BTreeMap::new());
+        let (mut namespace, mut labels, mut not) = (None, BTreeMap::new(), Vec::new());
         for pair in text.split(',') {
             let (k, val, negated) = match pair.split_once("!=") {
                 Some((k, val)) => (k.trim(), val.trim(), true),
@@ -406,15 +483,26 @@ fn peer(v: &Node, diags: &mut Vec<Diagnostic>) -> Option<PeerExpr> {
                 diags.push(syntax(span, format!("`{pair}` has no key")));
                 return None;
             }
-            match (k, negated) {
-                ("ns" | "namespace", false) => namespace = Some(val.to_owned()),
-                (_, false) => {
-                    labels.insert(k.to_owned(), val.to_owned());
-                }
+            let earlier = match (k, negated) {
+                ("ns" | "namespace", false) => namespace.replace(val.to_owned()),
+                (_, false) => labels.insert(k.to_owned(), val.to_owned()),
+                // `app!=a,app!=b` is a fine "neither".
                 (_, true) => {
-                    not.insert(k.to_owned(), val.to_owned());
+                    not.push((k.to_owned(), val.to_owned()));
+                    None
                 }
+            };
+            if let Some(before) = earlier.filter(|b| b != val) {
+                diags.push(never(
+                    span,
+                    format!("no pod can have `{k}` both `{before}` and `{val}`: this peer can never match"),
+                ));
+                return None;
             }
+        }
+        if let Some(d) = contradiction(span, &labels, &not) {
+            diags.push(d);
+            return None;
         }
         PeerForm::Pods {
             namespace,
@@ -694,7 +782,7 @@ fn check_one(
                     form: PeerForm::Pods {
                         namespace: Some(namespace.clone()),
                         labels: BTreeMap::new(),
-                        not: BTreeMap::new(),
+                        not: Vec::new(),
                     },
                 };
                 let Some(t) = resolve_or_warn(&ns, out) else {

@@ -108,6 +108,7 @@ codes! {
     FlowSyntax => "flow-syntax", "a flow that cannot be read";
     UnknownPeer => "unknown-peer", "a flow names a pod, IP or entity the inventory does not know";
     AssertionSyntax => "assertion-syntax", "an assertion of an assertions file that cannot be read";
+    AssertionNeverHolds => "assertion-never-holds", "an assertion that no policy set and no cluster can make hold (or that can never apply)";
 }
 
 impl Code {
@@ -118,7 +119,7 @@ impl Code {
             Code::InventoryObject | Code::PodWithoutIp | Code::DuplicateIp => "inventory",
             Code::SelectsNothing | Code::MapOverflow | Code::L7Automaton => "compile",
             Code::FlowSyntax | Code::UnknownPeer => "flow",
-            Code::AssertionSyntax => "assertion",
+            Code::AssertionSyntax | Code::AssertionNeverHolds => "assertion",
             _ => "policy",
         }
     }
