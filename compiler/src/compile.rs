@@ -9,7 +9,7 @@ use crate::model::{
     Subject,
 };
 use crate::ports::range_to_prefixes;
-use crate::selector::Sel;
+use crate::selector::{LabelIndex, Sel};
 use policy_lang::diag::{Code, Diagnostic};
 use policy_lang::ir::{Cidr, Direction, Entity, PolicySet};
 use policy_lang::source::SourceMap;
@@ -297,6 +297,9 @@ struct Ctx<'a> {
     /// Whether a name selector matches DNS answer `i`: patterns compile to
     /// an automaton, so each pair is decided once, not once per map.
     fqdn_memo: HashMap<(crate::model::FqdnSel, usize), bool>,
+    /// `out.identities` by label, as peer selectors see them (the host
+    /// as `reserved:host` only).
+    peer_index: LabelIndex,
 }
 
 /// Compiles the model. With policies in audit mode, the enforced state
@@ -557,7 +560,16 @@ fn compile_one(
             }
         }
     }
+    let host_labels = reserved_labels(HOST);
+    let peer_index = LabelIndex::new(out.identities.iter().map(|i| {
+        if i.id == HOST {
+            &host_labels
+        } else {
+            &i.labels
+        }
+    }));
     let mut cx = Ctx {
+        peer_index,
         inv,
         cfg,
         out,
@@ -574,14 +586,16 @@ fn compile_one(
     };
 
     // Which rules select which identities (and nodes, for host policy).
-    let identity_labels: BTreeMap<u32, LabelSet> = cx
+    let unique_ids: BTreeSet<u32> = endpoint_ids.iter().copied().collect();
+    let endpoint_sets: Vec<(u32, &LabelSet)> = cx
         .out
         .identities
         .iter()
-        .map(|i| (i.id, i.labels.clone()))
+        .filter(|i| unique_ids.contains(&i.id))
+        .map(|i| (i.id, &i.labels))
         .collect();
+    let index = LabelIndex::new(endpoint_sets.iter().map(|(_, l)| *l));
     let mut selected_by: HashMap<u32, Vec<usize>> = HashMap::new();
-    let unique_ids: BTreeSet<u32> = endpoint_ids.iter().copied().collect();
     let mut host_rules: HashMap<usize, Vec<usize>> = HashMap::new();
     for (ri, r) in model.rules.iter().enumerate() {
         if skip_audited && r.audit {
@@ -589,9 +603,10 @@ fn compile_one(
         }
         match &r.subject {
             Subject::Endpoints(sel) => {
-                for id in &unique_ids {
-                    if sel.matches(&identity_labels[id]) {
-                        selected_by.entry(*id).or_default().push(ri);
+                for i in index.candidates(sel) {
+                    let (id, labels) = endpoint_sets[i as usize];
+                    if sel.matches(labels) {
+                        selected_by.entry(id).or_default().push(ri);
                     }
                 }
             }
@@ -1049,8 +1064,11 @@ impl Ctx<'_> {
         };
         let host_labels = reserved_labels(HOST);
         let set: BTreeSet<u32> = match s {
-            PeerSel::Endpoints(sel) => ids
-                .iter()
+            PeerSel::Endpoints(sel) => self
+                .peer_index
+                .candidates(sel)
+                .into_iter()
+                .map(|i| &ids[i as usize])
                 .filter(|i| {
                     // The host endpoint selector sees only `reserved:host`;
                     // its node labels are for `fromNodes`.

@@ -193,3 +193,131 @@ impl fmt::Display for Sel {
         Ok(())
     }
 }
+
+/// Which label sets of a list carry each (key, value), whatever the
+/// source: a selector's `In` or `Exists` requirement then names the few
+/// sets worth matching instead of all of them. Matching every rule against
+/// every identity was the largest cost of compiling big clusters.
+#[derive(Default)]
+pub struct LabelIndex {
+    by_key: std::collections::HashMap<String, std::collections::HashMap<String, Vec<u32>>>,
+    len: usize,
+}
+
+impl LabelIndex {
+    pub fn new<'a>(sets: impl IntoIterator<Item = &'a LabelSet>) -> LabelIndex {
+        let mut ix = LabelIndex::default();
+        for (i, set) in sets.into_iter().enumerate() {
+            for l in set.iter() {
+                let list = ix
+                    .by_key
+                    .entry(l.key.clone())
+                    .or_default()
+                    .entry(l.value.clone())
+                    .or_default();
+                // A set with one key from two sources lists once.
+                if list.last() != Some(&(i as u32)) {
+                    list.push(i as u32);
+                }
+            }
+            ix.len = i + 1;
+        }
+        ix
+    }
+
+    /// Positions (ascending) of the sets that may match `sel`: a superset
+    /// of those that do, so the caller still matches each.
+    pub fn candidates(&self, sel: &Sel) -> Vec<u32> {
+        let mut best: Option<Vec<u32>> = None;
+        for r in &sel.reqs {
+            let lists: Vec<&Vec<u32>> = match r.op {
+                Op::In => match self.by_key.get(&r.key) {
+                    Some(values) => r.values.iter().filter_map(|v| values.get(v)).collect(),
+                    None => Vec::new(),
+                },
+                Op::Exists => match self.by_key.get(&r.key) {
+                    Some(values) => values.values().collect(),
+                    None => Vec::new(),
+                },
+                Op::NotIn | Op::DoesNotExist => continue,
+            };
+            let n: usize = lists.iter().map(|l| l.len()).sum();
+            if best.as_ref().is_some_and(|b| b.len() <= n) {
+                continue;
+            }
+            let mut v: Vec<u32> = lists.into_iter().flatten().copied().collect();
+            if v.len() > 1 {
+                v.sort_unstable();
+                v.dedup();
+            }
+            best = Some(v);
+            if best.as_ref().is_some_and(Vec::is_empty) {
+                break;
+            }
+        }
+        best.unwrap_or_else(|| (0..self.len as u32).collect())
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::labels::Label;
+    use proptest::prelude::*;
+
+    fn label_set() -> impl Strategy<Value = LabelSet> {
+        proptest::collection::vec((0..2usize, 0..3usize, 0..3usize), 0..4).prop_map(|ls| {
+            LabelSet::from_labels(
+                ls.into_iter()
+                    .map(|(s, k, v)| {
+                        Label::new(
+                            ["k8s", "cni"][s],
+                            ["app", "tier", "io.kubernetes.pod.namespace"][k],
+                            ["a", "b", ""][v],
+                        )
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    fn req() -> impl Strategy<Value = Req> {
+        (
+            0..3usize,
+            0..3usize,
+            0..4usize,
+            proptest::collection::vec(0..3usize, 0..3),
+        )
+            .prop_map(|(s, k, op, vs)| Req {
+                source: [None, Some("k8s".to_owned()), Some("cni".to_owned())][s].clone(),
+                key: ["app", "tier", "io.kubernetes.pod.namespace"][k].to_owned(),
+                op: [Op::In, Op::NotIn, Op::Exists, Op::DoesNotExist][op],
+                values: vs
+                    .into_iter()
+                    .map(|v| ["a", "b", ""][v].to_owned())
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        // The index may only skip sets that do not match.
+        #[test]
+        fn candidates_hold_every_match(
+            sets in proptest::collection::vec(label_set(), 0..12),
+            reqs in proptest::collection::vec(req(), 0..3),
+        ) {
+            let sel = Sel { reqs };
+            let ix = LabelIndex::new(&sets);
+            let got = ix.candidates(&sel);
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            prop_assert_eq!(&sorted, &got);
+            for (i, s) in sets.iter().enumerate() {
+                if sel.matches(s) {
+                    prop_assert!(got.contains(&(i as u32)), "set {} matches but is not a candidate", i);
+                }
+            }
+        }
+    }
+}
