@@ -111,9 +111,13 @@ pub struct Compiled {
     pub(crate) by_name: HashMap<String, usize, BuildFnv>,
     #[serde(skip)]
     pub(crate) by_ip: HashMap<IpAddr, usize>,
-    /// The ipcache entries that are not host addresses.
+    /// The ipcache entries that are not host addresses, by (IPv4,
+    /// length, network bits).
     #[serde(skip)]
-    pub(crate) prefixes: Vec<usize>,
+    pub(crate) prefixes: HashMap<(bool, u8, u128), usize>,
+    /// Their distinct (IPv4, length), longest first.
+    #[serde(skip)]
+    pub(crate) prefix_lens: Vec<(bool, u8)>,
 }
 
 impl Compiled {
@@ -138,18 +142,22 @@ impl Compiled {
         if let Some(&i) = self.exact.get(&ip) {
             return Some(&self.ipcache[i]);
         }
-        let host = Cidr {
-            addr: ip,
-            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-            bare: true,
-        };
-        // Only the entries shorter than a host's can hold it: a cluster's
-        // ipcache is mostly pod and node addresses, its prefixes few.
-        // Longest first: the first that holds the address is the match.
-        self.prefixes
+        // Only the entries shorter than a host's can hold it, and they
+        // come in few lengths: one hash probe per length, longest first.
+        let v4 = ip.is_ipv4();
+        self.prefix_lens
             .iter()
+            .filter(|(family, _)| *family == v4)
+            .find_map(|&(_, len)| {
+                let net = Cidr {
+                    addr: ip,
+                    prefix_len: len,
+                    bare: true,
+                }
+                .network_bits();
+                self.prefixes.get(&(v4, len, net))
+            })
             .map(|&i| &self.ipcache[i])
-            .find(|e| e.cidr.contains(&host))
     }
 
     /// The identity the datapath of `observer_node` resolves `ip` to: the
@@ -184,20 +192,22 @@ impl Compiled {
             .filter(|(_, e)| e.cidr.prefix_len == e.cidr.max_len())
             .map(|(i, e)| (e.cidr.addr, i))
             .collect();
-        self.prefixes = (0..self.ipcache.len())
-            .filter(|&i| {
-                let c = &self.ipcache[i].cidr;
-                c.prefix_len < c.max_len()
-            })
-            .collect();
         // Among equal prefixes the later entry wins, as a scan for the
         // longest (`max_by_key`) would have it.
-        self.prefixes.sort_by_key(|&i| {
-            (
-                std::cmp::Reverse(self.ipcache[i].cidr.prefix_len),
-                std::cmp::Reverse(i),
-            )
-        });
+        self.prefixes = self
+            .ipcache
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.cidr.prefix_len < e.cidr.max_len())
+            .map(|(i, e)| {
+                (
+                    (e.cidr.addr.is_ipv4(), e.cidr.prefix_len, e.cidr.network_bits()),
+                    i,
+                )
+            })
+            .collect();
+        let lens: BTreeSet<(bool, u8)> = self.prefixes.keys().map(|&(f, l, _)| (f, l)).collect();
+        self.prefix_lens = lens.into_iter().rev().collect();
     }
 
     /// `--stats`: totals and per-endpoint entry counts.
