@@ -8,12 +8,14 @@ set -euo pipefail
 # the eBPF datapath (bpf/sluice.bpf.c) is compiled by agent/build.rs with
 # clang against libbpf's headers; gcc-multilib supplies <asm/types.h> for
 # `-target bpf`. iproute2 (`ip netns`, veth) runs the live enforcement test.
+# libz3-dev: the verifier crate (exposure analysis) links Debian's z3.
 PACKAGES=(
   clang-19
   llvm-19
   libbpf-dev
   gcc-multilib
   iproute2
+  libz3-dev
 )
 
 missing=()

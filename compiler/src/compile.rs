@@ -201,7 +201,11 @@ impl Compiled {
             .filter(|(_, e)| e.cidr.prefix_len < e.cidr.max_len())
             .map(|(i, e)| {
                 (
-                    (e.cidr.addr.is_ipv4(), e.cidr.prefix_len, e.cidr.network_bits()),
+                    (
+                        e.cidr.addr.is_ipv4(),
+                        e.cidr.prefix_len,
+                        e.cidr.network_bits(),
+                    ),
                     i,
                 )
             })

@@ -1,0 +1,556 @@
+//! A symbolic semantics of the compiled policy model, decided with z3.
+//!
+//! The compiler answers for the pods of an inventory. Here the pods are
+//! variables: each label key that a selector mentions is absent, one of
+//! the values some selector (or the inventory) names, or a value nobody
+//! names; the namespace, its labels and the service account are labels
+//! like the others, tied together as Kubernetes ties them (every pod of a
+//! namespace sees the same namespace labels, an existing namespace keeps
+//! the labels it has). Ports are 16-bit vectors, protocols numbers. The
+//! L3/L4 verdict of a flow between two such pods is a formula: egress at
+//! the source (default deny when a selecting rule asks for it, an allow
+//! that matches, no deny that matches), then ingress at the destination.
+//!
+//! What the formula covers and what it leaves out is in docs/exposure.md:
+//! pod-to-pod flows; L7 rules count as allowed at L4 (the proxy decides);
+//! egress named ports resolve over the inventory's pods, as Cilium's
+//! named-port map does, so a pod that does not exist yet adds no name.
+
+use compiler::compile::Config;
+use compiler::inventory::{Inventory, Pod};
+use compiler::labels::{
+    pod_labels, CILIUM_OWNED_PREFIX, CLUSTER_LABEL, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX,
+    SERVICE_ACCOUNT_LABEL,
+};
+use compiler::model::{Model, NPort, NRule, PeerSel, Peers, PortSel, Subject};
+use compiler::selector::{Op, Req, Sel};
+use policy_lang::ir::{Direction, Entity};
+use std::collections::{BTreeMap, BTreeSet};
+use z3::ast::{Bool, Int, BV};
+
+/// Values beyond the named ones a key may take: one per pod of a query,
+/// so that two pods can be in two different new namespaces.
+const OTHERS: i64 = 2;
+
+/// The namespace-label key that Kubernetes sets to the namespace's name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The label keys (as identity labels, `k8s:` source) and values that
+/// matter: every one a selector of the model mentions, and the inventory's
+/// namespaces with their labels.
+#[derive(Clone, Debug, Default)]
+pub struct Vocabulary {
+    keys: BTreeMap<String, Vec<String>>,
+    port_names: BTreeSet<String>,
+}
+
+impl Vocabulary {
+    pub fn new(model: &Model, inv: &Inventory) -> Vocabulary {
+        let mut v = Vocabulary::default();
+        let mut sels: Vec<&Sel> = Vec::new();
+        for r in &model.rules {
+            if let Subject::Endpoints(s) = &r.subject {
+                sels.push(s);
+            }
+            sels.extend(r.requires.iter().flatten());
+            for nr in &r.rules {
+                if let Peers::Any(ps) = &nr.peers {
+                    sels.extend(ps.iter().filter_map(|p| match p {
+                        PeerSel::Endpoints(s) => Some(s),
+                        _ => None,
+                    }));
+                }
+                for p in nr.ports.iter().flatten() {
+                    if let PortSel::Named(n) = &p.ports {
+                        v.port_names.insert(n.clone());
+                    }
+                }
+            }
+        }
+        for s in sels {
+            for r in &s.reqs {
+                if r.source.as_deref().is_none_or(|s| s == "k8s") {
+                    v.add(&r.key, r.values.iter().map(String::as_str));
+                }
+            }
+        }
+        v.add(NAMESPACE_LABEL, inv.namespaces.keys().map(String::as_str));
+        v.add(
+            NAMESPACE_LABEL,
+            inv.pods.iter().map(|p| p.namespace.as_str()),
+        );
+        v.add(CLUSTER_LABEL, [inv.cluster.as_str()]);
+        // The values existing namespaces give the namespace-label keys.
+        let ns_keys: Vec<String> = v
+            .keys
+            .keys()
+            .filter(|k| k.starts_with(NAMESPACE_LABELS_PREFIX))
+            .cloned()
+            .collect();
+        for k in ns_keys {
+            let label = &k[NAMESPACE_LABELS_PREFIX.len()..];
+            let values: Vec<String> = inv
+                .namespaces
+                .values()
+                .filter_map(|n| n.labels.get(label).cloned())
+                .collect();
+            v.add(&k, values.iter().map(String::as_str));
+        }
+        v
+    }
+
+    /// The name label is the namespace's name: both keys share the
+    /// namespace's list of values.
+    fn canonical(key: &str) -> &str {
+        match key.strip_prefix(NAMESPACE_LABELS_PREFIX) {
+            Some(NAME_LABEL) => NAMESPACE_LABEL,
+            _ => key,
+        }
+    }
+
+    /// Adds values (and the key) that queries name, e.g. an assertion's.
+    pub fn add<'a>(&mut self, key: &str, values: impl IntoIterator<Item = &'a str>) {
+        self.keys.entry(key.to_owned()).or_default();
+        let list = self
+            .keys
+            .entry(Self::canonical(key).to_owned())
+            .or_default();
+        for val in values {
+            if let Err(i) = list.binary_search_by(|x| x.as_str().cmp(val)) {
+                list.insert(i, val.to_owned());
+            }
+        }
+    }
+
+    fn values(&self, key: &str) -> &[String] {
+        self.keys
+            .get(Self::canonical(key))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The code of a value of a key: 0 absent, 1.. the named values,
+    /// beyond them the unnamed ones.
+    fn code(&self, key: &str, value: Option<&str>) -> Option<i64> {
+        match value {
+            None => Some(0),
+            Some(v) => self
+                .values(key)
+                .binary_search_by(|x| x.as_str().cmp(v))
+                .ok()
+                .map(|i| i as i64 + 1),
+        }
+    }
+
+    fn others(&self, key: &str) -> std::ops::RangeInclusive<i64> {
+        let n = self.values(key).len() as i64;
+        n + 1..=n + OTHERS
+    }
+}
+
+/// A pod whose labels and container ports are variables.
+#[derive(Clone, Debug)]
+pub struct SymPod {
+    pub name: String,
+    labels: BTreeMap<String, Int>,
+    /// Per port name: whether the pod has it, its number and protocol.
+    named: BTreeMap<String, (Bool, BV, Int)>,
+}
+
+/// The variables and the formulas of one query: pods, a port, a protocol.
+pub struct Encoder<'a> {
+    model: &'a Model,
+    inv: &'a Inventory,
+    cfg: &'a Config,
+    pub vocab: Vocabulary,
+    /// Egress named ports as the inventory resolves them: (port, protocol).
+    egress_named: BTreeMap<String, BTreeSet<(u16, u8)>>,
+}
+
+/// A flow between two symbolic pods.
+pub struct SymFlow {
+    pub src: SymPod,
+    pub dst: SymPod,
+    pub port: BV,
+    pub proto: Int,
+}
+
+fn int(v: i64) -> Int {
+    Int::from_i64(v)
+}
+
+fn any(v: Vec<Bool>) -> Bool {
+    match v.len() {
+        0 => Bool::from_bool(false),
+        1 => v
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Bool::from_bool(false)),
+        _ => Bool::or(&v),
+    }
+}
+
+fn all(v: Vec<Bool>) -> Bool {
+    match v.len() {
+        0 => Bool::from_bool(true),
+        1 => v
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Bool::from_bool(true)),
+        _ => Bool::and(&v),
+    }
+}
+
+impl<'a> Encoder<'a> {
+    pub fn new(model: &'a Model, inv: &'a Inventory, cfg: &'a Config) -> Encoder<'a> {
+        let mut all_named: BTreeMap<String, BTreeSet<(u16, u8)>> = BTreeMap::new();
+        for p in inv.pods.iter().filter(|p| !p.host_network) {
+            for cp in &p.ports {
+                if let Some(n) = &cp.name {
+                    all_named
+                        .entry(n.clone())
+                        .or_default()
+                        .insert((cp.port, cp.protocol));
+                }
+            }
+        }
+        // Per protocol, a name with two numbers resolves to nothing (as
+        // the compiler does for egress).
+        let egress_named = all_named
+            .into_iter()
+            .map(|(name, set)| {
+                let protos: BTreeSet<u8> = set.iter().map(|(_, p)| *p).collect();
+                let unique: BTreeSet<(u16, u8)> = protos
+                    .into_iter()
+                    .filter_map(|pr| {
+                        let v: Vec<&(u16, u8)> = set.iter().filter(|(_, x)| *x == pr).collect();
+                        match v.as_slice() {
+                            [one] => Some(**one),
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                (name, unique)
+            })
+            .collect();
+        Encoder {
+            vocab: Vocabulary::new(model, inv),
+            model,
+            inv,
+            cfg,
+            egress_named,
+        }
+    }
+
+    /// A fresh pod, with the constraints every real pod meets.
+    pub fn pod(&self, name: &str, solver: &z3::Solver) -> SymPod {
+        let mut labels = BTreeMap::new();
+        for key in self.vocab.keys.keys() {
+            let v = Int::new_const(format!("{name}|{key}"));
+            let max = self.vocab.values(key).len() as i64 + OTHERS;
+            solver.assert(v.ge(int(0)));
+            solver.assert(v.le(int(max)));
+            let owned = key.starts_with(CILIUM_OWNED_PREFIX)
+                && !key.starts_with(NAMESPACE_LABELS_PREFIX)
+                && key != SERVICE_ACCOUNT_LABEL
+                && key != CLUSTER_LABEL;
+            if owned || !self.cfg.label_filter.keeps("k8s", key) {
+                solver.assert(v.eq(int(0)));
+            } else if key == NAMESPACE_LABEL {
+                solver.assert(v.eq(int(0)).not());
+            } else if key == CLUSTER_LABEL {
+                let c = self.vocab.code(key, Some(&self.inv.cluster)).unwrap_or(0);
+                solver.assert(v.eq(int(c)));
+            }
+            labels.insert(key.clone(), v);
+        }
+        let mut named = BTreeMap::new();
+        for n in &self.vocab.port_names {
+            let has = Bool::new_const(format!("{name}|port:{n}"));
+            let num = BV::new_const(format!("{name}|port:{n}|number"), 16);
+            let proto = Int::new_const(format!("{name}|port:{n}|protocol"));
+            solver.assert(any(vec![
+                proto.eq(int(6)),
+                proto.eq(int(17)),
+                proto.eq(int(132)),
+            ]));
+            solver.assert(num.eq(BV::from_u64(0, 16)).not());
+            named.insert(n.clone(), (has, num, proto));
+        }
+        let pod = SymPod {
+            name: name.to_owned(),
+            labels,
+            named,
+        };
+        solver.assert(self.namespace_labels(&pod));
+        pod
+    }
+
+    /// An existing namespace has the labels the inventory gives it; the
+    /// name label is the namespace's name.
+    fn namespace_labels(&self, p: &SymPod) -> Bool {
+        let mut out = Vec::new();
+        let Some(ns) = p.labels.get(NAMESPACE_LABEL) else {
+            return Bool::from_bool(true);
+        };
+        for (key, var) in &p.labels {
+            let Some(label) = key.strip_prefix(NAMESPACE_LABELS_PREFIX) else {
+                continue;
+            };
+            if !self.cfg.label_filter.keeps("k8s", key) {
+                continue;
+            }
+            if label == NAME_LABEL {
+                out.push(var.eq(ns));
+                continue;
+            }
+            for (name, n) in &self.inv.namespaces {
+                let Some(code) = self.vocab.code(NAMESPACE_LABEL, Some(name)) else {
+                    continue;
+                };
+                let want = self
+                    .vocab
+                    .code(key, n.labels.get(label).map(String::as_str))
+                    .unwrap_or(0);
+                out.push(ns.eq(int(code)).implies(var.eq(int(want))));
+            }
+        }
+        all(out)
+    }
+
+    /// Two pods in one namespace see the same namespace labels.
+    pub fn same_namespace_same_labels(&self, a: &SymPod, b: &SymPod) -> Bool {
+        let (Some(na), Some(nb)) = (a.labels.get(NAMESPACE_LABEL), b.labels.get(NAMESPACE_LABEL))
+        else {
+            return Bool::from_bool(true);
+        };
+        let eq: Vec<Bool> = a
+            .labels
+            .iter()
+            .filter(|(k, _)| k.starts_with(NAMESPACE_LABELS_PREFIX))
+            .filter_map(|(k, va)| b.labels.get(k).map(|vb| va.eq(vb)))
+            .collect();
+        na.eq(nb).implies(all(eq))
+    }
+
+    pub fn flow(&self, solver: &z3::Solver) -> SymFlow {
+        let src = self.pod("src", solver);
+        let dst = self.pod("dst", solver);
+        solver.assert(self.same_namespace_same_labels(&src, &dst));
+        SymFlow {
+            src,
+            dst,
+            port: BV::new_const("port", 16),
+            proto: Int::new_const("protocol"),
+        }
+    }
+
+    pub fn req(&self, r: &Req, p: &SymPod) -> Bool {
+        // Pods carry `k8s:` labels only.
+        let foreign = r.source.as_deref().is_some_and(|s| s != "k8s");
+        let var = p.labels.get(&r.key).filter(|_| !foreign);
+        let Some(var) = var else {
+            return Bool::from_bool(matches!(r.op, Op::NotIn | Op::DoesNotExist));
+        };
+        let is_one = || {
+            any(r
+                .values
+                .iter()
+                .filter_map(|v| self.vocab.code(&r.key, Some(v)))
+                .map(|c| var.eq(int(c)))
+                .collect())
+        };
+        match r.op {
+            Op::In => is_one(),
+            Op::NotIn => is_one().not(),
+            Op::Exists => var.eq(int(0)).not(),
+            Op::DoesNotExist => var.eq(int(0)),
+        }
+    }
+
+    pub fn sel(&self, s: &Sel, p: &SymPod) -> Bool {
+        all(s.reqs.iter().map(|r| self.req(r, p)).collect())
+    }
+
+    fn selects(&self, subject: &Subject, p: &SymPod) -> Bool {
+        match subject {
+            Subject::Endpoints(s) => self.sel(s, p),
+            Subject::Nodes(_) => Bool::from_bool(false),
+        }
+    }
+
+    /// Whether the peer part of a rule matches pod `peer`, for a rule
+    /// whose subject is `subject` (`requires` of every rule selecting it
+    /// restrict endpoint peers).
+    fn peer(&self, nr: &NRule, subject: &SymPod, peer: &SymPod) -> Bool {
+        let sels = match &nr.peers {
+            Peers::Nothing => return Bool::from_bool(false),
+            Peers::All => return Bool::from_bool(true),
+            Peers::Any(sels) => sels,
+        };
+        let d = compiler::model::dir_index(nr.dir);
+        let mut alts = Vec::new();
+        for s in sels {
+            match s {
+                PeerSel::Endpoints(sel) => {
+                    let requires: Vec<Bool> = self
+                        .model
+                        .rules
+                        .iter()
+                        .filter(|r| !r.audit && !r.requires[d].is_empty())
+                        .map(|r| {
+                            let needs =
+                                all(r.requires[d].iter().map(|t| self.sel(t, peer)).collect());
+                            self.selects(&r.subject, subject).implies(needs)
+                        })
+                        .collect();
+                    alts.push(Bool::and(&[self.sel(sel, peer), all(requires)]));
+                }
+                PeerSel::Entity(Entity::All) => return Bool::from_bool(true),
+                PeerSel::Entity(Entity::Cluster) => {
+                    let c = self.vocab.code(CLUSTER_LABEL, Some(&self.inv.cluster));
+                    if let (Some(c), Some(v)) = (c, peer.labels.get(CLUSTER_LABEL)) {
+                        alts.push(v.eq(int(c)));
+                    }
+                }
+                // Entities other than these, nodes, CIDRs and DNS names
+                // never stand for a pod.
+                _ => {}
+            }
+        }
+        any(alts)
+    }
+
+    fn port(&self, p: &NPort, egress: bool, own: &SymPod, port: &BV, proto: &Int) -> Bool {
+        let bv = |v: u16| BV::from_u64(u64::from(v), 16);
+        let proto_in = |ps: &[u8]| any(ps.iter().map(|x| proto.eq(int(i64::from(*x)))).collect());
+        match &p.ports {
+            PortSel::All => match p.proto {
+                None => Bool::from_bool(true),
+                Some(x) => proto.eq(int(i64::from(x))),
+            },
+            PortSel::Portless => match p.proto {
+                Some(x) => proto.eq(int(i64::from(x))),
+                None => Bool::from_bool(false),
+            },
+            PortSel::Range(lo, hi) => {
+                let protos = match p.proto {
+                    Some(x) => vec![x],
+                    None => vec![6, 17, 132],
+                };
+                Bool::and(&[proto_in(&protos), port.bvuge(bv(*lo)), port.bvule(bv(*hi))])
+            }
+            PortSel::Named(name) if egress => any(self
+                .egress_named
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter(|(_, cp)| p.proto.is_none_or(|x| x == *cp))
+                .map(|(n, cp)| Bool::and(&[proto.eq(int(i64::from(*cp))), port.eq(bv(*n))]))
+                .collect()),
+            PortSel::Named(name) => match own.named.get(name) {
+                Some((has, num, cproto)) => {
+                    let mut v = vec![has.clone(), port.eq(num), proto.eq(cproto)];
+                    if let Some(x) = p.proto {
+                        v.push(cproto.eq(int(i64::from(x))));
+                    }
+                    Bool::and(&v)
+                }
+                None => Bool::from_bool(false),
+            },
+        }
+    }
+
+    fn ports(&self, nr: &NRule, own: &SymPod, port: &BV, proto: &Int) -> Bool {
+        let egress = nr.dir == Direction::Egress;
+        match &nr.ports {
+            None => Bool::from_bool(true),
+            Some(ps) => any(ps
+                .iter()
+                .map(|p| self.port(p, egress, own, port, proto))
+                .collect()),
+        }
+    }
+
+    /// Whether the direction lets the flow through at `subject` (the
+    /// source for egress, the destination for ingress).
+    pub fn direction(&self, dir: Direction, f: &SymFlow) -> Bool {
+        let (subject, peer) = match dir {
+            Direction::Egress => (&f.src, &f.dst),
+            Direction::Ingress => (&f.dst, &f.src),
+        };
+        // Named ports at ingress are the destination's own.
+        let d = compiler::model::dir_index(dir);
+        let (mut enforced, mut allow, mut deny) = (Vec::new(), Vec::new(), Vec::new());
+        for r in self.model.rules.iter().filter(|r| !r.audit) {
+            if matches!(r.subject, Subject::Nodes(_)) {
+                continue;
+            }
+            let sel = self.selects(&r.subject, subject);
+            if r.default_deny[d] {
+                enforced.push(sel.clone());
+            }
+            for nr in r.rules.iter().filter(|nr| nr.dir == dir) {
+                let m = Bool::and(&[
+                    sel.clone(),
+                    self.peer(nr, subject, peer),
+                    self.ports(nr, &f.dst, &f.port, &f.proto),
+                ]);
+                if nr.deny {
+                    deny.push(m);
+                } else {
+                    allow.push(m);
+                }
+            }
+        }
+        Bool::and(&[
+            Bool::or(&[any(enforced).not(), any(allow)]),
+            any(deny).not(),
+        ])
+    }
+
+    /// The end-to-end L3/L4 verdict: egress at the source, then ingress at
+    /// the destination.
+    pub fn allowed(&self, f: &SymFlow) -> Bool {
+        Bool::and(&[
+            self.direction(Direction::Egress, f),
+            self.direction(Direction::Ingress, f),
+        ])
+    }
+
+    /// Equalities that fix a symbolic pod to a pod of the inventory.
+    pub fn concrete(&self, sym: &SymPod, pod: &Pod) -> Bool {
+        let ns = self.inv.namespace(&pod.namespace);
+        let labels = pod_labels(
+            &pod.labels,
+            &pod.namespace,
+            &ns.labels,
+            &pod.service_account,
+            &self.inv.cluster,
+            &self.cfg.label_filter,
+        );
+        let mut eqs = Vec::new();
+        for (key, var) in &sym.labels {
+            let value = labels.get("k8s", key);
+            let code = self
+                .vocab
+                .code(key, value)
+                .unwrap_or(*self.vocab.others(key).start());
+            eqs.push(var.eq(int(code)));
+        }
+        for (name, (has, num, proto)) in &sym.named {
+            match pod
+                .ports
+                .iter()
+                .find(|c| c.name.as_deref() == Some(name.as_str()))
+            {
+                Some(c) => {
+                    eqs.push(has.clone());
+                    eqs.push(num.eq(BV::from_u64(u64::from(c.port), 16)));
+                    eqs.push(proto.eq(int(i64::from(c.protocol))));
+                }
+                None => eqs.push(has.not()),
+            }
+        }
+        all(eqs)
+    }
+}
