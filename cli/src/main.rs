@@ -476,6 +476,16 @@ enum Command {
         /// the same report: one CI step for both.
         #[arg(long, value_name = "FILE")]
         assertions: Option<PathBuf>,
+        /// Assertions must also hold for every pod that could exist, not
+        /// only the inventory's: decided by z3 (docs/exposure.md); each
+        /// violation comes with the pods that break it, as manifests.
+        #[arg(long)]
+        any_pod: bool,
+        /// With --any-pod: time limit of each solver check, in
+        /// milliseconds; an assertion it cannot decide is reported as
+        /// undecided (SL202), never as holding.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        solver_timeout_ms: u32,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -501,6 +511,16 @@ enum Command {
         fail_on: Option<lint::FailOn>,
         #[arg(long, default_value_t = 16_384)]
         map_capacity: usize,
+        /// Assertions must also hold for every pod that could exist, not
+        /// only the inventory's: decided by z3 (docs/exposure.md); each
+        /// violation comes with the pods that break it, as manifests.
+        #[arg(long)]
+        any_pod: bool,
+        /// With --any-pod: time limit of each solver check, in
+        /// milliseconds; an assertion it cannot decide is reported as
+        /// undecided (SL202), never as holding.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        solver_timeout_ms: u32,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -693,6 +713,8 @@ fn main() -> ExitCode {
             map_capacity,
             list_rules: false,
             assertions,
+            any_pod,
+            solver_timeout_ms,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -706,6 +728,7 @@ fn main() -> ExitCode {
                 semantics,
                 assertions,
                 only_assertions: false,
+                any_pod: any_pod.then_some(solver_timeout_ms),
             },
             color,
         ),
@@ -716,6 +739,8 @@ fn main() -> ExitCode {
             format,
             fail_on,
             map_capacity,
+            any_pod,
+            solver_timeout_ms,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -729,6 +754,7 @@ fn main() -> ExitCode {
                 semantics,
                 assertions: Some(assertions),
                 only_assertions: true,
+                any_pod: any_pod.then_some(solver_timeout_ms),
             },
             color,
         ),

@@ -304,3 +304,61 @@ fn mistakes_in_the_assertions_are_located() {
     let o = sluice(&["verify", "-p", "fixtures/diff/base", "-a", SHOP]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+const EXPOSURE: [&str; 6] = [
+    "-p",
+    "fixtures/exposure/policies.yaml",
+    "-i",
+    "fixtures/exposure/cluster.yaml",
+    "-a",
+    "fixtures/exposure/assertions.yaml",
+];
+
+#[test]
+fn any_pod_finds_the_pods_of_tomorrow_that_break_an_assertion() {
+    // Over today's pods every assertion holds.
+    let o = sluice(&[&["verify"][..], &EXPOSURE].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Over every pod that could exist, two do not, each with its pods.
+    let o = sluice(&[&["verify"][..], &EXPOSURE, &["--any-pod"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "assertion `the tools namespace never reaches the database` does not hold for pods that could",
+        "assertions.yaml:4:9",
+        "assertion `only the shop's web tier reaches the API` does not hold for pods that could exist:",
+        "tools {app=web} → shop {app=api} 8080/TCP would be allowed",
+        "kind: Pod",
+        "4 assertions checked: 2 hold, 2 broken",
+        "--any-pod: 4 assertions checked for every pod that could exist",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    // The tools witness is a pod of tools that is not `app=api`.
+    let v: serde_json::Value = serde_json::from_slice(
+        &sluice(&[&["verify"][..], &EXPOSURE, &["--any-pod", "-o", "json"]].concat()).stdout,
+    )
+    .expect("json");
+    let codes: Vec<&str> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["SL200", "SL200"], "{v}");
+    let first = v[0]["help"].as_str().unwrap_or_default();
+    assert!(first.contains("namespace: tools"), "{first}");
+    assert!(!first.contains("app: api"), "{first}");
+    // The same through lint's assertions step.
+    let o = sluice(&[
+        "lint",
+        "--no-config",
+        "fixtures/exposure/policies.yaml",
+        "-i",
+        "fixtures/exposure/cluster.yaml",
+        "--assertions",
+        "fixtures/exposure/assertions.yaml",
+        "--any-pod",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}

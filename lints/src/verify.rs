@@ -32,7 +32,7 @@ pub static NAMES_NOTHING: Rule = Rule {
 };
 
 /// The rules of `verify`, beside the lint registry.
-pub static VERIFY_RULES: &[&Rule] = &[&VIOLATED, &NAMES_NOTHING];
+pub static VERIFY_RULES: &[&Rule] = &[&VIOLATED, &NAMES_NOTHING, &UNDECIDED];
 
 /// A peer as an assertion writes it.
 #[derive(Clone, Debug)]
@@ -688,16 +688,62 @@ pub struct Report {
     pub broken: usize,
     /// Assertions that name nothing, so check nothing.
     pub vacuous: usize,
+    /// Witnesses the ordinary compile and `simulate` did not confirm: bugs
+    /// of the symbolic semantics, never findings.
+    pub internal: Vec<String>,
+    /// With --any-pod: assertions checked for every possible pod, and
+    /// those only checked over the inventory (their peers are not pods).
+    pub any_pod: Option<(usize, usize)>,
 }
 
 /// Checks every assertion; a finding for each that does not hold (and a
 /// warning for each that checks nothing).
 pub fn verify(w: &World<'_>, assertions: &[Assertion]) -> Report {
+    verify_with(w, assertions, None)
+}
+
+/// `verify --any-pod`: assertions must also hold for every pod that could
+/// exist (docs/exposure.md), decided by z3 over the policies' model.
+pub struct AnyPod<'a> {
+    pub set: &'a policy_lang::ir::PolicySet,
+    pub sources: &'a policy_lang::source::SourceMap,
+    pub config: &'a compiler::compile::Config,
+    /// Per solver check.
+    pub timeout_ms: u32,
+}
+
+pub static UNDECIDED: Rule = Rule {
+    code: "SL202",
+    name: "assertion-undecided",
+    severity: Severity::Warning,
+    needs_inventory: true,
+    summary: "with --any-pod, the solver could not decide an assertion for every possible pod within its time limit",
+    why: "An assertion the solver could not decide is not known to hold: it is reported, never counted as held. Raise --solver-timeout-ms or narrow the assertion.",
+};
+
+/// Checks every assertion over the inventory and, with `any_pod`, over
+/// every possible pod.
+pub fn verify_with(
+    w: &World<'_>,
+    assertions: &[Assertion],
+    any_pod: Option<&AnyPod<'_>>,
+) -> Report {
+    let (mut report, held) = verify_inventory(w, assertions);
+    if let Some(ap) = any_pod {
+        symbolic(w, assertions, &held, ap, &mut report);
+    }
+    report
+}
+
+/// The report, and for each assertion whether it held (and checked
+/// something).
+fn verify_inventory(w: &World<'_>, assertions: &[Assertion]) -> (Report, Vec<bool>) {
     let mut checker = Checker::new(w.compiled);
     let names = simulator::flow::PodNames::new(w.inventory);
     let pods = Pods::new(w);
     let mut out = Vec::new();
     let mut report = Report::default();
+    let mut held = Vec::new();
     for a in assertions {
         let before = out.len();
         let broken = check_one(w, &mut checker, &names, &pods, a, &mut out);
@@ -708,9 +754,10 @@ pub fn verify(w: &World<'_>, assertions: &[Assertion]) -> Report {
         } else {
             report.held += 1;
         }
+        held.push(!broken && out.len() == before);
     }
     report.findings = out;
-    report
+    (report, held)
 }
 
 /// Checks one assertion, adding its findings; whether it is broken.
@@ -977,4 +1024,288 @@ fn uncovered(
     .label(format!("expects every pod covered ({dir})"))
     .help(format!("select {pod} with a policy that has {dir} rules (a default deny: `{dir}: [{{}}]` in a CiliumNetworkPolicy, or `policyTypes: [{}]` in a NetworkPolicy)", if ingress { "Ingress" } else { "Egress" }));
     Some((f, Some(cx)))
+}
+
+/// (from, to, ports, whether `allowed` is wanted).
+type SymQuery = (verifier::Bool, verifier::Bool, Vec<(u8, u16, u16)>, bool);
+
+/// One side of a symbolic query: pods by pattern, or one existing pod.
+enum SymSide<'p> {
+    Pattern(verifier::Pattern),
+    Pod(&'p compiler::inventory::Pod),
+}
+
+fn sym_side<'p>(inv: &'p Inventory, p: &PeerExpr) -> Option<SymSide<'p>> {
+    match &p.form {
+        PeerForm::Entity(e) if e == "all" => Some(SymSide::Pattern(verifier::Pattern::default())),
+        PeerForm::Pods {
+            namespace,
+            labels,
+            not,
+        } => Some(SymSide::Pattern(verifier::Pattern {
+            namespace: namespace.clone(),
+            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            not: not.clone(),
+        })),
+        PeerForm::Name(n) => inv
+            .pods
+            .iter()
+            .find(|p| &p.qualified_name() == n)
+            .map(SymSide::Pod),
+        // Addresses and entities are not pods: the inventory check covers
+        // them.
+        _ => None,
+    }
+}
+
+fn ns_pattern(ns: &str) -> verifier::Pattern {
+    verifier::Pattern {
+        namespace: Some(ns.to_owned()),
+        ..verifier::Pattern::default()
+    }
+}
+
+/// A pod as a reader names it: `namespace: key=value,...`.
+fn pod_text(p: &verifier::WitnessPod) -> String {
+    let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "{}{} {{{}}}",
+        p.namespace,
+        if p.new_namespace.is_some() {
+            " (new namespace)"
+        } else {
+            ""
+        },
+        labels.join(",")
+    )
+}
+
+/// The queries of `--any-pod`: each assertion that held over the
+/// inventory is asked again of every possible pod; witnesses are
+/// confirmed by the ordinary compile before they are reported.
+fn symbolic(
+    w: &World<'_>,
+    assertions: &[Assertion],
+    held: &[bool],
+    ap: &AnyPod<'_>,
+    report: &mut Report,
+) {
+    use verifier::{Answer, PodAnswer};
+    let model =
+        compiler::model::normalize(ap.set, ap.sources, &w.inventory.services, &ap.config.model);
+    let mut enc = verifier::Encoder::new(&model, w.inventory, ap.config);
+    // Every value the assertions name joins the vocabulary first.
+    let learn = |p: &PeerExpr, enc: &mut verifier::Encoder<'_>| {
+        if let Some(SymSide::Pattern(pat)) = sym_side(w.inventory, p) {
+            enc.learn(&pat);
+        }
+    };
+    for a in assertions {
+        match &a.check {
+            Check::Expect { from, to, .. } | Check::Only { from, to, .. } => {
+                learn(from, &mut enc);
+                learn(to, &mut enc);
+            }
+            Check::NamespaceIsolated {
+                namespace, from, ..
+            } => {
+                enc.learn(&ns_pattern(namespace));
+                if let Some(f) = from {
+                    learn(f, &mut enc);
+                }
+            }
+            Check::Covered { of, .. } => {
+                if let Some(o) = of {
+                    learn(o, &mut enc);
+                }
+            }
+        }
+    }
+    let solver = verifier::solver(ap.timeout_ms);
+    let f = enc.flow(&solver);
+    let side = |s: &SymSide<'_>, pod: &verifier::SymPod| match s {
+        SymSide::Pattern(p) => enc.pattern(p, pod),
+        SymSide::Pod(p) => enc.concrete(pod, p),
+    };
+    let (mut checked, mut inventory_only) = (0usize, 0usize);
+    for (a, &ok) in assertions.iter().zip(held) {
+        if !ok {
+            continue;
+        }
+        // (from, to, ports, whether allowed is wanted)
+        let mut queries: Vec<SymQuery> = Vec::new();
+        let ports = |ps: &[PortRange]| -> Vec<(u8, u16, u16)> {
+            ps.iter().map(|p| (p.protocol, p.lo, p.hi)).collect()
+        };
+        let mut covered = None;
+        match &a.check {
+            Check::Expect {
+                from,
+                to,
+                ports: ps,
+                expect,
+            } => {
+                let (Some(fs), Some(ts)) = (sym_side(w.inventory, from), sym_side(w.inventory, to))
+                else {
+                    inventory_only += 1;
+                    continue;
+                };
+                let (fb, tb) = (side(&fs, &f.src), side(&ts, &f.dst));
+                match expect {
+                    Expect::Allowed => queries.push((fb, tb, ports(ps), true)),
+                    Expect::Denied => queries.push((fb, tb, ports(ps), false)),
+                    Expect::Isolated => {
+                        queries.push((fb, tb, Vec::new(), false));
+                        queries.push((side(&ts, &f.src), side(&fs, &f.dst), Vec::new(), false));
+                    }
+                }
+            }
+            Check::Only {
+                from,
+                to,
+                ports: ps,
+            } => {
+                let (Some(fs), Some(ts)) = (sym_side(w.inventory, from), sym_side(w.inventory, to))
+                else {
+                    inventory_only += 1;
+                    continue;
+                };
+                queries.push((side(&fs, &f.src).not(), side(&ts, &f.dst), ports(ps), false));
+            }
+            Check::NamespaceIsolated {
+                namespace, from, ..
+            } => {
+                let inside = |pod| enc.pattern(&ns_pattern(namespace), pod);
+                let fb = match from {
+                    None => inside(&f.src).not(),
+                    Some(p) => match sym_side(w.inventory, p) {
+                        Some(s) => side(&s, &f.src),
+                        None => {
+                            inventory_only += 1;
+                            continue;
+                        }
+                    },
+                };
+                queries.push((fb, inside(&f.dst), Vec::new(), false));
+            }
+            Check::Covered { direction, of } => {
+                let of_side = match of {
+                    None => SymSide::Pattern(verifier::Pattern::default()),
+                    Some(p) => match sym_side(w.inventory, p) {
+                        Some(s) => s,
+                        None => {
+                            inventory_only += 1;
+                            continue;
+                        }
+                    },
+                };
+                covered = Some((side(&of_side, &f.dst), *direction));
+            }
+        }
+        checked += 1;
+        if let Some((of, direction)) = covered {
+            let dirs: &[policy_lang::ir::Direction] = match direction {
+                Coverage::Ingress => &[policy_lang::ir::Direction::Ingress],
+                Coverage::Egress => &[policy_lang::ir::Direction::Egress],
+                Coverage::Both => &[
+                    policy_lang::ir::Direction::Ingress,
+                    policy_lang::ir::Direction::Egress,
+                ],
+            };
+            for &dir in dirs {
+                match enc.uncovered(&of, &f.dst, dir, &solver) {
+                    PodAnswer::Holds => continue,
+                    PodAnswer::Unknown(why) => report.findings.push((undecided(a, &why), None)),
+                    PodAnswer::Pod(pod) => {
+                        match verifier::confirm_uncovered(
+                            &pod,
+                            dir,
+                            ap.set,
+                            ap.sources,
+                            w.inventory,
+                            ap.config,
+                        ) {
+                            Err(e) => report.internal.push(format!("assertion `{}`: {e}", a.name)),
+                            Ok(()) => {
+                                report.held -= 1;
+                                report.broken += 1;
+                                report.findings.push((
+                                    Finding::new(
+                                        &VIOLATED,
+                                        a.span,
+                                        format!(
+                                            "assertion `{}` does not hold for a pod that could exist: no policy would cover the {} of {}",
+                                            a.name,
+                                            if dir == policy_lang::ir::Direction::Ingress { "ingress" } else { "egress" },
+                                            pod_text(&pod)
+                                        ),
+                                    )
+                                    .label("expects every possible pod covered")
+                                    .help(format!("such a pod:\n{}", pod.manifest("example"))),
+                                    None,
+                                ));
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+            continue;
+        }
+        for (fb, tb, ps, want_allowed) in queries {
+            match enc.expect(&fb, &tb, &f, &ps, want_allowed, &solver) {
+                Answer::Holds => continue,
+                Answer::Unknown(why) => report.findings.push((undecided(a, &why), None)),
+                Answer::Broken(wit) => {
+                    match verifier::confirm(&wit, ap.set, ap.sources, w.inventory, ap.config) {
+                        Err(e) => report.internal.push(format!("assertion `{}`: {e}", a.name)),
+                        Ok(()) => {
+                            report.held -= 1;
+                            report.broken += 1;
+                            report
+                                .findings
+                                .push((witness_finding(a, &wit, want_allowed), None));
+                        }
+                    }
+                }
+            }
+            break;
+        }
+    }
+    report.any_pod = Some((checked, inventory_only));
+}
+
+fn undecided(a: &Assertion, why: &str) -> Finding {
+    Finding::new(
+        &UNDECIDED,
+        a.span,
+        format!(
+            "assertion `{}`: the solver could not decide it for every possible pod ({why})",
+            a.name
+        ),
+    )
+    .label("undecided: not known to hold")
+    .help("raise --solver-timeout-ms, or narrow the assertion's peers")
+}
+
+fn witness_finding(a: &Assertion, wit: &verifier::Witness, want_allowed: bool) -> Finding {
+    let verdict = if wit.allowed { "allowed" } else { "denied" };
+    Finding::new(
+        &VIOLATED,
+        a.span,
+        format!(
+            "assertion `{}` does not hold for pods that could exist: {} → {} {}/{} would be {verdict}",
+            a.name,
+            pod_text(&wit.src),
+            pod_text(&wit.dst),
+            wit.port,
+            compiler::mapstate::proto_name(wit.protocol)
+        ),
+    )
+    .label(format!("expects {}", if want_allowed { "allowed" } else { "denied" }))
+    .help(format!(
+        "no pod of the inventory breaks it, but these would (sluice compiled the policies with them added and `simulate` agrees):\n{}---\n{}",
+        wit.src.manifest("source"),
+        wit.dst.manifest("destination")
+    ))
 }

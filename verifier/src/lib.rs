@@ -26,7 +26,8 @@ use compiler::model::{Model, NPort, NRule, PeerSel, Peers, PortSel, Subject};
 use compiler::selector::{Op, Req, Sel};
 use policy_lang::ir::{Direction, Entity};
 use std::collections::{BTreeMap, BTreeSet};
-use z3::ast::{Bool, Int, BV};
+pub use z3::ast::Bool;
+use z3::ast::{Int, BV};
 
 /// Values beyond the named ones a key may take: one per pod of a query,
 /// so that two pods can be in two different new namespaces.
@@ -552,5 +553,467 @@ impl<'a> Encoder<'a> {
             }
         }
         all(eqs)
+    }
+}
+
+/// Pods as an assertion names them: a namespace, labels they have and
+/// labels they do not have (absent or another value).
+#[derive(Clone, Debug, Default)]
+pub struct Pattern {
+    pub namespace: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub not: Vec<(String, String)>,
+}
+
+/// Ports of a query: (protocol, lo, hi); none means every port of every
+/// protocol.
+pub type Ports = [(u8, u16, u16)];
+
+/// What the solver says of a query.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// No possible pod breaks it.
+    Holds,
+    /// A pair of possible pods and a port that break it.
+    Broken(Box<Witness>),
+    /// The solver gave up (time limit, or it could not decide): never
+    /// read as "holds".
+    Unknown(String),
+}
+
+/// What the solver says of a question about one pod.
+#[derive(Clone, Debug)]
+pub enum PodAnswer {
+    Holds,
+    Pod(WitnessPod),
+    Unknown(String),
+}
+
+/// A pod the solver made up, as a person would write it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessPod {
+    pub namespace: String,
+    /// Labels of the namespace when it does not exist yet.
+    pub new_namespace: Option<BTreeMap<String, String>>,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
+    /// (name, port, protocol)
+    pub ports: Vec<(String, u16, u8)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Witness {
+    pub src: WitnessPod,
+    pub dst: WitnessPod,
+    pub port: u16,
+    pub protocol: u8,
+    /// The verdict the formula gives the flow.
+    pub allowed: bool,
+}
+
+impl Encoder<'_> {
+    /// Adds the values a pattern names to the vocabulary (before pods are
+    /// made).
+    pub fn learn(&mut self, p: &Pattern) {
+        if let Some(ns) = &p.namespace {
+            self.vocab.add(NAMESPACE_LABEL, [ns.as_str()]);
+        }
+        for (k, v) in p.labels.iter().chain(&p.not) {
+            self.vocab.add(k, [v.as_str()]);
+        }
+    }
+
+    pub fn pattern(&self, p: &Pattern, pod: &SymPod) -> Bool {
+        let mut v = Vec::new();
+        let is = |k: &str, val: &str| match (pod.labels.get(k), self.vocab.code(k, Some(val))) {
+            (Some(var), Some(c)) => var.eq(int(c)),
+            _ => Bool::from_bool(false),
+        };
+        if let Some(ns) = &p.namespace {
+            v.push(is(NAMESPACE_LABEL, ns));
+        }
+        for (k, val) in &p.labels {
+            v.push(is(k, val));
+        }
+        for (k, val) in &p.not {
+            v.push(is(k, val).not());
+        }
+        all(v)
+    }
+
+    fn port_in(&self, f: &SymFlow, ports: &Ports) -> Bool {
+        if ports.is_empty() {
+            return Bool::from_bool(true);
+        }
+        let bv = |v: u16| BV::from_u64(u64::from(v), 16);
+        any(ports
+            .iter()
+            .map(|&(proto, lo, hi)| {
+                Bool::and(&[
+                    f.proto.eq(int(i64::from(proto))),
+                    f.port.bvuge(bv(lo)),
+                    f.port.bvule(bv(hi)),
+                ])
+            })
+            .collect())
+    }
+
+    /// Is there a flow from a pod of `from` to a pod of `to` on `ports`
+    /// whose verdict is not `want_allowed`? The two pods are different
+    /// pods (a pod reaching itself meets no policy).
+    pub fn expect(
+        &self,
+        from: &Bool,
+        to: &Bool,
+        f: &SymFlow,
+        ports: &Ports,
+        want_allowed: bool,
+        solver: &z3::Solver,
+    ) -> Answer {
+        let verdict = self.allowed(f);
+        let broken = if want_allowed { verdict.not() } else { verdict };
+        solver.push();
+        solver.assert(from);
+        solver.assert(to);
+        solver.assert(self.port_in(f, ports));
+        solver.assert(self.protocol_known(f));
+        solver.assert(&broken);
+        let answer = self.answer(solver, f, !want_allowed);
+        solver.pop(1);
+        answer
+    }
+
+    /// Protocols the datapath tells apart (TCP, UDP, SCTP, ICMP): the
+    /// witness is a flow a person can send.
+    fn protocol_known(&self, f: &SymFlow) -> Bool {
+        any([1, 6, 17, 58, 132]
+            .into_iter()
+            .map(|p| f.proto.eq(int(p)))
+            .collect())
+    }
+
+    /// A pod of `of` that no rule of the direction selects with default
+    /// deny: every flow of that direction is allowed by default.
+    pub fn uncovered(
+        &self,
+        of: &Bool,
+        pod: &SymPod,
+        dir: Direction,
+        solver: &z3::Solver,
+    ) -> PodAnswer {
+        let d = compiler::model::dir_index(dir);
+        let enforced = any(self
+            .model
+            .rules
+            .iter()
+            .filter(|r| !r.audit && r.default_deny[d])
+            .map(|r| self.selects(&r.subject, pod))
+            .collect());
+        solver.push();
+        solver.assert(of);
+        solver.assert(enforced.not());
+        let out = match solver.check() {
+            z3::SatResult::Unsat => PodAnswer::Holds,
+            z3::SatResult::Unknown => PodAnswer::Unknown(
+                solver
+                    .get_reason_unknown()
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            z3::SatResult::Sat => match solver.get_model() {
+                Some(m) => PodAnswer::Pod(self.witness_pod(&m, pod)),
+                None => PodAnswer::Unknown("the solver gave no model".into()),
+            },
+        };
+        solver.pop(1);
+        out
+    }
+
+    fn answer(&self, solver: &z3::Solver, f: &SymFlow, allowed: bool) -> Answer {
+        match solver.check() {
+            z3::SatResult::Unsat => Answer::Holds,
+            z3::SatResult::Unknown => Answer::Unknown(
+                solver
+                    .get_reason_unknown()
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            z3::SatResult::Sat => match solver.get_model() {
+                None => Answer::Unknown("the solver gave no model".into()),
+                Some(m) => {
+                    let num = |b: &BV| m.eval(b, true).and_then(|v| v.as_u64()).unwrap_or(0);
+                    let n = |i: &Int| m.eval(i, true).and_then(|v| v.as_i64()).unwrap_or(0);
+                    Answer::Broken(Box::new(Witness {
+                        src: self.witness_pod(&m, &f.src),
+                        dst: self.witness_pod(&m, &f.dst),
+                        port: num(&f.port) as u16,
+                        protocol: n(&f.proto) as u8,
+                        allowed,
+                    }))
+                }
+            },
+        }
+    }
+
+    /// A value for an unnamed code: one nobody's selector names.
+    fn invented(&self, key: &str, code: i64) -> String {
+        let k = *self.vocab.others(key).start();
+        let base = if Vocabulary::canonical(key) == NAMESPACE_LABEL {
+            "sluice-new-namespace"
+        } else {
+            "sluice-other"
+        };
+        let mut s = format!("{base}-{}", code - k + 1);
+        while self.vocab.values(key).contains(&s) {
+            s.push('x');
+        }
+        s
+    }
+
+    fn value(&self, key: &str, code: i64) -> Option<String> {
+        if code == 0 {
+            return None;
+        }
+        match self.vocab.values(key).get(code as usize - 1) {
+            Some(v) => Some(v.clone()),
+            None => Some(self.invented(key, code)),
+        }
+    }
+
+    pub fn witness_pod(&self, m: &z3::Model, pod: &SymPod) -> WitnessPod {
+        let code = |k: &str| {
+            pod.labels
+                .get(k)
+                .and_then(|v| m.eval(v, true))
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0)
+        };
+        let namespace = self
+            .value(NAMESPACE_LABEL, code(NAMESPACE_LABEL))
+            .unwrap_or_else(|| "default".into());
+        let existing = self.inv.namespaces.contains_key(&namespace);
+        let mut labels = BTreeMap::new();
+        let mut ns_labels = BTreeMap::new();
+        let mut service_account = None;
+        for key in pod.labels.keys() {
+            let Some(v) = self.value(key, code(key)) else {
+                continue;
+            };
+            if let Some(l) = key.strip_prefix(NAMESPACE_LABELS_PREFIX) {
+                if l != NAME_LABEL {
+                    ns_labels.insert(l.to_owned(), v);
+                }
+            } else if key == SERVICE_ACCOUNT_LABEL {
+                service_account = Some(v);
+            } else if key != NAMESPACE_LABEL && key != CLUSTER_LABEL {
+                labels.insert(key.clone(), v);
+            }
+        }
+        let mut ports = Vec::new();
+        for (name, (has, num, proto)) in &pod.named {
+            if m.eval(has, true).and_then(|b| b.as_bool()) == Some(true) {
+                let port = m.eval(num, true).and_then(|v| v.as_u64()).unwrap_or(0) as u16;
+                let p = m.eval(proto, true).and_then(|v| v.as_i64()).unwrap_or(6) as u8;
+                ports.push((name.clone(), port, p));
+            }
+        }
+        WitnessPod {
+            new_namespace: (!existing).then_some(ns_labels),
+            namespace,
+            labels,
+            service_account,
+            ports,
+        }
+    }
+}
+
+/// Solver with a time limit per check, in milliseconds.
+pub fn solver(timeout_ms: u32) -> z3::Solver {
+    let s = z3::Solver::new();
+    let mut p = z3::Params::new();
+    p.set_u32("timeout", timeout_ms);
+    s.set_params(&p);
+    s
+}
+
+impl WitnessPod {
+    /// The pod (and its namespace when it is new) as manifests.
+    pub fn manifest(&self, name: &str) -> String {
+        let mut s = String::new();
+        if let Some(ns) = &self.new_namespace {
+            s.push_str(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n",
+                self.namespace
+            ));
+            if !ns.is_empty() {
+                s.push_str("  labels:\n");
+                for (k, v) in ns {
+                    s.push_str(&format!("    {k}: {}\n", quote(v)));
+                }
+            }
+            s.push_str("---\n");
+        }
+        s.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {}\n",
+            self.namespace
+        ));
+        if !self.labels.is_empty() {
+            s.push_str("  labels:\n");
+            for (k, v) in &self.labels {
+                s.push_str(&format!("    {k}: {}\n", quote(v)));
+            }
+        }
+        s.push_str("spec:\n");
+        if let Some(sa) = &self.service_account {
+            s.push_str(&format!("  serviceAccountName: {sa}\n"));
+        }
+        s.push_str("  containers:\n  - name: main\n");
+        if !self.ports.is_empty() {
+            s.push_str("    ports:\n");
+            for (n, p, proto) in &self.ports {
+                s.push_str(&format!(
+                    "    - {{name: {n}, containerPort: {p}, protocol: {}}}\n",
+                    match proto {
+                        17 => "UDP",
+                        132 => "SCTP",
+                        _ => "TCP",
+                    }
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Label values that YAML would read as something else are quoted.
+fn quote(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        && v.parse::<f64>().is_err()
+        && !matches!(
+            v,
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~"
+        );
+    if plain {
+        v.to_owned()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// A copy of the inventory with the witness pods (and their new
+/// namespaces) added; their names, `namespace/pod`.
+fn with_pods(
+    inv: &Inventory,
+    pods: &[(&str, &WitnessPod)],
+) -> Result<(Inventory, Vec<String>), String> {
+    use compiler::inventory::{ContainerPort, Namespace};
+    let mut inv = inv.clone();
+    // Addresses no pod or node of the inventory has.
+    let used: BTreeSet<std::net::IpAddr> = inv
+        .pods
+        .iter()
+        .flat_map(|p| p.ips.iter().copied())
+        .chain(inv.nodes.iter().flat_map(|n| n.ips.iter().copied()))
+        .collect();
+    let mut free = (1u32..1 << 20)
+        .map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x6440_0000 + i)))
+        .filter(|ip| !used.contains(ip));
+    let mut names = Vec::new();
+    for (role, p) in pods {
+        if let Some(labels) = &p.new_namespace {
+            let mut labels = labels.clone();
+            labels.insert(NAME_LABEL.into(), p.namespace.clone());
+            inv.namespaces
+                .entry(p.namespace.clone())
+                .or_insert(Namespace {
+                    name: p.namespace.clone(),
+                    labels,
+                });
+        }
+        let ip = free.next().ok_or("no free address for a witness pod")?;
+        let name = format!("sluice-witness-{role}");
+        inv.pods.push(Pod {
+            name: name.clone(),
+            namespace: p.namespace.clone(),
+            labels: p.labels.clone(),
+            service_account: p.service_account.clone().unwrap_or_default(),
+            node: inv.nodes.first().map(|n| n.name.clone()),
+            ips: vec![ip],
+            host_network: false,
+            ports: p
+                .ports
+                .iter()
+                .map(|(n, port, proto)| ContainerPort {
+                    name: Some(n.clone()),
+                    port: *port,
+                    protocol: *proto,
+                })
+                .collect(),
+            workload: None,
+            loc: Default::default(),
+            ip_locs: Vec::new(),
+        });
+        names.push(format!("{}/{name}", p.namespace));
+    }
+    Ok((inv, names))
+}
+
+/// Adds the witness's pods to a copy of the inventory, compiles the
+/// policies and judges the flow with `simulate`: the concrete verdict
+/// must be the formula's. `Err` is a bug of the symbolic semantics, to be
+/// reported as such, never as a finding.
+pub fn confirm(
+    w: &Witness,
+    set: &policy_lang::ir::PolicySet,
+    sources: &policy_lang::source::SourceMap,
+    inv: &Inventory,
+    cfg: &Config,
+) -> Result<(), String> {
+    let (inv, names) = with_pods(inv, &[("src", &w.src), ("dst", &w.dst)])?;
+    let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
+    let flow = simulator::flow::Flow::new(
+        simulator::flow::PeerRef::Pod(names[0].clone()),
+        simulator::flow::PeerRef::Pod(names[1].clone()),
+        w.port,
+        w.protocol,
+    );
+    let o = simulator::eval::simulate(&compiled, &flow)?;
+    let concrete = o.verdict == simulator::flow::Verdict::Allowed;
+    if concrete == w.allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "the solver's witness {} → {} {}/{} is {} by the formula but {} by simulate",
+            names[0],
+            names[1],
+            w.port,
+            w.protocol,
+            if w.allowed { "allowed" } else { "denied" },
+            o.verdict
+        ))
+    }
+}
+
+/// The same for a pod no policy covers in a direction.
+pub fn confirm_uncovered(
+    pod: &WitnessPod,
+    dir: Direction,
+    set: &policy_lang::ir::PolicySet,
+    sources: &policy_lang::source::SourceMap,
+    inv: &Inventory,
+    cfg: &Config,
+) -> Result<(), String> {
+    let (inv, names) = with_pods(inv, &[("pod", pod)])?;
+    let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
+    let e = compiled
+        .endpoint(&names[0])
+        .ok_or_else(|| format!("the witness {} is not an endpoint", names[0]))?;
+    if e.enforced[compiler::model::dir_index(dir)] {
+        Err(format!(
+            "the solver's witness {} is uncovered by the formula but in default deny when compiled",
+            names[0]
+        ))
+    } else {
+        Ok(())
     }
 }
