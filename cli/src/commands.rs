@@ -25,6 +25,8 @@ pub(crate) struct Session {
     pub(crate) loaded: Loaded,
     pub(crate) inventory: Inventory,
     pub(crate) compiled: Compiled,
+    /// The settings it was compiled with.
+    pub(crate) config: Config,
 }
 
 pub(crate) fn load(inputs: &Inputs, color: bool) -> Result<Session, ExitCode> {
@@ -200,6 +202,7 @@ pub(crate) fn compile_parsed(
         loaded,
         inventory,
         compiled,
+        config: cfg,
     })
 }
 

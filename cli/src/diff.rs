@@ -42,6 +42,8 @@ pub struct DiffOptions {
     pub fail_on: Option<FailOn>,
     /// Everything else of an input (limits, semantics); its paths unused.
     pub template: Inputs,
+    /// `--exposure`: (pairs listed per direction, solver ms per check).
+    pub exposure: Option<(usize, u32)>,
 }
 
 /// How many changed flows are listed (all are counted).
@@ -168,23 +170,84 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
         },
         None => None,
     };
+    let exposure = o.exposure.map(|(limit, timeout_ms)| {
+        let model = |s: &crate::commands::Session| {
+            compiler::model::normalize(
+                &s.loaded.set,
+                &s.loaded.sources,
+                &s.inventory.services,
+                &s.config.model,
+            )
+        };
+        let (mb, mh) = (model(&base), model(&head));
+        verifier::exposure(
+            &verifier::Side {
+                model: &mb,
+                set: &base.loaded.set,
+                sources: &base.loaded.sources,
+            },
+            &verifier::Side {
+                model: &mh,
+                set: &head.loaded.set,
+                sources: &head.loaded.sources,
+            },
+            &head.inventory,
+            &head.config,
+            limit,
+            timeout_ms,
+        )
+    });
+    if let Some(e) = &exposure {
+        if !e.internal.is_empty() {
+            for x in &e.internal {
+                eprintln!("internal error: {x} (please report this to sluice)");
+            }
+            return ExitCode::from(2);
+        }
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = match o.output {
-        DiffOutput::Text => text(&mut out, &d, flows.as_ref(), &base_name, &head_name),
-        DiffOutput::Json => json(&mut out, &d, flows.as_ref(), &base_name, &head_name),
-        DiffOutput::Markdown => markdown(&mut out, &d, flows.as_ref(), &base_name, &head_name),
+        DiffOutput::Text => {
+            text(&mut out, &d, flows.as_ref(), &base_name, &head_name).and_then(|()| {
+                exposure
+                    .as_ref()
+                    .map_or(Ok(()), |e| exposure_text(&mut out, e))
+            })
+        }
+        DiffOutput::Json => json(
+            &mut out,
+            &d,
+            flows.as_ref(),
+            &base_name,
+            &head_name,
+            exposure.as_ref(),
+        ),
+        DiffOutput::Markdown => markdown(&mut out, &d, flows.as_ref(), &base_name, &head_name)
+            .and_then(|()| {
+                exposure
+                    .as_ref()
+                    .map_or(Ok(()), |e| exposure_markdown(&mut out, e))
+            }),
         DiffOutput::Github => github(&mut out, &d),
     };
     if written.and_then(|()| out.flush()).is_err() {
         return ExitCode::from(2);
     }
-    let opened = d.count(Kind::Opened) > 0;
-    let closed = d.count(Kind::Closed) > 0 || d.count(Kind::L7) > 0;
+    let opened =
+        d.count(Kind::Opened) > 0 || exposure.as_ref().is_some_and(|e| !e.opened.is_empty());
+    let closed = d.count(Kind::Closed) > 0
+        || d.count(Kind::L7) > 0
+        || exposure.as_ref().is_some_and(|e| !e.closed.is_empty());
     let fail = match o.fail_on {
         None => false,
         Some(FailOn::Opened) => opened,
         Some(FailOn::Closed) => closed,
-        Some(FailOn::Any) => !d.is_empty() || flows.as_ref().is_some_and(|f| !f.changed.is_empty()),
+        Some(FailOn::Any) => {
+            opened
+                || closed
+                || !d.is_empty()
+                || flows.as_ref().is_some_and(|f| !f.changed.is_empty())
+        }
     };
     if fail {
         ExitCode::from(1)
@@ -505,6 +568,7 @@ fn json(
     flows: Option<&Flows>,
     base: &str,
     head: &str,
+    exposure: Option<&verifier::Exposure>,
 ) -> std::io::Result<()> {
     let flows = flows.map(|f| {
         serde_json::json!({
@@ -535,8 +599,131 @@ fn json(
         "onlyBase": d.only_base,
         "onlyHead": d.only_head,
         "flows": flows,
+        "exposure": exposure.map(exposure_json),
     });
     writeln!(out, "{v:#}")
+}
+
+fn witness_pod_json(p: &verifier::WitnessPod) -> serde_json::Value {
+    serde_json::json!({
+        "namespace": p.namespace,
+        "newNamespaceLabels": p.new_namespace,
+        "labels": p.labels,
+        "serviceAccount": p.service_account,
+        "ports": p.ports.iter().map(|(n, port, proto)| serde_json::json!({"name": n, "port": port, "protocol": compiler::mapstate::proto_name(*proto)})).collect::<Vec<_>>(),
+    })
+}
+
+fn exposure_json(e: &verifier::Exposure) -> serde_json::Value {
+    let list = |ws: &[verifier::Witness]| {
+        ws.iter()
+            .map(|w| {
+                let matters = |i: usize| {
+                    w.matters
+                        .as_ref()
+                        .map(|m| m[i].iter().map(ToString::to_string).collect::<Vec<_>>())
+                };
+                serde_json::json!({
+                    "fromLabelsThatMatter": matters(0),
+                    "toLabelsThatMatter": matters(1),
+                    "from": witness_pod_json(&w.src),
+                    "to": witness_pod_json(&w.dst),
+                    "port": w.port,
+                    "protocol": compiler::mapstate::proto_name(w.protocol),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    serde_json::json!({
+        "opened": list(&e.opened),
+        "closed": list(&e.closed),
+        "openedTruncated": e.truncated[0],
+        "closedTruncated": e.truncated[1],
+        "undecided": e.unknown,
+    })
+}
+
+fn witness_text(p: &verifier::WitnessPod) -> String {
+    let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "{}{} {{{}}}",
+        p.namespace,
+        if p.new_namespace.is_some() {
+            " (new namespace)"
+        } else {
+            ""
+        },
+        labels.join(",")
+    )
+}
+
+fn exposure_lines(e: &verifier::Exposure) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (what, ws, more) in [
+        ("opened", &e.opened, e.truncated[0]),
+        ("closed", &e.closed, e.truncated[1]),
+    ] {
+        for w in ws {
+            let side = |i: usize, p: &verifier::WitnessPod| match &w.matters {
+                Some(m) if m[i].is_empty() => "any pod".to_owned(),
+                Some(m) => format!(
+                    "pods with {}",
+                    m[i].iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => witness_text(p),
+            };
+            lines.push(format!(
+                "{what}: {} → {} (e.g. {}/{}: {} → {})",
+                side(0, &w.src),
+                side(1, &w.dst),
+                w.port,
+                compiler::mapstate::proto_name(w.protocol),
+                witness_text(&w.src),
+                witness_text(&w.dst),
+            ));
+        }
+        if more {
+            lines.push(format!(
+                "{what}: more pairs of labels than listed (--exposure-limit)"
+            ));
+        }
+    }
+    if let Some(why) = &e.unknown {
+        lines.push(format!(
+            "undecided: the solver gave up ({why}); what is listed may not be all"
+        ));
+    }
+    lines
+}
+
+fn exposure_text(out: &mut dyn Write, e: &verifier::Exposure) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nFor pods that could exist (--exposure; L7 counts as allowed at L4):"
+    )?;
+    let lines = exposure_lines(e);
+    if lines.is_empty() {
+        writeln!(out, "  nothing opens or closes for any possible pod")?;
+    }
+    for l in lines {
+        writeln!(out, "  {l}")?;
+    }
+    Ok(())
+}
+
+fn exposure_markdown(out: &mut dyn Write, e: &verifier::Exposure) -> std::io::Result<()> {
+    writeln!(out, "\n#### For pods that could exist\n")?;
+    let lines = exposure_lines(e);
+    if lines.is_empty() {
+        writeln!(out, "Nothing opens or closes for any possible pod.")?;
+    }
+    for l in lines {
+        writeln!(out, "- {}", cell(&l))?;
+    }
+    Ok(())
 }
 
 /// Table cells must not break the table.

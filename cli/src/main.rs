@@ -327,6 +327,18 @@ enum Command {
         /// rules (`closed`), or does anything (`any`); by default, report.
         #[arg(long, value_enum)]
         fail_on: Option<diff::FailOn>,
+        /// Also what the change opens and closes for pods that could exist,
+        /// not only the inventory's (z3, docs/exposure.md): pairs of pod
+        /// label sets, each with manifests, confirmed by compiling them in.
+        #[arg(long)]
+        exposure: bool,
+        /// With --exposure: how many pairs of label sets to list per
+        /// direction.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        exposure_limit: usize,
+        /// With --exposure: time limit of each solver check, in ms.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        solver_timeout_ms: u32,
         #[arg(long, default_value_t = 16_384)]
         map_capacity: usize,
         #[arg(long)]
@@ -771,6 +783,9 @@ fn main() -> ExitCode {
             hubble,
             output,
             fail_on,
+            exposure,
+            exposure_limit,
+            solver_timeout_ms,
             map_capacity,
             dual_stack,
             max_file_size,
@@ -778,6 +793,7 @@ fn main() -> ExitCode {
             semantics,
         } => diff::diff(
             diff::DiffOptions {
+                exposure: exposure.then_some((exposure_limit, solver_timeout_ms)),
                 rev,
                 paths,
                 base,

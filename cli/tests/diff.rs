@@ -415,3 +415,79 @@ fn pods_of_one_workload_are_named_by_it() {
         assert!(out.contains(&want), "{want}\n{}", text(&o));
     }
 }
+
+#[test]
+fn exposure_lists_what_a_change_closes_for_pods_that_could_exist() {
+    let args = |head: &'static str, extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec![
+            "diff",
+            "--base",
+            "fixtures/exposure/policies.yaml",
+            "--head",
+            head,
+            "-i",
+            "fixtures/exposure/cluster.yaml",
+            "--exposure",
+        ];
+        v.extend(extra);
+        v
+    };
+    // Nothing changes for the inventory's pods; for possible ones, the
+    // database closes to every client that is neither web nor api.
+    let o = sluice(&args("fixtures/exposure/head.yaml", &[]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("no connection changes"), "{out}");
+    for want in [
+        "closed: pods with no app → pods with app=db, namespace=shop",
+        "closed: pods with app=db → pods with app=db, namespace=shop",
+        "closed: pods with app=(a value no policy names) → pods with app=db, namespace=shop",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    assert!(!out.contains("opened:"), "{out}");
+    assert!(
+        !out.contains("app=web →") && !out.contains("app=api →"),
+        "{out}"
+    );
+    let o = sluice(&args(
+        "fixtures/exposure/head.yaml",
+        &["--fail-on", "closed"],
+    ));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = sluice(&args("fixtures/exposure/head.yaml", &["-o", "json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let closed = v["exposure"]["closed"].as_array().expect("closed");
+    assert_eq!(closed.len(), 3, "{v:#}");
+    assert!(closed
+        .iter()
+        .all(|c| c["to"]["labels"]["app"] == "db" && c["port"] == 5432));
+    assert_eq!(v["exposure"]["opened"].as_array().map(Vec::len), Some(0));
+    // Reversed, the same pairs open.
+    let o = sluice(&[
+        "diff",
+        "--base",
+        "fixtures/exposure/head.yaml",
+        "--head",
+        "fixtures/exposure/policies.yaml",
+        "-i",
+        "fixtures/exposure/cluster.yaml",
+        "--exposure",
+        "--fail-on",
+        "opened",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .matches("opened: ")
+            .count(),
+        3
+    );
+    // A set against itself: nothing for any pod.
+    let o = sluice(&args("fixtures/exposure/policies.yaml", &[]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("nothing opens or closes for any possible pod"),
+        "{out}"
+    );
+}

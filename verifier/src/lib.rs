@@ -109,6 +109,14 @@ impl Vocabulary {
         }
     }
 
+    /// Both vocabularies' keys and values.
+    pub fn merge(&mut self, other: &Vocabulary) {
+        for (k, vs) in &other.keys {
+            self.add(k, vs.iter().map(String::as_str));
+        }
+        self.port_names.extend(other.port_names.iter().cloned());
+    }
+
     /// Adds values (and the key) that queries name, e.g. an assertion's.
     pub fn add<'a>(&mut self, key: &str, values: impl IntoIterator<Item = &'a str>) {
         self.keys.entry(key.to_owned()).or_default();
@@ -203,6 +211,17 @@ fn all(v: Vec<Bool>) -> Bool {
 
 impl<'a> Encoder<'a> {
     pub fn new(model: &'a Model, inv: &'a Inventory, cfg: &'a Config) -> Encoder<'a> {
+        Self::with_vocabulary(model, inv, cfg, Vocabulary::new(model, inv))
+    }
+
+    /// An encoder over a vocabulary shared with another model's, so that
+    /// the pods of one query mean the same for both (`diff --exposure`).
+    pub fn with_vocabulary(
+        model: &'a Model,
+        inv: &'a Inventory,
+        cfg: &'a Config,
+        vocab: Vocabulary,
+    ) -> Encoder<'a> {
         let mut all_named: BTreeMap<String, BTreeSet<(u16, u8)>> = BTreeMap::new();
         for p in inv.pods.iter().filter(|p| !p.host_network) {
             for cp in &p.ports {
@@ -234,7 +253,7 @@ impl<'a> Encoder<'a> {
             })
             .collect();
         Encoder {
-            vocab: Vocabulary::new(model, inv),
+            vocab,
             model,
             inv,
             cfg,
@@ -601,8 +620,45 @@ pub struct WitnessPod {
     pub ports: Vec<(String, u16, u8)>,
 }
 
+/// A condition on one label of a pod that decides a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cond {
+    /// The label has this value.
+    Is(String, String),
+    /// The pod has no such label.
+    Absent(String),
+    /// The label has a value no policy names (for the namespace: a
+    /// namespace that does not exist yet).
+    Unnamed(String),
+}
+
+impl std::fmt::Display for Cond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |k: &str| {
+            if k == NAMESPACE_LABEL {
+                "namespace".to_owned()
+            } else if let Some(l) = k.strip_prefix(NAMESPACE_LABELS_PREFIX) {
+                format!("namespace label {l}")
+            } else if k == SERVICE_ACCOUNT_LABEL {
+                "service account".to_owned()
+            } else {
+                k.to_owned()
+            }
+        };
+        match self {
+            Cond::Is(k, v) => write!(f, "{}={v}", name(k)),
+            Cond::Absent(k) => write!(f, "no {}", name(k)),
+            Cond::Unnamed(k) if k == NAMESPACE_LABEL => f.write_str("a new namespace"),
+            Cond::Unnamed(k) => write!(f, "{}=(a value no policy names)", name(k)),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Witness {
+    /// For `diff --exposure`: the labels of each pod that decide the
+    /// change; every pair of pods meeting them changes the same way.
+    pub matters: Option<[Vec<Cond>; 2]>,
     pub src: WitnessPod,
     pub dst: WitnessPod,
     pub port: u16,
@@ -742,6 +798,7 @@ impl Encoder<'_> {
                     let num = |b: &BV| m.eval(b, true).and_then(|v| v.as_u64()).unwrap_or(0);
                     let n = |i: &Int| m.eval(i, true).and_then(|v| v.as_i64()).unwrap_or(0);
                     Answer::Broken(Box::new(Witness {
+                        matters: None,
                         src: self.witness_pod(&m, &f.src),
                         dst: self.witness_pod(&m, &f.dst),
                         port: num(&f.port) as u16,
@@ -1015,5 +1072,177 @@ pub fn confirm_uncovered(
         ))
     } else {
         Ok(())
+    }
+}
+
+/// What a change of the policies opens and closes for pods that could
+/// exist: witnesses, each confirmed on both sides by compiling it in.
+#[derive(Debug, Default)]
+pub struct Exposure {
+    pub opened: Vec<Witness>,
+    pub closed: Vec<Witness>,
+    /// More witnesses exist than the limit lists.
+    pub truncated: [bool; 2],
+    /// A check the solver could not decide.
+    pub unknown: Option<String>,
+    /// Witnesses the ordinary compile did not confirm (bugs, not findings).
+    pub internal: Vec<String>,
+}
+
+/// The inputs of one side of `exposure`.
+pub struct Side<'a> {
+    pub model: &'a Model,
+    pub set: &'a policy_lang::ir::PolicySet,
+    pub sources: &'a policy_lang::source::SourceMap,
+}
+
+/// Pairs of possible pods (and a port) whose verdict differs between the
+/// base and the head policies, up to `limit` per direction; each pair of
+/// label sets is listed once.
+pub fn exposure(
+    base: &Side<'_>,
+    head: &Side<'_>,
+    inv: &Inventory,
+    cfg: &Config,
+    limit: usize,
+    timeout_ms: u32,
+) -> Exposure {
+    let mut vocab = Vocabulary::new(base.model, inv);
+    vocab.merge(&Vocabulary::new(head.model, inv));
+    let eb = Encoder::with_vocabulary(base.model, inv, cfg, vocab.clone());
+    let eh = Encoder::with_vocabulary(head.model, inv, cfg, vocab);
+    let solver = solver(timeout_ms);
+    let f = eh.flow(&solver);
+    solver.assert(eh.protocol_known(&f));
+    // The same pods (same constants) without the change asserted: where a
+    // witness is widened to the labels that decide it.
+    let general = self::solver(timeout_ms);
+    let _ = eh.flow(&general);
+    let (ab, ah) = (eb.allowed(&f), eh.allowed(&f));
+    let mut out = Exposure::default();
+    for (i, opened) in [true, false].into_iter().enumerate() {
+        solver.push();
+        solver.assert(if opened {
+            Bool::and(&[ah.clone(), ab.not()])
+        } else {
+            Bool::and(&[ab.clone(), ah.not()])
+        });
+        loop {
+            let w = match eh.answer(&solver, &f, opened) {
+                Answer::Holds => break,
+                Answer::Unknown(why) => {
+                    out.unknown = Some(why);
+                    break;
+                }
+                Answer::Broken(w) => *w,
+            };
+            let list = if opened { &out.opened } else { &out.closed };
+            if list.len() == limit {
+                out.truncated[i] = true;
+                break;
+            }
+            // The same pods are judged the other way on the other side.
+            let before = Witness {
+                allowed: !w.allowed,
+                ..w.clone()
+            };
+            let checks = [
+                confirm(&before, base.set, base.sources, inv, cfg),
+                confirm(&w, head.set, head.sources, inv, cfg),
+            ];
+            if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
+                out.internal.push(e);
+                break;
+            }
+            // Next: pods labelled otherwise than what decided this one.
+            let Some(m) = solver.get_model() else {
+                break;
+            };
+            let change = if opened {
+                Bool::and(&[ah.clone(), ab.not()])
+            } else {
+                Bool::and(&[ab.clone(), ah.not()])
+            };
+            let (class, matters) = eh.generalize(&m, &f, &w, &change, &general);
+            solver.assert(class.not());
+            let mut w = w;
+            w.matters = Some(matters);
+            if opened {
+                out.opened.push(w);
+            } else {
+                out.closed.push(w);
+            }
+        }
+        solver.pop(1);
+    }
+    out
+}
+
+impl Encoder<'_> {
+    /// Widens a witness to the label conditions that decide it: each
+    /// condition of the model's pods is dropped when the change still
+    /// follows from the others (at the witness's port). Unnamed values
+    /// count as one, since no selector tells them apart. Returns the
+    /// class (to block) and its conditions per pod.
+    fn generalize(
+        &self,
+        m: &z3::Model,
+        f: &SymFlow,
+        w: &Witness,
+        change: &Bool,
+        general: &z3::Solver,
+    ) -> (Bool, [Vec<Cond>; 2]) {
+        // (pod index, key, code, the constraint)
+        let mut conds: Vec<(usize, &str, i64, Bool)> = Vec::new();
+        for (i, p) in [&f.src, &f.dst].into_iter().enumerate() {
+            for (key, var) in &p.labels {
+                let code = m.eval(var, true).and_then(|v| v.as_i64()).unwrap_or(0);
+                let c = if self.vocab.others(key).contains(&code) {
+                    var.ge(int(*self.vocab.others(key).start()))
+                } else {
+                    var.eq(int(code))
+                };
+                conds.push((i, key.as_str(), code, c));
+            }
+        }
+        let at_port = Bool::and(&[
+            f.port.eq(BV::from_u64(u64::from(w.port), 16)),
+            f.proto.eq(int(i64::from(w.protocol))),
+        ]);
+        let mut keep = vec![true; conds.len()];
+        for i in 0..conds.len() {
+            keep[i] = false;
+            let rest: Vec<Bool> = conds
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.3.clone())
+                .collect();
+            general.push();
+            general.assert(all(rest));
+            general.assert(&at_port);
+            general.assert(change.not());
+            // Only a proof that the rest suffice drops the condition.
+            keep[i] = general.check() != z3::SatResult::Unsat;
+            general.pop(1);
+        }
+        let mut matters: [Vec<Cond>; 2] = [Vec::new(), Vec::new()];
+        let mut class = Vec::new();
+        for ((i, key, code, c), k) in conds.into_iter().zip(keep) {
+            if !k {
+                continue;
+            }
+            class.push(c);
+            let key = key.to_owned();
+            matters[i].push(if code == 0 {
+                Cond::Absent(key)
+            } else if self.vocab.others(&key).contains(&code) {
+                Cond::Unnamed(key)
+            } else {
+                let v = self.vocab.values(&key)[code as usize - 1].clone();
+                Cond::Is(key, v)
+            });
+        }
+        (all(class), matters)
     }
 }
