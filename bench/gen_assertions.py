@@ -9,15 +9,18 @@ namespaces on 8080/TCP; `only` (one app the only client of another on
 namespace).
 
     python3 bench/gen_assertions.py 200 > /tmp/bench-diff/assertions.yaml
+    python3 bench/gen_assertions.py 50 20 > /tmp/exp-1000/assertions.yaml   # 20 namespaces
 """
 import sys
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    spaces = int(sys.argv[2]) if len(sys.argv) > 2 else 100
     out = ["assertions:"]
     for i in range(n):
-        ns, other, app, peer = f"ns{i % 100}", f"ns{(i * 7 + 3) % 100}", f"app{i % 20}", f"app{(i + 5) % 20}"
+        ns, other = f"ns{i % spaces}", f"ns{(i * 7 + 3) % spaces}"
+        app, peer = f"app{i % 20}", f"app{(i + 5) % 20}"
         form = i % 4
         if form == 0:
             out += [

@@ -964,7 +964,37 @@ fn with_pods(
     pods: &[(&str, &WitnessPod)],
 ) -> Result<(Inventory, Vec<String>), String> {
     use compiler::inventory::{ContainerPort, Namespace};
-    let mut inv = inv.clone();
+    // The L3/L4 verdict of a flow between two pods depends on the
+    // policies, the two pods, the namespaces, nodes and Services, and, of
+    // the other pods, only on the named ports they bring to egress
+    // resolution: one pod per (name, port, protocol) keeps that exact.
+    // Compiling that instead of every pod keeps a witness's check cheap
+    // at any cluster size.
+    let mut kept: BTreeSet<(String, u16, u8)> = BTreeSet::new();
+    let carriers: Vec<Pod> = inv
+        .pods
+        .iter()
+        .filter(|p| !p.host_network)
+        .filter(|p| {
+            let mut new = false;
+            for c in &p.ports {
+                if let Some(n) = &c.name {
+                    new |= kept.insert((n.clone(), c.port, c.protocol));
+                }
+            }
+            new
+        })
+        .cloned()
+        .collect();
+    let mut inv = Inventory {
+        pods: carriers,
+        cluster: inv.cluster.clone(),
+        namespaces: inv.namespaces.clone(),
+        nodes: inv.nodes.clone(),
+        services: inv.services.clone(),
+        left_out: Vec::new(),
+        workloads: Vec::new(),
+    };
     // Addresses no pod or node of the inventory has.
     let used: BTreeSet<std::net::IpAddr> = inv
         .pods
