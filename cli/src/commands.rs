@@ -26,6 +26,7 @@ pub(crate) struct Session {
     pub(crate) inventory: Inventory,
     pub(crate) compiled: Compiled,
     /// The settings it was compiled with.
+    #[cfg_attr(not(feature = "exposure"), allow(dead_code))]
     pub(crate) config: Config,
 }
 

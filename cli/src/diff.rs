@@ -26,6 +26,49 @@ pub enum FailOn {
     Any,
 }
 
+#[cfg(feature = "exposure")]
+use verifier::Exposure;
+
+/// Without the solver there is never an exposure to print.
+#[cfg(not(feature = "exposure"))]
+enum Exposure {}
+
+#[cfg(not(feature = "exposure"))]
+fn exposure_text(_: &mut dyn Write, e: &Exposure) -> std::io::Result<()> {
+    match *e {}
+}
+
+#[cfg(not(feature = "exposure"))]
+fn exposure_markdown(_: &mut dyn Write, e: &Exposure) -> std::io::Result<()> {
+    match *e {}
+}
+
+#[cfg(not(feature = "exposure"))]
+fn exposure_json(e: &Exposure) -> serde_json::Value {
+    match *e {}
+}
+
+#[cfg(not(feature = "exposure"))]
+fn exposure_internal(e: &Exposure) -> &[String] {
+    match *e {}
+}
+
+#[cfg(not(feature = "exposure"))]
+fn exposure_changes(e: &Exposure) -> (bool, bool) {
+    match *e {}
+}
+
+#[cfg(feature = "exposure")]
+fn exposure_internal(e: &Exposure) -> &[String] {
+    &e.internal
+}
+
+/// Whether the exposure opens and closes anything.
+#[cfg(feature = "exposure")]
+fn exposure_changes(e: &Exposure) -> (bool, bool) {
+    (!e.opened.is_empty(), !e.closed.is_empty())
+}
+
 pub struct DiffOptions {
     /// Compare the working tree with this git revision.
     pub rev: Option<String>,
@@ -170,6 +213,13 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
         },
         None => None,
     };
+    #[cfg(not(feature = "exposure"))]
+    if o.exposure.is_some() {
+        return bad("this sluice was built without exposure analysis (z3): build with the `exposure` feature for --exposure");
+    }
+    #[cfg(not(feature = "exposure"))]
+    let exposure: Option<Exposure> = None;
+    #[cfg(feature = "exposure")]
     let exposure = o.exposure.map(|(limit, timeout_ms)| {
         let model = |s: &crate::commands::Session| {
             compiler::model::normalize(
@@ -198,13 +248,15 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
         )
     });
     if let Some(e) = &exposure {
-        if !e.internal.is_empty() {
-            for x in &e.internal {
+        let internal = exposure_internal(e);
+        if !internal.is_empty() {
+            for x in internal {
                 eprintln!("internal error: {x} (please report this to sluice)");
             }
             return ExitCode::from(2);
         }
     }
+    let (exp_opened, exp_closed) = exposure.as_ref().map_or((false, false), exposure_changes);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = match o.output {
         DiffOutput::Text => {
@@ -233,11 +285,8 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
     if written.and_then(|()| out.flush()).is_err() {
         return ExitCode::from(2);
     }
-    let opened =
-        d.count(Kind::Opened) > 0 || exposure.as_ref().is_some_and(|e| !e.opened.is_empty());
-    let closed = d.count(Kind::Closed) > 0
-        || d.count(Kind::L7) > 0
-        || exposure.as_ref().is_some_and(|e| !e.closed.is_empty());
+    let opened = d.count(Kind::Opened) > 0 || exp_opened;
+    let closed = d.count(Kind::Closed) > 0 || d.count(Kind::L7) > 0 || exp_closed;
     let fail = match o.fail_on {
         None => false,
         Some(FailOn::Opened) => opened,
@@ -568,7 +617,7 @@ fn json(
     flows: Option<&Flows>,
     base: &str,
     head: &str,
-    exposure: Option<&verifier::Exposure>,
+    exposure: Option<&Exposure>,
 ) -> std::io::Result<()> {
     let flows = flows.map(|f| {
         serde_json::json!({
@@ -604,6 +653,7 @@ fn json(
     writeln!(out, "{v:#}")
 }
 
+#[cfg(feature = "exposure")]
 fn witness_pod_json(p: &verifier::WitnessPod) -> serde_json::Value {
     serde_json::json!({
         "namespace": p.namespace,
@@ -614,7 +664,8 @@ fn witness_pod_json(p: &verifier::WitnessPod) -> serde_json::Value {
     })
 }
 
-fn exposure_json(e: &verifier::Exposure) -> serde_json::Value {
+#[cfg(feature = "exposure")]
+fn exposure_json(e: &Exposure) -> serde_json::Value {
     let list = |ws: &[verifier::Witness]| {
         ws.iter()
             .map(|w| {
@@ -643,21 +694,8 @@ fn exposure_json(e: &verifier::Exposure) -> serde_json::Value {
     })
 }
 
-fn witness_text(p: &verifier::WitnessPod) -> String {
-    let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!(
-        "{}{} {{{}}}",
-        p.namespace,
-        if p.new_namespace.is_some() {
-            " (new namespace)"
-        } else {
-            ""
-        },
-        labels.join(",")
-    )
-}
-
-fn exposure_lines(e: &verifier::Exposure) -> Vec<String> {
+#[cfg(feature = "exposure")]
+fn exposure_lines(e: &Exposure) -> Vec<String> {
     let mut lines = Vec::new();
     for (what, ws, more) in [
         ("opened", &e.opened, e.truncated[0]),
@@ -673,7 +711,7 @@ fn exposure_lines(e: &verifier::Exposure) -> Vec<String> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                None => witness_text(p),
+                None => p.summary(),
             };
             lines.push(format!(
                 "{what}: {} → {} (e.g. {}/{}: {} → {})",
@@ -681,8 +719,8 @@ fn exposure_lines(e: &verifier::Exposure) -> Vec<String> {
                 side(1, &w.dst),
                 w.port,
                 compiler::mapstate::proto_name(w.protocol),
-                witness_text(&w.src),
-                witness_text(&w.dst),
+                w.src.summary(),
+                w.dst.summary(),
             ));
         }
         if more {
@@ -699,7 +737,8 @@ fn exposure_lines(e: &verifier::Exposure) -> Vec<String> {
     lines
 }
 
-fn exposure_text(out: &mut dyn Write, e: &verifier::Exposure) -> std::io::Result<()> {
+#[cfg(feature = "exposure")]
+fn exposure_text(out: &mut dyn Write, e: &Exposure) -> std::io::Result<()> {
     writeln!(
         out,
         "\nFor pods that could exist (--exposure; L7 counts as allowed at L4):"
@@ -714,7 +753,8 @@ fn exposure_text(out: &mut dyn Write, e: &verifier::Exposure) -> std::io::Result
     Ok(())
 }
 
-fn exposure_markdown(out: &mut dyn Write, e: &verifier::Exposure) -> std::io::Result<()> {
+#[cfg(feature = "exposure")]
+fn exposure_markdown(out: &mut dyn Write, e: &Exposure) -> std::io::Result<()> {
     writeln!(out, "\n#### For pods that could exist\n")?;
     let lines = exposure_lines(e);
     if lines.is_empty() {

@@ -133,6 +133,11 @@ fn prepare(
 }
 
 pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
+    #[cfg(not(feature = "exposure"))]
+    if o.any_pod.is_some() {
+        eprintln!("error: this sluice was built without exposure analysis (z3): build with the `exposure` feature for --any-pod");
+        return ExitCode::from(2);
+    }
     let cfg = match config(o) {
         Ok(c) => c,
         Err(e) => {

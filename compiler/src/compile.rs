@@ -563,17 +563,7 @@ fn compile_one(
         }
     }
     out.index();
-    let mut all_named: HashMap<String, BTreeSet<(u16, u8)>> = HashMap::new();
-    for p in &pods {
-        for cp in &p.ports {
-            if let Some(n) = &cp.name {
-                all_named
-                    .entry(n.clone())
-                    .or_default()
-                    .insert((cp.port, cp.protocol));
-            }
-        }
-    }
+    let all_named = named_ports(pods.iter().copied());
     let host_labels = reserved_labels(HOST);
     let peer_index = LabelIndex::new(out.identities.iter().map(|i| {
         if i.id == HOST {
@@ -763,6 +753,24 @@ fn compile_one(
     }
     cx.out.index();
     (cx.out, diags)
+}
+
+/// Port names → (port, protocol) over the given pods: what egress rules
+/// named ports resolve against (Cilium's named-port multimap).
+pub fn named_ports<'a>(
+    pods: impl Iterator<Item = &'a crate::inventory::Pod>,
+) -> HashMap<String, BTreeSet<(u16, u8)>> {
+    let mut all: HashMap<String, BTreeSet<(u16, u8)>> = HashMap::new();
+    for p in pods {
+        for cp in &p.ports {
+            if let Some(n) = &cp.name {
+                all.entry(n.clone())
+                    .or_default()
+                    .insert((cp.port, cp.protocol));
+            }
+        }
+    }
+    all
 }
 
 fn node_label_set(n: &NodeInfo) -> LabelSet {

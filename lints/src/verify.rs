@@ -728,11 +728,20 @@ pub fn verify_with(
     assertions: &[Assertion],
     any_pod: Option<&AnyPod<'_>>,
 ) -> Report {
-    let (mut report, held) = verify_inventory(w, assertions);
-    if let Some(ap) = any_pod {
-        symbolic(w, assertions, &held, ap, &mut report);
+    let (report, held) = verify_inventory(w, assertions);
+    #[cfg(feature = "exposure")]
+    {
+        let mut report = report;
+        if let Some(ap) = any_pod {
+            symbolic(w, assertions, &held, ap, &mut report);
+        }
+        report
     }
-    report
+    #[cfg(not(feature = "exposure"))]
+    {
+        let _ = (any_pod, held);
+        report
+    }
 }
 
 /// The report, and for each assertion whether it held (and checked
@@ -1026,15 +1035,18 @@ fn uncovered(
     Some((f, Some(cx)))
 }
 
+#[cfg(feature = "exposure")]
 /// (from, to, ports, whether `allowed` is wanted).
 type SymQuery = (verifier::Bool, verifier::Bool, Vec<(u8, u16, u16)>, bool);
 
+#[cfg(feature = "exposure")]
 /// One side of a symbolic query: pods by pattern, or one existing pod.
 enum SymSide<'p> {
     Pattern(verifier::Pattern),
     Pod(&'p compiler::inventory::Pod),
 }
 
+#[cfg(feature = "exposure")]
 fn sym_side<'p>(inv: &'p Inventory, p: &PeerExpr) -> Option<SymSide<'p>> {
     match &p.form {
         PeerForm::Entity(e) if e == "all" => Some(SymSide::Pattern(verifier::Pattern::default())),
@@ -1058,6 +1070,7 @@ fn sym_side<'p>(inv: &'p Inventory, p: &PeerExpr) -> Option<SymSide<'p>> {
     }
 }
 
+#[cfg(feature = "exposure")]
 fn ns_pattern(ns: &str) -> verifier::Pattern {
     verifier::Pattern {
         namespace: Some(ns.to_owned()),
@@ -1065,21 +1078,7 @@ fn ns_pattern(ns: &str) -> verifier::Pattern {
     }
 }
 
-/// A pod as a reader names it: `namespace: key=value,...`.
-fn pod_text(p: &verifier::WitnessPod) -> String {
-    let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!(
-        "{}{} {{{}}}",
-        p.namespace,
-        if p.new_namespace.is_some() {
-            " (new namespace)"
-        } else {
-            ""
-        },
-        labels.join(",")
-    )
-}
-
+#[cfg(feature = "exposure")]
 /// The queries of `--any-pod`: each assertion that held over the
 /// inventory is asked again of every possible pod; witnesses are
 /// confirmed by the ordinary compile before they are reported.
@@ -1237,7 +1236,7 @@ fn symbolic(
                                             "assertion `{}` does not hold for a pod that could exist: no policy would cover the {} of {}",
                                             a.name,
                                             if dir == policy_lang::ir::Direction::Ingress { "ingress" } else { "egress" },
-                                            pod_text(&pod)
+                                            pod.summary()
                                         ),
                                     )
                                     .label("expects every possible pod covered")
@@ -1275,6 +1274,7 @@ fn symbolic(
     report.any_pod = Some((checked, inventory_only));
 }
 
+#[cfg(feature = "exposure")]
 fn undecided(a: &Assertion, why: &str) -> Finding {
     Finding::new(
         &UNDECIDED,
@@ -1288,6 +1288,7 @@ fn undecided(a: &Assertion, why: &str) -> Finding {
     .help("raise --solver-timeout-ms, or narrow the assertion's peers")
 }
 
+#[cfg(feature = "exposure")]
 fn witness_finding(a: &Assertion, wit: &verifier::Witness, want_allowed: bool) -> Finding {
     let verdict = if wit.allowed { "allowed" } else { "denied" };
     Finding::new(
@@ -1296,8 +1297,8 @@ fn witness_finding(a: &Assertion, wit: &verifier::Witness, want_allowed: bool) -
         format!(
             "assertion `{}` does not hold for pods that could exist: {} → {} {}/{} would be {verdict}",
             a.name,
-            pod_text(&wit.src),
-            pod_text(&wit.dst),
+            wit.src.summary(),
+            wit.dst.summary(),
             wit.port,
             compiler::mapstate::proto_name(wit.protocol)
         ),

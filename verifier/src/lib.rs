@@ -222,17 +222,7 @@ impl<'a> Encoder<'a> {
         cfg: &'a Config,
         vocab: Vocabulary,
     ) -> Encoder<'a> {
-        let mut all_named: BTreeMap<String, BTreeSet<(u16, u8)>> = BTreeMap::new();
-        for p in inv.pods.iter().filter(|p| !p.host_network) {
-            for cp in &p.ports {
-                if let Some(n) = &cp.name {
-                    all_named
-                        .entry(n.clone())
-                        .or_default()
-                        .insert((cp.port, cp.protocol));
-                }
-            }
-        }
+        let all_named = compiler::compile::named_ports(inv.pods.iter().filter(|p| !p.host_network));
         // Per protocol, a name with two numbers resolves to nothing (as
         // the compiler does for egress).
         let egress_named = all_named
@@ -892,6 +882,25 @@ pub fn solver(timeout_ms: u32) -> z3::Solver {
 }
 
 impl WitnessPod {
+    /// The pod as a reader names it: `namespace {key=value,...}`.
+    pub fn summary(&self) -> String {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{}{} {{{}}}",
+            self.namespace,
+            if self.new_namespace.is_some() {
+                " (new namespace)"
+            } else {
+                ""
+            },
+            labels.join(",")
+        )
+    }
+
     /// The pod (and its namespace when it is new) as manifests.
     pub fn manifest(&self, name: &str) -> String {
         let mut s = String::new();
