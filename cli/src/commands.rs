@@ -265,6 +265,7 @@ pub fn compile(
         Err(code) => return code,
     };
     let c = &s.compiled;
+    warn_without_inventory(inputs);
     if s.loaded.set.policies.is_empty() {
         // A truncated dump or a wrong path must not pass for a policy set
         // that allows everything without anyone noticing.
@@ -1009,11 +1010,22 @@ pub(crate) fn print_trace(
     Ok(outcome.verdict)
 }
 
+/// Without pods nothing is selected: an empty state must not read as a
+/// checked one.
+pub(crate) fn warn_without_inventory(inputs: &Inputs) {
+    if inputs.inventory.is_empty() && !inputs.from_cluster {
+        eprintln!(
+            "warning: no inventory (-i or --from-cluster): no pod is selected, so there are no endpoints to compile for"
+        );
+    }
+}
+
 pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {
     let s = match load(inputs, color) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    warn_without_inventory(inputs);
     let c = &s.compiled;
     let m = simulator::matrix::matrix(c);
     let mut o = std::io::BufWriter::new(std::io::stdout().lock());

@@ -150,6 +150,9 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     } else {
         o.inventory.clone()
     };
+    if inventory_paths.is_empty() && !o.only_assertions && o.assertions.is_none() {
+        eprintln!("note: no inventory (-i, or `inventory` in sluice.toml): no pod is selected, so the rules that need pods are skipped");
+    }
     let p = match prepare(&o.paths, &inventory_paths, o.map_capacity, &o.semantics) {
         Ok(p) => p,
         Err(e) => {

@@ -902,7 +902,10 @@ fn validate_report(loaded: &Loaded, output: Output, verbose: bool, color: bool) 
                 let _ = write!(err, "{}", d.render(&loaded.sources, color));
             }
             let other = if errors > 0 && invalid == 0 {
-                format!(" ({errors} errors outside policies)")
+                format!(
+                    " ({errors} {} outside policies)",
+                    plural(errors, "error", "errors")
+                )
             } else {
                 String::new()
             };

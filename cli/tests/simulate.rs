@@ -565,3 +565,20 @@ fn yaml_flows_stream_in_pieces_with_their_locations() {
     assert_eq!(v["errors"], 1);
     assert_eq!(judged[4000]["from"], "world");
 }
+
+#[test]
+fn commands_without_an_inventory_say_nothing_is_selected() {
+    for cmd in [
+        &["compile", "-p", "fixtures/example/policies"][..],
+        &["matrix", "-p", "fixtures/example/policies"][..],
+        &["lint", "--no-config", "fixtures/example/policies"][..],
+    ] {
+        let o = sluice(cmd);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("no pod is selected"), "{cmd:?}: {err}");
+    }
+    // With an inventory there is no such warning.
+    let o = sluice(&args("compile", &[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("no pod is selected"), "{err}");
+}
