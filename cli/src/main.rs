@@ -550,6 +550,14 @@ enum Command {
         #[arg(long, default_value = "/sys/fs/bpf/sluice")]
         bpffs: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or
+    /// powershell), e.g. `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sluice man > /usr/local/share/man/man1/sluice.1`.
+    Man,
     /// Explain one flow step by step: identities, selecting policies, the
     /// entries looked up and the decision, for both directions.
     Trace {
@@ -821,6 +829,24 @@ fn main() -> ExitCode {
         ),
         Command::Matrix { inputs, output } => {
             commands::matrix(&inputs, output == MatrixOutput::Json, color)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "sluice", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Trace {
             inputs,

@@ -582,3 +582,46 @@ fn commands_without_an_inventory_say_nothing_is_selected() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("no pod is selected"), "{err}");
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_command_definitions() {
+    let commands = [
+        "validate", "compile", "simulate", "diff", "matrix", "lint", "verify", "graph", "trace",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let o = sluice(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+        let script = String::from_utf8_lossy(&o.stdout);
+        for c in commands {
+            assert!(script.contains(c), "{shell} completion lacks {c}");
+        }
+        // Flags of subcommands are completed too.
+        assert!(
+            script.contains("any-pod"),
+            "{shell} completion lacks --any-pod"
+        );
+    }
+    // The bash script is valid bash.
+    let o = sluice(&["completions", "bash"]);
+    let dir = std::env::temp_dir().join(format!("sluice-completion-{}", std::process::id()));
+    std::fs::write(&dir, &o.stdout).expect("write");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&dir)
+        .output()
+        .expect("bash");
+    let _ = std::fs::remove_file(&dir);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let o = sluice(&["man"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(page.contains(".TH sluice 1"), "{page}");
+    for c in commands {
+        assert!(page.contains(c), "man page lacks {c}");
+    }
+    assert!(sluice(&["completions", "tcsh"]).status.code() == Some(2));
+}
