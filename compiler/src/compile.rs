@@ -773,6 +773,20 @@ pub fn named_ports<'a>(
     all
 }
 
+/// What one port name resolves to in egress rules, from the (port,
+/// protocol) pairs the cluster's pods give it: per protocol, the one
+/// number, or nothing when pods disagree.
+pub fn egress_resolution(all: &BTreeSet<(u16, u8)>) -> BTreeSet<(u16, u8)> {
+    let mut unique = BTreeSet::new();
+    for pr in all.iter().map(|(_, pr)| *pr).collect::<BTreeSet<u8>>() {
+        let ports: Vec<&(u16, u8)> = all.iter().filter(|(_, x)| *x == pr).collect();
+        if let [one] = ports.as_slice() {
+            unique.insert(**one);
+        }
+    }
+    unique
+}
+
 fn node_label_set(n: &NodeInfo) -> LabelSet {
     LabelSet::from_labels(n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect())
 }
@@ -950,15 +964,10 @@ impl Ctx<'_> {
                     // ports (Cilium's named-port multimap): per protocol,
                     // a name with two different numbers resolves to
                     // nothing and the rule adds no entry.
-                    let all = self.all_named.get(name).cloned().unwrap_or_default();
-                    let mut unique = BTreeSet::new();
-                    for pr in all.iter().map(|(_, pr)| *pr).collect::<BTreeSet<u8>>() {
-                        let ports: Vec<&(u16, u8)> = all.iter().filter(|(_, x)| *x == pr).collect();
-                        if let [one] = ports.as_slice() {
-                            unique.insert(**one);
-                        }
-                    }
-                    unique
+                    self.all_named
+                        .get(name)
+                        .map(egress_resolution)
+                        .unwrap_or_default()
                 } else {
                     own_ports
                         .iter()

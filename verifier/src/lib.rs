@@ -222,26 +222,13 @@ impl<'a> Encoder<'a> {
         cfg: &'a Config,
         vocab: Vocabulary,
     ) -> Encoder<'a> {
-        let all_named = compiler::compile::named_ports(inv.pods.iter().filter(|p| !p.host_network));
-        // Per protocol, a name with two numbers resolves to nothing (as
-        // the compiler does for egress).
-        let egress_named = all_named
-            .into_iter()
-            .map(|(name, set)| {
-                let protos: BTreeSet<u8> = set.iter().map(|(_, p)| *p).collect();
-                let unique: BTreeSet<(u16, u8)> = protos
-                    .into_iter()
-                    .filter_map(|pr| {
-                        let v: Vec<&(u16, u8)> = set.iter().filter(|(_, x)| *x == pr).collect();
-                        match v.as_slice() {
-                            [one] => Some(**one),
-                            _ => None,
-                        }
-                    })
-                    .collect();
-                (name, unique)
-            })
-            .collect();
+        // Egress names resolve over every pod's named ports, as the
+        // compiler resolves them.
+        let egress_named =
+            compiler::compile::named_ports(inv.pods.iter().filter(|p| !p.host_network))
+                .iter()
+                .map(|(name, set)| (name.clone(), compiler::compile::egress_resolution(set)))
+                .collect();
         Encoder {
             vocab,
             model,
@@ -388,32 +375,34 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// Whether the peer part of a rule matches pod `peer`, for a rule
-    /// whose subject is `subject` (`requires` of every rule selecting it
-    /// restrict endpoint peers).
-    fn peer(&self, nr: &NRule, subject: &SymPod, peer: &SymPod) -> Bool {
+    /// What `fromRequires`/`toRequires` of every rule selecting `subject`
+    /// ask of the peer in the direction: they restrict endpoint peers.
+    fn requires(&self, d: usize, subject: &SymPod, peer: &SymPod) -> Bool {
+        all(self
+            .model
+            .rules
+            .iter()
+            .filter(|r| !r.audit && !r.requires[d].is_empty())
+            .map(|r| {
+                let needs = all(r.requires[d].iter().map(|t| self.sel(t, peer)).collect());
+                self.selects(&r.subject, subject).implies(needs)
+            })
+            .collect())
+    }
+
+    /// Whether the peer part of a rule matches pod `peer`; `requires` is
+    /// what the subject's rules require of endpoint peers.
+    fn peer(&self, nr: &NRule, requires: &Bool, peer: &SymPod) -> Bool {
         let sels = match &nr.peers {
             Peers::Nothing => return Bool::from_bool(false),
             Peers::All => return Bool::from_bool(true),
             Peers::Any(sels) => sels,
         };
-        let d = compiler::model::dir_index(nr.dir);
         let mut alts = Vec::new();
         for s in sels {
             match s {
                 PeerSel::Endpoints(sel) => {
-                    let requires: Vec<Bool> = self
-                        .model
-                        .rules
-                        .iter()
-                        .filter(|r| !r.audit && !r.requires[d].is_empty())
-                        .map(|r| {
-                            let needs =
-                                all(r.requires[d].iter().map(|t| self.sel(t, peer)).collect());
-                            self.selects(&r.subject, subject).implies(needs)
-                        })
-                        .collect();
-                    alts.push(Bool::and(&[self.sel(sel, peer), all(requires)]));
+                    alts.push(Bool::and(&[self.sel(sel, peer), requires.clone()]));
                 }
                 PeerSel::Entity(Entity::All) => return Bool::from_bool(true),
                 PeerSel::Entity(Entity::Cluster) => {
@@ -490,6 +479,7 @@ impl<'a> Encoder<'a> {
         };
         // Named ports at ingress are the destination's own.
         let d = compiler::model::dir_index(dir);
+        let requires = self.requires(d, subject, peer);
         let (mut enforced, mut allow, mut deny) = (Vec::new(), Vec::new(), Vec::new());
         for r in self.model.rules.iter().filter(|r| !r.audit) {
             if matches!(r.subject, Subject::Nodes(_)) {
@@ -502,7 +492,7 @@ impl<'a> Encoder<'a> {
             for nr in r.rules.iter().filter(|nr| nr.dir == dir) {
                 let m = Bool::and(&[
                     sel.clone(),
-                    self.peer(nr, subject, peer),
+                    self.peer(nr, &requires, peer),
                     self.ports(nr, &f.dst, &f.port, &f.proto),
                 ]);
                 if nr.deny {
@@ -760,11 +750,7 @@ impl Encoder<'_> {
         solver.assert(enforced.not());
         let out = match solver.check() {
             z3::SatResult::Unsat => PodAnswer::Holds,
-            z3::SatResult::Unknown => PodAnswer::Unknown(
-                solver
-                    .get_reason_unknown()
-                    .unwrap_or_else(|| "unknown".into()),
-            ),
+            z3::SatResult::Unknown => PodAnswer::Unknown(unknown_reason(solver)),
             z3::SatResult::Sat => match solver.get_model() {
                 Some(m) => PodAnswer::Pod(self.witness_pod(&m, pod)),
                 None => PodAnswer::Unknown("the solver gave no model".into()),
@@ -777,11 +763,7 @@ impl Encoder<'_> {
     fn answer(&self, solver: &z3::Solver, f: &SymFlow, allowed: bool) -> Answer {
         match solver.check() {
             z3::SatResult::Unsat => Answer::Holds,
-            z3::SatResult::Unknown => Answer::Unknown(
-                solver
-                    .get_reason_unknown()
-                    .unwrap_or_else(|| "unknown".into()),
-            ),
+            z3::SatResult::Unknown => Answer::Unknown(unknown_reason(solver)),
             z3::SatResult::Sat => match solver.get_model() {
                 None => Answer::Unknown("the solver gave no model".into()),
                 Some(m) => {
@@ -870,6 +852,13 @@ impl Encoder<'_> {
             ports,
         }
     }
+}
+
+/// Why the solver gave up on its last check.
+fn unknown_reason(solver: &z3::Solver) -> String {
+    solver
+        .get_reason_unknown()
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Solver with a time limit per check, in milliseconds.
