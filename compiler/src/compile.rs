@@ -458,38 +458,7 @@ fn compile_one(
             },
         });
     }
-    // CIDR identities for every prefix a policy names (except /0: world),
-    // and for the addresses of DNS answers a toFQDNs selector matches.
-    let mut prefixes: BTreeSet<Cidr> = BTreeSet::new();
-    for r in &model.rules {
-        for nr in &r.rules {
-            if let Peers::Any(sels) = &nr.peers {
-                for s in sels {
-                    if let PeerSel::Fqdn(fs) = s {
-                        for (name, ips) in &cfg.dns {
-                            if fs.iter().any(|f| f.matches(name)) {
-                                prefixes.extend(ips.iter().map(|ip| Cidr {
-                                    addr: *ip,
-                                    prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-                                    bare: false,
-                                }));
-                            }
-                        }
-                    }
-                    if let PeerSel::Cidr { cidr, except } = s {
-                        // A CIDR with exceptions is the prefixes left
-                        // after removing them, each an identity of its
-                        // own (a /0 among them is world).
-                        prefixes.extend(
-                            crate::cidr::remove(cidr, except)
-                                .into_iter()
-                                .filter(|c| c.prefix_len > 0),
-                        );
-                    }
-                }
-            }
-        }
-    }
+    let prefixes = cidr_prefixes(model, cfg);
     let mut cidr_ids = Vec::new();
     for (i, c) in prefixes.iter().enumerate() {
         let id = CIDR_SCOPE | (i as u32 + 1);
@@ -1192,4 +1161,42 @@ impl Ctx<'_> {
         };
         Some(set)
     }
+}
+
+/// The prefixes that get CIDR identities: every prefix a policy names
+/// (except /0, which is world), with a CIDR's exceptions removed, and the
+/// addresses of DNS answers a `toFQDNs` selector matches. An address's
+/// identity is that of the longest of these containing it, else world.
+pub fn cidr_prefixes(model: &Model, cfg: &Config) -> BTreeSet<Cidr> {
+    let mut prefixes: BTreeSet<Cidr> = BTreeSet::new();
+    for r in &model.rules {
+        for nr in &r.rules {
+            if let Peers::Any(sels) = &nr.peers {
+                for s in sels {
+                    if let PeerSel::Fqdn(fs) = s {
+                        for (name, ips) in &cfg.dns {
+                            if fs.iter().any(|f| f.matches(name)) {
+                                prefixes.extend(ips.iter().map(|ip| Cidr {
+                                    addr: *ip,
+                                    prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+                                    bare: false,
+                                }));
+                            }
+                        }
+                    }
+                    if let PeerSel::Cidr { cidr, except } = s {
+                        // A CIDR with exceptions is the prefixes left
+                        // after removing them, each an identity of its
+                        // own (a /0 among them is world).
+                        prefixes.extend(
+                            crate::cidr::remove(cidr, except)
+                                .into_iter()
+                                .filter(|c| c.prefix_len > 0),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    prefixes
 }

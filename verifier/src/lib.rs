@@ -17,6 +17,10 @@
 //! named-port map does, so a pod that does not exist yet adds no name.
 
 use compiler::compile::Config;
+use compiler::identity::{
+    cidr_labels, reserved_labels, HEALTH, HOST, INGRESS, INIT, KUBE_APISERVER, REMOTE_NODE,
+    UNMANAGED, WORLD, WORLD_IPV4, WORLD_IPV6,
+};
 use compiler::inventory::{Inventory, Pod};
 use compiler::labels::{
     pod_labels, CILIUM_OWNED_PREFIX, CLUSTER_LABEL, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX,
@@ -24,10 +28,13 @@ use compiler::labels::{
 };
 use compiler::model::{Model, NPort, NRule, PeerSel, Peers, PortSel, Subject};
 use compiler::selector::{Op, Req, Sel};
-use policy_lang::ir::{Direction, Entity};
+use policy_lang::ir::{Cidr, Direction, Entity};
 use std::collections::{BTreeMap, BTreeSet};
 pub use z3::ast::Bool;
 use z3::ast::{Int, BV};
+
+mod edge;
+pub use edge::{confirm_edge, EdgeAnswer, EdgeFlow, EdgeWitness, Other, SymAddr};
 
 /// Values beyond the named ones a key may take: one per pod of a query,
 /// so that two pods can be in two different new namespaces.
@@ -165,6 +172,21 @@ pub struct SymPod {
     named: BTreeMap<String, (Bool, BV, Int)>,
 }
 
+/// A peer of a direction: a pod, an address outside the cluster, or a
+/// reserved identity (`host`, `remote-node`, ...).
+#[derive(Clone, Copy)]
+enum PeerT<'p> {
+    Pod(&'p SymPod),
+    Addr(&'p edge::SymAddr),
+    Reserved(u32),
+}
+
+impl PartialEq for PeerT<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((self, other), (PeerT::Reserved(a), PeerT::Reserved(b)) if a == b)
+    }
+}
+
 /// The variables and the formulas of one query: pods, a port, a protocol.
 pub struct Encoder<'a> {
     model: &'a Model,
@@ -173,6 +195,8 @@ pub struct Encoder<'a> {
     pub vocab: Vocabulary,
     /// Egress named ports as the inventory resolves them: (port, protocol).
     egress_named: BTreeMap<String, BTreeSet<(u16, u8)>>,
+    /// The prefixes with CIDR identities, IPv4 then IPv6.
+    prefixes: [Vec<Cidr>; 2],
 }
 
 /// A flow between two symbolic pods.
@@ -229,12 +253,17 @@ impl<'a> Encoder<'a> {
                 .iter()
                 .map(|(name, set)| (name.clone(), compiler::compile::egress_resolution(set)))
                 .collect();
+        let mut prefixes = [Vec::new(), Vec::new()];
+        for c in compiler::compile::cidr_prefixes(model, cfg) {
+            prefixes[usize::from(!c.addr.is_ipv4())].push(c);
+        }
         Encoder {
             vocab,
             model,
             inv,
             cfg,
             egress_named,
+            prefixes,
         }
     }
 
@@ -377,22 +406,36 @@ impl<'a> Encoder<'a> {
 
     /// What `fromRequires`/`toRequires` of every rule selecting `subject`
     /// ask of the peer in the direction: they restrict endpoint peers.
-    fn requires(&self, d: usize, subject: &SymPod, peer: &SymPod) -> Bool {
+    fn requires(&self, d: usize, subject: &SymPod, peer: PeerT<'_>) -> Bool {
         all(self
             .model
             .rules
             .iter()
             .filter(|r| !r.audit && !r.requires[d].is_empty())
             .map(|r| {
-                let needs = all(r.requires[d].iter().map(|t| self.sel(t, peer)).collect());
+                let needs = all(r.requires[d]
+                    .iter()
+                    .map(|t| self.sel_peer(t, peer))
+                    .collect());
                 self.selects(&r.subject, subject).implies(needs)
             })
             .collect())
     }
 
-    /// Whether the peer part of a rule matches pod `peer`; `requires` is
+    /// Whether an endpoint selector selects the peer: a pod by its labels,
+    /// an address by the labels of its identity, a reserved identity by
+    /// its `reserved:` label.
+    fn sel_peer(&self, s: &Sel, peer: PeerT<'_>) -> Bool {
+        match peer {
+            PeerT::Pod(p) => self.sel(s, p),
+            PeerT::Addr(a) => self.addr_identity(a, |labels| s.matches(labels)),
+            PeerT::Reserved(id) => Bool::from_bool(s.matches(&reserved_labels(id))),
+        }
+    }
+
+    /// Whether the peer part of a rule matches the peer; `requires` is
     /// what the subject's rules require of endpoint peers.
-    fn peer(&self, nr: &NRule, requires: &Bool, peer: &SymPod) -> Bool {
+    fn peer(&self, nr: &NRule, requires: &Bool, peer: PeerT<'_>) -> Bool {
         let sels = match &nr.peers {
             Peers::Nothing => return Bool::from_bool(false),
             Peers::All => return Bool::from_bool(true),
@@ -402,21 +445,76 @@ impl<'a> Encoder<'a> {
         for s in sels {
             match s {
                 PeerSel::Endpoints(sel) => {
-                    alts.push(Bool::and(&[self.sel(sel, peer), requires.clone()]));
+                    alts.push(Bool::and(&[self.sel_peer(sel, peer), requires.clone()]));
                 }
                 PeerSel::Entity(Entity::All) => return Bool::from_bool(true),
-                PeerSel::Entity(Entity::Cluster) => {
-                    let c = self.vocab.code(CLUSTER_LABEL, Some(&self.inv.cluster));
-                    if let (Some(c), Some(v)) = (c, peer.labels.get(CLUSTER_LABEL)) {
-                        alts.push(v.eq(int(c)));
+                PeerSel::Entity(e) => alts.push(self.entity(*e, peer)),
+                PeerSel::Cidr { cidr, except } => {
+                    if let PeerT::Addr(a) = peer {
+                        alts.push(self.cidr_rule(a, cidr, except));
                     }
                 }
-                // Entities other than these, nodes, CIDRs and DNS names
-                // never stand for a pod.
-                _ => {}
+                // `fromNodes` selects nodes: the host peer is left to the
+                // inventory check (`node_peers`), pods and addresses are
+                // never nodes. `toFQDNs` addresses are DNS answers, which
+                // the address domain leaves out.
+                PeerSel::Nodes(_) | PeerSel::Fqdn(_) => {}
             }
         }
         any(alts)
+    }
+
+    /// Whether an entity names the peer, as the compiler resolves entities.
+    fn entity(&self, e: Entity, peer: PeerT<'_>) -> Bool {
+        match peer {
+            PeerT::Pod(p) => match e {
+                Entity::All => Bool::from_bool(true),
+                Entity::Cluster => {
+                    let c = self.vocab.code(CLUSTER_LABEL, Some(&self.inv.cluster));
+                    match (c, p.labels.get(CLUSTER_LABEL)) {
+                        (Some(c), Some(v)) => v.eq(int(c)),
+                        _ => Bool::from_bool(false),
+                    }
+                }
+                _ => Bool::from_bool(false),
+            },
+            PeerT::Addr(a) => match e {
+                Entity::All | Entity::World => Bool::from_bool(true),
+                Entity::WorldIpv4 | Entity::WorldIpv6 => {
+                    let v4 = e == Entity::WorldIpv4;
+                    if a.v4 == v4 {
+                        Bool::from_bool(true)
+                    } else if self.world_id(v4) == self.world_id(a.v4) {
+                        self.addr_is_world(a)
+                    } else {
+                        Bool::from_bool(false)
+                    }
+                }
+                _ => Bool::from_bool(false),
+            },
+            PeerT::Reserved(id) => Bool::from_bool(match e {
+                Entity::All => true,
+                Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6 => false,
+                Entity::Host => id == HOST,
+                Entity::RemoteNode => id == REMOTE_NODE || id == KUBE_APISERVER,
+                Entity::KubeApiserver => id == KUBE_APISERVER,
+                Entity::Init => id == INIT,
+                Entity::Ingress => id == INGRESS,
+                Entity::Health => id == HEALTH,
+                Entity::Unmanaged => id == UNMANAGED,
+                Entity::None => false,
+                Entity::Cluster => [
+                    HOST,
+                    REMOTE_NODE,
+                    INIT,
+                    INGRESS,
+                    HEALTH,
+                    UNMANAGED,
+                    KUBE_APISERVER,
+                ]
+                .contains(&id),
+            }),
+        }
     }
 
     fn port(&self, p: &NPort, egress: bool, own: &SymPod, port: &BV, proto: &Int) -> Bool {
@@ -477,10 +575,28 @@ impl<'a> Encoder<'a> {
             Direction::Egress => (&f.src, &f.dst),
             Direction::Ingress => (&f.dst, &f.src),
         };
-        // Named ports at ingress are the destination's own.
+        self.direction_at(dir, subject, PeerT::Pod(peer), &f.port, &f.proto)
+    }
+
+    /// The verdict of the direction at pod `subject` for a flow with
+    /// `peer`: default deny when a selecting rule asks for it, an allow
+    /// that matches, no deny that matches.
+    fn direction_at(
+        &self,
+        dir: Direction,
+        subject: &SymPod,
+        peer: PeerT<'_>,
+        port: &BV,
+        proto: &Int,
+    ) -> Bool {
         let d = compiler::model::dir_index(dir);
         let requires = self.requires(d, subject, peer);
         let (mut enforced, mut allow, mut deny) = (Vec::new(), Vec::new(), Vec::new());
+        // A node reaches its own pods whatever the allows say; a deny
+        // still wins over it, as in the compiled map.
+        if dir == Direction::Ingress && self.cfg.allow_localhost && peer == PeerT::Reserved(HOST) {
+            allow.push(Bool::from_bool(true));
+        }
         for r in self.model.rules.iter().filter(|r| !r.audit) {
             if matches!(r.subject, Subject::Nodes(_)) {
                 continue;
@@ -490,10 +606,11 @@ impl<'a> Encoder<'a> {
                 enforced.push(sel.clone());
             }
             for nr in r.rules.iter().filter(|nr| nr.dir == dir) {
+                // Named ports at ingress are the subject's own.
                 let m = Bool::and(&[
                     sel.clone(),
                     self.peer(nr, &requires, peer),
-                    self.ports(nr, &f.dst, &f.port, &f.proto),
+                    self.ports(nr, subject, port, proto),
                 ]);
                 if nr.deny {
                     deny.push(m);
@@ -677,18 +794,18 @@ impl Encoder<'_> {
         all(v)
     }
 
-    fn port_in(&self, f: &SymFlow, ports: &Ports) -> Bool {
+    fn port_in(&self, port: &BV, proto: &Int, ports: &Ports) -> Bool {
         if ports.is_empty() {
             return Bool::from_bool(true);
         }
         let bv = |v: u16| BV::from_u64(u64::from(v), 16);
         any(ports
             .iter()
-            .map(|&(proto, lo, hi)| {
+            .map(|&(p, lo, hi)| {
                 Bool::and(&[
-                    f.proto.eq(int(i64::from(proto))),
-                    f.port.bvuge(bv(lo)),
-                    f.port.bvule(bv(hi)),
+                    proto.eq(int(i64::from(p))),
+                    port.bvuge(bv(lo)),
+                    port.bvule(bv(hi)),
                 ])
             })
             .collect())
@@ -711,8 +828,8 @@ impl Encoder<'_> {
         solver.push();
         solver.assert(from);
         solver.assert(to);
-        solver.assert(self.port_in(f, ports));
-        solver.assert(self.protocol_known(f));
+        solver.assert(self.port_in(&f.port, &f.proto, ports));
+        solver.assert(self.protocol_known(&f.proto));
         solver.assert(&broken);
         let answer = self.answer(solver, f, !want_allowed);
         solver.pop(1);
@@ -721,10 +838,10 @@ impl Encoder<'_> {
 
     /// Protocols the datapath tells apart (TCP, UDP, SCTP, ICMP): the
     /// witness is a flow a person can send.
-    fn protocol_known(&self, f: &SymFlow) -> Bool {
+    fn protocol_known(&self, proto: &Int) -> Bool {
         any([1, 6, 17, 58, 132]
             .into_iter()
-            .map(|p| f.proto.eq(int(p)))
+            .map(|p| proto.eq(int(p)))
             .collect())
     }
 
@@ -960,6 +1077,7 @@ fn quote(v: &str) -> String {
 fn with_pods(
     inv: &Inventory,
     pods: &[(&str, &WitnessPod)],
+    avoid: &[std::net::IpAddr],
 ) -> Result<(Inventory, Vec<String>), String> {
     use compiler::inventory::{ContainerPort, Namespace};
     // The L3/L4 verdict of a flow between two pods depends on the
@@ -999,6 +1117,7 @@ fn with_pods(
         .iter()
         .flat_map(|p| p.ips.iter().copied())
         .chain(inv.nodes.iter().flat_map(|n| n.ips.iter().copied()))
+        .chain(avoid.iter().copied())
         .collect();
     let mut free = (1u32..1 << 20)
         .map(|i| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x6440_0000 + i)))
@@ -1054,7 +1173,7 @@ pub fn confirm(
     inv: &Inventory,
     cfg: &Config,
 ) -> Result<(), String> {
-    let (inv, names) = with_pods(inv, &[("src", &w.src), ("dst", &w.dst)])?;
+    let (inv, names) = with_pods(inv, &[("src", &w.src), ("dst", &w.dst)], &[])?;
     let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
     let flow = simulator::flow::Flow::new(
         simulator::flow::PeerRef::Pod(names[0].clone()),
@@ -1088,7 +1207,7 @@ pub fn confirm_uncovered(
     inv: &Inventory,
     cfg: &Config,
 ) -> Result<(), String> {
-    let (inv, names) = with_pods(inv, &[("pod", pod)])?;
+    let (inv, names) = with_pods(inv, &[("pod", pod)], &[])?;
     let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
     let e = compiled
         .endpoint(&names[0])
@@ -1141,7 +1260,7 @@ pub fn exposure(
     let eh = Encoder::with_vocabulary(head.model, inv, cfg, vocab);
     let solver = solver(timeout_ms);
     let f = eh.flow(&solver);
-    solver.assert(eh.protocol_known(&f));
+    solver.assert(eh.protocol_known(&f.proto));
     // The same pods (same constants) without the change asserted: where a
     // witness is widened to the labels that decide it.
     let general = self::solver(timeout_ms);
