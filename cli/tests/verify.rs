@@ -362,3 +362,70 @@ fn any_pod_finds_the_pods_of_tomorrow_that_break_an_assertion() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
+
+const OUTSIDE: [&str; 6] = [
+    "-p",
+    "fixtures/exposure/outside/policies.yaml",
+    "-i",
+    "fixtures/exposure/outside/cluster.yaml",
+    "-a",
+    "fixtures/exposure/outside/assertions.yaml",
+];
+
+#[test]
+fn any_pod_asks_outside_addresses_and_entities_too() {
+    // Today every assertion holds; between two outside addresses nothing
+    // is decided, so `only ... to: world` is not broken by one.
+    let o = sluice(&[&["verify"][..], &OUTSIDE].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = sluice(&[&["verify"][..], &OUTSIDE, &["--any-pod", "-o", "json"]].concat());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let messages: Vec<&str> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["message"].as_str())
+        .collect();
+    assert_eq!(messages.len(), 3, "{v}");
+    // A backend of another namespace reaches the internet: the address is
+    // outside the exception and not 0.0.0.0/8.
+    let internet = messages[0];
+    assert!(
+        internet.contains("only the payments pods reach the internet")
+            && internet.contains("{tier=backend} → ")
+            && internet.contains(" 443/TCP would be allowed"),
+        "{internet}"
+    );
+    let addr: std::net::Ipv4Addr = internet
+        .split(" → ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("an IPv4 address");
+    assert!(addr.octets()[0] != 10 && addr.octets()[0] != 0, "{addr}");
+    assert!(
+        !internet.starts_with("tools {app"),
+        "labels it need not have: {internet}"
+    );
+    // The shop's database takes the internet once it is labelled exposed.
+    assert!(
+        messages[1].contains("→ shop {app=db,exposed=")
+            && messages[1].contains("/TCP would be allowed"),
+        "{}",
+        messages[1]
+    );
+    // A database in a namespace without policies takes the remote nodes.
+    assert!(
+        messages[2].contains("remote-node → ") && messages[2].contains("{app=db}"),
+        "{}",
+        messages[2]
+    );
+    // The private range stays denied for any payments pod.
+    assert!(!messages.iter().any(|m| m.contains("private range")), "{v}");
+    let help = v[0]["help"].as_str().unwrap_or_default();
+    assert!(
+        help.contains("kind: Pod") && help.contains("tier: backend"),
+        "{help}"
+    );
+}

@@ -157,6 +157,11 @@ impl<'c> Checker<'c> {
                 let Some((x, y)) = pair else {
                     continue;
                 };
+                // Between two peers that are not endpoints (two outside
+                // addresses) traffic never meets a policy of the cluster.
+                if !self.meets_policy(x, y) {
+                    continue;
+                }
                 out.pairs += 1;
                 if let Some(cx) = self.first_violation(x, y, ports, want) {
                     out.violating_pairs += 1;
@@ -167,6 +172,11 @@ impl<'c> Checker<'c> {
             }
         }
         out
+    }
+
+    fn meets_policy(&self, a: &PeerRef, b: &PeerRef) -> bool {
+        let endpoint = |p| crate::eval::resolve(self.c, p).is_ok_and(|s| s.endpoint.is_some());
+        endpoint(a) || endpoint(b)
     }
 
     fn first_violation(

@@ -129,12 +129,7 @@ impl Encoder<'_> {
 
     /// The address is in no prefix with an identity: its identity is world.
     pub(crate) fn addr_is_world(&self, a: &SymAddr) -> Bool {
-        any(self
-            .family(a)
-            .iter()
-            .map(|c| self.addr_in(a, c))
-            .collect())
-        .not()
+        any(self.family(a).iter().map(|c| self.addr_in(a, c)).collect()).not()
     }
 
     /// The address's identity is the prefix's: the longest one holding it.
@@ -185,6 +180,19 @@ impl Encoder<'_> {
             .filter(|p| p.prefix_len > 0)
             .map(|p| self.addr_in(a, p))
             .collect())
+    }
+
+    /// Preferences for a witness address: a public-looking one, outside
+    /// "this network" (0.0.0.0/8) and the IPv4-mapped range.
+    fn plain_address(&self, o: &Other) -> Vec<Bool> {
+        let Other::Addr(a) = o else {
+            return Vec::new();
+        };
+        let avoid = if a.v4 { "0.0.0.0/8" } else { "::/8" };
+        match Cidr::parse(avoid) {
+            Ok(c) => vec![self.addr_in(a, &c).not()],
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Whether a rule selects nodes as peers (`fromNodes`/`toNodes`):
@@ -273,7 +281,13 @@ impl Encoder<'_> {
                     answer = EdgeAnswer::Unknown(unknown_reason(solver));
                     break;
                 }
-                z3::SatResult::Sat => match solver.get_model() {
+                z3::SatResult::Sat => match self.refine(
+                    solver,
+                    &[&e.pod],
+                    &e.port,
+                    &e.proto,
+                    self.plain_address(&e.other),
+                ) {
                     Some(m) => m,
                     None => {
                         answer = EdgeAnswer::Unknown("the solver gave no model".into());

@@ -32,6 +32,7 @@ use policy_lang::ir::{Cidr, Direction, Entity};
 use std::collections::{BTreeMap, BTreeSet};
 pub use z3::ast::Bool;
 use z3::ast::{Int, BV};
+pub use z3::Solver;
 
 mod edge;
 pub use edge::{confirm_edge, EdgeAnswer, EdgeFlow, EdgeWitness, Other, SymAddr};
@@ -831,7 +832,7 @@ impl Encoder<'_> {
         solver.assert(self.port_in(&f.port, &f.proto, ports));
         solver.assert(self.protocol_known(&f.proto));
         solver.assert(&broken);
-        let answer = self.answer(solver, f, !want_allowed);
+        let answer = self.answer(solver, f, !want_allowed, true);
         solver.pop(1);
         answer
     }
@@ -877,26 +878,87 @@ impl Encoder<'_> {
         out
     }
 
-    fn answer(&self, solver: &z3::Solver, f: &SymFlow, allowed: bool) -> Answer {
+    /// The answer of a check; with `readable`, the witness is refined
+    /// (`refine`) before it is read.
+    fn answer(&self, solver: &z3::Solver, f: &SymFlow, allowed: bool, readable: bool) -> Answer {
         match solver.check() {
             z3::SatResult::Unsat => Answer::Holds,
             z3::SatResult::Unknown => Answer::Unknown(unknown_reason(solver)),
-            z3::SatResult::Sat => match solver.get_model() {
-                None => Answer::Unknown("the solver gave no model".into()),
-                Some(m) => {
-                    let num = |b: &BV| m.eval(b, true).and_then(|v| v.as_u64()).unwrap_or(0);
-                    let n = |i: &Int| m.eval(i, true).and_then(|v| v.as_i64()).unwrap_or(0);
-                    Answer::Broken(Box::new(Witness {
-                        matters: None,
-                        src: self.witness_pod(&m, &f.src),
-                        dst: self.witness_pod(&m, &f.dst),
-                        port: num(&f.port) as u16,
-                        protocol: n(&f.proto) as u8,
-                        allowed,
-                    }))
+            z3::SatResult::Sat => {
+                let m = if readable {
+                    self.refine(solver, &[&f.src, &f.dst], &f.port, &f.proto, Vec::new())
+                } else {
+                    solver.get_model()
+                };
+                match m {
+                    None => Answer::Unknown("the solver gave no model".into()),
+                    Some(m) => {
+                        let num = |b: &BV| m.eval(b, true).and_then(|v| v.as_u64()).unwrap_or(0);
+                        let n = |i: &Int| m.eval(i, true).and_then(|v| v.as_i64()).unwrap_or(0);
+                        Answer::Broken(Box::new(Witness {
+                            matters: None,
+                            src: self.witness_pod(&m, &f.src),
+                            dst: self.witness_pod(&m, &f.dst),
+                            port: num(&f.port) as u16,
+                            protocol: n(&f.proto) as u8,
+                            allowed,
+                        }))
+                    }
                 }
-            },
+            }
         }
+    }
+
+    /// A model of a satisfiable check that a person can read: labels a
+    /// witness need not have are left off, TCP on a port other than 0,
+    /// then `extra`; each preference is kept only when the check stays
+    /// satisfiable, so the witness still breaks the query.
+    pub(crate) fn refine(
+        &self,
+        solver: &z3::Solver,
+        pods: &[&SymPod],
+        port: &BV,
+        proto: &Int,
+        extra: Vec<Bool>,
+    ) -> Option<z3::Model> {
+        let first = solver.get_model()?;
+        let mut prefs = Vec::new();
+        for pod in pods {
+            for (key, var) in &pod.labels {
+                let optional = key != NAMESPACE_LABEL
+                    && key != CLUSTER_LABEL
+                    && !key.starts_with(NAMESPACE_LABELS_PREFIX);
+                let set = first
+                    .eval(var, true)
+                    .and_then(|v| v.as_i64())
+                    .is_some_and(|c| c != 0);
+                if optional && set {
+                    prefs.push(var.eq(int(0)));
+                }
+            }
+        }
+        prefs.push(proto.eq(int(6)));
+        prefs.push(port.eq(BV::from_u64(0, 16)).not());
+        prefs.extend(extra);
+        let mut kept = 0;
+        for p in prefs {
+            solver.push();
+            solver.assert(&p);
+            if solver.check() == z3::SatResult::Sat {
+                kept += 1;
+            } else {
+                solver.pop(1);
+            }
+        }
+        let m = match kept {
+            0 => None,
+            _ if solver.check() == z3::SatResult::Sat => solver.get_model(),
+            _ => None,
+        };
+        if kept > 0 {
+            solver.pop(kept);
+        }
+        m.or(Some(first))
     }
 
     /// A value for an unnamed code: one nobody's selector names.
@@ -1275,7 +1337,7 @@ pub fn exposure(
             Bool::and(&[ab.clone(), ah.not()])
         });
         loop {
-            let w = match eh.answer(&solver, &f, opened) {
+            let w = match eh.answer(&solver, &f, opened, false) {
                 Answer::Holds => break,
                 Answer::Unknown(why) => {
                     out.unknown = Some(why);
