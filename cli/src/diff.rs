@@ -66,7 +66,10 @@ fn exposure_internal(e: &Exposure) -> &[String] {
 /// Whether the exposure opens and closes anything.
 #[cfg(feature = "exposure")]
 fn exposure_changes(e: &Exposure) -> (bool, bool) {
-    (!e.opened.is_empty(), !e.closed.is_empty())
+    (
+        !e.opened.is_empty() || !e.opened_edges.is_empty(),
+        !e.closed.is_empty() || !e.closed_edges.is_empty(),
+    )
 }
 
 pub struct DiffOptions {
@@ -685,9 +688,38 @@ fn exposure_json(e: &Exposure) -> serde_json::Value {
             })
             .collect::<Vec<_>>()
     };
+    let edges = |ws: &[verifier::EdgeWitness]| {
+        ws.iter()
+            .map(|w| {
+                let pod = (
+                    w.matters
+                        .as_ref()
+                        .map(|m| m.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                    witness_pod_json(&w.pod),
+                );
+                let other = (None, other_json(&w.other));
+                let (from, to) = if w.pod_is_src {
+                    (pod, other)
+                } else {
+                    (other, pod)
+                };
+                serde_json::json!({
+                    "fromLabelsThatMatter": from.0,
+                    "toLabelsThatMatter": to.0,
+                    "from": from.1,
+                    "to": to.1,
+                    "port": w.port,
+                    "protocol": compiler::mapstate::proto_name(w.protocol),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let both = |a: Vec<serde_json::Value>, b: Vec<serde_json::Value>| {
+        a.into_iter().chain(b).collect::<Vec<_>>()
+    };
     serde_json::json!({
-        "opened": list(&e.opened),
-        "closed": list(&e.closed),
+        "opened": both(list(&e.opened), edges(&e.opened_edges)),
+        "closed": both(list(&e.closed), edges(&e.closed_edges)),
         "openedTruncated": e.truncated[0],
         "closedTruncated": e.truncated[1],
         "undecided": e.unknown,
@@ -695,11 +727,61 @@ fn exposure_json(e: &Exposure) -> serde_json::Value {
 }
 
 #[cfg(feature = "exposure")]
+fn other_json(p: &simulator::flow::PeerRef) -> serde_json::Value {
+    match p {
+        simulator::flow::PeerRef::Ip(ip) => serde_json::json!({ "address": ip.to_string() }),
+        simulator::flow::PeerRef::Entity(e) => serde_json::json!({ "entity": e }),
+        simulator::flow::PeerRef::Pod(n) => serde_json::json!({ "pod": n }),
+    }
+}
+
+/// Edge changes, one line per class of pods and direction: the peers
+/// that open (or close) for it, with the first as the example.
+#[cfg(feature = "exposure")]
+fn edge_lines(what: &str, ws: &[verifier::EdgeWitness], lines: &mut Vec<String>) {
+    let mut groups: Vec<(bool, String, Vec<String>, &verifier::EdgeWitness)> = Vec::new();
+    for w in ws {
+        let pods = match &w.matters {
+            Some(m) if m.is_empty() => "any pod".to_owned(),
+            Some(m) => format!(
+                "pods with {}",
+                m.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => w.pod.summary(),
+        };
+        let peer = match &w.other {
+            simulator::flow::PeerRef::Ip(ip) if ip.is_ipv4() => "outside IPv4 addresses".to_owned(),
+            simulator::flow::PeerRef::Ip(_) => "outside IPv6 addresses".to_owned(),
+            simulator::flow::PeerRef::Entity(e) | simulator::flow::PeerRef::Pod(e) => e.clone(),
+        };
+        match groups
+            .iter_mut()
+            .find(|g| g.0 == w.pod_is_src && g.1 == pods)
+        {
+            Some(g) => g.2.push(peer),
+            None => groups.push((w.pod_is_src, pods, vec![peer], w)),
+        }
+    }
+    for (pod_is_src, pods, peers, w) in groups {
+        let peers = peers.join(", ");
+        let (a, b) = if pod_is_src {
+            (pods, peers)
+        } else {
+            (peers, pods)
+        };
+        lines.push(format!("{what}: {a} → {b} (e.g. {})", w.flow_text()));
+    }
+}
+
+#[cfg(feature = "exposure")]
 fn exposure_lines(e: &Exposure) -> Vec<String> {
     let mut lines = Vec::new();
-    for (what, ws, more) in [
-        ("opened", &e.opened, e.truncated[0]),
-        ("closed", &e.closed, e.truncated[1]),
+    for (what, ws, edges, more) in [
+        ("opened", &e.opened, &e.opened_edges, e.truncated[0]),
+        ("closed", &e.closed, &e.closed_edges, e.truncated[1]),
     ] {
         for w in ws {
             let side = |i: usize, p: &verifier::WitnessPod| match &w.matters {
@@ -723,6 +805,7 @@ fn exposure_lines(e: &Exposure) -> Vec<String> {
                 w.dst.summary(),
             ));
         }
+        edge_lines(what, edges, &mut lines);
         if more {
             lines.push(format!(
                 "{what}: more pairs of labels than listed (--exposure-limit)"

@@ -491,3 +491,65 @@ fn exposure_lists_what_a_change_closes_for_pods_that_could_exist() {
         "{out}"
     );
 }
+
+#[test]
+fn exposure_lists_outside_addresses_and_entities_a_change_opens() {
+    let o = sluice(&[
+        "diff",
+        "--base",
+        "fixtures/exposure/outside/policies.yaml",
+        "--head",
+        "fixtures/exposure/outside/head.yaml",
+        "-i",
+        "fixtures/exposure/outside/cluster.yaml",
+        "--exposure",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let e = &v["exposure"];
+    // Backends of any namespace now reach the internet on 80: one entry
+    // for the class, an IPv4 address outside the exception as example.
+    let opened = e["opened"].as_array().expect("opened");
+    assert_eq!(opened.len(), 1, "{e:#}");
+    assert_eq!(
+        opened[0]["fromLabelsThatMatter"],
+        serde_json::json!(["tier=backend"])
+    );
+    assert_eq!(opened[0]["port"], 80);
+    let addr: std::net::Ipv4Addr = opened[0]["to"]["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("an IPv4 address");
+    assert_ne!(addr.octets()[0], 10, "{addr}");
+    // Exposed pods close to the internet on every port but 443, from
+    // both families.
+    let closed = e["closed"].as_array().expect("closed");
+    assert_eq!(closed.len(), 2, "{e:#}");
+    for c in closed {
+        assert_eq!(
+            c["toLabelsThatMatter"],
+            serde_json::json!(["exposed=(any value)"])
+        );
+        assert!(c["from"]["address"].is_string(), "{c}");
+        assert_ne!(c["port"], 443, "{c}");
+    }
+    let o = sluice(&[
+        "diff",
+        "--base",
+        "fixtures/exposure/outside/policies.yaml",
+        "--head",
+        "fixtures/exposure/outside/head.yaml",
+        "-i",
+        "fixtures/exposure/outside/cluster.yaml",
+        "--exposure",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "opened: pods with tier=backend → outside IPv4 addresses (e.g. shop {tier=backend} → ",
+        "closed: outside IPv4 addresses, outside IPv6 addresses → pods with exposed=(any value)",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+}

@@ -60,6 +60,8 @@ pub enum EdgeAnswer {
 /// A possible pod and a non-pod peer whose flow breaks a query.
 #[derive(Clone, Debug)]
 pub struct EdgeWitness {
+    /// For `diff --exposure`: the pod's labels that decide the change.
+    pub matters: Option<Vec<Cond>>,
     pub pod: WitnessPod,
     /// An address, or an entity by name.
     pub other: PeerRef,
@@ -264,22 +266,39 @@ impl Encoder<'_> {
         solver.assert(self.port_in(&e.port, &e.proto, ports));
         solver.assert(self.protocol_known(&e.proto));
         solver.assert(if want_allowed { verdict.not() } else { verdict });
+        let answer = self.edge_answer(solver, e, !want_allowed);
+        solver.pop(1);
+        answer
+    }
+
+    /// The witness of what is asserted on the solver about `e`, whose
+    /// verdict is `allowed`. Witnesses on taken addresses are ruled out
+    /// (inside the caller's scope) and the solver asked again.
+    pub(crate) fn edge_answer(
+        &self,
+        solver: &z3::Solver,
+        e: &EdgeFlow,
+        allowed: bool,
+    ) -> EdgeAnswer {
+        self.edge_model(solver, e, allowed).0
+    }
+
+    /// The answer, and the model its witness was read from.
+    pub(crate) fn edge_model(
+        &self,
+        solver: &z3::Solver,
+        e: &EdgeFlow,
+        allowed: bool,
+    ) -> (EdgeAnswer, Option<z3::Model>) {
         let taken = match &e.other {
             Other::Addr(_) => self.taken(),
             Other::Reserved(_) => BTreeSet::new(),
         };
-        let mut answer = EdgeAnswer::Unknown(format!(
-            "more than {MAX_TAKEN_RETRIES} addresses of pods and nodes stood in the way"
-        ));
         for _ in 0..MAX_TAKEN_RETRIES {
             let m = match solver.check() {
-                z3::SatResult::Unsat => {
-                    answer = EdgeAnswer::Holds;
-                    break;
-                }
+                z3::SatResult::Unsat => return (EdgeAnswer::Holds, None),
                 z3::SatResult::Unknown => {
-                    answer = EdgeAnswer::Unknown(unknown_reason(solver));
-                    break;
+                    return (EdgeAnswer::Unknown(unknown_reason(solver)), None)
                 }
                 z3::SatResult::Sat => match self.refine(
                     solver,
@@ -289,10 +308,7 @@ impl Encoder<'_> {
                     self.plain_address(&e.other),
                 ) {
                     Some(m) => m,
-                    None => {
-                        answer = EdgeAnswer::Unknown("the solver gave no model".into());
-                        break;
-                    }
+                    None => return (EdgeAnswer::Unknown("the solver gave no model".into()), None),
                 },
             };
             let other = match &e.other {
@@ -312,18 +328,58 @@ impl Encoder<'_> {
             };
             let num = m.eval(&e.port, true).and_then(|v| v.as_u64()).unwrap_or(0);
             let proto = m.eval(&e.proto, true).and_then(|v| v.as_i64()).unwrap_or(0);
-            answer = EdgeAnswer::Broken(Box::new(EdgeWitness {
+            let w = EdgeWitness {
+                matters: None,
                 pod: self.witness_pod(&m, &e.pod),
                 other,
                 pod_is_src: e.pod_is_src,
                 port: num as u16,
                 protocol: proto as u8,
-                allowed: !want_allowed,
-            }));
-            break;
+                allowed,
+            };
+            return (EdgeAnswer::Broken(Box::new(w)), Some(m));
         }
-        solver.pop(1);
-        answer
+        (
+            EdgeAnswer::Unknown(format!(
+                "more than {MAX_TAKEN_RETRIES} addresses of pods and nodes stood in the way"
+            )),
+            None,
+        )
+    }
+
+    /// The non-pod peers a possible pod can meet: outside addresses of
+    /// both families and the reserved identities (`host` only when no
+    /// rule selects nodes, see `node_peers`).
+    pub fn others(&self) -> Vec<Other> {
+        let mut v = vec![Other::Addr(self.addr(true)), Other::Addr(self.addr(false))];
+        for &(id, _) in compiler::identity::RESERVED {
+            let world = matches!(id, WORLD | WORLD_IPV4 | WORLD_IPV6);
+            if !world && !(id == HOST && self.node_peers()) {
+                v.push(Other::Reserved(id));
+            }
+        }
+        v
+    }
+
+    /// Widens an edge witness to the pod's label conditions that decide
+    /// it (the peer and port held fixed); returns the class and them.
+    pub(crate) fn generalize_edge(
+        &self,
+        m: &z3::Model,
+        e: &EdgeFlow,
+        w: &EdgeWitness,
+        change: &Bool,
+        general: &z3::Solver,
+    ) -> (Bool, Vec<Cond>) {
+        let mut fixed = vec![
+            e.port.eq(BV::from_u64(u64::from(w.port), 16)),
+            e.proto.eq(int(i64::from(w.protocol))),
+        ];
+        if let (Other::Addr(a), PeerRef::Ip(ip)) = (&e.other, &w.other) {
+            fixed.push(self.addr_eq(a, *ip));
+        }
+        let (class, matters) = self.widen(m, &[&e.pod], &Bool::and(&fixed), change, general);
+        (class, matters.into_iter().next().unwrap_or_default())
     }
 }
 

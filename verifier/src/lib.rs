@@ -728,6 +728,8 @@ pub enum Cond {
     /// The label has a value no policy names (for the namespace: a
     /// namespace that does not exist yet).
     Unnamed(String),
+    /// The pod has the label, whatever its value (no policy names one).
+    Has(String),
 }
 
 impl std::fmt::Display for Cond {
@@ -748,6 +750,7 @@ impl std::fmt::Display for Cond {
             Cond::Absent(k) => write!(f, "no {}", name(k)),
             Cond::Unnamed(k) if k == NAMESPACE_LABEL => f.write_str("a new namespace"),
             Cond::Unnamed(k) => write!(f, "{}=(a value no policy names)", name(k)),
+            Cond::Has(k) => write!(f, "{}=(any value)", name(k)),
         }
     }
 }
@@ -1290,6 +1293,9 @@ pub fn confirm_uncovered(
 pub struct Exposure {
     pub opened: Vec<Witness>,
     pub closed: Vec<Witness>,
+    /// Between a possible pod and an outside address or reserved identity.
+    pub opened_edges: Vec<EdgeWitness>,
+    pub closed_edges: Vec<EdgeWitness>,
     /// More witnesses exist than the limit lists.
     pub truncated: [bool; 2],
     /// A check the solver could not decide.
@@ -1384,15 +1390,106 @@ pub fn exposure(
         }
         solver.pop(1);
     }
+    let pod = eh.pod("pod", &solver);
+    let _ = eh.pod("pod", &general);
+    for other in eh.others() {
+        for pod_is_src in [true, false] {
+            let e = eh.edge(&pod, other.clone(), pod_is_src);
+            let (ab, ah) = (eb.allowed_edge(&e), eh.allowed_edge(&e));
+            for (i, opened) in [true, false].into_iter().enumerate() {
+                let change = if opened {
+                    Bool::and(&[ah.clone(), ab.not()])
+                } else {
+                    Bool::and(&[ab.clone(), ah.not()])
+                };
+                let stop = edge_changes(
+                    &eh, &e, &change, opened, i, limit, base, head, inv, cfg, &solver, &general,
+                    &mut out,
+                );
+                if stop {
+                    return out;
+                }
+            }
+        }
+    }
     out
 }
 
+/// The edge changes of one kind, one per class of pods, into `out`;
+/// whether to stop (a bug or an undecided check).
+#[allow(clippy::too_many_arguments)]
+fn edge_changes(
+    eh: &Encoder<'_>,
+    e: &EdgeFlow,
+    change: &Bool,
+    opened: bool,
+    i: usize,
+    limit: usize,
+    base: &Side<'_>,
+    head: &Side<'_>,
+    inv: &Inventory,
+    cfg: &Config,
+    solver: &z3::Solver,
+    general: &z3::Solver,
+    out: &mut Exposure,
+) -> bool {
+    solver.push();
+    solver.assert(change);
+    solver.assert(eh.protocol_known(&e.proto));
+    let mut stop = false;
+    loop {
+        let (answer, m) = eh.edge_model(solver, e, opened);
+        let w = match answer {
+            EdgeAnswer::Holds => break,
+            EdgeAnswer::Unknown(why) => {
+                out.unknown = Some(why);
+                stop = true;
+                break;
+            }
+            EdgeAnswer::Broken(w) => *w,
+        };
+        let list = if opened {
+            &out.opened_edges
+        } else {
+            &out.closed_edges
+        };
+        if list.len() == limit {
+            out.truncated[i] = true;
+            break;
+        }
+        let before = EdgeWitness {
+            allowed: !w.allowed,
+            ..w.clone()
+        };
+        let checks = [
+            confirm_edge(&before, base.set, base.sources, inv, cfg),
+            confirm_edge(&w, head.set, head.sources, inv, cfg),
+        ];
+        if let Some(Err(err)) = checks.into_iter().find(Result::is_err) {
+            out.internal.push(err);
+            stop = true;
+            break;
+        }
+        let Some(m) = m else {
+            break;
+        };
+        let (class, matters) = eh.generalize_edge(&m, e, &w, change, general);
+        // Every address and port of that class of pods is one entry.
+        solver.assert(class.not());
+        let mut w = w;
+        w.matters = Some(matters);
+        if opened {
+            out.opened_edges.push(w);
+        } else {
+            out.closed_edges.push(w);
+        }
+    }
+    solver.pop(1);
+    stop
+}
+
 impl Encoder<'_> {
-    /// Widens a witness to the label conditions that decide it: each
-    /// condition of the model's pods is dropped when the change still
-    /// follows from the others (at the witness's port). Unnamed values
-    /// count as one, since no selector tells them apart. Returns the
-    /// class (to block) and its conditions per pod.
+    /// Widens a witness to the label conditions that decide it.
     fn generalize(
         &self,
         m: &z3::Model,
@@ -1401,9 +1498,32 @@ impl Encoder<'_> {
         change: &Bool,
         general: &z3::Solver,
     ) -> (Bool, [Vec<Cond>; 2]) {
+        let at_port = Bool::and(&[
+            f.port.eq(BV::from_u64(u64::from(w.port), 16)),
+            f.proto.eq(int(i64::from(w.protocol))),
+        ]);
+        let (class, mut matters) = self.widen(m, &[&f.src, &f.dst], &at_port, change, general);
+        let dst = matters.pop().unwrap_or_default();
+        let src = matters.pop().unwrap_or_default();
+        (class, [src, dst])
+    }
+
+    /// Each label condition of the pods' model is dropped when the change
+    /// still follows from the others (with `fixed`: the witness's port,
+    /// and peer when it is not a pod). Unnamed values count as one, since
+    /// no selector tells them apart. Returns the class (to block) and its
+    /// conditions per pod.
+    fn widen(
+        &self,
+        m: &z3::Model,
+        pods: &[&SymPod],
+        fixed: &Bool,
+        change: &Bool,
+        general: &z3::Solver,
+    ) -> (Bool, Vec<Vec<Cond>>) {
         // (pod index, key, code, the constraint)
         let mut conds: Vec<(usize, &str, i64, Bool)> = Vec::new();
-        for (i, p) in [&f.src, &f.dst].into_iter().enumerate() {
+        for (i, p) in pods.iter().enumerate() {
             for (key, var) in &p.labels {
                 let code = m.eval(var, true).and_then(|v| v.as_i64()).unwrap_or(0);
                 let c = if self.vocab.others(key).contains(&code) {
@@ -1414,10 +1534,6 @@ impl Encoder<'_> {
                 conds.push((i, key.as_str(), code, c));
             }
         }
-        let at_port = Bool::and(&[
-            f.port.eq(BV::from_u64(u64::from(w.port), 16)),
-            f.proto.eq(int(i64::from(w.protocol))),
-        ]);
         let mut keep = vec![true; conds.len()];
         for i in 0..conds.len() {
             keep[i] = false;
@@ -1429,13 +1545,13 @@ impl Encoder<'_> {
                 .collect();
             general.push();
             general.assert(all(rest));
-            general.assert(&at_port);
+            general.assert(fixed);
             general.assert(change.not());
             // Only a proof that the rest suffice drops the condition.
             keep[i] = general.check() != z3::SatResult::Unsat;
             general.pop(1);
         }
-        let mut matters: [Vec<Cond>; 2] = [Vec::new(), Vec::new()];
+        let mut matters: Vec<Vec<Cond>> = vec![Vec::new(); pods.len()];
         let mut class = Vec::new();
         for ((i, key, code, c), k) in conds.into_iter().zip(keep) {
             if !k {
@@ -1445,6 +1561,8 @@ impl Encoder<'_> {
             let key = key.to_owned();
             matters[i].push(if code == 0 {
                 Cond::Absent(key)
+            } else if self.vocab.values(&key).is_empty() && key != NAMESPACE_LABEL {
+                Cond::Has(key)
             } else if self.vocab.others(&key).contains(&code) {
                 Cond::Unnamed(key)
             } else {
