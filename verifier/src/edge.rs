@@ -354,7 +354,8 @@ impl Encoder<'_> {
         let mut v = vec![Other::Addr(self.addr(true)), Other::Addr(self.addr(false))];
         for &(id, _) in compiler::identity::RESERVED {
             let world = matches!(id, WORLD | WORLD_IPV4 | WORLD_IPV6);
-            if !world && !(id == HOST && self.node_peers()) {
+            let node_dependent = id == HOST && self.node_peers();
+            if !(world || node_dependent) {
                 v.push(Other::Reserved(id));
             }
         }
