@@ -89,7 +89,7 @@ pub struct DiffOptions {
     /// Everything else of an input (limits, semantics); its paths unused.
     pub template: Inputs,
     /// `--exposure`: (pairs listed per direction, solver ms per check).
-    pub exposure: Option<(usize, u32)>,
+    pub exposure: Option<(usize, lints::Budget)>,
 }
 
 /// How many changed flows are listed (all are counted).
@@ -223,7 +223,7 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
     #[cfg(not(feature = "exposure"))]
     let exposure: Option<Exposure> = None;
     #[cfg(feature = "exposure")]
-    let exposure = o.exposure.map(|(limit, timeout_ms)| {
+    let exposure = o.exposure.map(|(limit, budget)| {
         let model = |s: &crate::commands::Session| {
             compiler::model::normalize(
                 &s.loaded.set,
@@ -247,7 +247,7 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
             &head.inventory,
             &head.config,
             limit,
-            timeout_ms,
+            budget.into(),
         )
     });
     if let Some(e) = &exposure {

@@ -38,9 +38,9 @@ pub struct LintOptions {
     pub assertions: Option<PathBuf>,
     /// `sluice verify`: the assertions only, no lint rules.
     pub only_assertions: bool,
-    /// Assertions must hold for every pod that could exist (z3), with this
-    /// time limit per solver check in milliseconds.
-    pub any_pod: Option<u32>,
+    /// `--any-pod`: the solver rules run and assertions must hold for
+    /// every pod that could exist (z3), each check within this budget.
+    pub any_pod: Option<lints::Budget>,
 }
 
 /// The configuration in effect: `--config`, else the nearest sluice.toml.
@@ -187,10 +187,11 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     }
     let p = p;
     let set = p.valid.as_ref().unwrap_or(&p.loaded.set);
+    let mut internal: Vec<String> = Vec::new();
     let lint_findings = if o.only_assertions {
         Vec::new()
     } else {
-        lints::lint(
+        let (findings, errors) = lints::lint_report(
             &Input {
                 set,
                 sources: &p.loaded.sources,
@@ -198,16 +199,25 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                 compiled: p.compiled.as_ref(),
                 map_capacity: o.map_capacity,
                 diagnostics: &p.loaded.diagnostics,
+                // The solver rules only read a set without errors.
+                solver: o
+                    .any_pod
+                    .filter(|_| p.errors.is_empty())
+                    .map(|budget| lints::Solver {
+                        config: &p.config,
+                        budget,
+                    }),
             },
             &cfg,
-        )
+        );
+        internal.extend(errors);
+        findings
     };
     // Assertions are only checked on an input without errors: a partial
     // state could make one hold that does not.
     let mut counterexamples = Vec::new();
     let mut tally = None;
     let mut any_pod_tally = None;
-    let mut internal: Vec<String> = Vec::new();
     let mut findings = lint_findings;
     if let (Some(a), Some(c), Some(inv), true) = (
         &assertions,
@@ -215,11 +225,11 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         p.inventory.as_ref(),
         p.errors.is_empty(),
     ) {
-        let any_pod = o.any_pod.map(|timeout_ms| lints::verify::AnyPod {
+        let any_pod = o.any_pod.map(|budget| lints::verify::AnyPod {
             set,
             sources: &p.loaded.sources,
             config: &p.config,
-            timeout_ms,
+            budget,
         });
         let r = lints::verify::verify_with(
             &lints::verify::World {
@@ -229,7 +239,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
             a,
             any_pod.as_ref(),
         );
-        tally = Some((r.held, r.broken, r.vacuous));
+        tally = Some((r.held, r.broken, r.vacuous, r.undecided));
         any_pod_tally = r.any_pod;
         internal = r.internal;
         for (f, cx) in r.findings {
@@ -278,12 +288,17 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                     s.push('\n');
                 }
             }
-            if let Some((held, broken, vacuous)) = tally {
-                let n = held + broken + vacuous;
+            if let Some((held, broken, vacuous, undecided)) = tally {
+                let n = held + broken + vacuous + undecided;
                 s.push_str(&format!(
-                    "{n} {} checked: {held} {}, {broken} broken{}\n",
+                    "{n} {} checked: {held} {}, {broken} broken{}{}\n",
                     plural(n, "assertion", "assertions"),
                     plural(held, "holds", "hold"),
+                    if undecided > 0 {
+                        format!(", {undecided} undecided")
+                    } else {
+                        String::new()
+                    },
                     if vacuous > 0 {
                         format!(", {vacuous} {} nothing", plural(vacuous, "names", "name"))
                     } else {
@@ -297,7 +312,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                     plural(checked, "assertion", "assertions"),
                     if only_inventory > 0 {
                         format!(
-                            ", {only_inventory} over the inventory only (their peers are addresses or entities)"
+                            ", {only_inventory} over the inventory only (peers the solver leaves to it: docs/exposure.md)"
                         )
                     } else {
                         String::new()

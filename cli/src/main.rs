@@ -86,6 +86,30 @@ impl Inputs {
 
 /// Settings of the Cilium being modelled where they change what policies
 /// mean (docs/divergences.md).
+/// What each solver check may spend (`--any-pod`, `--exposure`).
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct SolverArgs {
+    /// Time limit of each solver check, in milliseconds; what the solver
+    /// cannot decide is reported as undecided (SL123, SL202), never as
+    /// clean or holding.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    solver_timeout_ms: u32,
+    /// Also a limit in z3 resource steps per check (0: none): unlike time
+    /// it is the same on every machine, so a CI gate decides alike on a
+    /// fast laptop and a slow runner.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    solver_steps: u32,
+}
+
+impl SolverArgs {
+    fn budget(self) -> lints::Budget {
+        lints::Budget {
+            timeout_ms: self.solver_timeout_ms,
+            steps: self.solver_steps,
+        }
+    }
+}
+
 #[derive(Args, Clone, Debug, Default)]
 struct Semantics {
     /// Cilium's `--labels`: extra identity-label patterns (space-separated,
@@ -336,9 +360,8 @@ enum Command {
         /// direction.
         #[arg(long, value_name = "N", default_value_t = 10)]
         exposure_limit: usize,
-        /// With --exposure: time limit of each solver check, in ms.
-        #[arg(long, value_name = "MS", default_value_t = 10_000)]
-        solver_timeout_ms: u32,
+        #[command(flatten)]
+        solver: SolverArgs,
         #[arg(long, default_value_t = 16_384)]
         map_capacity: usize,
         #[arg(long)]
@@ -488,16 +511,14 @@ enum Command {
         /// the same report: one CI step for both.
         #[arg(long, value_name = "FILE")]
         assertions: Option<PathBuf>,
-        /// Assertions must also hold for every pod that could exist, not
-        /// only the inventory's: decided by z3 (docs/exposure.md); each
-        /// violation comes with the pods that break it, as manifests.
+        /// Reason about every pod that could exist, not only the
+        /// inventory's, with z3 (docs/exposure.md): run the solver rules
+        /// (SL120-SL123), and check the assertions for every possible pod;
+        /// each violation comes with the pods that break it, as manifests.
         #[arg(long)]
         any_pod: bool,
-        /// With --any-pod: time limit of each solver check, in
-        /// milliseconds; an assertion it cannot decide is reported as
-        /// undecided (SL202), never as holding.
-        #[arg(long, value_name = "MS", default_value_t = 10_000)]
-        solver_timeout_ms: u32,
+        #[command(flatten)]
+        solver: SolverArgs,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -528,11 +549,8 @@ enum Command {
         /// violation comes with the pods that break it, as manifests.
         #[arg(long)]
         any_pod: bool,
-        /// With --any-pod: time limit of each solver check, in
-        /// milliseconds; an assertion it cannot decide is reported as
-        /// undecided (SL202), never as holding.
-        #[arg(long, value_name = "MS", default_value_t = 10_000)]
-        solver_timeout_ms: u32,
+        #[command(flatten)]
+        solver: SolverArgs,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -734,7 +752,7 @@ fn main() -> ExitCode {
             list_rules: false,
             assertions,
             any_pod,
-            solver_timeout_ms,
+            solver,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -748,7 +766,7 @@ fn main() -> ExitCode {
                 semantics,
                 assertions,
                 only_assertions: false,
-                any_pod: any_pod.then_some(solver_timeout_ms),
+                any_pod: any_pod.then_some(solver.budget()),
             },
             color,
         ),
@@ -760,7 +778,7 @@ fn main() -> ExitCode {
             fail_on,
             map_capacity,
             any_pod,
-            solver_timeout_ms,
+            solver,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -774,7 +792,7 @@ fn main() -> ExitCode {
                 semantics,
                 assertions: Some(assertions),
                 only_assertions: true,
-                any_pod: any_pod.then_some(solver_timeout_ms),
+                any_pod: any_pod.then_some(solver.budget()),
             },
             color,
         ),
@@ -793,7 +811,7 @@ fn main() -> ExitCode {
             fail_on,
             exposure,
             exposure_limit,
-            solver_timeout_ms,
+            solver,
             map_capacity,
             dual_stack,
             max_file_size,
@@ -801,7 +819,7 @@ fn main() -> ExitCode {
             semantics,
         } => diff::diff(
             diff::DiffOptions {
-                exposure: exposure.then_some((exposure_limit, solver_timeout_ms)),
+                exposure: exposure.then_some((exposure_limit, solver.budget())),
                 rev,
                 paths,
                 base,

@@ -429,3 +429,84 @@ fn any_pod_asks_outside_addresses_and_entities_too() {
         "{help}"
     );
 }
+
+#[test]
+fn an_undecided_assertion_is_reported_and_never_counted_as_held() {
+    // One z3 step per check decides nothing, the same on every machine.
+    let o = sluice(
+        &[
+            &["verify"][..],
+            &EXPOSURE,
+            &["--any-pod", "--solver-steps", "1"],
+        ]
+        .concat(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("SL202(assertion-undecided)"), "{}", text(&o));
+    assert!(
+        out.contains("4 assertions checked: 0 hold, 0 broken, 4 undecided"),
+        "{out}"
+    );
+    let o = sluice(
+        &[
+            &["verify"][..],
+            &EXPOSURE,
+            &["--any-pod", "--solver-steps", "1", "--fail-on", "warning"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // With the default budget the same run decides all four.
+    let o = sluice(&[&["verify"][..], &EXPOSURE, &["--any-pod"]].concat());
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("SL202"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn lint_any_pod_runs_the_solver_rules() {
+    let args = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec![
+            "lint",
+            "--no-config",
+            "fixtures/lints/SL120/bad.yaml",
+            "-i",
+            "fixtures/lints/inventory.yaml",
+            "-o",
+            "json",
+        ];
+        v.extend(extra);
+        v
+    };
+    let codes = |o: &Output| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v.as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|f| f["code"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // Without --any-pod the solver rules stay off.
+    let o = sluice(&args(&[]));
+    assert!(
+        !codes(&o).iter().any(|c| c.starts_with("SL12")),
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&args(&["--any-pod"]));
+    assert!(codes(&o).contains(&"SL120".to_owned()), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let f = v
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["code"] == "SL120"))
+        .expect("SL120");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(new namespace) {app=reporter} → shop {app=db} 5432/TCP"),
+        "{f}"
+    );
+}

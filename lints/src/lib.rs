@@ -17,6 +17,8 @@ pub mod graph;
 pub mod output;
 mod rules;
 mod suppress;
+#[cfg(feature = "exposure")]
+mod symbolic;
 pub mod verify;
 
 pub use config::{Config, Level};
@@ -66,6 +68,9 @@ pub struct Rule {
     pub severity: Severity,
     /// Whether the rule needs an inventory (pods, namespaces, nodes).
     pub needs_inventory: bool,
+    /// Whether the rule is decided by z3 over every pod that could exist:
+    /// it runs with `--any-pod` only.
+    pub solver: bool,
     /// One line: what it finds.
     pub summary: &'static str,
     /// Why it matters, for the rule's document.
@@ -134,6 +139,36 @@ pub struct Input<'a> {
     /// The validation diagnostics of `set`: warnings that say Cilium
     /// enforces something other than what the text suggests become findings.
     pub diagnostics: &'a [policy_lang::diag::Diagnostic],
+    /// `--any-pod`: run the solver rules (a build with `exposure`).
+    pub solver: Option<Solver<'a>>,
+}
+
+/// What the solver rules need beyond the policies.
+#[derive(Clone, Copy)]
+pub struct Solver<'a> {
+    /// The compile configuration (label filter, dual stack, DNS, ...).
+    pub config: &'a compiler::compile::Config,
+    /// What each solver check may spend.
+    pub budget: Budget,
+}
+
+/// What each solver check may spend (`--solver-timeout-ms`,
+/// `--solver-steps`); the verifier's, without needing it in the build.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub timeout_ms: u32,
+    /// z3 resource steps; 0: no limit.
+    pub steps: u32,
+}
+
+#[cfg(feature = "exposure")]
+impl From<Budget> for verifier::Budget {
+    fn from(b: Budget) -> verifier::Budget {
+        verifier::Budget {
+            timeout_ms: b.timeout_ms,
+            steps: b.steps,
+        }
+    }
 }
 
 pub use rules::REGISTRY;
@@ -152,7 +187,14 @@ pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
 /// policies' suppression annotations (reporting unused ones), and returns
 /// the findings in file and position order.
 pub fn lint(input: &Input<'_>, config: &Config) -> Vec<Finding> {
-    let mut findings = rules::run(input);
+    lint_report(input, config).0
+}
+
+/// `lint`, and the internal errors of the solver rules: witnesses the
+/// ordinary compile did not confirm, which are bugs to report, never
+/// findings.
+pub fn lint_report(input: &Input<'_>, config: &Config) -> (Vec<Finding>, Vec<String>) {
+    let (mut findings, internal) = rules::run(input);
     for f in &mut findings {
         if let Some(Level::Severity(s)) = config.level(f.code) {
             f.severity = s;
@@ -181,7 +223,7 @@ pub fn lint(input: &Input<'_>, config: &Config) -> Vec<Finding> {
         ))
     });
     findings.dedup();
-    findings
+    (findings, internal)
 }
 
 /// A span without the whitespace a YAML list item's span ends with (the

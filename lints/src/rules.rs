@@ -23,12 +23,13 @@ use std::net::IpAddr;
 
 macro_rules! rules {
     ($($id:ident = $code:literal, $name:literal, $sev:ident, $inv:literal,
-       $summary:literal, $why:literal;)*) => {
+       $(solver = $solver:literal,)? $summary:literal, $why:literal;)*) => {
         $(pub static $id: Rule = Rule {
             code: $code,
             name: $name,
             severity: Severity::$sev,
             needs_inventory: $inv,
+            solver: false $(|| $solver)?,
             summary: $summary,
             why: $why,
         };)*
@@ -140,6 +141,18 @@ rules! {
     MAP_NEAR_CAPACITY = "SL100", "policy-map-near-capacity", Warning, true,
         "an endpoint whose compiled policy map is at 80% of its capacity or more",
         "When an endpoint's map overflows, Cilium cannot regenerate it and the endpoint keeps stale policy. Growth in selectors or ports pushes near-full maps over.";
+    ALLOW_ADMITS_NEW_NAMESPACES = "SL120", "allow-admits-new-namespaces", Warning, false, solver = true,
+        "an allow rule that lets in pods of a namespace created later, whatever its labels",
+        "Policies outlive the namespaces they were written for. A peer such as `namespaceSelector: {}`, a clusterwide `{}` or `NotIn`/`DoesNotExist` expressions admits every namespace anyone creates tomorrow, without a label that someone has to grant. The finding comes with a pod in such a namespace that the policies would let through (checked by compiling it in).";
+    DENY_NEVER_MATCHES = "SL121", "deny-never-matches", Warning, false, solver = true,
+        "a deny rule that no pod, address or entity that could exist ever matches",
+        "A deny that can never match protects nothing while it reads as protection: contradictory expressions, a label the cluster's label filter drops from identities, a named port no pod can resolve, or a peer the subject's `fromRequires` rules out. The solver proves that no possible endpoint meets it.";
+    ALLOW_SHADOWED_FOR_EVERY_POD = "SL122", "allow-shadowed-for-every-pod", Warning, false, solver = true,
+        "an allow rule that a deny overrides for every pod, address and port that could exist",
+        "Deny wins in Cilium whatever the specificity. When every flow an allow could ever match is also denied, the allow is dead for tomorrow's pods as well as today's: the traffic its author meant to open never flows. (SL012 says the same for the inventory's pods; this one is proven for all.)";
+    SOLVER_UNDECIDED = "SL123", "solver-undecided", Note, false, solver = true,
+        "with --any-pod, the solver could not decide a solver rule for a policy rule within its budget",
+        "A rule the solver gave up on is reported as undecided, never as clean or as a finding. Raise --solver-timeout-ms, or --solver-steps when a step budget is set (steps decide the same way on every machine; time does not).";
     UNUSED_SUPPRESSION = "SL110", "unused-suppression", Warning, false,
         "a `lint.sluice.dev/ignore` entry that silences nothing",
         "Suppressions outlive the problems they excused; an unused one hides the next real finding of that rule in the policy.";
@@ -148,7 +161,9 @@ rules! {
         "A suppression is a decision; the reason is what lets the next reviewer check it still holds.";
 }
 
-pub fn run(input: &Input<'_>) -> Vec<Finding> {
+/// The findings, and internal errors of the solver rules (bugs, never
+/// findings).
+pub fn run(input: &Input<'_>) -> (Vec<Finding>, Vec<String>) {
     // The policy-only checks and the inventory checks read disjoint things:
     // one thread each.
     std::thread::scope(|scope| {
@@ -177,13 +192,27 @@ pub fn run(input: &Input<'_>) -> Vec<Finding> {
         match policy_only.join() {
             Ok(mut v) => {
                 v.append(&mut out);
-                v
+                let internal = solver_rules(input, &mut v);
+                (v, internal)
             }
             // A check that panicked is a bug; re-raise it rather than
             // report a partial, seemingly clean result.
             Err(e) => std::panic::resume_unwind(e),
         }
     })
+}
+
+/// The solver rules, with `--any-pod` in a build with `exposure`; their
+/// internal errors.
+fn solver_rules(input: &Input<'_>, out: &mut Vec<Finding>) -> Vec<String> {
+    let mut internal = Vec::new();
+    #[cfg(feature = "exposure")]
+    if let Some(s) = &input.solver {
+        crate::symbolic::run(input, s, out, &mut internal);
+    }
+    #[cfg(not(feature = "exposure"))]
+    let _ = (input, out, &mut internal);
+    internal
 }
 
 // ---------------------------------------------------------------- policy-only

@@ -21,6 +21,7 @@ pub static VIOLATED: Rule = Rule {
     name: "assertion-violated",
     severity: Severity::Error,
     needs_inventory: true,
+    solver: false,
     summary: "an assertion of the assertions file does not hold: a flow it rules out is possible, or one it requires is not",
     why: "Assertions are the invariants a team relies on (\"only the web tier reaches the database\"); the finding names a concrete flow that breaks one and why the policies decide it so.",
 };
@@ -30,6 +31,7 @@ pub static NAMES_NOTHING: Rule = Rule {
     name: "assertion-names-nothing",
     severity: Severity::Warning,
     needs_inventory: true,
+    solver: false,
     summary: "an assertion's `from` or `to` matches no pod or address of the inventory, so it holds without checking anything",
     why: "An assertion over nothing always holds: a misspelt namespace or label would silently turn an invariant into a no-op.",
 };
@@ -691,6 +693,9 @@ pub struct Report {
     pub broken: usize,
     /// Assertions that name nothing, so check nothing.
     pub vacuous: usize,
+    /// With --any-pod: assertions that held over the inventory but the
+    /// solver could not decide for every pod (never counted as held).
+    pub undecided: usize,
     /// Witnesses the ordinary compile and `simulate` did not confirm: bugs
     /// of the symbolic semantics, never findings.
     pub internal: Vec<String>,
@@ -711,8 +716,8 @@ pub struct AnyPod<'a> {
     pub set: &'a policy_lang::ir::PolicySet,
     pub sources: &'a policy_lang::source::SourceMap,
     pub config: &'a compiler::compile::Config,
-    /// Per solver check.
-    pub timeout_ms: u32,
+    /// What each solver check may spend.
+    pub budget: crate::Budget,
 }
 
 pub static UNDECIDED: Rule = Rule {
@@ -720,8 +725,9 @@ pub static UNDECIDED: Rule = Rule {
     name: "assertion-undecided",
     severity: Severity::Warning,
     needs_inventory: true,
+    solver: true,
     summary: "with --any-pod, the solver could not decide an assertion for every possible pod within its time limit",
-    why: "An assertion the solver could not decide is not known to hold: it is reported, never counted as held. Raise --solver-timeout-ms or narrow the assertion.",
+    why: "An assertion the solver could not decide is not known to hold: it is reported, never counted as held. Raise --solver-timeout-ms (or --solver-steps when a step budget is set), or narrow the assertion.",
 };
 
 /// Checks every assertion over the inventory and, with `any_pod`, over

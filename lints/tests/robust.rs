@@ -27,6 +27,7 @@ fn lint_valid(dirs: &[PathBuf]) -> usize {
             compiled: None,
             map_capacity: 16_384,
             diagnostics: &[],
+            solver: None,
         },
         &Config::default(),
     );
@@ -34,7 +35,10 @@ fn lint_valid(dirs: &[PathBuf]) -> usize {
     let inv_path = root().join("fixtures/lints/inventory.yaml");
     let inv = inventory::load(&[inv_path.as_path()], &mut loaded.sources, &mut diags);
     let (c, _) = compile(&valid, &loaded.sources, &inv, &CompileConfig::default());
-    let with = lint(
+    // With the solver rules too: every witness they report must be one
+    // the ordinary compile confirms.
+    let cfg = CompileConfig::default();
+    let (with, internal) = lints::lint_report(
         &Input {
             set: &valid,
             sources: &loaded.sources,
@@ -42,13 +46,21 @@ fn lint_valid(dirs: &[PathBuf]) -> usize {
             compiled: Some(&c),
             map_capacity: 16_384,
             diagnostics: &[],
+            solver: Some(lints::Solver {
+                config: &cfg,
+                budget: lints::Budget {
+                    timeout_ms: 10_000,
+                    steps: 0,
+                },
+            }),
         },
         &Config::default(),
     );
+    assert!(internal.is_empty(), "{internal:?}");
     // The policy-only findings are the same with an inventory.
     let policy_only = |fs: &[lints::Finding]| {
         fs.iter()
-            .filter(|f| !f.rule().needs_inventory)
+            .filter(|f| !f.rule().needs_inventory && !f.rule().solver)
             .map(|f| (f.code, f.span))
             .collect::<Vec<_>>()
     };
@@ -95,17 +107,27 @@ proptest! {
         ns_team in vec(0..2usize, 3),
         policies in vec(policy(), 0..8),
     ) {
+        let pods_len = pods.len();
         let inv = random_inventory(pods, ns_team);
+        let policies_len = policies.len() + pods_len;
         // Through YAML and back, so findings have real places to point at
         // and every output format can be drawn.
         let text = policy_lang::render::render_set(&PolicySet { policies });
         let loaded = policy_lang::parse_source("random.yaml", &text, &LoadOptions::default());
         let set = loaded.valid_set();
         let (c, _) = compile(&set, &loaded.sources, &inv, &CompileConfig::default());
-        let findings = lint(
-            &Input { set: &set, sources: &loaded.sources, inventory: Some(&inv), compiled: Some(&c), map_capacity: 64, diagnostics: &[] },
+        // Every fourth case with the solver rules, whose witnesses must
+        // all be confirmed by the ordinary compile.
+        let cfg = CompileConfig::default();
+        let solver = (policies_len % 4 == 0).then_some(lints::Solver {
+            config: &cfg,
+            budget: lints::Budget { timeout_ms: 10_000, steps: 0 },
+        });
+        let (findings, internal) = lints::lint_report(
+            &Input { set: &set, sources: &loaded.sources, inventory: Some(&inv), compiled: Some(&c), map_capacity: 64, diagnostics: &[], solver },
             &Config::default(),
         );
+        prop_assert!(internal.is_empty(), "{:?}", internal);
         for f in &findings {
             prop_assert!(lints::rule(f.code).is_some());
             prop_assert!(!lints::output::render(f, &loaded.sources, false).is_empty());

@@ -18,7 +18,14 @@ fn rel(p: &Path) -> String {
     p.strip_prefix(root()).unwrap_or(p).display().to_string()
 }
 
-/// Lints one policy file against the lint fixtures' inventory.
+/// The solver budget a fixture is linted with: SL123 (undecided) is what
+/// one step per check gives.
+fn steps(path: &Path) -> u32 {
+    u32::from(path.ends_with("SL123/bad.yaml"))
+}
+
+/// Lints one policy file against the lint fixtures' inventory, with the
+/// solver rules.
 fn lint_file(path: &Path) -> (Vec<Finding>, SourceMap) {
     let text = std::fs::read_to_string(path).expect("fixture");
     let mut loaded = policy_lang::parse_source(&rel(path), &text, &LoadOptions::default());
@@ -29,7 +36,7 @@ fn lint_file(path: &Path) -> (Vec<Finding>, SourceMap) {
         rel(path),
         loaded.diagnostics
     );
-    let findings = common::lint_with_inventory(&mut loaded);
+    let findings = common::lint_with_steps(&mut loaded, steps(path));
     (findings, loaded.sources)
 }
 
@@ -112,7 +119,7 @@ fn doc(rule: &lints::Rule) -> String {
     format!(
         "# {code} {name}\n\n\
          Generated from the lint registry and `fixtures/lints/{code}/` by `lints/tests/rules.rs`; do not edit by hand.\n\n\
-         **Default severity:** {sev}{inv}\n\n\
+         **Default severity:** {sev}{inv}{solver}\n\n\
          **Finds:** {summary}.\n\n\
          ## Why it matters\n\n{why}\n\n\
          ## Example that triggers it\n\n```yaml\n{bad}```\n\n```text\n{finding}```\n\n\
@@ -125,6 +132,11 @@ fn doc(rule: &lints::Rule) -> String {
         sev = rule.severity.as_str(),
         inv = if rule.needs_inventory {
             " (runs only with an inventory: `-i`, or `inventory` in sluice.toml)"
+        } else {
+            ""
+        },
+        solver = if rule.solver {
+            " (decided by z3 over every pod that could exist: runs with `--any-pod`, in a build with the `exposure` feature)"
         } else {
             ""
         },
@@ -144,7 +156,7 @@ fn index() -> String {
     );
     for r in lints::REGISTRY {
         s.push_str(&format!(
-            "| [{c}]({c}.md) | `{n}` | {sev} | {sum}{inv} |\n",
+            "| [{c}]({c}.md) | `{n}` | {sev} | {sum}{inv}{solver} |\n",
             c = r.code,
             n = r.name,
             sev = r.severity.as_str(),
@@ -153,7 +165,8 @@ fn index() -> String {
                 " *(inventory)*"
             } else {
                 ""
-            }
+            },
+            solver = if r.solver { " *(--any-pod)*" } else { "" },
         ));
     }
     s

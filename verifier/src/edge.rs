@@ -21,6 +21,15 @@ pub struct SymAddr {
     pub v4: bool,
 }
 
+impl EdgeFlow {
+    pub(crate) fn peer(&self) -> PeerT<'_> {
+        match &self.other {
+            Other::Addr(a) => PeerT::Addr(a),
+            Other::Reserved(id) => PeerT::Reserved(*id),
+        }
+    }
+}
+
 impl SymAddr {
     fn width(&self) -> u32 {
         if self.v4 {
@@ -235,10 +244,7 @@ impl Encoder<'_> {
 
     /// The L3/L4 verdict of an edge flow: the pod's direction decides.
     pub fn allowed_edge(&self, e: &EdgeFlow) -> Bool {
-        let peer = match &e.other {
-            Other::Addr(a) => PeerT::Addr(a),
-            Other::Reserved(id) => PeerT::Reserved(*id),
-        };
+        let peer = e.peer();
         let dir = if e.pod_is_src {
             Direction::Egress
         } else {

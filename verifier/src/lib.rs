@@ -26,13 +26,13 @@ use compiler::labels::{
     pod_labels, CILIUM_OWNED_PREFIX, CLUSTER_LABEL, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX,
     SERVICE_ACCOUNT_LABEL,
 };
-use compiler::model::{Model, NPort, NRule, PeerSel, Peers, PortSel, Subject};
+use compiler::model::{Model, NPolicyRule, NPort, NRule, PeerSel, Peers, PortSel, Subject};
 use compiler::selector::{Op, Req, Sel};
 use policy_lang::ir::{Cidr, Direction, Entity};
 use std::collections::{BTreeMap, BTreeSet};
 pub use z3::ast::Bool;
 use z3::ast::{Int, BV};
-pub use z3::Solver;
+pub use z3::{SatResult, Solver};
 
 mod edge;
 pub use edge::{confirm_edge, EdgeAnswer, EdgeFlow, EdgeWitness, Other, SymAddr};
@@ -626,6 +626,114 @@ impl<'a> Encoder<'a> {
         ])
     }
 
+    /// Whether peer rule `nr` of `r` matches a flow at its subject: the
+    /// subject selected, the peer matched (with the subject's requires),
+    /// the port.
+    fn rule_match_at(
+        &self,
+        r: &NPolicyRule,
+        nr: &NRule,
+        subject: &SymPod,
+        peer: PeerT<'_>,
+        port: &BV,
+        proto: &Int,
+    ) -> Bool {
+        let d = compiler::model::dir_index(nr.dir);
+        let requires = self.requires(d, subject, peer);
+        Bool::and(&[
+            self.selects(&r.subject, subject),
+            self.peer(nr, &requires, peer),
+            self.ports(nr, subject, port, proto),
+        ])
+    }
+
+    /// Whether `nr` matches the pod-to-pod flow (at the source for
+    /// egress, at the destination for ingress).
+    pub fn rule_matches(&self, r: &NPolicyRule, nr: &NRule, f: &SymFlow) -> Bool {
+        let (subject, peer) = match nr.dir {
+            Direction::Egress => (&f.src, &f.dst),
+            Direction::Ingress => (&f.dst, &f.src),
+        };
+        self.rule_match_at(r, nr, subject, PeerT::Pod(peer), &f.port, &f.proto)
+    }
+
+    /// Whether `nr` matches the edge flow; a rule of the other direction
+    /// than the pod's never does.
+    pub fn rule_matches_edge(&self, r: &NPolicyRule, nr: &NRule, e: &EdgeFlow) -> Bool {
+        if (nr.dir == Direction::Egress) != e.pod_is_src {
+            return Bool::from_bool(false);
+        }
+        self.rule_match_at(r, nr, &e.pod, e.peer(), &e.port, &e.proto)
+    }
+
+    fn denied_at(
+        &self,
+        dir: Direction,
+        subject: &SymPod,
+        peer: PeerT<'_>,
+        port: &BV,
+        proto: &Int,
+    ) -> Bool {
+        any(self
+            .model
+            .rules
+            .iter()
+            .filter(|r| !r.audit && matches!(r.subject, Subject::Endpoints(_)))
+            .flat_map(|r| {
+                r.rules
+                    .iter()
+                    .filter(|nr| nr.deny && nr.dir == dir)
+                    .map(move |nr| (r, nr))
+            })
+            .map(|(r, nr)| self.rule_match_at(r, nr, subject, peer, port, proto))
+            .collect())
+    }
+
+    /// Whether a deny of the direction matches the pod-to-pod flow.
+    pub fn denied(&self, dir: Direction, f: &SymFlow) -> Bool {
+        let (subject, peer) = match dir {
+            Direction::Egress => (&f.src, &f.dst),
+            Direction::Ingress => (&f.dst, &f.src),
+        };
+        self.denied_at(dir, subject, PeerT::Pod(peer), &f.port, &f.proto)
+    }
+
+    /// Whether a deny of the pod's direction matches the edge flow.
+    pub fn denied_edge(&self, e: &EdgeFlow) -> Bool {
+        let dir = if e.pod_is_src {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        self.denied_at(dir, &e.pod, e.peer(), &e.port, &e.proto)
+    }
+
+    /// The pod is in a namespace that does not exist yet and carries no
+    /// labels but its name.
+    pub fn new_unlabelled_namespace(&self, p: &SymPod) -> Bool {
+        let mut v = Vec::new();
+        for (key, var) in &p.labels {
+            if key == NAMESPACE_LABEL {
+                v.push(var.ge(int(*self.vocab.others(key).start())));
+            } else if let Some(l) = key.strip_prefix(NAMESPACE_LABELS_PREFIX) {
+                if l != NAME_LABEL {
+                    v.push(var.eq(int(0)));
+                }
+            }
+        }
+        all(v)
+    }
+
+    /// The witness of a satisfiable check of the flow, made readable.
+    pub fn witness(&self, solver: &z3::Solver, f: &SymFlow, allowed: bool) -> Answer {
+        self.answer(solver, f, allowed, true)
+    }
+
+    /// Protocols a person can send (TCP, UDP, SCTP, ICMP, ICMPv6).
+    pub fn sendable(&self, proto: &Int) -> Bool {
+        self.protocol_known(proto)
+    }
+
     /// The end-to-end L3/L4 verdict: egress at the source, then ingress at
     /// the destination.
     pub fn allowed(&self, f: &SymFlow) -> Bool {
@@ -1043,11 +1151,33 @@ fn unknown_reason(solver: &z3::Solver) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Solver with a time limit per check, in milliseconds.
-pub fn solver(timeout_ms: u32) -> z3::Solver {
+/// What one solver check may spend: wall-clock time, and z3's resource
+/// count ("steps"), which unlike time is the same on every machine, so a
+/// CI gate with a step budget decides the same way everywhere.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub timeout_ms: u32,
+    /// 0: no step limit.
+    pub steps: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            timeout_ms: 10_000,
+            steps: 0,
+        }
+    }
+}
+
+/// Solver whose every check keeps to the budget.
+pub fn solver(b: Budget) -> z3::Solver {
     let s = z3::Solver::new();
     let mut p = z3::Params::new();
-    p.set_u32("timeout", timeout_ms);
+    p.set_u32("timeout", b.timeout_ms);
+    if b.steps > 0 {
+        p.set_u32("rlimit", b.steps);
+    }
     s.set_params(&p);
     s
 }
@@ -1320,18 +1450,18 @@ pub fn exposure(
     inv: &Inventory,
     cfg: &Config,
     limit: usize,
-    timeout_ms: u32,
+    budget: Budget,
 ) -> Exposure {
     let mut vocab = Vocabulary::new(base.model, inv);
     vocab.merge(&Vocabulary::new(head.model, inv));
     let eb = Encoder::with_vocabulary(base.model, inv, cfg, vocab.clone());
     let eh = Encoder::with_vocabulary(head.model, inv, cfg, vocab);
-    let solver = solver(timeout_ms);
+    let solver = solver(budget);
     let f = eh.flow(&solver);
     solver.assert(eh.protocol_known(&f.proto));
     // The same pods (same constants) without the change asserted: where a
     // witness is widened to the labels that decide it.
-    let general = self::solver(timeout_ms);
+    let general = self::solver(budget);
     let _ = eh.flow(&general);
     let (ab, ah) = (eb.allowed(&f), eh.allowed(&f));
     let mut out = Exposure::default();

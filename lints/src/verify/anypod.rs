@@ -357,7 +357,7 @@ pub(super) fn symbolic(
     for p in &patterns {
         enc.learn(p);
     }
-    let solver = verifier::solver(ap.timeout_ms);
+    let solver = verifier::solver(ap.budget.into());
     let f = enc.flow(&solver);
     let edge_pod = enc.pod("pod", &solver);
     let ctx = Ctx {
@@ -481,7 +481,11 @@ pub(super) fn symbolic(
         checked += 1;
         match outcome {
             Outcome::Holds => {}
-            Outcome::Finding(f) => report.findings.push((f, None)),
+            Outcome::Finding(f) => {
+                report.held -= 1;
+                report.undecided += 1;
+                report.findings.push((f, None));
+            }
             Outcome::Internal(e) => report.internal.push(e),
             Outcome::Broken(f) => {
                 report.held -= 1;
@@ -554,7 +558,7 @@ fn undecided(a: &Assertion, why: &str) -> Finding {
         ),
     )
     .label("undecided: not known to hold")
-    .help("raise --solver-timeout-ms, or narrow the assertion's peers")
+    .help("raise --solver-timeout-ms (or --solver-steps), or narrow the assertion's peers")
 }
 
 fn witness_finding(a: &Assertion, wit: &verifier::Witness, want_allowed: bool) -> Finding {

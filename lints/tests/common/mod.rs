@@ -13,6 +13,11 @@ pub fn root() -> PathBuf {
 /// Lints the policies of `loaded` with `fixtures/lints/inventory.yaml`
 /// (added to its sources), with the default configuration.
 pub fn lint_with_inventory(loaded: &mut policy_lang::Loaded) -> Vec<Finding> {
+    lint_with_steps(loaded, 0)
+}
+
+/// The same, the solver held to `steps` per check (0: no limit).
+pub fn lint_with_steps(loaded: &mut policy_lang::Loaded, steps: u32) -> Vec<Finding> {
     let mut diags = Vec::new();
     let text =
         std::fs::read_to_string(root().join("fixtures/lints/inventory.yaml")).expect("inventory");
@@ -34,6 +39,13 @@ pub fn lint_with_inventory(loaded: &mut policy_lang::Loaded) -> Vec<Finding> {
             compiled: Some(&c),
             map_capacity: cfg.map_capacity,
             diagnostics: &loaded.diagnostics,
+            solver: Some(lints::Solver {
+                config: &cfg,
+                budget: lints::Budget {
+                    timeout_ms: 10_000,
+                    steps,
+                },
+            }),
         },
         &Config::default(),
     )
