@@ -234,16 +234,8 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
         };
         let (mb, mh) = (model(&base), model(&head));
         verifier::exposure(
-            &verifier::Side {
-                model: &mb,
-                set: &base.loaded.set,
-                sources: &base.loaded.sources,
-            },
-            &verifier::Side {
-                model: &mh,
-                set: &head.loaded.set,
-                sources: &head.loaded.sources,
-            },
+            &verifier::Side { model: &mb },
+            &verifier::Side { model: &mh },
             &head.inventory,
             &head.config,
             limit,

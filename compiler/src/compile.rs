@@ -321,11 +321,7 @@ struct Ctx<'a> {
 /// would have with them enforced (`Endpoint::audit_map`); identities and
 /// the ipcache come from all policies, so both maps speak of the same
 /// identities.
-pub(crate) fn compile_model(
-    model: &Model,
-    inv: &Inventory,
-    cfg: &Config,
-) -> (Compiled, Vec<Diagnostic>) {
+pub fn compile_model(model: &Model, inv: &Inventory, cfg: &Config) -> (Compiled, Vec<Diagnostic>) {
     let (full, mut diags) = compile_one(model, inv, cfg, false);
     if !model.rules.iter().any(|r| r.audit) {
         return (full, diags);

@@ -18,7 +18,7 @@ use compiler::selector::{Op, Sel};
 use policy_lang::ir::{Direction, PolicyBody};
 use policy_lang::source::Span;
 use std::collections::HashMap;
-use verifier::{Answer, Bool, EdgeFlow, Encoder};
+use verifier::{Answer, Ast, Bool, EdgeFlow, Encoder};
 
 /// What one satisfiability question over every kind of peer gave.
 enum Sat {
@@ -48,6 +48,13 @@ impl Ctx<'_, '_> {
         let conds = std::iter::once((pods(self.flow), &self.flow.proto))
             .chain(self.edges.iter().map(|e| (edge(e), &e.proto)));
         for (c, proto) in conds {
+            // Most rules cannot meet most kinds of peer (an ingress rule
+            // and a flow the pod sends, a selector and an address): such a
+            // condition simplifies to false and costs no check.
+            let c = c.simplify();
+            if c.as_bool() == Some(false) {
+                continue;
+            }
             self.solver.push();
             self.solver.assert(&c);
             self.solver.assert(self.enc.sendable(proto));
@@ -105,6 +112,24 @@ fn needs_namespace(sel: &Sel) -> bool {
     })
 }
 
+/// Whether two selectors can select one pod: not when both ask a key
+/// (of one source) for disjoint values, or one asks for a key the other
+/// says is absent. A cheap filter before the solver, never a proof.
+fn may_overlap(a: &Sel, b: &Sel) -> bool {
+    !a.reqs.iter().any(|x| {
+        b.reqs.iter().any(|y| {
+            x.key == y.key
+                && x.source == y.source
+                && match (x.op, y.op) {
+                    (Op::In, Op::In) => !x.values.iter().any(|v| y.values.contains(v)),
+                    (Op::In | Op::Exists, Op::DoesNotExist)
+                    | (Op::DoesNotExist, Op::In | Op::Exists) => true,
+                    _ => false,
+                }
+        })
+    })
+}
+
 fn admits_any_namespace(nr: &NRule) -> bool {
     match &nr.peers {
         Peers::Any(sels) => sels
@@ -149,14 +174,14 @@ pub(crate) fn run(
             .and_then(|o| spans.get(&(o.file.clone(), o.line, o.col)).copied())
             .unwrap_or(r.name_span)
     };
-    let has_deny = |dir: Direction| {
+    // The rules with denies, per direction: the only ones SL122 asks.
+    let deny_rules = [Direction::Ingress, Direction::Egress].map(|dir| {
         model
             .rules
             .iter()
-            .any(|r| !r.audit && r.rules.iter().any(|nr| nr.deny && nr.dir == dir))
-    };
-    let has_deny = [has_deny(Direction::Ingress), has_deny(Direction::Egress)];
-    let allowed = enc.allowed(&flow);
+            .filter(|x| !x.audit && x.rules.iter().any(|y| y.deny && y.dir == dir))
+            .collect::<Vec<_>>()
+    });
     let mut shadowed_spans = Vec::new();
     for r in model.rules.iter().filter(|r| !r.audit) {
         // Host policies select nodes, which possible pods are not.
@@ -184,19 +209,39 @@ pub(crate) fn run(
                 continue;
             }
             if admits_any_namespace(nr) {
-                match new_namespace(&ctx, input, s, r, nr, &allowed, span) {
+                let res = new_namespace(&ctx, &model, input, s, r, nr, span);
+                match res {
                     Ok(Some(f)) => out.push(f),
                     Ok(None) => {}
                     Err(e) => internal.push(e),
                 }
             }
-            if has_deny[compiler::model::dir_index(nr.dir)] {
-                let d = nr.dir;
+            // Only denies whose subjects can meet this rule's can shadow it
+            // (most are in other namespaces): they alone are asked.
+            let Subject::Endpoints(mine) = &r.subject else {
+                continue;
+            };
+            let overlapping = |d: &NPolicyRule| match &d.subject {
+                Subject::Endpoints(theirs) => may_overlap(mine, theirs),
+                Subject::Nodes(_) => false,
+            };
+            let d = nr.dir;
+            let some_deny = deny_rules[compiler::model::dir_index(d)]
+                .iter()
+                .any(|x| overlapping(x));
+            if some_deny {
                 let open = |f: &verifier::SymFlow| {
-                    Bool::and(&[enc.rule_matches(r, nr, f), enc.denied(d, f).not()])
+                    Bool::and(&[
+                        enc.rule_matches(r, nr, f),
+                        enc.denied(d, f, &overlapping).not(),
+                    ])
                 };
                 let open_edge = |e: &EdgeFlow| {
-                    Bool::and(&[enc.rule_matches_edge(r, nr, e), enc.denied_edge(e).not()])
+                    let m = enc.rule_matches_edge(r, nr, e);
+                    if m.simplify().as_bool() == Some(false) {
+                        return m;
+                    }
+                    Bool::and(&[m, enc.denied_edge(e, &overlapping).not()])
                 };
                 match ctx.any_peer(&open, &open_edge) {
                     Sat::Yes => {}
@@ -228,13 +273,14 @@ pub(crate) fn run(
 
 /// SL120: a pod of a new, unlabelled namespace that the rule lets
 /// through end to end, confirmed by compiling it in.
+#[allow(clippy::too_many_arguments)]
 fn new_namespace(
     ctx: &Ctx<'_, '_>,
+    model: &Model,
     input: &Input<'_>,
     s: &Solver<'_>,
     r: &NPolicyRule,
     nr: &NRule,
-    allowed: &Bool,
     span: Span,
 ) -> Result<Option<Finding>, String> {
     let f = ctx.flow;
@@ -242,9 +288,28 @@ fn new_namespace(
         Direction::Ingress => &f.src,
         Direction::Egress => &f.dst,
     };
+    // The end-to-end verdict, from the rules that can select the two
+    // pods: the outsider is in a new namespace (no rule naming its
+    // namespace selects it), the subject is selected by this rule (no rule
+    // whose subject is disjoint from it selects it).
+    let Subject::Endpoints(mine) = &r.subject else {
+        return Ok(None);
+    };
+    let near = |x: &NPolicyRule| match &x.subject {
+        Subject::Endpoints(theirs) => may_overlap(mine, theirs),
+        Subject::Nodes(_) => false,
+    };
+    let anywhere = |x: &NPolicyRule| match &x.subject {
+        Subject::Endpoints(theirs) => !needs_namespace(theirs),
+        Subject::Nodes(_) => false,
+    };
+    let allowed = match nr.dir {
+        Direction::Ingress => ctx.enc.allowed_among(f, &anywhere, &near),
+        Direction::Egress => ctx.enc.allowed_among(f, &near, &anywhere),
+    };
     ctx.solver.push();
     ctx.solver.assert(ctx.enc.rule_matches(r, nr, f));
-    ctx.solver.assert(allowed);
+    ctx.solver.assert(&allowed);
     ctx.solver.assert(ctx.enc.new_unlabelled_namespace(peer));
     ctx.solver.assert(ctx.enc.sendable(&f.proto));
     let answer = ctx.enc.witness(ctx.solver, f, true);
@@ -260,7 +325,7 @@ fn new_namespace(
     let inv = input.inventory.unwrap_or(&empty);
     // A witness the compiler does not confirm is a bug of the symbolic
     // semantics, never a finding about the policy.
-    verifier::confirm(&w, input.set, input.sources, inv, s.config)
+    verifier::confirm(&w, model, inv, s.config)
         .map_err(|e| format!("{}: {e}", ALLOW_ADMITS_NEW_NAMESPACES.code))?;
     let (outsider, what) = match nr.dir {
         Direction::Ingress => (&w.src, "from"),

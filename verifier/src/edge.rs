@@ -250,7 +250,7 @@ impl Encoder<'_> {
         } else {
             Direction::Ingress
         };
-        self.direction_at(dir, &e.pod, peer, &e.port, &e.proto)
+        self.direction_at(dir, &e.pod, peer, &e.port, &e.proto, &|_| true)
     }
 
     /// Is there an edge flow between a pod meeting `pod` and a peer
@@ -440,8 +440,7 @@ impl EdgeWitness {
 /// finding).
 pub fn confirm_edge(
     w: &EdgeWitness,
-    set: &policy_lang::ir::PolicySet,
-    sources: &policy_lang::source::SourceMap,
+    model: &Model,
     inv: &Inventory,
     cfg: &Config,
 ) -> Result<(), String> {
@@ -450,7 +449,7 @@ pub fn confirm_edge(
         _ => Vec::new(),
     };
     let (inv, names) = with_pods(inv, &[("pod", &w.pod)], &avoid)?;
-    let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
+    let (compiled, _) = compiler::compile::compile_model(model, &inv, cfg);
     let pod = PeerRef::Pod(names[0].clone());
     let (from, to) = if w.pod_is_src {
         (pod, w.other.clone())

@@ -30,7 +30,7 @@ use compiler::model::{Model, NPolicyRule, NPort, NRule, PeerSel, Peers, PortSel,
 use compiler::selector::{Op, Req, Sel};
 use policy_lang::ir::{Cidr, Direction, Entity};
 use std::collections::{BTreeMap, BTreeSet};
-pub use z3::ast::Bool;
+pub use z3::ast::{Ast, Bool};
 use z3::ast::{Int, BV};
 pub use z3::{SatResult, Solver};
 
@@ -408,11 +408,21 @@ impl<'a> Encoder<'a> {
     /// What `fromRequires`/`toRequires` of every rule selecting `subject`
     /// ask of the peer in the direction: they restrict endpoint peers.
     fn requires(&self, d: usize, subject: &SymPod, peer: PeerT<'_>) -> Bool {
+        self.requires_among(d, subject, peer, &|_| true)
+    }
+
+    fn requires_among(
+        &self,
+        d: usize,
+        subject: &SymPod,
+        peer: PeerT<'_>,
+        keep: &dyn Fn(&NPolicyRule) -> bool,
+    ) -> Bool {
         all(self
             .model
             .rules
             .iter()
-            .filter(|r| !r.audit && !r.requires[d].is_empty())
+            .filter(|r| !r.audit && !r.requires[d].is_empty() && keep(r))
             .map(|r| {
                 let needs = all(r.requires[d]
                     .iter()
@@ -576,7 +586,37 @@ impl<'a> Encoder<'a> {
             Direction::Egress => (&f.src, &f.dst),
             Direction::Ingress => (&f.dst, &f.src),
         };
-        self.direction_at(dir, subject, PeerT::Pod(peer), &f.port, &f.proto)
+        self.direction_at(dir, subject, PeerT::Pod(peer), &f.port, &f.proto, &|_| true)
+    }
+
+    /// `allowed`, reading only the rules `keep_src` passes for the
+    /// source's egress and `keep_dst` for the destination's ingress: exact
+    /// when the rules left out cannot select that pod under what the
+    /// query asserts of it (their subjects cannot meet it).
+    pub fn allowed_among(
+        &self,
+        f: &SymFlow,
+        keep_src: &dyn Fn(&NPolicyRule) -> bool,
+        keep_dst: &dyn Fn(&NPolicyRule) -> bool,
+    ) -> Bool {
+        Bool::and(&[
+            self.direction_at(
+                Direction::Egress,
+                &f.src,
+                PeerT::Pod(&f.dst),
+                &f.port,
+                &f.proto,
+                keep_src,
+            ),
+            self.direction_at(
+                Direction::Ingress,
+                &f.dst,
+                PeerT::Pod(&f.src),
+                &f.port,
+                &f.proto,
+                keep_dst,
+            ),
+        ])
     }
 
     /// The verdict of the direction at pod `subject` for a flow with
@@ -589,16 +629,17 @@ impl<'a> Encoder<'a> {
         peer: PeerT<'_>,
         port: &BV,
         proto: &Int,
+        keep: &dyn Fn(&NPolicyRule) -> bool,
     ) -> Bool {
         let d = compiler::model::dir_index(dir);
-        let requires = self.requires(d, subject, peer);
+        let requires = self.requires_among(d, subject, peer, keep);
         let (mut enforced, mut allow, mut deny) = (Vec::new(), Vec::new(), Vec::new());
         // A node reaches its own pods whatever the allows say; a deny
         // still wins over it, as in the compiled map.
         if dir == Direction::Ingress && self.cfg.allow_localhost && peer == PeerT::Reserved(HOST) {
             allow.push(Bool::from_bool(true));
         }
-        for r in self.model.rules.iter().filter(|r| !r.audit) {
+        for r in self.model.rules.iter().filter(|r| !r.audit && keep(r)) {
             if matches!(r.subject, Subject::Nodes(_)) {
                 continue;
             }
@@ -666,6 +707,7 @@ impl<'a> Encoder<'a> {
         self.rule_match_at(r, nr, &e.pod, e.peer(), &e.port, &e.proto)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn denied_at(
         &self,
         dir: Direction,
@@ -673,12 +715,18 @@ impl<'a> Encoder<'a> {
         peer: PeerT<'_>,
         port: &BV,
         proto: &Int,
+        keep: &dyn Fn(&NPolicyRule) -> bool,
     ) -> Bool {
         any(self
             .model
             .rules
             .iter()
-            .filter(|r| !r.audit && matches!(r.subject, Subject::Endpoints(_)))
+            .filter(|r| {
+                !r.audit
+                    && matches!(r.subject, Subject::Endpoints(_))
+                    && r.rules.iter().any(|nr| nr.deny && nr.dir == dir)
+                    && keep(r)
+            })
             .flat_map(|r| {
                 r.rules
                     .iter()
@@ -689,23 +737,25 @@ impl<'a> Encoder<'a> {
             .collect())
     }
 
-    /// Whether a deny of the direction matches the pod-to-pod flow.
-    pub fn denied(&self, dir: Direction, f: &SymFlow) -> Bool {
+    /// Whether a deny of the direction, of the rules `keep` passes,
+    /// matches the pod-to-pod flow.
+    pub fn denied(&self, dir: Direction, f: &SymFlow, keep: &dyn Fn(&NPolicyRule) -> bool) -> Bool {
         let (subject, peer) = match dir {
             Direction::Egress => (&f.src, &f.dst),
             Direction::Ingress => (&f.dst, &f.src),
         };
-        self.denied_at(dir, subject, PeerT::Pod(peer), &f.port, &f.proto)
+        self.denied_at(dir, subject, PeerT::Pod(peer), &f.port, &f.proto, keep)
     }
 
-    /// Whether a deny of the pod's direction matches the edge flow.
-    pub fn denied_edge(&self, e: &EdgeFlow) -> Bool {
+    /// Whether a deny of the pod's direction, of the rules `keep` passes,
+    /// matches the edge flow.
+    pub fn denied_edge(&self, e: &EdgeFlow, keep: &dyn Fn(&NPolicyRule) -> bool) -> Bool {
         let dir = if e.pod_is_src {
             Direction::Egress
         } else {
             Direction::Ingress
         };
-        self.denied_at(dir, &e.pod, e.peer(), &e.port, &e.proto)
+        self.denied_at(dir, &e.pod, e.peer(), &e.port, &e.proto, keep)
     }
 
     /// The pod is in a namespace that does not exist yet and carries no
@@ -1048,9 +1098,26 @@ impl Encoder<'_> {
                 }
             }
         }
+        // A witness without named ports adds no name to the egress
+        // resolution when it is compiled in.
+        for pod in pods {
+            for (has, _, _) in pod.named.values() {
+                prefs.push(has.not());
+            }
+        }
         prefs.push(proto.eq(int(6)));
         prefs.push(port.eq(BV::from_u64(0, 16)).not());
         prefs.extend(extra);
+        // All at once first: when they can all hold, one check instead of
+        // one per preference.
+        solver.push();
+        solver.assert(all(prefs.clone()));
+        if solver.check() == z3::SatResult::Sat {
+            let m = solver.get_model();
+            solver.pop(1);
+            return m.or(Some(first));
+        }
+        solver.pop(1);
         let mut kept = 0;
         for p in prefs {
             solver.push();
@@ -1361,15 +1428,9 @@ fn with_pods(
 /// policies and judges the flow with `simulate`: the concrete verdict
 /// must be the formula's. `Err` is a bug of the symbolic semantics, to be
 /// reported as such, never as a finding.
-pub fn confirm(
-    w: &Witness,
-    set: &policy_lang::ir::PolicySet,
-    sources: &policy_lang::source::SourceMap,
-    inv: &Inventory,
-    cfg: &Config,
-) -> Result<(), String> {
+pub fn confirm(w: &Witness, model: &Model, inv: &Inventory, cfg: &Config) -> Result<(), String> {
     let (inv, names) = with_pods(inv, &[("src", &w.src), ("dst", &w.dst)], &[])?;
-    let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
+    let (compiled, _) = compiler::compile::compile_model(model, &inv, cfg);
     let flow = simulator::flow::Flow::new(
         simulator::flow::PeerRef::Pod(names[0].clone()),
         simulator::flow::PeerRef::Pod(names[1].clone()),
@@ -1397,13 +1458,12 @@ pub fn confirm(
 pub fn confirm_uncovered(
     pod: &WitnessPod,
     dir: Direction,
-    set: &policy_lang::ir::PolicySet,
-    sources: &policy_lang::source::SourceMap,
+    model: &Model,
     inv: &Inventory,
     cfg: &Config,
 ) -> Result<(), String> {
     let (inv, names) = with_pods(inv, &[("pod", pod)], &[])?;
-    let (compiled, _) = compiler::compile::compile(set, sources, &inv, cfg);
+    let (compiled, _) = compiler::compile::compile_model(model, &inv, cfg);
     let e = compiled
         .endpoint(&names[0])
         .ok_or_else(|| format!("the witness {} is not an endpoint", names[0]))?;
@@ -1437,8 +1497,6 @@ pub struct Exposure {
 /// The inputs of one side of `exposure`.
 pub struct Side<'a> {
     pub model: &'a Model,
-    pub set: &'a policy_lang::ir::PolicySet,
-    pub sources: &'a policy_lang::source::SourceMap,
 }
 
 /// Pairs of possible pods (and a port) whose verdict differs between the
@@ -1492,8 +1550,8 @@ pub fn exposure(
                 ..w.clone()
             };
             let checks = [
-                confirm(&before, base.set, base.sources, inv, cfg),
-                confirm(&w, head.set, head.sources, inv, cfg),
+                confirm(&before, base.model, inv, cfg),
+                confirm(&w, head.model, inv, cfg),
             ];
             if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
                 out.internal.push(e);
@@ -1592,8 +1650,8 @@ fn edge_changes(
             ..w.clone()
         };
         let checks = [
-            confirm_edge(&before, base.set, base.sources, inv, cfg),
-            confirm_edge(&w, head.set, head.sources, inv, cfg),
+            confirm_edge(&before, base.model, inv, cfg),
+            confirm_edge(&w, head.model, inv, cfg),
         ];
         if let Some(Err(err)) = checks.into_iter().find(Result::is_err) {
             out.internal.push(err);

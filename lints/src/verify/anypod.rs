@@ -195,6 +195,7 @@ struct Ctx<'a, 'e> {
     w: &'a World<'a>,
     ap: &'a AnyPod<'a>,
     enc: &'a Encoder<'e>,
+    model: &'a compiler::model::Model,
     solver: &'a verifier::Solver,
     flow: &'a verifier::SymFlow,
     /// The pod of flows whose other side is not a pod.
@@ -261,16 +262,12 @@ impl Ctx<'_, '_> {
         {
             Answer::Holds => Outcome::Holds,
             Answer::Unknown(why) => Outcome::Finding(undecided(a, &why)),
-            Answer::Broken(wit) => match verifier::confirm(
-                &wit,
-                self.ap.set,
-                self.ap.sources,
-                self.w.inventory,
-                self.ap.config,
-            ) {
-                Err(e) => Outcome::Internal(format!("assertion `{}`: {e}", a.name)),
-                Ok(()) => Outcome::Broken(witness_finding(a, &wit, q.want_allowed)),
-            },
+            Answer::Broken(wit) => {
+                match verifier::confirm(&wit, self.model, self.w.inventory, self.ap.config) {
+                    Err(e) => Outcome::Internal(format!("assertion `{}`: {e}", a.name)),
+                    Ok(()) => Outcome::Broken(witness_finding(a, &wit, q.want_allowed)),
+                }
+            }
         }
     }
 
@@ -291,16 +288,12 @@ impl Ctx<'_, '_> {
         {
             EdgeAnswer::Holds => Outcome::Holds,
             EdgeAnswer::Unknown(why) => Outcome::Finding(undecided(a, &why)),
-            EdgeAnswer::Broken(wit) => match verifier::confirm_edge(
-                &wit,
-                self.ap.set,
-                self.ap.sources,
-                self.w.inventory,
-                self.ap.config,
-            ) {
-                Err(e) => Outcome::Internal(format!("assertion `{}`: {e}", a.name)),
-                Ok(()) => Outcome::Broken(edge_finding(a, &wit, q.want_allowed)),
-            },
+            EdgeAnswer::Broken(wit) => {
+                match verifier::confirm_edge(&wit, self.model, self.w.inventory, self.ap.config) {
+                    Err(e) => Outcome::Internal(format!("assertion `{}`: {e}", a.name)),
+                    Ok(()) => Outcome::Broken(edge_finding(a, &wit, q.want_allowed)),
+                }
+            }
         }
     }
 }
@@ -364,6 +357,7 @@ pub(super) fn symbolic(
         w,
         ap,
         enc: &enc,
+        model: &model,
         solver: &solver,
         flow: &f,
         edge_pod: &edge_pod,
@@ -521,8 +515,7 @@ fn covered(ctx: &Ctx<'_, '_>, a: &Assertion, of: &Bool, direction: Coverage) -> 
                 return match verifier::confirm_uncovered(
                     &pod,
                     dir,
-                    ctx.ap.set,
-                    ctx.ap.sources,
+                    ctx.model,
                     ctx.w.inventory,
                     ctx.ap.config,
                 ) {
