@@ -387,7 +387,7 @@ fn any_pod_asks_outside_addresses_and_entities_too() {
         .iter()
         .filter_map(|f| f["message"].as_str())
         .collect();
-    assert_eq!(messages.len(), 3, "{v}");
+    assert_eq!(messages.len(), 4, "{v}");
     // A backend of another namespace reaches the internet: the address is
     // outside the exception and not 0.0.0.0/8.
     let internet = messages[0];
@@ -420,6 +420,15 @@ fn any_pod_asks_outside_addresses_and_entities_too() {
         messages[2].contains("remote-node → ") && messages[2].contains("{app=db}"),
         "{}",
         messages[2]
+    );
+    // A tools pod labelled app=monitoring reaches the kubelet: the host
+    // policy of the node lets it in.
+    assert!(
+        messages[3].contains(
+            "tools {app=monitoring} → node node-a (192.168.0.1) 10250/TCP would be allowed"
+        ),
+        "{}",
+        messages[3]
     );
     // The private range stays denied for any payments pod.
     assert!(!messages.iter().any(|m| m.contains("private range")), "{v}");

@@ -752,7 +752,7 @@ pub fn egress_resolution(all: &BTreeSet<(u16, u8)>) -> BTreeSet<(u16, u8)> {
     unique
 }
 
-fn node_label_set(n: &NodeInfo) -> LabelSet {
+pub fn node_label_set(n: &NodeInfo) -> LabelSet {
     LabelSet::from_labels(n.labels.iter().map(|(k, v)| Label::k8s(k, v)).collect())
 }
 

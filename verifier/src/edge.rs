@@ -21,11 +21,17 @@ pub struct SymAddr {
     pub v4: bool,
 }
 
-impl EdgeFlow {
-    pub(crate) fn peer(&self) -> PeerT<'_> {
-        match &self.other {
-            Other::Addr(a) => PeerT::Addr(a),
-            Other::Reserved(id) => PeerT::Reserved(*id),
+impl Encoder<'_> {
+    /// A formula of the pod's direction for the edge's peer, `f` given how
+    /// the pod sees it: a node's address is the host when the pod runs
+    /// there, the remote node otherwise.
+    pub(crate) fn at_pod(&self, e: &EdgeFlow, f: &dyn Fn(PeerT<'_>) -> Bool) -> Bool {
+        match &e.other {
+            Other::Addr(a) => f(PeerT::Addr(a)),
+            Other::Reserved(id) => f(PeerT::Reserved(*id)),
+            Other::Node(i) => self
+                .on_node(&e.pod, *i)
+                .ite(&f(PeerT::Reserved(HOST)), &f(self.remote_of(*i))),
         }
     }
 }
@@ -46,6 +52,10 @@ pub enum Other {
     Addr(SymAddr),
     /// A reserved identity (`host`, `remote-node`, `kube-apiserver`, ...).
     Reserved(u32),
+    /// The address of the inventory's node with this index: the host to
+    /// its own pods, a remote node to the others, and a host endpoint
+    /// that host policies (`nodeSelector`) may guard.
+    Node(usize),
 }
 
 /// A flow between a symbolic pod and a peer that is not a pod.
@@ -71,6 +81,8 @@ pub enum EdgeAnswer {
 pub struct EdgeWitness {
     /// For `diff --exposure`: the pod's labels that decide the change.
     pub matters: Option<Vec<Cond>>,
+    /// The node whose address `other` is, when it is a node's.
+    pub node: Option<String>,
     pub pod: WitnessPod,
     /// An address, or an entity by name.
     pub other: PeerRef,
@@ -206,19 +218,6 @@ impl Encoder<'_> {
         }
     }
 
-    /// Whether a rule selects nodes as peers (`fromNodes`/`toNodes`):
-    /// whether they select `host` depends on the node a pod runs on,
-    /// which a possible pod does not fix, so such `host` queries are left
-    /// to the inventory.
-    pub fn node_peers(&self) -> bool {
-        self.model.rules.iter().any(|r| {
-            r.rules.iter().any(|nr| match &nr.peers {
-                Peers::Any(sels) => sels.iter().any(|s| matches!(s, PeerSel::Nodes(_))),
-                _ => false,
-            })
-        })
-    }
-
     /// Addresses that belong to the cluster or to DNS answers.
     fn taken(&self) -> BTreeSet<IpAddr> {
         self.inv
@@ -244,13 +243,28 @@ impl Encoder<'_> {
 
     /// The L3/L4 verdict of an edge flow: the pod's direction decides.
     pub fn allowed_edge(&self, e: &EdgeFlow) -> Bool {
-        let peer = e.peer();
         let dir = if e.pod_is_src {
             Direction::Egress
         } else {
             Direction::Ingress
         };
-        self.direction_at(dir, &e.pod, peer, &e.port, &e.proto, &|_| true)
+        let at_pod = self.at_pod(e, &|peer| {
+            self.direction_at(dir, &e.pod, peer, &e.port, &e.proto, &|_| true)
+        });
+        match &e.other {
+            // The node's host endpoint has its say too: ingress when the
+            // pod sends, egress when it receives.
+            Other::Node(i) => {
+                let other_dir = if e.pod_is_src {
+                    Direction::Ingress
+                } else {
+                    Direction::Egress
+                };
+                let host = self.host_direction(other_dir, *i, &e.pod, &e.port, &e.proto);
+                Bool::and(&[at_pod, host])
+            }
+            _ => at_pod,
+        }
     }
 
     /// Is there an edge flow between a pod meeting `pod` and a peer
@@ -298,7 +312,7 @@ impl Encoder<'_> {
     ) -> (EdgeAnswer, Option<z3::Model>) {
         let taken = match &e.other {
             Other::Addr(_) => self.taken(),
-            Other::Reserved(_) => BTreeSet::new(),
+            Other::Reserved(_) | Other::Node(_) => BTreeSet::new(),
         };
         for _ in 0..MAX_TAKEN_RETRIES {
             let m = match solver.check() {
@@ -331,10 +345,19 @@ impl Encoder<'_> {
                         .unwrap_or("unknown")
                         .to_owned(),
                 ),
+                Other::Node(i) => match self.inv.nodes[*i].ips.first() {
+                    Some(ip) => PeerRef::Ip(*ip),
+                    None => return (EdgeAnswer::Unknown("the node has no address".into()), None),
+                },
+            };
+            let node = match &e.other {
+                Other::Node(i) => Some(self.inv.nodes[*i].name.clone()),
+                _ => None,
             };
             let num = m.eval(&e.port, true).and_then(|v| v.as_u64()).unwrap_or(0);
             let proto = m.eval(&e.proto, true).and_then(|v| v.as_i64()).unwrap_or(0);
             let w = EdgeWitness {
+                node,
                 matters: None,
                 pod: self.witness_pod(&m, &e.pod),
                 other,
@@ -354,15 +377,18 @@ impl Encoder<'_> {
     }
 
     /// The non-pod peers a possible pod can meet: outside addresses of
-    /// both families and the reserved identities (`host` only when no
-    /// rule selects nodes, see `node_peers`).
+    /// both families, the reserved identities, and the inventory's nodes'
+    /// addresses.
     pub fn others(&self) -> Vec<Other> {
         let mut v = vec![Other::Addr(self.addr(true)), Other::Addr(self.addr(false))];
         for &(id, _) in compiler::identity::RESERVED {
-            let world = matches!(id, WORLD | WORLD_IPV4 | WORLD_IPV6);
-            let node_dependent = id == HOST && self.node_peers();
-            if !(world || node_dependent) {
+            if !matches!(id, WORLD | WORLD_IPV4 | WORLD_IPV6) {
                 v.push(Other::Reserved(id));
+            }
+        }
+        for (i, n) in self.inv.nodes.iter().enumerate() {
+            if !n.ips.is_empty() {
+                v.push(Other::Node(i));
             }
         }
         v
@@ -416,10 +442,10 @@ fn read_addr(m: &z3::Model, a: &SymAddr) -> IpAddr {
 impl EdgeWitness {
     /// The flow as a reader names it.
     pub fn flow_text(&self) -> String {
-        let other = match &self.other {
-            PeerRef::Ip(ip) => ip.to_string(),
-            PeerRef::Entity(e) => e.clone(),
-            PeerRef::Pod(p) => p.clone(),
+        let other = match (&self.other, &self.node) {
+            (PeerRef::Ip(ip), Some(n)) => format!("node {n} ({ip})"),
+            (PeerRef::Ip(ip), None) => ip.to_string(),
+            (PeerRef::Entity(e) | PeerRef::Pod(e), _) => e.clone(),
         };
         let pod = self.pod.summary();
         let (a, b) = if self.pod_is_src {

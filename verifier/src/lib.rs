@@ -171,6 +171,9 @@ pub struct SymPod {
     labels: BTreeMap<String, Int>,
     /// Per port name: whether the pod has it, its number and protocol.
     named: BTreeMap<String, (Bool, BV, Int)>,
+    /// The index of the inventory node it runs on, -1 for none: it
+    /// decides only whether a node's address is its own host.
+    node: Int,
 }
 
 /// A peer of a direction: a pod, an address outside the cluster, or a
@@ -180,6 +183,8 @@ enum PeerT<'p> {
     Pod(&'p SymPod),
     Addr(&'p edge::SymAddr),
     Reserved(u32),
+    /// A remote node's own identity (`--enable-node-selector-labels`).
+    NodeId(usize),
 }
 
 impl PartialEq for PeerT<'_> {
@@ -303,10 +308,14 @@ impl<'a> Encoder<'a> {
             solver.assert(num.eq(BV::from_u64(0, 16)).not());
             named.insert(n.clone(), (has, num, proto));
         }
+        let node = Int::new_const(format!("{name}|node"));
+        solver.assert(node.ge(int(-1)));
+        solver.assert(node.lt(int(self.inv.nodes.len() as i64)));
         let pod = SymPod {
             name: name.to_owned(),
             labels,
             named,
+            node,
         };
         solver.assert(self.namespace_labels(&pod));
         pod
@@ -441,12 +450,36 @@ impl<'a> Encoder<'a> {
             PeerT::Pod(p) => self.sel(s, p),
             PeerT::Addr(a) => self.addr_identity(a, |labels| s.matches(labels)),
             PeerT::Reserved(id) => Bool::from_bool(s.matches(&reserved_labels(id))),
+            PeerT::NodeId(i) => Bool::from_bool(s.matches(&self.node_identity_labels(i))),
+        }
+    }
+
+    /// The labels of a remote node's identity: its labels and
+    /// `reserved:remote-node`.
+    fn node_identity_labels(&self, i: usize) -> compiler::labels::LabelSet {
+        use compiler::labels::Label;
+        let mut v: Vec<Label> = self.inv.nodes[i]
+            .labels
+            .iter()
+            .map(|(k, val)| Label::k8s(k, val))
+            .collect();
+        v.push(Label::reserved("remote-node"));
+        compiler::labels::LabelSet::from_labels(v)
+    }
+
+    /// How a pod sees node `i`'s address: `host` when it runs there, else
+    /// the remote node identity.
+    fn remote_of(&self, i: usize) -> PeerT<'static> {
+        if self.cfg.node_selector_labels {
+            PeerT::NodeId(i)
+        } else {
+            PeerT::Reserved(REMOTE_NODE)
         }
     }
 
     /// Whether the peer part of a rule matches the peer; `requires` is
     /// what the subject's rules require of endpoint peers.
-    fn peer(&self, nr: &NRule, requires: &Bool, peer: PeerT<'_>) -> Bool {
+    fn peer(&self, nr: &NRule, requires: &Bool, peer: PeerT<'_>, node: Option<&Int>) -> Bool {
         let sels = match &nr.peers {
             Peers::Nothing => return Bool::from_bool(false),
             Peers::All => return Bool::from_bool(true),
@@ -465,11 +498,28 @@ impl<'a> Encoder<'a> {
                         alts.push(self.cidr_rule(a, cidr, except));
                     }
                 }
-                // `fromNodes` selects nodes: the host peer is left to the
-                // inventory check (`node_peers`), pods and addresses are
-                // never nodes. `toFQDNs` addresses are DNS answers, which
-                // the address domain leaves out.
-                PeerSel::Nodes(_) | PeerSel::Fqdn(_) => {}
+                // `fromNodes` selects remote nodes by their labels, and the
+                // host when the subject's own node matches; pods and
+                // addresses are never nodes.
+                PeerSel::Nodes(sel) => match (peer, node) {
+                    (PeerT::NodeId(i), _) => {
+                        let n = &self.inv.nodes[i];
+                        alts.push(Bool::from_bool(
+                            sel.matches(&compiler::compile::node_label_set(n)),
+                        ));
+                    }
+                    (PeerT::Reserved(HOST), Some(node)) => {
+                        for (i, n) in self.inv.nodes.iter().enumerate() {
+                            if sel.matches(&compiler::compile::node_label_set(n)) {
+                                alts.push(node.eq(int(i as i64)));
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                // `toFQDNs` addresses are DNS answers, which the address
+                // domain leaves out.
+                PeerSel::Fqdn(_) => {}
             }
         }
         any(alts)
@@ -503,6 +553,10 @@ impl<'a> Encoder<'a> {
                 }
                 _ => Bool::from_bool(false),
             },
+            PeerT::NodeId(_) => Bool::from_bool(matches!(
+                e,
+                Entity::All | Entity::RemoteNode | Entity::Cluster
+            )),
             PeerT::Reserved(id) => Bool::from_bool(match e {
                 Entity::All => true,
                 Entity::World | Entity::WorldIpv4 | Entity::WorldIpv6 => false,
@@ -528,7 +582,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn port(&self, p: &NPort, egress: bool, own: &SymPod, port: &BV, proto: &Int) -> Bool {
+    fn port(&self, p: &NPort, egress: bool, own: Option<&SymPod>, port: &BV, proto: &Int) -> Bool {
         let bv = |v: u16| BV::from_u64(u64::from(v), 16);
         let proto_in = |ps: &[u8]| any(ps.iter().map(|x| proto.eq(int(i64::from(*x)))).collect());
         match &p.ports {
@@ -555,7 +609,7 @@ impl<'a> Encoder<'a> {
                 .filter(|(_, cp)| p.proto.is_none_or(|x| x == *cp))
                 .map(|(n, cp)| Bool::and(&[proto.eq(int(i64::from(*cp))), port.eq(bv(*n))]))
                 .collect()),
-            PortSel::Named(name) => match own.named.get(name) {
+            PortSel::Named(name) => match own.and_then(|o| o.named.get(name)) {
                 Some((has, num, cproto)) => {
                     let mut v = vec![has.clone(), port.eq(num), proto.eq(cproto)];
                     if let Some(x) = p.proto {
@@ -568,7 +622,7 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    fn ports(&self, nr: &NRule, own: &SymPod, port: &BV, proto: &Int) -> Bool {
+    fn ports(&self, nr: &NRule, own: Option<&SymPod>, port: &BV, proto: &Int) -> Bool {
         let egress = nr.dir == Direction::Egress;
         match &nr.ports {
             None => Bool::from_bool(true),
@@ -651,8 +705,8 @@ impl<'a> Encoder<'a> {
                 // Named ports at ingress are the subject's own.
                 let m = Bool::and(&[
                     sel.clone(),
-                    self.peer(nr, &requires, peer),
-                    self.ports(nr, subject, port, proto),
+                    self.peer(nr, &requires, peer, Some(&subject.node)),
+                    self.ports(nr, Some(subject), port, proto),
                 ]);
                 if nr.deny {
                     deny.push(m);
@@ -665,6 +719,62 @@ impl<'a> Encoder<'a> {
             Bool::or(&[any(enforced).not(), any(allow)]),
             any(deny).not(),
         ])
+    }
+
+    /// The verdict at node `i`'s host endpoint for a flow with pod `peer`
+    /// (host policies: `nodeSelector` subjects); a node no host policy
+    /// selects has no host endpoint, and lets everything through.
+    pub(crate) fn host_direction(
+        &self,
+        dir: Direction,
+        i: usize,
+        peer: &SymPod,
+        port: &BV,
+        proto: &Int,
+    ) -> Bool {
+        let labels = compiler::compile::node_label_set(&self.inv.nodes[i]);
+        let rules: Vec<&NPolicyRule> = self
+            .model
+            .rules
+            .iter()
+            .filter(|r| !r.audit && matches!(&r.subject, Subject::Nodes(s) if s.matches(&labels)))
+            .collect();
+        if rules.is_empty() {
+            return Bool::from_bool(true);
+        }
+        let d = compiler::model::dir_index(dir);
+        let requires = all(rules
+            .iter()
+            .flat_map(|r| r.requires[d].iter())
+            .map(|t| self.sel(t, peer))
+            .collect());
+        let enforced = rules.iter().any(|r| r.default_deny[d]);
+        let (mut allow, mut deny) = (Vec::new(), Vec::new());
+        for r in &rules {
+            for nr in r.rules.iter().filter(|nr| nr.dir == dir) {
+                // A host endpoint has no container ports to name.
+                let m = Bool::and(&[
+                    self.peer(nr, &requires, PeerT::Pod(peer), None),
+                    self.ports(nr, None, port, proto),
+                ]);
+                if nr.deny {
+                    deny.push(m);
+                } else {
+                    allow.push(m);
+                }
+            }
+        }
+        let allowed = if enforced {
+            any(allow)
+        } else {
+            Bool::from_bool(true)
+        };
+        Bool::and(&[allowed, any(deny).not()])
+    }
+
+    /// The pod runs on node `i`.
+    pub(crate) fn on_node(&self, p: &SymPod, i: usize) -> Bool {
+        p.node.eq(int(i as i64))
     }
 
     /// Whether peer rule `nr` of `r` matches a flow at its subject: the
@@ -683,8 +793,8 @@ impl<'a> Encoder<'a> {
         let requires = self.requires(d, subject, peer);
         Bool::and(&[
             self.selects(&r.subject, subject),
-            self.peer(nr, &requires, peer),
-            self.ports(nr, subject, port, proto),
+            self.peer(nr, &requires, peer, Some(&subject.node)),
+            self.ports(nr, Some(subject), port, proto),
         ])
     }
 
@@ -704,7 +814,9 @@ impl<'a> Encoder<'a> {
         if (nr.dir == Direction::Egress) != e.pod_is_src {
             return Bool::from_bool(false);
         }
-        self.rule_match_at(r, nr, &e.pod, e.peer(), &e.port, &e.proto)
+        self.at_pod(e, &|peer| {
+            self.rule_match_at(r, nr, &e.pod, peer, &e.port, &e.proto)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -755,7 +867,9 @@ impl<'a> Encoder<'a> {
         } else {
             Direction::Ingress
         };
-        self.denied_at(dir, &e.pod, e.peer(), &e.port, &e.proto, keep)
+        self.at_pod(e, &|peer| {
+            self.denied_at(dir, &e.pod, peer, &e.port, &e.proto, keep)
+        })
     }
 
     /// The pod is in a namespace that does not exist yet and carries no
@@ -813,6 +927,12 @@ impl<'a> Encoder<'a> {
                 .unwrap_or(*self.vocab.others(key).start());
             eqs.push(var.eq(int(code)));
         }
+        let node = pod
+            .node
+            .as_ref()
+            .and_then(|n| self.inv.nodes.iter().position(|x| &x.name == n))
+            .map_or(-1, |i| i as i64);
+        eqs.push(sym.node.eq(int(node)));
         for (name, (has, num, proto)) in &sym.named {
             match pod
                 .ports
@@ -874,6 +994,8 @@ pub struct WitnessPod {
     pub service_account: Option<String>,
     /// (name, port, protocol)
     pub ports: Vec<(String, u16, u8)>,
+    /// The node it runs on, when the solver chose one.
+    pub node: Option<String>,
 }
 
 /// A condition on one label of a pod that decides a change.
@@ -1098,9 +1220,10 @@ impl Encoder<'_> {
                 }
             }
         }
-        // A witness without named ports adds no name to the egress
-        // resolution when it is compiled in.
+        // A node only where it matters; a witness without named ports adds
+        // no name to the egress resolution when it is compiled in.
         for pod in pods {
+            prefs.push(pod.node.eq(int(-1)));
             for (has, _, _) in pod.named.values() {
                 prefs.push(has.not());
             }
@@ -1201,7 +1324,14 @@ impl Encoder<'_> {
                 ports.push((name.clone(), port, p));
             }
         }
+        let node = m
+            .eval(&pod.node, true)
+            .and_then(|v| v.as_i64())
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.inv.nodes.get(i))
+            .map(|n| n.name.clone());
         WitnessPod {
+            node,
             new_namespace: (!existing).then_some(ns_labels),
             namespace,
             labels,
@@ -1296,6 +1426,9 @@ impl WitnessPod {
             }
         }
         s.push_str("spec:\n");
+        if let Some(n) = &self.node {
+            s.push_str(&format!("  nodeName: {n}\n"));
+        }
         if let Some(sa) = &self.service_account {
             s.push_str(&format!("  serviceAccountName: {sa}\n"));
         }
@@ -1403,7 +1536,7 @@ fn with_pods(
             namespace: p.namespace.clone(),
             labels: p.labels.clone(),
             service_account: p.service_account.clone().unwrap_or_default(),
-            node: inv.nodes.first().map(|n| n.name.clone()),
+            node: p.node.clone(),
             ips: vec![ip],
             host_network: false,
             ports: p

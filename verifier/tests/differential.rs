@@ -155,13 +155,17 @@ fn the_formula_for_addresses_and_entities_is_what_simulate_says() {
         vec(0..2usize, 3),
         vec(policy(), 0..5),
         proptest::bool::ANY,
+        proptest::bool::ANY,
     );
-    let result = runner.run(&strategy, |(pods, ns_team, policies, dual_stack)| {
+    let result = runner.run(&strategy, |(pods, ns_team, policies, dual_stack, node_labels)| {
         let inv = inventory(pods, ns_team);
-        let set = PolicySet { policies };
+        let set = PolicySet {
+            policies: policies.into_iter().map(host_policy).collect(),
+        };
         let sources = SourceMap::new();
         let cfg = Config {
             dual_stack,
+            node_selector_labels: node_labels,
             ..Config::default()
         };
         let (compiled, _) = compile(&set, &sources, &inv, &cfg);
@@ -177,11 +181,6 @@ fn the_formula_for_addresses_and_entities_is_what_simulate_says() {
             others.push((PeerRef::Ip(ip), verifier::Other::Addr(a), is));
         }
         for e in ENTITIES {
-            // Whether `fromNodes` selects the host depends on the pod's
-            // node: the symbolic side leaves that to the inventory.
-            if *e == "host" && enc.node_peers() {
-                continue;
-            }
             let id = compiler::identity::RESERVED
                 .iter()
                 .find(|(_, n)| n == e)
@@ -190,6 +189,13 @@ fn the_formula_for_addresses_and_entities_is_what_simulate_says() {
             others.push((
                 PeerRef::Entity((*e).to_owned()),
                 verifier::Other::Reserved(id),
+                Bool::from_bool(true),
+            ));
+        }
+        for (i, n) in inv.nodes.iter().enumerate() {
+            others.push((
+                PeerRef::Ip(n.ips[0]),
+                verifier::Other::Node(i),
                 Bool::from_bool(true),
             ));
         }
@@ -235,7 +241,8 @@ fn the_formula_for_addresses_and_entities_is_what_simulate_says() {
                             };
                             if got != want {
                                 return Err(TestCaseError::fail(format!(
-                                    "{flow:?} (dual stack {dual_stack}): formula {got}, simulate {want}"
+                                    "{flow:?} (dual stack {dual_stack}, node labels {node_labels}): formula {got}, simulate {want}\n{}",
+                                    policy_lang::render::render_set(&set)
                                 )));
                             }
                             cases.fetch_add(1, Ordering::Relaxed);
@@ -252,4 +259,31 @@ fn the_formula_for_addresses_and_entities_is_what_simulate_says() {
     let n = cases.load(Ordering::Relaxed);
     assert!(n >= 10_000, "only {n} cases were checked");
     eprintln!("{n} (policy set, pod, address or entity, protocol, port) cases agree");
+}
+
+/// Every other clusterwide policy becomes a host policy: the same rules
+/// for the nodes of a zone (or every node) instead of for pods.
+fn host_policy(mut p: policy_lang::ir::Policy) -> policy_lang::ir::Policy {
+    use policy_lang::ir::{LabelKey, PolicyBody, PolicyKind, Selector};
+    use simulator::testgen::sp;
+    if p.kind != PolicyKind::CiliumClusterwideNetworkPolicy || p.name.value.len().is_multiple_of(2)
+    {
+        return p;
+    }
+    if let PolicyBody::Cilium(c) = &mut p.body {
+        if let Some(r) = c.spec.as_mut() {
+            let zone = p.name.value.len() % 3;
+            r.endpoint_selector = None;
+            r.node_selector = Some(Selector {
+                loc: Default::default(),
+                match_labels: if zone == 2 {
+                    vec![]
+                } else {
+                    vec![(sp(LabelKey::parse("zone")), sp(format!("z{zone}")))]
+                },
+                match_expressions: vec![],
+            });
+        }
+    }
+    p
 }

@@ -41,11 +41,13 @@ enum Part<'s> {
         negate: bool,
     },
     Reserved(u32),
+    /// The address of the inventory's node with this index.
+    Node(usize),
 }
 
 /// The side of an assertion's peer, or `None` when the solver leaves it
 /// to the inventory check.
-fn sym_side<'p>(inv: &'p Inventory, enc: &Encoder<'_>, p: &PeerExpr) -> Option<SymSide<'p>> {
+fn sym_side<'p>(inv: &'p Inventory, p: &PeerExpr) -> Option<SymSide<'p>> {
     match &p.form {
         PeerForm::Entity(e) => match e.as_str() {
             "all" => Some(SymSide::Pattern(verifier::Pattern::default())),
@@ -57,9 +59,6 @@ fn sym_side<'p>(inv: &'p Inventory, enc: &Encoder<'_>, p: &PeerExpr) -> Option<S
                 families: vec![e == "world-ipv4"],
                 within: None,
             }),
-            // Whether `fromNodes` selects the host depends on the node a
-            // pod runs on, which a possible pod does not fix.
-            "host" if enc.node_peers() => None,
             name => compiler::identity::RESERVED
                 .iter()
                 .find(|(_, n)| *n == name)
@@ -89,7 +88,17 @@ fn sym_side<'p>(inv: &'p Inventory, enc: &Encoder<'_>, p: &PeerExpr) -> Option<S
     }
 }
 
-fn parts<'s>(side: &'s SymSide<'s>) -> Vec<Part<'s>> {
+fn parts<'s>(inv: &Inventory, side: &'s SymSide<'s>) -> Vec<Part<'s>> {
+    // A CIDR that holds nodes' addresses stands for those nodes too, as in
+    // the inventory check.
+    let nodes = |c: &Cidr| {
+        inv.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.ips.first().is_some_and(|ip| c.contains(&host_cidr(*ip))))
+            .map(|(i, _)| Part::Node(i))
+            .collect::<Vec<_>>()
+    };
     match side {
         SymSide::Pattern(_) | SymSide::Pod(_) => vec![Part::Pods {
             side: Some(side),
@@ -102,8 +111,17 @@ fn parts<'s>(side: &'s SymSide<'s>) -> Vec<Part<'s>> {
                 within: within.as_ref(),
                 negate: false,
             })
+            .chain(within.iter().flat_map(nodes))
             .collect(),
         SymSide::Reserved(id) => vec![Part::Reserved(*id)],
+    }
+}
+
+fn host_cidr(ip: std::net::IpAddr) -> Cidr {
+    Cidr {
+        addr: ip,
+        prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+        bare: true,
     }
 }
 
@@ -128,13 +146,10 @@ fn complement<'s>(inv: &Inventory, side: &'s SymSide<'s>) -> Vec<Part<'s>> {
         ],
         SymSide::Addr { families, within } => {
             let holds_pods = within.as_ref().is_some_and(|c| {
-                inv.pods.iter().flat_map(|p| &p.ips).any(|ip| {
-                    c.contains(&Cidr {
-                        addr: *ip,
-                        prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-                        bare: true,
-                    })
-                })
+                inv.pods
+                    .iter()
+                    .flat_map(|p| &p.ips)
+                    .any(|ip| c.contains(&host_cidr(*ip)))
             });
             let mut v = Vec::new();
             if !holds_pods {
@@ -224,6 +239,7 @@ impl Ctx<'_, '_> {
         match part {
             Part::Pods { .. } => None,
             Part::Reserved(id) => Some((Other::Reserved(id), Bool::from_bool(true))),
+            Part::Node(i) => Some((Other::Node(i), Bool::from_bool(true))),
             Part::Addr { v4, within, negate } => {
                 let a = self.enc.addr(v4);
                 let inside = match within {
@@ -311,8 +327,8 @@ pub(super) fn symbolic(
     let mut enc = Encoder::new(&model, w.inventory, ap.config);
     // Every value the assertions name joins the vocabulary first.
     let mut patterns: Vec<verifier::Pattern> = Vec::new();
-    let mut learn = |p: &PeerExpr, enc: &Encoder<'_>| {
-        if let Some(SymSide::Pattern(pat)) = sym_side(w.inventory, enc, p) {
+    let mut learn = |p: &PeerExpr, _: &Encoder<'_>| {
+        if let Some(SymSide::Pattern(pat)) = sym_side(w.inventory, p) {
             patterns.push(pat);
         }
     };
@@ -365,7 +381,7 @@ pub(super) fn symbolic(
     let ports = |ps: &[PortRange]| -> Vec<(u8, u16, u16)> {
         ps.iter().map(|p| (p.protocol, p.lo, p.hi)).collect()
     };
-    let side = |p: &PeerExpr| sym_side(w.inventory, &enc, p);
+    let side = |p: &PeerExpr| sym_side(w.inventory, p);
     let (mut checked, mut inventory_only) = (0usize, 0usize);
     for (a, &ok) in assertions.iter().zip(held) {
         if !ok {
@@ -383,8 +399,8 @@ pub(super) fn symbolic(
                     continue;
                 };
                 let mut queries = vec![Query {
-                    from: parts(&fs),
-                    to: parts(&ts),
+                    from: parts(w.inventory, &fs),
+                    to: parts(w.inventory, &ts),
                     ports: if *expect == Expect::Isolated {
                         Vec::new()
                     } else {
@@ -394,8 +410,8 @@ pub(super) fn symbolic(
                 }];
                 if *expect == Expect::Isolated {
                     queries.push(Query {
-                        from: parts(&ts),
-                        to: parts(&fs),
+                        from: parts(w.inventory, &ts),
+                        to: parts(w.inventory, &fs),
                         ports: Vec::new(),
                         want_allowed: false,
                     });
@@ -416,7 +432,7 @@ pub(super) fn symbolic(
                     a,
                     &[Query {
                         from: complement(w.inventory, &fs),
-                        to: parts(&ts),
+                        to: parts(w.inventory, &ts),
                         ports: ports(ps),
                         want_allowed: false,
                     }],
@@ -438,14 +454,14 @@ pub(super) fn symbolic(
                 };
                 let from = match &fs {
                     None => complement(w.inventory, &inside),
-                    Some(s) => parts(s),
+                    Some(s) => parts(w.inventory, s),
                 };
                 run_all(
                     &ctx,
                     a,
                     &[Query {
                         from,
-                        to: parts(&inside),
+                        to: parts(w.inventory, &inside),
                         ports: Vec::new(),
                         want_allowed: false,
                     }],
