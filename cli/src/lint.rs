@@ -41,6 +41,8 @@ pub struct LintOptions {
     /// `--any-pod`: the solver rules run and assertions must hold for
     /// every pod that could exist (z3), each check within this budget.
     pub any_pod: Option<lints::Budget>,
+    /// Where SARIF and annotations place files and documents.
+    pub report: lints::output::ReportOptions,
 }
 
 /// The configuration in effect: `--config`, else the nearest sluice.toml.
@@ -346,7 +348,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                 }
                 serde_json::Value::Array(all)
             } else {
-                lints::output::sarif_with(&findings, &p.errors, sources)
+                lints::output::sarif_with_opts(&findings, &p.errors, sources, &o.report)
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             serde_json::to_writer_pretty(&mut out, &doc)
@@ -355,8 +357,8 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
                 .and_then(|()| out.flush())
         }
         LintFormat::Github => {
-            let mut text = lints::output::github_diagnostics(&p.errors, sources);
-            text.push_str(&lints::output::github(&findings, sources));
+            let mut text = lints::output::github_diagnostics_opts(&p.errors, sources, &o.report);
+            text.push_str(&lints::output::github_opts(&findings, sources, &o.report));
             std::io::stdout().lock().write_all(text.as_bytes())
         }
     };

@@ -86,6 +86,34 @@ impl Inputs {
 
 /// Settings of the Cilium being modelled where they change what policies
 /// mean (docs/divergences.md).
+/// Where SARIF and GitHub annotations say things are.
+#[derive(clap::Args, Clone, Debug)]
+struct ReportArgs {
+    /// Paths in SARIF and GitHub annotations are relative to this
+    /// directory (SARIF's `SRCROOT`); by default the repository around the
+    /// current directory (the nearest with `.git`), else the current one.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Base URL of the rule documents (`helpUri`, `informationUri`): a
+    /// mirror of docs/ for teams that cannot reach the default.
+    #[arg(long, value_name = "URL", default_value = lints::output::DOCS_URL)]
+    docs_url: String,
+}
+
+impl ReportArgs {
+    fn options(self) -> lints::output::ReportOptions {
+        let root = self.root.or_else(|| {
+            let cwd = std::env::current_dir().ok()?;
+            let repo = cwd.ancestors().find(|d| d.join(".git").exists());
+            Some(repo.unwrap_or(&cwd).to_path_buf())
+        });
+        lints::output::ReportOptions {
+            root,
+            docs_url: self.docs_url,
+        }
+    }
+}
+
 /// What each solver check may spend (`--any-pod`, `--exposure`).
 #[derive(clap::Args, Clone, Copy, Debug)]
 struct SolverArgs {
@@ -520,6 +548,8 @@ enum Command {
         #[command(flatten)]
         solver: SolverArgs,
         #[command(flatten)]
+        report: ReportArgs,
+        #[command(flatten)]
         semantics: Semantics,
     },
     /// Check invariants written in an assertions file (docs/assertions.md)
@@ -551,6 +581,8 @@ enum Command {
         any_pod: bool,
         #[command(flatten)]
         solver: SolverArgs,
+        #[command(flatten)]
+        report: ReportArgs,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -753,6 +785,7 @@ fn main() -> ExitCode {
             assertions,
             any_pod,
             solver,
+            report,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -767,6 +800,7 @@ fn main() -> ExitCode {
                 assertions,
                 only_assertions: false,
                 any_pod: any_pod.then_some(solver.budget()),
+                report: report.options(),
             },
             color,
         ),
@@ -779,6 +813,7 @@ fn main() -> ExitCode {
             map_capacity,
             any_pod,
             solver,
+            report,
             semantics,
         } => lint::lint(
             &lint::LintOptions {
@@ -793,6 +828,7 @@ fn main() -> ExitCode {
                 assertions: Some(assertions),
                 only_assertions: true,
                 any_pod: any_pod.then_some(solver.budget()),
+                report: report.options(),
             },
             color,
         ),

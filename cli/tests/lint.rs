@@ -285,3 +285,45 @@ fn graph_as_dot_and_mermaid() {
     let d = stdout(&dot);
     assert!(d.contains("digraph sluice"));
 }
+
+#[test]
+fn sarif_paths_follow_root() {
+    let abs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/lints/SL040/bad.yaml")
+        .canonicalize()
+        .expect("fixture");
+    let abs = abs.to_string_lossy().into_owned();
+    let sarif = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "lint",
+            "--no-config",
+            "-i",
+            "fixtures/lints/inventory.yaml",
+            "-o",
+            "sarif",
+            &abs,
+        ];
+        args.extend(extra);
+        serde_json::from_slice(&run(&args).stdout).expect("sarif")
+    };
+    // By default the repository around the working directory is the root.
+    let doc = sarif(&[]);
+    let loc = &doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"];
+    assert_eq!(loc["uri"], "fixtures/lints/SL040/bad.yaml", "{doc}");
+    assert_eq!(loc["uriBaseId"], "SRCROOT");
+    let doc = sarif(&[
+        "--root",
+        "fixtures/lints",
+        "--docs-url",
+        "https://mirror.example.test/docs",
+    ]);
+    let run0 = &doc["runs"][0];
+    assert_eq!(
+        run0["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "SL040/bad.yaml"
+    );
+    assert_eq!(
+        run0["tool"]["driver"]["rules"][0]["helpUri"],
+        "https://mirror.example.test/docs/lints/SL001.md"
+    );
+}

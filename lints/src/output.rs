@@ -9,6 +9,79 @@ use serde_json::{json, Value};
 /// Where the rules' documents live, for links in SARIF.
 pub const DOCS_BASE: &str = "docs/lints";
 
+/// Where the rule documents are published (docs/ of this repository);
+/// `--docs-url` points reports at a mirror.
+pub const DOCS_URL: &str = "https://sluice.dev/docs";
+
+/// Where machine-read reports (SARIF, GitHub annotations) say things are.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// Paths are written relative to this directory (the repository
+    /// root), SARIF's `SRCROOT`; files outside it keep absolute URIs.
+    pub root: Option<std::path::PathBuf>,
+    /// Base of the rule documents (`{docs_url}/lints/SL001.md`).
+    pub docs_url: String,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            root: None,
+            docs_url: DOCS_URL.to_owned(),
+        }
+    }
+}
+
+impl ReportOptions {
+    /// A file name as the report gives it: relative to the root when it
+    /// is inside it (`Some(true)`), absolute outside (`Some(false)`), as
+    /// given without a root (`None`).
+    fn place(&self, name: &str) -> (String, Option<bool>) {
+        let Some(root) = &self.root else {
+            return (name.to_owned(), None);
+        };
+        let path = std::path::Path::new(name);
+        if name.is_empty() || name == "-" || name.starts_with('<') {
+            return (name.to_owned(), Some(true));
+        }
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        };
+        let abs = abs.canonicalize().unwrap_or(abs);
+        let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+        match abs.strip_prefix(&root) {
+            Ok(rel) => (rel.to_string_lossy().into_owned(), Some(true)),
+            Err(_) => (abs.to_string_lossy().into_owned(), Some(false)),
+        }
+    }
+
+    /// A SARIF `artifactLocation`.
+    fn artifact(&self, name: &str) -> Value {
+        match self.place(name) {
+            (rel, Some(true)) => json!({"uri": uri(&rel), "uriBaseId": "SRCROOT"}),
+            (abs, Some(false)) => json!({"uri": file_uri(&abs)}),
+            (given, None) => json!({"uri": uri(&given)}),
+        }
+    }
+
+    /// The path a GitHub annotation names: relative to the root.
+    fn github_path(&self, name: &str) -> String {
+        self.place(name).0
+    }
+}
+
+/// An absolute path as a `file://` URI.
+fn file_uri(abs: &str) -> String {
+    let p = uri(&abs.replace('\\', "/"));
+    if p.starts_with('/') {
+        format!("file://{p}")
+    } else {
+        format!("file:///{p}")
+    }
+}
+
 fn level(s: Severity) -> Level {
     match s {
         Severity::Error => Level::Error,
@@ -140,14 +213,22 @@ fn uri(name: &str) -> String {
 /// The SARIF 2.1.0 log of a run: every rule of the registry in the driver
 /// (so code scanning can show their help), one result per finding.
 pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
+    sarif_opts(findings, sources, &ReportOptions::default())
+}
+
+/// [`sarif`] with paths and documents placed as `o` says.
+pub fn sarif_opts(findings: &[Finding], sources: &SourceMap, o: &ReportOptions) -> Value {
+    let docs = o.docs_url.trim_end_matches('/');
     let rules: Vec<Value> = crate::all_rules()
         .map(|r| {
+            let help_uri = format!("{docs}/lints/{}.md", r.code);
             json!({
                 "id": r.code,
                 "name": r.name,
                 "shortDescription": {"text": r.summary},
                 "fullDescription": {"text": r.why},
-                "help": {"text": format!("{}\n\n{}\n\nDocumented in {DOCS_BASE}/{}.md.", r.summary, r.why, r.code)},
+                "helpUri": help_uri,
+                "help": {"text": format!("{}\n\n{}\n\n{help_uri}", r.summary, r.why)},
                 "defaultConfiguration": {"level": sarif_level(r.severity)},
                 "properties": {"tags": if r.needs_inventory { vec!["inventory"] } else { vec!["policy"] }},
             })
@@ -173,7 +254,7 @@ pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
                         "id": i,
                         "message": {"text": r.message},
                         "physicalLocation": {
-                            "artifactLocation": {"uri": uri(sources.name(r.span.file))},
+                            "artifactLocation": o.artifact(sources.name(r.span.file)),
                             "region": {"startLine": r.span.line, "startColumn": r.span.col, "endLine": el, "endColumn": ec},
                         },
                     })
@@ -186,7 +267,7 @@ pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
                 "message": {"text": text},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": uri(&file)},
+                        "artifactLocation": o.artifact(&file),
                         "region": {"startLine": line, "startColumn": col, "endLine": end_line, "endColumn": end_col},
                     },
                 }],
@@ -197,13 +278,24 @@ pub fn sarif(findings: &[Finding], sources: &SourceMap) -> Value {
             result
         })
         .collect();
-    sarif_document(rules, results)
+    sarif_document(rules, results, o)
 }
 
 /// [`sarif`] with the input problems as results too, each under a rule of
 /// its diagnostic code (after the lint and verify rules).
 pub fn sarif_with(findings: &[Finding], diags: &[Diagnostic], sources: &SourceMap) -> Value {
-    let mut doc = sarif(findings, sources);
+    sarif_with_opts(findings, diags, sources, &ReportOptions::default())
+}
+
+/// [`sarif_with`] with paths and documents placed as `o` says.
+pub fn sarif_with_opts(
+    findings: &[Finding],
+    diags: &[Diagnostic],
+    sources: &SourceMap,
+    o: &ReportOptions,
+) -> Value {
+    let docs = o.docs_url.trim_end_matches('/');
+    let mut doc = sarif_opts(findings, sources, o);
     let mut codes: Vec<policy_lang::diag::Code> = diags.iter().map(|d| d.code).collect();
     codes.sort_by_key(|c| c.to_string());
     codes.dedup();
@@ -216,7 +308,8 @@ pub fn sarif_with(findings: &[Finding], diags: &[Diagnostic], sources: &SourceMa
                 "name": c.name(),
                 "shortDescription": {"text": c.summary()},
                 "fullDescription": {"text": c.summary()},
-                "help": {"text": format!("{}.\n\nDocumented in docs/diagnostics.md.", c.summary())},
+                "helpUri": format!("{docs}/diagnostics.md"),
+                "help": {"text": format!("{}.\n\n{docs}/diagnostics.md", c.summary())},
                 "defaultConfiguration": {"level": "error"},
                 "properties": {"tags": ["input"]},
             })
@@ -232,7 +325,7 @@ pub fn sarif_with(findings: &[Finding], diags: &[Diagnostic], sources: &SourceMa
                 text.push_str(h);
             }
             let file = d.file_name(sources).unwrap_or("").to_owned();
-            let mut location = json!({"physicalLocation": {"artifactLocation": {"uri": uri(&file)}}});
+            let mut location = json!({"physicalLocation": {"artifactLocation": o.artifact(&file)}});
             if let Some(s) = d.span {
                 let (el, ec) = sources.end_line_col(s);
                 location["physicalLocation"]["region"] = json!({"startLine": s.line, "startColumn": s.col, "endLine": el, "endColumn": ec});
@@ -259,19 +352,30 @@ pub fn sarif_with(findings: &[Finding], diags: &[Diagnostic], sources: &SourceMa
     doc
 }
 
-fn sarif_document(rules: Vec<Value>, results: Vec<Value>) -> Value {
+fn sarif_document(rules: Vec<Value>, results: Vec<Value>, o: &ReportOptions) -> Value {
+    let mut run = json!({
+        "tool": {"driver": {
+            "name": "sluice",
+            "version": env!("CARGO_PKG_VERSION"),
+            "semanticVersion": env!("CARGO_PKG_VERSION"),
+            "informationUri": o.docs_url.trim_end_matches('/'),
+            "rules": rules,
+        }},
+        "columnKind": "unicodeCodePoints",
+        "results": results,
+    });
+    if let Some(root) = &o.root {
+        let abs = root.canonicalize().unwrap_or_else(|_| root.clone());
+        let mut u = file_uri(&abs.to_string_lossy());
+        if !u.ends_with('/') {
+            u.push('/');
+        }
+        run["originalUriBaseIds"] = json!({"SRCROOT": {"uri": u}});
+    }
     json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "sluice",
-                "semanticVersion": env!("CARGO_PKG_VERSION"),
-                "rules": rules,
-            }},
-            "columnKind": "unicodeCodePoints",
-            "results": results,
-        }],
+        "runs": [run],
     })
 }
 
@@ -289,6 +393,15 @@ pub fn escape_property(s: &str) -> String {
 
 /// Input problems as workflow commands, before the findings.
 pub fn github_diagnostics(diags: &[Diagnostic], sources: &SourceMap) -> String {
+    github_diagnostics_opts(diags, sources, &ReportOptions::default())
+}
+
+/// [`github_diagnostics`] with paths relative to `o`'s root.
+pub fn github_diagnostics_opts(
+    diags: &[Diagnostic],
+    sources: &SourceMap,
+    o: &ReportOptions,
+) -> String {
     let mut out = String::new();
     for d in diags {
         let kind = if d.is_error() { "error" } else { "warning" };
@@ -298,7 +411,8 @@ pub fn github_diagnostics(diags: &[Diagnostic], sources: &SourceMap) -> String {
             message.push_str(h);
         }
         let message = policy_lang::excerpt::safe_text(&message);
-        let file = policy_lang::excerpt::safe_text(d.file_name(sources).unwrap_or(""));
+        let file =
+            policy_lang::excerpt::safe_text(&o.github_path(d.file_name(sources).unwrap_or("")));
         let place = match d.span {
             Some(s) => {
                 let (el, ec) = sources.end_line_col(s);
@@ -320,9 +434,15 @@ pub fn github_diagnostics(diags: &[Diagnostic], sources: &SourceMap) -> String {
 /// `::notice` line per finding, which the runner turns into annotations on
 /// the pull request's diff.
 pub fn github(findings: &[Finding], sources: &SourceMap) -> String {
+    github_opts(findings, sources, &ReportOptions::default())
+}
+
+/// [`github`] with paths relative to `o`'s root.
+pub fn github_opts(findings: &[Finding], sources: &SourceMap, o: &ReportOptions) -> String {
     let mut out = String::new();
     for f in findings {
         let (file, line, col, end_line, end_col) = position(f, sources);
+        let file = o.github_path(&file);
         let kind = match f.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
