@@ -804,6 +804,7 @@ pub fn trace(
     to: &str,
     port: &str,
     dns: &[String],
+    json: bool,
     color: bool,
 ) -> ExitCode {
     let mut answers = Vec::new();
@@ -866,6 +867,26 @@ pub fn trace(
         return ExitCode::from(2);
     }
     let mut o = std::io::stdout().lock();
+    if json {
+        let mut out = Vec::new();
+        for f in &flows {
+            match judge(c, f) {
+                Ok(outcome) => {
+                    let mut v = flow_json(c, f, &outcome, &[]);
+                    v["source"] = side_json(c, &f.from);
+                    v["destination"] = side_json(c, &f.to);
+                    out.push(v);
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        let doc = serde_json::json!({"schemaVersion": 1, "flows": out});
+        let _ = writeln!(o, "{doc:#}");
+        return ExitCode::SUCCESS;
+    }
     if flows.len() > 1 {
         let _ = writeln!(
             o,
@@ -895,6 +916,35 @@ pub fn trace(
         );
     }
     ExitCode::SUCCESS
+}
+
+/// A flow's side in `trace -o json`: the endpoint and its identity, or
+/// the identity an address or entity has.
+fn side_json(c: &Compiled, p: &PeerRef) -> serde_json::Value {
+    let side = simulator::eval::resolve(c, p).ok();
+    match side.as_ref().and_then(|sd| sd.endpoint) {
+        Some(ep) => serde_json::json!({
+            "endpoint": ep.name,
+            "identity": ep.identity,
+            "identityLabels": identity_name(c, ep.identity),
+            "node": ep.node,
+        }),
+        None => {
+            let id = match p {
+                PeerRef::Ip(ip) => Some(c.identity_of_ip(*ip, None)),
+                PeerRef::Entity(e) => compiler::identity::RESERVED
+                    .iter()
+                    .find(|(_, n)| n == e)
+                    .map(|(id, _)| *id),
+                PeerRef::Pod(_) => None,
+            };
+            serde_json::json!({
+                "peer": peer_text(p),
+                "identity": id,
+                "identityLabels": id.map(|i| identity_name(c, i)),
+            })
+        }
+    }
 }
 
 /// The lookups of one flow, step by step; its verdict.

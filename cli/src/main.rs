@@ -625,6 +625,10 @@ enum Command {
         /// A DNS answer for toFQDNs, `NAME=IP[,IP...]`; repeat for more.
         #[arg(long = "dns", value_name = "NAME=IPS")]
         dns: Vec<String>,
+        /// `text` (the lookups step by step), or `json`: one document with
+        /// each flow's verdict, steps, map entries and origins.
+        #[arg(short = 'o', long, value_enum, default_value_t = ObserveOutput::Text)]
+        output: ObserveOutput,
     },
 }
 
@@ -908,7 +912,16 @@ fn main() -> ExitCode {
             to,
             port,
             dns,
-        } => commands::trace(&inputs, &from, &to, &port, &dns, color),
+            output,
+        } => commands::trace(
+            &inputs,
+            &from,
+            &to,
+            &port,
+            &dns,
+            output == ObserveOutput::Json,
+            color,
+        ),
     }
 }
 

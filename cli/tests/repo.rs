@@ -177,6 +177,39 @@ fn policy_unit_tests_name_workloads_and_pass() {
     // A pod reaching itself through its Service never meets policy; the
     // default-deny namespace drops the others.
     assert!(out.contains("4 flows: 2 allowed, 2 denied"), "{out}");
+    // The same as one JSON document, a flow per traced pair.
+    let o = run(
+        "trace",
+        &[
+            "--replicas",
+            "2",
+            "--from",
+            "shop/web",
+            "--to",
+            "shop/service/web",
+            "--port",
+            "80/TCP",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("trace JSON");
+    assert_eq!(v["schemaVersion"], 1);
+    let flows = v["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 4, "{v:#}");
+    let verdicts: Vec<&str> = flows.iter().filter_map(|f| f["verdict"].as_str()).collect();
+    assert_eq!(
+        verdicts.iter().filter(|x| **x == "allowed").count(),
+        2,
+        "{v:#}"
+    );
+    assert!(
+        flows
+            .iter()
+            .all(|f| f["source"]["endpoint"].is_string() && f["steps"].is_array()),
+        "{v:#}"
+    );
     let o = run(
         "trace",
         &[
