@@ -14,9 +14,15 @@ use std::process::ExitCode;
 
 fn print_diags(diags: &[Diagnostic], sources: &SourceMap, color: bool) {
     let mut err = std::io::stderr().lock();
-    for d in diags {
+    // `-q`: the errors only.
+    for d in diags.iter().filter(|d| d.is_error() || !crate::quiet()) {
         let _ = write!(err, "{}", d.render(sources, color));
     }
+}
+
+/// `3 pods`, `1 pod`.
+fn plural_count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", plural(n, one, many))
 }
 
 /// Policies, inventory and compiled state, or the exit code when the input
@@ -110,6 +116,7 @@ pub(crate) struct Parsed {
 }
 
 pub(crate) fn parse_inputs(inputs: &Inputs, cluster: &ClusterTexts) -> Parsed {
+    let started = std::time::Instant::now();
     let cluster_texts: Vec<(String, String)> = cluster
         .policies
         .iter()
@@ -139,11 +146,22 @@ pub(crate) fn parse_inputs(inputs: &Inputs, cluster: &ClusterTexts) -> Parsed {
         &mut diags,
     );
     if let Some(note) = crate::skipped_summary(&loaded.skipped_files) {
-        eprintln!("note: policies: {note} (sluice validate -v lists them)");
+        crate::note(format!("policies: {note} (sluice validate -v lists them)"));
     }
     if let Some(note) = inventory.note() {
-        eprintln!("note: inventory: {note}");
+        crate::note(format!("inventory: {note}"));
     }
+    crate::stage(
+        format!(
+            "read {} from {}, and {}, {}, {}",
+            plural_count(loaded.set.policies.len(), "policy", "policies"),
+            plural_count(loaded.sources.len(), "file", "files"),
+            plural_count(inventory.pods.len(), "pod", "pods"),
+            plural_count(inventory.namespaces.len(), "namespace", "namespaces"),
+            plural_count(inventory.nodes.len(), "node", "nodes"),
+        ),
+        started,
+    );
     Parsed {
         loaded,
         inventory,
@@ -177,9 +195,21 @@ pub(crate) fn compile_parsed(
         return Err(ExitCode::from(2));
     }
     let policy_errors = loaded.error_count();
+    let started = std::time::Instant::now();
     let (compiled, compile_diags) = if policy_errors == 0 && !diags.iter().any(Diagnostic::is_error)
     {
-        compile_state(&loaded.set, &loaded.sources, &inventory, &cfg)
+        let out = compile_state(&loaded.set, &loaded.sources, &inventory, &cfg);
+        crate::stage(
+            format!(
+                "compiled {} and {} ({} policy {})",
+                plural_count(out.0.endpoints.len(), "endpoint", "endpoints"),
+                plural_count(out.0.identities.len(), "identity", "identities"),
+                out.0.maps.len(),
+                if out.0.maps.len() == 1 { "map" } else { "maps" },
+            ),
+            started,
+        );
+        out
     } else {
         (Compiled::default(), Vec::new())
     };
@@ -548,7 +578,7 @@ pub fn simulate(
     // and follow.
     let mut rest = match (format, output) {
         (Format::Hubble, SimOutput::Text | SimOutput::Table) if from_file => spool_file()
-            .map_err(|e| eprintln!("warning: flows are printed in input order: {e}"))
+            .map_err(|e| crate::warn(format!("flows are printed in input order: {e}")))
             .ok()
             .map(std::io::BufWriter::new),
         _ => None,
@@ -761,7 +791,7 @@ pub fn simulate(
         return ExitCode::from(2);
     }
     if sum.flows == 0 {
-        eprintln!("warning: {name} holds no flows: nothing was judged");
+        crate::warn(format!("{name} holds no flows: nothing was judged"));
     }
     if require_expectations && sum.expected == 0 {
         eprintln!("error: --require-expectations: no flow of {name} has an `expect`");

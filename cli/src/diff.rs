@@ -136,7 +136,9 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
         o.head_inventory.clone()
     };
     if inv_base.is_empty() && inv_head.is_empty() {
-        eprintln!("warning: no inventory (-i): no pod is selected, so no connection between pods can change");
+        crate::warn(
+            "no inventory (-i): no pod is selected, so no connection between pods can change",
+        );
     }
     let (base, head, base_name, head_name) = match &o.rev {
         Some(rev) => {

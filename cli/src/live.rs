@@ -379,7 +379,9 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     // time is measured once and kept current (the wall clock can be
     // stepped) for this process and for `sluice observe`.
     if let Err(e) = rec.calibrate_clock() {
-        eprintln!("warning: verdict events will carry the time they are read, not the time they were judged: {e}");
+        crate::warn(format!(
+            "verdict events will carry the time they are read, not the time they were judged: {e}"
+        ));
     }
     let mut anchored = Instant::now();
     if let Some(a) = adopted.filter(|a| a.endpoints > 0 || a.policy_entries > 0) {
@@ -505,7 +507,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                             println!("detached: {}", a.pruned.join(", "));
                         }
                         for r in &a.refused {
-                            eprintln!("warning: {r}; not enforced");
+                            crate::warn(format!("{r}; not enforced"));
                         }
                         if a.endpoints.is_empty() {
                             eprintln!(

@@ -25,8 +25,50 @@ struct Cli {
     /// When to colour output.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
     color: Color,
+    /// Say less on stderr: errors only, no warnings or notes (what goes to
+    /// stdout and the exit code do not change).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Say more on stderr: what was read and compiled, and how long each
+    /// stage took; `validate` also lists the files it passed over.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: warnings and notes are not printed.
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `-v`: stages and their times are printed.
+pub(crate) fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A warning on stderr, unless `-q`.
+pub(crate) fn warn(msg: impl std::fmt::Display) {
+    if !quiet() {
+        eprintln!("warning: {msg}");
+    }
+}
+
+/// A note on stderr, unless `-q`.
+pub(crate) fn note(msg: impl std::fmt::Display) {
+    if !quiet() {
+        eprintln!("note: {msg}");
+    }
+}
+
+/// With `-v`: a stage done, and how long it took.
+pub(crate) fn stage(what: impl std::fmt::Display, since: std::time::Instant) {
+    if verbose() {
+        eprintln!("sluice: {what} ({:.2} s)", since.elapsed().as_secs_f64());
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -300,9 +342,6 @@ enum Command {
         /// Largest accepted file, in MiB.
         #[arg(long, default_value_t = 32)]
         max_file_size: u64,
-        /// List the files of scanned directories that were passed over.
-        #[arg(short, long)]
-        verbose: bool,
         #[command(flatten)]
         semantics: Semantics,
     },
@@ -644,6 +683,8 @@ fn main() -> ExitCode {
             };
         }
     };
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     let color = match cli.color {
         Color::Always => true,
         Color::Never => false,
@@ -654,9 +695,9 @@ fn main() -> ExitCode {
             paths,
             output,
             max_file_size,
-            verbose,
             semantics,
         } => {
+            let verbose = cli.verbose;
             let opts = LoadOptions {
                 max_file_size: max_file_size.saturating_mul(1024 * 1024),
                 ..semantics.load_options()

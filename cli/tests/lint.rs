@@ -327,3 +327,47 @@ fn sarif_paths_follow_root() {
         "https://mirror.example.test/docs/lints/SL001.md"
     );
 }
+
+#[test]
+fn quiet_and_verbose_change_stderr_only() {
+    let args = |flag: Option<&'static str>| {
+        let mut v = vec![
+            "compile",
+            "-p",
+            "fixtures/lints/SL001/bad.yaml",
+            "-i",
+            "fixtures/lints/inventory.yaml",
+        ];
+        v.extend(flag);
+        v
+    };
+    let plain = run(&args(None));
+    let stderr = String::from_utf8_lossy(&plain.stderr).into_owned();
+    assert!(stderr.contains("selects no endpoint"), "{stderr}");
+    // -q: no warnings; the same stdout and exit code.
+    let quiet = run(&args(Some("-q")));
+    assert_eq!(quiet.status.code(), plain.status.code());
+    assert_eq!(quiet.stdout, plain.stdout);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    // -v: what was read and compiled, with times.
+    let verbose = run(&args(Some("-v")));
+    assert_eq!(verbose.stdout, plain.stdout);
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(stderr.contains("sluice: read 1 policy from "), "{stderr}");
+    assert!(stderr.contains("sluice: compiled "), "{stderr}");
+    // An error is printed even with -q.
+    let o = run(&["-q", "compile", "-p", "fixtures/invalid/invalid-port.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!o.stderr.is_empty());
+    // Both at once is a usage error.
+    assert_eq!(
+        run(&["-q", "-v", "validate", "fixtures/lints"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
