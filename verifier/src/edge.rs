@@ -475,7 +475,6 @@ pub fn confirm_edge(
         _ => Vec::new(),
     };
     let (inv, names) = with_pods(inv, &[("pod", &w.pod)], &avoid)?;
-    let (compiled, _) = compiler::compile::compile_model(model, &inv, cfg);
     let pod = PeerRef::Pod(names[0].clone());
     let (from, to) = if w.pod_is_src {
         (pod, w.other.clone())
@@ -483,16 +482,5 @@ pub fn confirm_edge(
         (w.other.clone(), pod)
     };
     let flow = simulator::flow::Flow::new(from, to, w.port, w.protocol);
-    let o = simulator::eval::simulate(&compiled, &flow)?;
-    let concrete = o.verdict == simulator::flow::Verdict::Allowed;
-    if concrete == w.allowed {
-        Ok(())
-    } else {
-        Err(format!(
-            "the solver's witness {} is {} by the formula but {} by simulate",
-            w.flow_text(),
-            if w.allowed { "allowed" } else { "denied" },
-            o.verdict
-        ))
-    }
+    judged_as(model, &inv, cfg, &flow, w.allowed, || w.flow_text())
 }

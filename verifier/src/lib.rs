@@ -1563,25 +1563,36 @@ fn with_pods(
 /// reported as such, never as a finding.
 pub fn confirm(w: &Witness, model: &Model, inv: &Inventory, cfg: &Config) -> Result<(), String> {
     let (inv, names) = with_pods(inv, &[("src", &w.src), ("dst", &w.dst)], &[])?;
-    let (compiled, _) = compiler::compile::compile_model(model, &inv, cfg);
     let flow = simulator::flow::Flow::new(
         simulator::flow::PeerRef::Pod(names[0].clone()),
         simulator::flow::PeerRef::Pod(names[1].clone()),
         w.port,
         w.protocol,
     );
-    let o = simulator::eval::simulate(&compiled, &flow)?;
-    let concrete = o.verdict == simulator::flow::Verdict::Allowed;
-    if concrete == w.allowed {
+    judged_as(model, &inv, cfg, &flow, w.allowed, || {
+        format!("{} → {} {}/{}", names[0], names[1], w.port, w.protocol)
+    })
+}
+
+/// Compiles the inventory with the witness pods and judges `flow` with
+/// `simulate`; `Err` names the witness when the verdict is not `allowed`.
+pub(crate) fn judged_as(
+    model: &Model,
+    inv: &Inventory,
+    cfg: &Config,
+    flow: &simulator::flow::Flow,
+    allowed: bool,
+    witness: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let (compiled, _) = compiler::compile::compile_model(model, inv, cfg);
+    let o = simulator::eval::simulate(&compiled, flow)?;
+    if (o.verdict == simulator::flow::Verdict::Allowed) == allowed {
         Ok(())
     } else {
         Err(format!(
-            "the solver's witness {} → {} {}/{} is {} by the formula but {} by simulate",
-            names[0],
-            names[1],
-            w.port,
-            w.protocol,
-            if w.allowed { "allowed" } else { "denied" },
+            "the solver's witness {} is {} by the formula but {} by simulate",
+            witness(),
+            if allowed { "allowed" } else { "denied" },
             o.verdict
         ))
     }

@@ -17,20 +17,26 @@ use verifier::{Bool, Encoder};
 use z3::ast::{Int, BV};
 use z3::{SatResult, Solver};
 
-const PORTS: [u16; 9] = [0, 53, 80, 81, 8080, 8081, 9090, 5432, 65535];
-
-#[test]
-fn the_formula_on_concrete_pods_is_what_simulate_says() {
+/// A runner from SLUICE_SEED, else the test's own fixed seed.
+fn runner(default_seed: u64, cases: u32) -> (u64, TestRunner) {
     let seed = std::env::var("SLUICE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5_1u64);
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases: 120,
+        .unwrap_or(default_seed);
+    let runner = TestRunner::new(RunnerConfig {
+        cases,
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         ..RunnerConfig::default()
     });
+    (seed, runner)
+}
+
+const PORTS: [u16; 9] = [0, 53, 80, 81, 8080, 8081, 9090, 5432, 65535];
+
+#[test]
+fn the_formula_on_concrete_pods_is_what_simulate_says() {
+    let (seed, mut runner) = runner(0x5_1u64, 120);
     let cases = AtomicUsize::new(0);
     let strategy = (
         vec(pod_strategy(), 2..6),
@@ -139,16 +145,7 @@ const ENTITIES: &[&str] = &[
 
 #[test]
 fn the_formula_for_addresses_and_entities_is_what_simulate_says() {
-    let seed = std::env::var("SLUICE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xed6e_u64);
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases: 100,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    });
+    let (seed, mut runner) = runner(0xed6e_u64, 100);
     let cases = AtomicUsize::new(0);
     let strategy = (
         vec(pod_strategy(), 1..4),
