@@ -201,25 +201,34 @@ fn sarif_is_the_default_for_code_scanning_and_lists_all_rules() {
 }
 
 #[test]
-fn the_documented_pre_commit_command_runs() {
-    // (The workflow example uses the composite action, whose steps
-    // cli/tests/action.rs runs.)
+fn the_pre_commit_hook_entry_fails_on_a_finding() {
+    // pre-commit runs the hook's entry with the hook's args, then the
+    // staged files; scripts/check-pre-commit.sh runs it through pre-commit
+    // itself in CI. Here the entry runs on this test's build of sluice.
     let hooks = std::fs::read_to_string(root().join(".pre-commit-hooks.yaml")).expect("hooks");
     let entry = hooks
         .lines()
         .find_map(|l| l.trim().strip_prefix("entry: "))
         .expect("entry");
-    let mut args: Vec<&str> = entry.split_whitespace().skip(1).collect();
-    // pre-commit appends the hook's args, then the staged files.
-    args.extend(["--no-config", "fixtures/lints/SL020/bad.yaml"]);
+    let hook = |file: &str| {
+        Command::new("bash")
+            .arg(root().join(entry))
+            .args(["--no-config", file])
+            .current_dir(root())
+            .env("SLUICE_HOOK_BIN", env!("CARGO_BIN_EXE_sluice"))
+            .output()
+            .expect("run the hook")
+    };
+    let bad = hook("fixtures/lints/SL020/bad.yaml");
+    assert_eq!(bad.status.code(), Some(1), "a warning fails the commit");
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("SL020(ingress-from-world-all-ports)"));
+    let good = hook("fixtures/valid/cnp-l7.yaml");
     assert_eq!(
-        run(&args).status.code(),
-        Some(1),
-        "a warning fails the commit"
+        good.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
     );
-    let mut args: Vec<&str> = entry.split_whitespace().skip(1).collect();
-    args.extend(["--no-config", "fixtures/valid/cnp-l7.yaml"]);
-    assert_eq!(run(&args).status.code(), Some(0));
 }
 
 #[test]
