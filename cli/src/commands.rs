@@ -8,7 +8,7 @@ use policy_lang::source::SourceMap;
 use policy_lang::Loaded;
 use simulator::eval::{explain_step, identity_name, simulate as judge, Outcome, PolicyDifference};
 use simulator::flow::{self, Flow, PeerRef};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -117,6 +117,7 @@ pub(crate) struct Parsed {
 
 pub(crate) fn parse_inputs(inputs: &Inputs, cluster: &ClusterTexts) -> Parsed {
     let started = std::time::Instant::now();
+    crate::progress::stage("reading policies and inventory", 0);
     let cluster_texts: Vec<(String, String)> = cluster
         .policies
         .iter()
@@ -198,6 +199,14 @@ pub(crate) fn compile_parsed(
     let started = std::time::Instant::now();
     let (compiled, compile_diags) = if policy_errors == 0 && !diags.iter().any(Diagnostic::is_error)
     {
+        crate::progress::stage(
+            &format!(
+                "compiling {} for {}",
+                plural_count(loaded.set.policies.len(), "policy", "policies"),
+                plural_count(inventory.pods.len(), "pod", "pods")
+            ),
+            0,
+        );
         let out = compile_state(&loaded.set, &loaded.sources, &inventory, &cfg);
         crate::stage(
             format!(
@@ -213,6 +222,7 @@ pub(crate) fn compile_parsed(
     } else {
         (Compiled::default(), Vec::new())
     };
+    crate::progress::clear();
     diags.extend(compile_diags);
     let mut all: Vec<Diagnostic> = loaded.diagnostics.clone();
     all.extend(diags);
@@ -303,7 +313,10 @@ pub fn compile(
             "warning: no policies in the input: every endpoint is default-allow in both directions"
         );
     }
-    let json = || serde_json::to_string_pretty(&compiler::artifact::to_json(c)).unwrap_or_default();
+    let document = |doc| {
+        let v = serde_json::to_value(compiler::artifact::to_json(c)).unwrap_or_default();
+        crate::output::render(&v, doc)
+    };
     let write = |path: &Path, bytes: &[u8]| -> ExitCode {
         // Written beside the target and renamed into place: a reader (the
         // agent watching the file) sees the old state or the new one,
@@ -321,11 +334,13 @@ pub fn compile(
         }
     };
     let code = match (output, &out) {
-        (CompileOutput::Json, None) => {
-            println!("{}", json());
+        (CompileOutput::Json | CompileOutput::Yaml, None) => {
+            out!("{}", document(doc_of(output)));
             ExitCode::SUCCESS
         }
-        (CompileOutput::Json, Some(p)) => write(p, json().as_bytes()),
+        (CompileOutput::Json | CompileOutput::Yaml, Some(p)) => {
+            write(p, document(doc_of(output)).as_bytes())
+        }
         (_, Some(p)) => write(p, &compiler::artifact::encode(c)),
         (CompileOutput::Binary, None) => {
             eprintln!("error: -o binary needs --out FILE");
@@ -577,7 +592,7 @@ pub fn simulate(
     // record: the rest wait in a temporary file (memory stays bounded),
     // and follow.
     let mut rest = match (format, output) {
-        (Format::Hubble, SimOutput::Text | SimOutput::Table) if from_file => spool_file()
+        (Format::Hubble, SimOutput::Text | SimOutput::Table | SimOutput::Wide) if from_file => spool_file()
             .map_err(|e| crate::warn(format!("flows are printed in input order: {e}")))
             .ok()
             .map(std::io::BufWriter::new),
@@ -586,19 +601,41 @@ pub fn simulate(
     let mut first = true;
     let mut differing = 0usize;
     let begun = match output {
-        SimOutput::Json => write!(out, "{{\n  \"schemaVersion\": 1,\n  \"flows\": ["),
-        SimOutput::Table => writeln!(
-            out,
-            "{:<28} {:<28} {:<10} {:<8} {:<8} {:<10} DECIDED",
-            "FROM", "TO", "PORT", "VERDICT", "EXPECT", "RECORDED"
-        ),
-        SimOutput::Text => Ok(()),
+        SimOutput::Json => write!(out, "{{\n  \"schemaVersion\": 2,\n  \"flows\": ["),
+        SimOutput::Yaml => writeln!(out, "schemaVersion: 2"),
+        SimOutput::Text | SimOutput::Table | SimOutput::Wide => Ok(()),
     };
-    if begun.is_err() {
-        return ExitCode::from(2);
+    if let Err(e) = begun {
+        crate::stdout_failed(&e);
+    }
+    let mut head = vec!["FROM", "TO", "PORT", "VERDICT", "EXPECT", "RECORDED", "DECIDED"];
+    if output == SimOutput::Wide {
+        head.push("RULE");
+    }
+    let mut table = crate::output::Table::new(head);
+    // Rows the table released: the header first, to `out`; each row where
+    // its flow goes (differing ones first, for a replay).
+    fn route(
+        lines: Vec<(Option<bool>, String)>,
+        out: &mut impl Write,
+        rest: &mut Option<std::io::BufWriter<std::fs::File>>,
+    ) -> std::io::Result<()> {
+        for (differs, line) in lines {
+            match (differs, rest.as_mut()) {
+                (Some(false), Some(r)) => writeln!(r, "{line}")?,
+                _ => writeln!(out, "{line}")?,
+            }
+        }
+        Ok(())
+    }
+    // Flows on a terminal are their own progress; written elsewhere, the
+    // judged count is shown.
+    if !std::io::stdout().is_terminal() {
+        crate::progress::stage("judging flows", 0);
     }
     let mut buf = Vec::new();
     let mut emit = |f: &Flow, o: &Outcome, diff: &[PolicyDifference]| -> std::io::Result<()> {
+        crate::progress::tick(1);
         let differs = f.expect.is_some_and(|e| e != o.verdict)
             || f.recorded.is_some_and(|r| r != o.verdict)
             || !diff.is_empty();
@@ -616,7 +653,15 @@ pub fn simulate(
                     write!(buf, "    {line}")?;
                 }
             }
-            SimOutput::Table => {
+            SimOutput::Yaml => {
+                if first {
+                    buf.extend_from_slice(b"flows:\n");
+                    first = false;
+                }
+                let item = serde_json::Value::Array(vec![flow_json(c, f, o, diff)]);
+                buf.extend_from_slice(crate::output::yaml(&item).as_bytes());
+            }
+            SimOutput::Table | SimOutput::Wide => {
                 let expect = f.expect.map_or("-".to_owned(), |e| e.to_string());
                 let recorded = match f.recorded {
                     None => "-".to_owned(),
@@ -627,16 +672,33 @@ pub fn simulate(
                 let decided = o
                     .decided_by
                     .map_or("-".to_owned(), |d| format!("{d:?}").to_lowercase());
-                writeln!(
-                    buf,
-                    "{:<28} {:<28} {:<10} {:<8} {:<8} {:<10} {decided}",
+                let mut cells = vec![
                     peer_text(&f.from),
                     peer_text(&f.to),
                     port_text(f),
                     o.verdict.to_string(),
                     expect,
-                    recorded
-                )?;
+                    recorded,
+                    decided,
+                ];
+                if output == SimOutput::Wide {
+                    let st = o.steps.iter().find(|st| Some(st.direction) == o.decided_by);
+                    let rule = st.and_then(|st| st.entry).map_or_else(
+                        || "default deny".to_owned(),
+                        |e| {
+                            e.origins
+                                .iter()
+                                .map(|&x| simulator::eval::origin_text(c, x))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        },
+                    );
+                    cells.push(rule);
+                }
+                if differs {
+                    differing += 1;
+                }
+                return route(table.push(differs, cells), &mut out, &mut rest);
             }
             SimOutput::Text => {
                 if differs && rest.is_some() && differing == 0 {
@@ -701,8 +763,13 @@ pub fn simulate(
             return read_failed(&e);
         }
         // The reader went away (`| head`): nothing more to say.
-        Err(stream::StreamError::Write(_)) => return ExitCode::from(2),
+        Err(stream::StreamError::Write(e)) => crate::stdout_failed(&e),
     };
+    crate::progress::clear();
+    let tabled = matches!(output, SimOutput::Table | SimOutput::Wide);
+    if let Err(e) = route(if tabled { table.finish() } else { Vec::new() }, &mut out, &mut rest) {
+        crate::stdout_failed(&e);
+    }
     if let Some(r) = rest {
         let copied = r
             .into_inner()
@@ -721,22 +788,39 @@ pub fn simulate(
             return ExitCode::from(2);
         }
     }
+    // The counts after the flows, in the same document.
+    let counts = serde_json::json!({
+        "mismatches": sum.mismatches,
+        "changed": sum.changed,
+        "policyDifferences": sum.policy_differences,
+        "notJudged": {
+            "replies": sum.replies,
+            "established": sum.established,
+            "nonPolicyDrops": sum.non_policy_drops,
+            "podsGone": sum.pods_gone,
+        },
+        "stoodIn": sum.stood_in,
+        "errors": sum.errors,
+    });
     let ended = match output {
-        SimOutput::Json => write!(
-            out,
-            "{}],\n  \"mismatches\": {},\n  \"changed\": {},\n  \"policyDifferences\": {},\n  \"notJudged\": {{\"replies\": {}, \"established\": {}, \"nonPolicyDrops\": {}, \"podsGone\": {}}},\n  \"stoodIn\": {},\n  \"errors\": {}\n}}\n",
-            if first { "" } else { "\n  " },
-            sum.mismatches,
-            sum.changed,
-            sum.policy_differences,
-            sum.replies,
-            sum.established,
-            sum.non_policy_drops,
-            sum.pods_gone,
-            sum.stood_in,
-            sum.errors
-        ),
-        SimOutput::Table => Ok(()),
+        SimOutput::Json => {
+            // The members of `counts`, indented as the document's own.
+            let text = format!("{counts:#}");
+            let members = text
+                .strip_prefix("{\n")
+                .and_then(|t| t.strip_suffix('}'))
+                .unwrap_or_default();
+            write!(
+                out,
+                "{}],\n{members}}}\n",
+                if first { "" } else { "\n  " }
+            )
+        }
+        SimOutput::Yaml => {
+            let flows = if first { "flows: []\n" } else { "" };
+            write!(out, "{flows}{}", crate::output::yaml(&counts))
+        }
+        SimOutput::Table | SimOutput::Wide => Ok(()),
         SimOutput::Text => {
             let r = writeln!(
                 out,
@@ -778,8 +862,8 @@ pub fn simulate(
             })
         }
     };
-    if ended.and_then(|()| out.flush()).is_err() {
-        return ExitCode::from(2);
+    if let Err(e) = ended.and_then(|()| out.flush()) {
+        crate::stdout_failed(&e);
     }
     drop(out);
     if sum.errors > 0 {
@@ -822,9 +906,30 @@ fn flow_json(c: &Compiled, f: &Flow, o: &Outcome, diff: &[PolicyDifference]) -> 
         "policyDifferences": diff,
         "decidedBy": o.decided_by,
         "reason": decided.map(|st| explain_step(c, st)),
-        "steps": o.steps,
+        "steps": o.steps.iter().map(|st| step_json(c, st)).collect::<Vec<_>>(),
         "origins": decided.and_then(|st| st.entry.as_ref()).map(|e| e.origins.iter().map(|&x| simulator::eval::origin_text(c, x)).collect::<Vec<_>>()),
         "audit": audit_json(c, o),
+    })
+}
+
+/// One direction's lookup, with the deciding entry in the artifact's
+/// JSON shape (`sluice compile -o json`): the port as text and origins by
+/// name, never the map's numbers.
+fn step_json(c: &Compiled, st: &simulator::eval::Step) -> serde_json::Value {
+    let entry = |k: &Option<compiler::mapstate::Key>, e: Option<&compiler::mapstate::Entry>| match (k, e) {
+        (Some(k), Some(e)) => serde_json::to_value(compiler::artifact::json_entry(c, k, e))
+            .unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "direction": st.direction,
+        "endpoint": st.endpoint,
+        "remoteIdentity": st.remote_identity,
+        "enforced": st.enforced,
+        "verdict": st.verdict,
+        "entry": entry(&st.key, st.entry),
+        "l7": st.l7,
+        "audit": st.audit.as_ref().map(|a| serde_json::json!({"entry": entry(&a.key, a.entry)})),
     })
 }
 
@@ -834,7 +939,7 @@ pub fn trace(
     to: &str,
     port: &str,
     dns: &[String],
-    json: bool,
+    doc: Option<crate::output::Doc>,
     color: bool,
 ) -> ExitCode {
     let mut answers = Vec::new();
@@ -897,7 +1002,7 @@ pub fn trace(
         return ExitCode::from(2);
     }
     let mut o = std::io::stdout().lock();
-    if json {
+    if let Some(doc) = doc {
         let mut out = Vec::new();
         for f in &flows {
             match judge(c, f) {
@@ -913,8 +1018,8 @@ pub fn trace(
                 }
             }
         }
-        let doc = serde_json::json!({"schemaVersion": 1, "flows": out});
-        let _ = writeln!(o, "{doc:#}");
+        drop(o);
+        crate::output::print(&serde_json::json!({"schemaVersion": 2, "flows": out}), doc);
         return ExitCode::SUCCESS;
     }
     if flows.len() > 1 {
@@ -1100,38 +1205,56 @@ pub(crate) fn warn_without_inventory(inputs: &Inputs) {
     }
 }
 
-pub fn matrix(inputs: &Inputs, json: bool, color: bool) -> ExitCode {
+fn doc_of(o: CompileOutput) -> crate::output::Doc {
+    if o == CompileOutput::Yaml {
+        crate::output::Doc::Yaml
+    } else {
+        crate::output::Doc::Json
+    }
+}
+
+pub fn matrix(inputs: &Inputs, doc: Option<crate::output::Doc>, color: bool) -> ExitCode {
     let s = match load(inputs, color) {
         Ok(s) => s,
         Err(code) => return code,
     };
     warn_without_inventory(inputs);
     let c = &s.compiled;
+    crate::progress::stage(
+        &format!(
+            "judging every pair of {}",
+            plural_count(c.endpoints.len(), "endpoint", "endpoints")
+        ),
+        0,
+    );
     let m = simulator::matrix::matrix(c);
-    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
+    crate::progress::clear();
+    if let Some(doc) = doc {
         let rows: Vec<serde_json::Value> = m
             .iter()
             .filter(|(_, _, a)| !a.is_none())
             .map(|(a, b, x)| serde_json::json!({"from": c.endpoints[*a].name, "to": c.endpoints[*b].name, "allowed": x}))
             .collect();
-        let _ = writeln!(
-            o,
-            "{:#}",
-            serde_json::json!({"schemaVersion": 1, "pairs": rows})
-        );
-    } else {
-        for (a, b, x) in &m {
-            if !x.is_none() {
-                let _ = writeln!(
-                    o,
-                    "{} => {} : {}",
-                    c.endpoints[*a].name,
-                    c.endpoints[*b].name,
-                    x.text()
-                );
+        crate::output::print(&serde_json::json!({"schemaVersion": 1, "pairs": rows}), doc);
+        return ExitCode::SUCCESS;
+    }
+    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+    for (a, b, x) in &m {
+        if !x.is_none() {
+            let line = writeln!(
+                o,
+                "{} => {} : {}",
+                c.endpoints[*a].name,
+                c.endpoints[*b].name,
+                x.text()
+            );
+            if let Err(e) = line {
+                crate::stdout_failed(&e);
             }
         }
+    }
+    if let Err(e) = o.flush() {
+        crate::stdout_failed(&e);
     }
     ExitCode::SUCCESS
 }

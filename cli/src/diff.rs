@@ -14,6 +14,7 @@ use std::process::ExitCode;
 pub enum DiffOutput {
     Text,
     Json,
+    Yaml,
     Markdown,
     /// GitHub workflow annotations on the rules that decide each change.
     Github,
@@ -263,8 +264,13 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
                     .map_or(Ok(()), |e| exposure_text(&mut out, e))
             })
         }
-        DiffOutput::Json => json(
+        DiffOutput::Json | DiffOutput::Yaml => json(
             &mut out,
+            if o.output == DiffOutput::Yaml {
+                crate::output::Doc::Yaml
+            } else {
+                crate::output::Doc::Json
+            },
             &d,
             flows.as_ref(),
             &base_name,
@@ -279,8 +285,8 @@ pub fn diff(o: DiffOptions, color: bool) -> ExitCode {
             }),
         DiffOutput::Github => github(&mut out, &d),
     };
-    if written.and_then(|()| out.flush()).is_err() {
-        return ExitCode::from(2);
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        crate::unless_closed(&e);
     }
     let opened = d.count(Kind::Opened) > 0 || exp_opened;
     let closed = d.count(Kind::Closed) > 0 || d.count(Kind::L7) > 0 || exp_closed;
@@ -610,6 +616,7 @@ fn delta_json(d: &Diff, x: &Delta) -> serde_json::Value {
 
 fn json(
     out: &mut dyn Write,
+    doc: crate::output::Doc,
     d: &Diff,
     flows: Option<&Flows>,
     base: &str,
@@ -647,7 +654,7 @@ fn json(
         "flows": flows,
         "exposure": exposure.map(exposure_json),
     });
-    writeln!(out, "{v:#}")
+    out.write_all(crate::output::render(&v, doc).as_bytes())
 }
 
 #[cfg(feature = "exposure")]

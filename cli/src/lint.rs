@@ -11,8 +11,11 @@ use std::process::ExitCode;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LintFormat {
-    Human,
+    /// Findings drawn with their source lines.
+    #[value(alias = "human")]
+    Text,
     Json,
+    Yaml,
     Sarif,
     Github,
 }
@@ -258,7 +261,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     drop(err);
     let sources = &p.loaded.sources;
     let written: std::io::Result<()> = match o.format {
-        LintFormat::Human => {
+        LintFormat::Text => {
             // Drawing is the costly part of large reports and each finding
             // is independent: both cores draw, in order.
             let lint_count = findings.len() - counterexamples.len();
@@ -336,25 +339,47 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
             }
             std::io::stdout().lock().write_all(s.as_bytes())
         }
-        LintFormat::Json | LintFormat::Sarif => {
+        LintFormat::Json | LintFormat::Yaml | LintFormat::Sarif => {
             // Large reports are written as they are serialized, not built
             // as one more string first.
             // Input errors are in the document too (first), with their
             // codes and places: a pull request must show the worst ones.
-            let doc = if o.format == LintFormat::Json {
+            let doc = if o.format != LintFormat::Sarif {
                 let mut all = lints::output::diagnostics_json(&p.errors, sources);
                 if let serde_json::Value::Array(f) = lints::output::json(&findings, sources) {
                     all.extend(f);
                 }
-                serde_json::Value::Array(all)
+                let count = |sev: &str| all.iter().filter(|f| f["severity"] == sev).count();
+                let mut doc = serde_json::json!({
+                    "schemaVersion": 1,
+                    "summary": {
+                        "errors": count("error"),
+                        "warnings": count("warning"),
+                        "notes": count("note"),
+                    },
+                });
+                if let Some((held, broken, vacuous, undecided)) = tally {
+                    doc["assertions"] = serde_json::json!({
+                        "held": held,
+                        "broken": broken,
+                        "vacuous": vacuous,
+                        "undecided": undecided,
+                    });
+                }
+                doc["findings"] = serde_json::Value::Array(all);
+                doc
             } else {
                 lints::output::sarif_with_opts(&findings, &p.errors, sources, &o.report)
             };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            serde_json::to_writer_pretty(&mut out, &doc)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out))
-                .and_then(|()| out.flush())
+            if o.format == LintFormat::Yaml {
+                out.write_all(crate::output::yaml(&doc).as_bytes())
+            } else {
+                serde_json::to_writer_pretty(&mut out, &doc)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            }
+            .and_then(|()| out.flush())
         }
         LintFormat::Github => {
             let mut text = lints::output::github_diagnostics_opts(&p.errors, sources, &o.report);
@@ -363,9 +388,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         }
     };
     if let Err(e) = written {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return ExitCode::from(2);
-        }
+        crate::unless_closed(&e);
     }
     // A witness the ordinary compile does not confirm is sluice's bug: it
     // is said as one and fails the run, never shown as a finding.
@@ -376,7 +399,7 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     if !p.errors.is_empty() {
-        if o.format == LintFormat::Human {
+        if o.format == LintFormat::Text {
             eprintln!(
                 "error: {} {} in the input (validation, inventory, compile or assertions); {}",
                 p.errors.len(),
@@ -429,6 +452,8 @@ pub fn list_rules() -> ExitCode {
 pub enum GraphFormat {
     Dot,
     Mermaid,
+    Json,
+    Yaml,
 }
 
 pub fn graph(inputs: &crate::Inputs, format: GraphFormat, color: bool) -> ExitCode {
@@ -440,6 +465,8 @@ pub fn graph(inputs: &crate::Inputs, format: GraphFormat, color: bool) -> ExitCo
     let text = match format {
         GraphFormat::Dot => g.dot(),
         GraphFormat::Mermaid => g.mermaid(),
+        GraphFormat::Json => crate::output::render(&g.to_json(), crate::output::Doc::Json),
+        GraphFormat::Yaml => crate::output::render(&g.to_json(), crate::output::Doc::Yaml),
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     ExitCode::SUCCESS

@@ -385,7 +385,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     }
     let mut anchored = Instant::now();
     if let Some(a) = adopted.filter(|a| a.endpoints > 0 || a.policy_entries > 0) {
-        println!(
+        logln!(
             "adopted: {} endpoints, {} policy entries, {} ipcache entries (generation {}) left enforced by an earlier agent",
             a.endpoints, a.policy_entries, a.ipcache_entries, a.generation
         );
@@ -421,7 +421,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
         };
         match Pinned::open(dir, false).and_then(|p| Ok((p, serve(addr, metrics_text.clone())?))) {
             Ok((p, bound)) => {
-                println!("metrics: http://{bound}/metrics");
+                logln!("metrics: http://{bound}/metrics");
                 pinned = Some(p);
             }
             Err(e) => {
@@ -453,14 +453,14 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
         if let (Some(json), Some((c, _))) = (o.observe_json, current.as_ref()) {
             for e in rec.events() {
                 count_audit(&mut audits, c, &e);
-                println!("{}", event_line(Some(c), &e, json));
+                logln!("{}", event_line(Some(c), &e, json));
             }
             if let Some(line) = lost.report(rec.events_lost(), json) {
-                println!("{line}");
+                logln!("{line}");
             }
             if !json {
                 for line in proxy.shared.drain_log() {
-                    println!("l7 {line}");
+                    logln!("l7 {line}");
                 }
             }
             let _ = std::io::stdout().flush();
@@ -491,7 +491,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         let s = Arc::new(s);
                         proxy.shared.set_state(s.clone());
                         current = Some((s, bytes));
-                        println!(
+                        logln!(
                             "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
                             a.endpoints.len(),
                             a.stats.policy_entries,
@@ -504,7 +504,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                             }
                         );
                         if !a.pruned.is_empty() {
-                            println!("detached: {}", a.pruned.join(", "));
+                            logln!("detached: {}", a.pruned.join(", "));
                         }
                         for r in &a.refused {
                             crate::warn(format!("{r}; not enforced"));
@@ -524,7 +524,7 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                             );
                         }
                         if a.l7_redirects > 0 {
-                            println!(
+                            logln!(
                                 "l7: {} policy {} redirect to the proxy",
                                 a.l7_redirects,
                                 crate::plural(a.l7_redirects, "entry", "entries")
@@ -584,9 +584,9 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     drop(proxy);
     if o.bpffs.is_none() {
         agent::proxy::remove_routing();
-        println!("stopped: links detached, proxy closed, routing removed");
+        logln!("stopped: links detached, proxy closed, routing removed");
     } else {
-        println!("stopped: enforcement stays pinned (sluice teardown removes it)");
+        logln!("stopped: enforcement stays pinned (sluice teardown removes it)");
     }
     ExitCode::SUCCESS
 }
@@ -668,7 +668,7 @@ pub fn teardown(bpffs: &Path) -> ExitCode {
     agent::proxy::remove_routing();
     match agent::datapath::teardown(bpffs) {
         Ok(removed) => {
-            println!(
+            logln!(
                 "removed {} pinned objects under {}",
                 removed.len(),
                 bpffs.display()

@@ -9,6 +9,52 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Text on stdout. When the reader has gone (`sluice ... | head`), the
+/// command ends quietly with success, as Unix filters do, instead of
+/// panicking in `print!`; any other write error ends it with exit 2.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::write_stdout(format_args!($($t)*))
+    };
+}
+
+/// A line of the agent's log on stdout. Nobody reading it is no reason to
+/// stop enforcing (or to skip the cleanup on exit), so write errors are
+/// ignored.
+#[cfg_attr(not(feature = "datapath"), allow(unused_macros))]
+macro_rules! logln {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+fn write_stdout(args: std::fmt::Arguments) {
+    progress::interrupt();
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args) {
+        stdout_failed(&e);
+    }
+}
+
+/// After a failed write of a report whose exit code still matters (lint,
+/// verify, diff --fail-on): a closed pipe is no reason to hide the
+/// verdict, so the command goes on to it; another error ends with exit 2.
+fn unless_closed(e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        stdout_failed(e);
+    }
+}
+
+/// Ends the process after a failed write to stdout: quietly for a closed
+/// pipe, with a message otherwise (a full disk must not look like success).
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("sluice: cannot write the output: {e}");
+    std::process::exit(2);
+}
+
 // Loading builds many small IR nodes on several threads; mimalloc's
 // thread-local free lists cut the time of a 10,000-policy run by a third
 // compared with glibc malloc (see BENCHMARKS.md).
@@ -53,6 +99,7 @@ pub(crate) fn verbose() -> bool {
 /// A warning on stderr, unless `-q`.
 pub(crate) fn warn(msg: impl std::fmt::Display) {
     if !quiet() {
+        progress::interrupt();
         eprintln!("warning: {msg}");
     }
 }
@@ -60,6 +107,7 @@ pub(crate) fn warn(msg: impl std::fmt::Display) {
 /// A note on stderr, unless `-q`.
 pub(crate) fn note(msg: impl std::fmt::Display) {
     if !quiet() {
+        progress::interrupt();
         eprintln!("note: {msg}");
     }
 }
@@ -67,6 +115,7 @@ pub(crate) fn note(msg: impl std::fmt::Display) {
 /// With `-v`: a stage done, and how long it took.
 pub(crate) fn stage(what: impl std::fmt::Display, since: std::time::Instant) {
     if verbose() {
+        progress::interrupt();
         eprintln!("sluice: {what} ({:.2} s)", since.elapsed().as_secs_f64());
     }
 }
@@ -78,10 +127,22 @@ enum Color {
     Never,
 }
 
+/// `-o` of validate and trace: text, or the report as a document.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
     Json,
+    Yaml,
+}
+
+impl Output {
+    fn doc(self) -> Option<output::Doc> {
+        match self {
+            Output::Text => None,
+            Output::Json => Some(output::Doc::Json),
+            Output::Yaml => Some(output::Doc::Yaml),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -305,15 +366,24 @@ enum CompileOutput {
     Text,
     /// The artifact as JSON, for people and tools.
     Json,
+    /// The same document as YAML.
+    Yaml,
     /// The binary artifact the agent loads (needs --out).
     Binary,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SimOutput {
+    /// One line per flow with the deciding rule.
     Text,
+    /// One document, written as the flows are judged.
     Json,
+    /// The same document as YAML, streamed likewise.
+    Yaml,
+    /// Columns: from, to, port, verdict, expect, recorded, decided.
     Table,
+    /// The table with the deciding policy rule.
+    Wide,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -324,8 +394,11 @@ enum ObserveOutput {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MatrixOutput {
-    Txt,
+    /// One line per connected pair, `src => dst : connections`.
+    #[value(alias = "txt")]
+    Text,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -336,7 +409,7 @@ enum Command {
         /// Files or directories (recursive: .yaml, .yml, .json); `-` is stdin.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Output format.
+        /// `text` (diagnostics on stderr), or the report as `json` or `yaml`.
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
         /// Largest accepted file, in MiB.
@@ -352,7 +425,7 @@ enum Command {
         inputs: Inputs,
         #[arg(short, long, value_enum, default_value_t = CompileOutput::Text)]
         output: CompileOutput,
-        /// Write the artifact to this file (binary unless -o json).
+        /// Write the artifact to this file (binary unless -o json or yaml).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print identities, ipcache entries and entries per endpoint.
@@ -445,8 +518,7 @@ enum Command {
     Matrix {
         #[command(flatten)]
         inputs: Inputs,
-        /// `txt`: one line per connected pair, `src => dst : connections`.
-        #[arg(short, long, value_enum, default_value_t = MatrixOutput::Txt)]
+        #[arg(short, long, value_enum, default_value_t = MatrixOutput::Text)]
         output: MatrixOutput,
     },
     /// Enforce policies on this node with the eBPF datapath: compile the
@@ -553,9 +625,9 @@ enum Command {
         /// Inventory files (kubectl get pods,namespaces,nodes,services -A -o yaml).
         #[arg(short = 'i', long)]
         inventory: Vec<PathBuf>,
-        /// human, json, sarif (2.1.0, for GitHub code scanning) or github
-        /// (workflow commands that annotate a pull request).
-        #[arg(short = 'o', long = "format", visible_alias = "output", value_enum, default_value_t = lint::LintFormat::Human)]
+        /// text, json, yaml, sarif (2.1.0, for GitHub code scanning) or
+        /// github (workflow commands that annotate a pull request).
+        #[arg(short = 'o', long = "output", visible_alias = "format", value_enum, default_value_t = lint::LintFormat::Text)]
         format: lint::LintFormat,
         /// Exit 1 when a finding is at least this severe (default: sluice.toml's
         /// `fail-on`, else error).
@@ -605,8 +677,8 @@ enum Command {
         /// The assertions file.
         #[arg(short = 'a', long, required = true)]
         assertions: PathBuf,
-        /// human, json, sarif or github, as for `lint`.
-        #[arg(short = 'o', long = "format", visible_alias = "output", value_enum, default_value_t = lint::LintFormat::Human)]
+        /// text, json, yaml, sarif or github, as for `lint`.
+        #[arg(short = 'o', long = "output", visible_alias = "format", value_enum, default_value_t = lint::LintFormat::Text)]
         format: lint::LintFormat,
         /// Exit 1 when a finding is at least this severe (default: error).
         #[arg(long, value_enum)]
@@ -630,7 +702,7 @@ enum Command {
     Graph {
         #[command(flatten)]
         inputs: Inputs,
-        #[arg(short = 'o', long = "format", value_enum, default_value_t = lint::GraphFormat::Dot)]
+        #[arg(short = 'o', long = "output", visible_alias = "format", value_enum, default_value_t = lint::GraphFormat::Dot)]
         format: lint::GraphFormat,
     },
     /// Detach and remove everything an agent pinned (its enforcement ends).
@@ -664,10 +736,10 @@ enum Command {
         /// A DNS answer for toFQDNs, `NAME=IP[,IP...]`; repeat for more.
         #[arg(long = "dns", value_name = "NAME=IPS")]
         dns: Vec<String>,
-        /// `text` (the lookups step by step), or `json`: one document with
-        /// each flow's verdict, steps, map entries and origins.
-        #[arg(short = 'o', long, value_enum, default_value_t = ObserveOutput::Text)]
-        output: ObserveOutput,
+        /// `text` (the lookups step by step), or `json`/`yaml`: one document
+        /// with each flow's verdict, steps, map entries and origins.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -690,14 +762,24 @@ fn main() -> ExitCode {
         Color::Never => false,
         Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
-    match cli.command {
+    // The agent and observe run for good and log instead.
+    if !matches!(cli.command, Command::Agent { .. } | Command::Observe { .. }) {
+        progress::init(cli.quiet);
+    }
+    let code = run(cli.command, color);
+    progress::clear();
+    code
+}
+
+fn run(command: Command, color: bool) -> ExitCode {
+    match command {
         Command::Validate {
             paths,
             output,
             max_file_size,
             semantics,
         } => {
-            let verbose = cli.verbose;
+            let verbose = verbose();
             let opts = LoadOptions {
                 max_file_size: max_file_size.saturating_mul(1024 * 1024),
                 ..semantics.load_options()
@@ -927,7 +1009,15 @@ fn main() -> ExitCode {
             color,
         ),
         Command::Matrix { inputs, output } => {
-            commands::matrix(&inputs, output == MatrixOutput::Json, color)
+            commands::matrix(
+                &inputs,
+                match output {
+                    MatrixOutput::Text => None,
+                    MatrixOutput::Json => Some(output::Doc::Json),
+                    MatrixOutput::Yaml => Some(output::Doc::Yaml),
+                },
+                color,
+            )
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -960,7 +1050,7 @@ fn main() -> ExitCode {
             &to,
             &port,
             &dns,
-            output == ObserveOutput::Json,
+            output.doc(),
             color,
         ),
     }
@@ -971,6 +1061,8 @@ mod commands;
 mod diff;
 mod git;
 mod lint;
+mod output;
+mod progress;
 #[cfg(feature = "datapath")]
 mod live;
 
@@ -1008,8 +1100,8 @@ fn validate_report(loaded: &Loaded, output: Output, verbose: bool, color: bool) 
     let errors = loaded.error_count();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let result = match output {
-        Output::Json => {
+    let result = match output.doc() {
+        Some(format) => {
             let doc = serde_json::json!({
                 "schemaVersion": 1,
                 "files": loaded.files,
@@ -1028,9 +1120,9 @@ fn validate_report(loaded: &Loaded, output: Output, verbose: bool, color: bool) 
                     .map(|d| d.to_json(&loaded.sources))
                     .collect::<Vec<_>>(),
             });
-            writeln!(out, "{doc:#}")
+            out.write_all(output::render(&doc, format).as_bytes())
         }
-        Output::Text => {
+        None => {
             let mut err = std::io::stderr().lock();
             for d in &loaded.diagnostics {
                 let _ = write!(err, "{}", d.render(&loaded.sources, color));

@@ -195,7 +195,7 @@ fn policy_unit_tests_name_workloads_and_pass() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("trace JSON");
-    assert_eq!(v["schemaVersion"], 1);
+    assert_eq!(v["schemaVersion"], 2);
     let flows = v["flows"].as_array().expect("flows");
     assert_eq!(flows.len(), 4, "{v:#}");
     let verdicts: Vec<&str> = flows.iter().filter_map(|f| f["verdict"].as_str()).collect();

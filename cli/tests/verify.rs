@@ -86,7 +86,7 @@ fn every_format_carries_the_violation() {
     let policies = "fixtures/diff/edits/widened-selector";
     let o = verify(policies, SHOP, &["-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let f = &v[0];
+    let f = &v["findings"][0];
     assert_eq!(f["code"], "SL200");
     assert_eq!(f["name"], "assertion-violated");
     assert_eq!(f["file"], "fixtures/diff/assertions.yaml");
@@ -126,7 +126,7 @@ fn lint_checks_the_assertions_in_the_same_run() {
         "json",
     ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let codes: Vec<&str> = v
+    let codes: Vec<&str> = v["findings"]
         .as_array()
         .expect("findings")
         .iter()
@@ -148,7 +148,7 @@ fn counterexamples_are_judged_as_simulate_judges_them() {
         let policies = format!("fixtures/diff/edits/{edit}");
         let o = verify(&policies, SHOP, &["-o", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-        let messages: Vec<String> = v
+        let messages: Vec<String> = v["findings"]
             .as_array()
             .expect("findings")
             .iter()
@@ -229,8 +229,8 @@ fn mistakes_in_the_assertions_are_located() {
         &["-o", "json"],
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(v[0]["code"], "assertion::assertion-syntax");
-    assert_eq!(v[0]["line"], 6);
+    assert_eq!(v["findings"][0]["code"], "assertion::assertion-syntax");
+    assert_eq!(v["findings"][0]["line"], 6);
     let o = sluice(&[
         "lint",
         "fixtures/invalid/ambiguous-selector.yaml",
@@ -252,7 +252,7 @@ fn mistakes_in_the_assertions_are_located() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let found: Vec<(String, u64)> = v
+    let found: Vec<(String, u64)> = v["findings"]
         .as_array()
         .expect("a list")
         .iter()
@@ -339,14 +339,14 @@ fn any_pod_finds_the_pods_of_tomorrow_that_break_an_assertion() {
         &sluice(&[&["verify"][..], &EXPOSURE, &["--any-pod", "-o", "json"]].concat()).stdout,
     )
     .expect("json");
-    let codes: Vec<&str> = v
+    let codes: Vec<&str> = v["findings"]
         .as_array()
         .expect("list")
         .iter()
         .filter_map(|f| f["code"].as_str())
         .collect();
     assert_eq!(codes, ["SL200", "SL200"], "{v}");
-    let first = v[0]["help"].as_str().unwrap_or_default();
+    let first = v["findings"][0]["help"].as_str().unwrap_or_default();
     assert!(first.contains("namespace: tools"), "{first}");
     assert!(!first.contains("app: api"), "{first}");
     // The same through lint's assertions step.
@@ -381,7 +381,7 @@ fn any_pod_asks_outside_addresses_and_entities_too() {
     let o = sluice(&[&["verify"][..], &OUTSIDE, &["--any-pod", "-o", "json"]].concat());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let messages: Vec<&str> = v
+    let messages: Vec<&str> = v["findings"]
         .as_array()
         .expect("list")
         .iter()
@@ -432,7 +432,7 @@ fn any_pod_asks_outside_addresses_and_entities_too() {
     );
     // The private range stays denied for any payments pod.
     assert!(!messages.iter().any(|m| m.contains("private range")), "{v}");
-    let help = v[0]["help"].as_str().unwrap_or_default();
+    let help = v["findings"][0]["help"].as_str().unwrap_or_default();
     assert!(
         help.contains("kind: Pod") && help.contains("tier: backend"),
         "{help}"
@@ -491,7 +491,7 @@ fn lint_any_pod_runs_the_solver_rules() {
     };
     let codes = |o: &Output| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-        v.as_array()
+        v["findings"].as_array()
             .expect("list")
             .iter()
             .filter_map(|f| f["code"].as_str().map(str::to_owned))
@@ -507,7 +507,7 @@ fn lint_any_pod_runs_the_solver_rules() {
     let o = sluice(&args(&["--any-pod"]));
     assert!(codes(&o).contains(&"SL120".to_owned()), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let f = v
+    let f = v["findings"]
         .as_array()
         .and_then(|a| a.iter().find(|f| f["code"] == "SL120"))
         .expect("SL120");

@@ -8,8 +8,8 @@
 //!   origins. [`decode`] checks every length and index and never panics on
 //!   bad bytes.
 //! - **JSON** (`compile -o json`): for people and snapshots. It carries a
-//!   `schemaVersion` and, per endpoint, its entries in `cilium bpf policy
-//!   get` style.
+//!   `schemaVersion` of its own ([`JSON_VERSION`]) and, per endpoint, its
+//!   entries in `cilium bpf policy get` style.
 //!
 //! Layout of the binary form (all integers little-endian):
 //!
@@ -52,6 +52,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const MAGIC: &[u8; 8] = b"SLUICE\0\0";
 pub const VERSION: u32 = 3;
+
+/// The JSON view's `schemaVersion` (docs/schemas/compile.schema.json). It
+/// shared the binary's number up to 3; 4 has camelCase keys and names the
+/// entries' origins, so it moves on its own from here.
+pub const JSON_VERSION: u32 = 4;
 
 #[derive(Default)]
 struct W(Vec<u8>);
@@ -515,6 +520,7 @@ pub struct JsonArtifact<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JsonEndpoint<'a> {
     pub name: &'a str,
     pub identity: u32,
@@ -532,6 +538,7 @@ pub struct JsonEndpoint<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JsonL7 {
     pub direction: &'static str,
     pub port: String,
@@ -545,6 +552,7 @@ pub struct JsonL7 {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JsonL7Rule {
     pub rule: String,
     pub identities: Vec<u32>,
@@ -554,6 +562,7 @@ pub struct JsonL7Rule {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JsonEntry {
     pub policy: &'static str,
     pub direction: &'static str,
@@ -572,34 +581,40 @@ fn json_entries(c: &Compiled, map: usize) -> Vec<JsonEntry> {
     c.maps[map]
         .entries
         .iter()
-        .map(|(k, v)| JsonEntry {
-            policy: if v.deny { "deny" } else { "allow" },
-            direction: if k.egress { "egress" } else { "ingress" },
-            identity: k.identity,
-            port: k.port_text(),
-            prefix: 40 + k.plen,
-            redirect: v.redirect,
-            auth: v.auth,
-            precedence: v.precedence,
-            derived_from: v
-                .origins
-                .iter()
-                .map(|&o| match o {
-                    u32::MAX => "default-allow".to_owned(),
-                    o if o == u32::MAX - 1 => "allow-localhost".to_owned(),
-                    o => c
-                        .origins
-                        .get(o as usize)
-                        .map_or_else(|| o.to_string(), |x| x.to_string()),
-                })
-                .collect(),
-        })
+        .map(|(k, v)| json_entry(c, k, v))
         .collect()
+}
+
+/// One policy-map entry as the JSON documents show it: the port as text,
+/// the full prefix length, and each origin by name (never a sentinel).
+pub fn json_entry(c: &Compiled, k: &Key, v: &Entry) -> JsonEntry {
+    JsonEntry {
+        policy: if v.deny { "deny" } else { "allow" },
+        direction: if k.egress { "egress" } else { "ingress" },
+        identity: k.identity,
+        port: k.port_text(),
+        prefix: 40 + k.plen,
+        redirect: v.redirect,
+        auth: v.auth,
+        precedence: v.precedence,
+        derived_from: v
+            .origins
+            .iter()
+            .map(|&o| match o {
+                u32::MAX => "default-allow".to_owned(),
+                o if o == u32::MAX - 1 => "allow-localhost".to_owned(),
+                o => c
+                    .origins
+                    .get(o as usize)
+                    .map_or_else(|| format!("rule #{o}"), |x| x.to_string()),
+            })
+            .collect(),
+    }
 }
 
 pub fn to_json(c: &Compiled) -> JsonArtifact<'_> {
     JsonArtifact {
-        schema_version: VERSION,
+        schema_version: JSON_VERSION,
         identities: &c.identities,
         ipcache: &c.ipcache,
         endpoints: c

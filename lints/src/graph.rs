@@ -190,6 +190,28 @@ impl Graph {
         self.names.get(&id).map_or("?", String::as_str)
     }
 
+    /// The graph as a document (`sluice graph -o json|yaml`): nodes with
+    /// their names, whether they are endpoints, and edges with their ports.
+    pub fn to_json(&self) -> serde_json::Value {
+        let nodes: Vec<serde_json::Value> = self
+            .graph
+            .nodes()
+            .map(|id| {
+                serde_json::json!({
+                    "identity": id,
+                    "name": self.name(id),
+                    "endpoint": self.rep.contains_key(&id),
+                })
+            })
+            .collect();
+        let edges: Vec<serde_json::Value> = self
+            .graph
+            .all_edges()
+            .map(|(a, b, &e)| serde_json::json!({"from": a, "to": b, "ports": self.ports[e]}))
+            .collect();
+        serde_json::json!({"schemaVersion": 1, "nodes": nodes, "edges": edges})
+    }
+
     /// Graphviz DOT.
     pub fn dot(&self) -> String {
         let mut o = String::from(

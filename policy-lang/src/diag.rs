@@ -359,6 +359,7 @@ pub fn render_report(sources: &SourceMap, color: bool, report: &Report<'_>) -> S
 
 /// The JSON shape of a diagnostic: stable field names for tools.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JsonDiagnostic {
     pub file: Option<String>,
     pub line: Option<u32>,
