@@ -592,10 +592,12 @@ pub fn simulate(
     // record: the rest wait in a temporary file (memory stays bounded),
     // and follow.
     let mut rest = match (format, output) {
-        (Format::Hubble, SimOutput::Text | SimOutput::Table | SimOutput::Wide) if from_file => spool_file()
-            .map_err(|e| crate::warn(format!("flows are printed in input order: {e}")))
-            .ok()
-            .map(std::io::BufWriter::new),
+        (Format::Hubble, SimOutput::Text | SimOutput::Table | SimOutput::Wide) if from_file => {
+            spool_file()
+                .map_err(|e| crate::warn(format!("flows are printed in input order: {e}")))
+                .ok()
+                .map(std::io::BufWriter::new)
+        }
         _ => None,
     };
     let mut first = true;
@@ -608,7 +610,9 @@ pub fn simulate(
     if let Err(e) = begun {
         crate::stdout_failed(&e);
     }
-    let mut head = vec!["FROM", "TO", "PORT", "VERDICT", "EXPECT", "RECORDED", "DECIDED"];
+    let mut head = vec![
+        "FROM", "TO", "PORT", "VERDICT", "EXPECT", "RECORDED", "DECIDED",
+    ];
     if output == SimOutput::Wide {
         head.push("RULE");
     }
@@ -767,7 +771,11 @@ pub fn simulate(
     };
     crate::progress::clear();
     let tabled = matches!(output, SimOutput::Table | SimOutput::Wide);
-    if let Err(e) = route(if tabled { table.finish() } else { Vec::new() }, &mut out, &mut rest) {
+    if let Err(e) = route(
+        if tabled { table.finish() } else { Vec::new() },
+        &mut out,
+        &mut rest,
+    ) {
         crate::stdout_failed(&e);
     }
     if let Some(r) = rest {
@@ -810,11 +818,7 @@ pub fn simulate(
                 .strip_prefix("{\n")
                 .and_then(|t| t.strip_suffix('}'))
                 .unwrap_or_default();
-            write!(
-                out,
-                "{}],\n{members}}}\n",
-                if first { "" } else { "\n  " }
-            )
+            write!(out, "{}],\n{members}}}\n", if first { "" } else { "\n  " })
         }
         SimOutput::Yaml => {
             let flows = if first { "flows: []\n" } else { "" };
@@ -916,11 +920,13 @@ fn flow_json(c: &Compiled, f: &Flow, o: &Outcome, diff: &[PolicyDifference]) -> 
 /// JSON shape (`sluice compile -o json`): the port as text and origins by
 /// name, never the map's numbers.
 fn step_json(c: &Compiled, st: &simulator::eval::Step) -> serde_json::Value {
-    let entry = |k: &Option<compiler::mapstate::Key>, e: Option<&compiler::mapstate::Entry>| match (k, e) {
-        (Some(k), Some(e)) => serde_json::to_value(compiler::artifact::json_entry(c, k, e))
-            .unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    };
+    let entry =
+        |k: &Option<compiler::mapstate::Key>, e: Option<&compiler::mapstate::Entry>| match (k, e) {
+            (Some(k), Some(e)) => {
+                serde_json::to_value(compiler::artifact::json_entry(c, k, e)).unwrap_or_default()
+            }
+            _ => serde_json::Value::Null,
+        };
     serde_json::json!({
         "direction": st.direction,
         "endpoint": st.endpoint,

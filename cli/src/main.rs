@@ -1008,17 +1008,15 @@ fn run(command: Command, color: bool) -> ExitCode {
             },
             color,
         ),
-        Command::Matrix { inputs, output } => {
-            commands::matrix(
-                &inputs,
-                match output {
-                    MatrixOutput::Text => None,
-                    MatrixOutput::Json => Some(output::Doc::Json),
-                    MatrixOutput::Yaml => Some(output::Doc::Yaml),
-                },
-                color,
-            )
-        }
+        Command::Matrix { inputs, output } => commands::matrix(
+            &inputs,
+            match output {
+                MatrixOutput::Text => None,
+                MatrixOutput::Json => Some(output::Doc::Json),
+                MatrixOutput::Yaml => Some(output::Doc::Yaml),
+            },
+            color,
+        ),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -1044,15 +1042,7 @@ fn run(command: Command, color: bool) -> ExitCode {
             port,
             dns,
             output,
-        } => commands::trace(
-            &inputs,
-            &from,
-            &to,
-            &port,
-            &dns,
-            output.doc(),
-            color,
-        ),
+        } => commands::trace(&inputs, &from, &to, &port, &dns, output.doc(), color),
     }
 }
 
@@ -1061,10 +1051,10 @@ mod commands;
 mod diff;
 mod git;
 mod lint;
-mod output;
-mod progress;
 #[cfg(feature = "datapath")]
 mod live;
+mod output;
+mod progress;
 
 /// Whether any diagnostic is an input problem (unreadable file) rather than
 /// a finding about a policy.

@@ -144,8 +144,7 @@ fn plain_is_safe(s: &str) -> bool {
     // `*`, `&` and `!` only matter there, which `first` already rules out.
     let lower = s.to_ascii_lowercase();
     const WORDS: [&str; 14] = [
-        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf", "~", "none",
-        "",
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf", "~", "none", "",
     ];
     if WORDS.contains(&lower.as_str()) {
         return false;
@@ -257,9 +256,35 @@ mod tests {
     #[test]
     fn strings_another_reader_would_retype_are_quoted() {
         for s in [
-            "no", "On", "null", "~", "1", "0x1f", "1e3", "12:30", "-a", "a: b", "a #b", "", " x",
-            "x:", "'q'", "\"q\"", "line\nbreak", "*ref", "&a", "!tag", "%x", "@x", "`x", "|", ">",
-            "[a]", "{a}", "?", "#c",
+            "no",
+            "On",
+            "null",
+            "~",
+            "1",
+            "0x1f",
+            "1e3",
+            "12:30",
+            "-a",
+            "a: b",
+            "a #b",
+            "",
+            " x",
+            "x:",
+            "'q'",
+            "\"q\"",
+            "line\nbreak",
+            "*ref",
+            "&a",
+            "!tag",
+            "%x",
+            "@x",
+            "`x",
+            "|",
+            ">",
+            "[a]",
+            "{a}",
+            "?",
+            "#c",
         ] {
             let out = yaml(&json!(s));
             assert!(out.starts_with('"'), "{s:?} printed as {out:?}");
@@ -277,9 +302,13 @@ mod tests {
     #[test]
     fn columns_fit_the_longest_cell_of_the_sample() {
         let mut t = Table::new(vec!["FROM", "TO", "VERDICT"]);
-        assert!(t.push(1, vec!["a".into(), "b".into(), "allowed".into()]).is_empty());
+        assert!(t
+            .push(1, vec!["a".into(), "b".into(), "allowed".into()])
+            .is_empty());
         let long = "production-payments/checkout-api-7d9f8c6b5-x2x4q".to_owned();
-        assert!(t.push(2, vec![long.clone(), "c".into(), "denied".into()]).is_empty());
+        assert!(t
+            .push(2, vec![long.clone(), "c".into(), "denied".into()])
+            .is_empty());
         let lines: Vec<String> = t.finish().into_iter().map(|(_, l)| l).collect();
         let w = long.len() + 2;
         assert_eq!(lines[0], format!("{:<w$}TO  VERDICT", "FROM"));
@@ -295,8 +324,15 @@ mod tests {
             out.extend(t.push(i, vec![i.to_string(), "x".into()]));
         }
         out.extend(t.finish());
-        assert_eq!(out.len(), Table::<()>::SAMPLE + 6, "header and every row once");
+        assert_eq!(
+            out.len(),
+            Table::<()>::SAMPLE + 6,
+            "header and every row once"
+        );
         assert_eq!(out[0].0, None);
-        assert!(out[1..].iter().enumerate().all(|(i, (tag, _))| *tag == Some(i)));
+        assert!(out[1..]
+            .iter()
+            .enumerate()
+            .all(|(i, (tag, _))| *tag == Some(i)));
     }
 }

@@ -67,7 +67,11 @@ pub fn init(quiet: bool) {
                 (d, t) => format!("{}… {d}/{t}", stage.0),
             };
             let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K{line} ({:.0} s)", s.started.elapsed().as_secs_f64());
+            let _ = write!(
+                err,
+                "\r\x1b[K{line} ({:.0} s)",
+                s.started.elapsed().as_secs_f64()
+            );
             let _ = err.flush();
             s.drawn.store(true, Ordering::Relaxed);
             drop(stage);

@@ -30,7 +30,8 @@ fn stdout(o: &Output) -> String {
 
 fn codes(o: &Output) -> std::collections::BTreeSet<String> {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON findings");
-    v["findings"].as_array()
+    v["findings"]
+        .as_array()
         .expect("array")
         .iter()
         .filter_map(|f| f["code"].as_str().map(str::to_owned))

@@ -491,7 +491,8 @@ fn lint_any_pod_runs_the_solver_rules() {
     };
     let codes = |o: &Output| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-        v["findings"].as_array()
+        v["findings"]
+            .as_array()
             .expect("list")
             .iter()
             .filter_map(|f| f["code"].as_str().map(str::to_owned))

@@ -573,7 +573,10 @@ pub struct JsonEntry {
     pub redirect: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub auth: bool,
-    pub precedence: u32,
+    /// How allows rank among themselves; absent for a deny, which beats
+    /// every allow (the map holds it as `u32::MAX`, not a number to show).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precedence: Option<u32>,
     pub derived_from: Vec<String>,
 }
 
@@ -596,7 +599,7 @@ pub fn json_entry(c: &Compiled, k: &Key, v: &Entry) -> JsonEntry {
         prefix: 40 + k.plen,
         redirect: v.redirect,
         auth: v.auth,
-        precedence: v.precedence,
+        precedence: (!v.deny).then_some(v.precedence),
         derived_from: v
             .origins
             .iter()

@@ -86,6 +86,7 @@ pub struct Site {
     pub policy: String,
     pub file: String,
     pub line: u32,
+    #[serde(rename = "column")]
     pub col: u32,
 }
 
