@@ -18,6 +18,8 @@ struct State {
     done: AtomicU64,
     drawn: AtomicBool,
     started: Instant,
+    /// `SLUICE_PROGRESS=always`: each stage is drawn as it begins, too.
+    forced: bool,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -36,16 +38,17 @@ pub fn init(quiet: bool) {
     if !wanted || STATE.get().is_some() {
         return;
     }
+    let forced = std::env::var("SLUICE_PROGRESS").as_deref() == Ok("always");
     let state = State {
         stage: Mutex::new((String::new(), 0)),
         done: AtomicU64::new(0),
         drawn: AtomicBool::new(false),
         started: Instant::now(),
+        forced,
     };
     if STATE.set(state).is_err() {
         return;
     }
-    let forced = std::env::var("SLUICE_PROGRESS").as_deref() == Ok("always");
     let delay = if forced { Duration::ZERO } else { DELAY };
     let spawned = std::thread::Builder::new()
         .name("progress".into())
@@ -57,23 +60,7 @@ pub fn init(quiet: bool) {
             }
             // Drawn under the lock: once `clear` has run, nothing is drawn.
             let Ok(stage) = s.stage.lock() else { return };
-            if stage.0.is_empty() {
-                continue;
-            }
-            let done = s.done.load(Ordering::Relaxed);
-            let line = match (done, stage.1) {
-                (0, _) => format!("{}…", stage.0),
-                (d, 0) => format!("{}… {d}", stage.0),
-                (d, t) => format!("{}… {d}/{t}", stage.0),
-            };
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r\x1b[K{line} ({:.0} s)",
-                s.started.elapsed().as_secs_f64()
-            );
-            let _ = err.flush();
-            s.drawn.store(true, Ordering::Relaxed);
+            draw(s, &stage);
             drop(stage);
         });
     // No thread, no line: the work goes on without it.
@@ -86,8 +73,11 @@ pub fn stage(what: &str, total: u64) {
     if let Some(s) = STATE.get() {
         if let Ok(mut st) = s.stage.lock() {
             *st = (what.to_owned(), total);
+            s.done.store(0, Ordering::Relaxed);
+            if s.forced {
+                draw(s, &st);
+            }
         }
-        s.done.store(0, Ordering::Relaxed);
     }
 }
 
@@ -118,6 +108,27 @@ pub fn interrupt() {
             }
         }
     }
+}
+
+/// Draws the line for `stage` (held locked by the caller).
+fn draw(s: &State, stage: &(String, u64)) {
+    if stage.0.is_empty() {
+        return;
+    }
+    let done = s.done.load(Ordering::Relaxed);
+    let line = match (done, stage.1) {
+        (0, _) => format!("{}…", stage.0),
+        (d, 0) => format!("{}… {d}", stage.0),
+        (d, t) => format!("{}… {d}/{t}", stage.0),
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r\x1b[K{line} ({:.0} s)",
+        s.started.elapsed().as_secs_f64()
+    );
+    let _ = err.flush();
+    s.drawn.store(true, Ordering::Relaxed);
 }
 
 fn erase(s: &State) {
