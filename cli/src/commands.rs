@@ -365,9 +365,18 @@ pub fn compile(
             st.distinct_maps,
         );
         if stats {
+            // Sized to the longest name: real pod names run past any
+            // fixed width.
+            let w = c
+                .endpoints
+                .iter()
+                .map(|e| e.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max("ENDPOINT".len());
             let _ = writeln!(
                 o,
-                "{:<48} {:>10} {:>8} {:>8}",
+                "{:<w$} {:>10} {:>8} {:>8}",
                 "ENDPOINT", "IDENTITY", "ENTRIES", "ENFORCED"
             );
             for e in &c.endpoints {
@@ -379,7 +388,7 @@ pub fn compile(
                 };
                 let _ = writeln!(
                     o,
-                    "{:<48} {:>10} {:>8} {:>8}",
+                    "{:<w$} {:>10} {:>8} {:>8}",
                     e.name,
                     e.identity,
                     c.maps[e.map].len(),
