@@ -21,7 +21,7 @@ fn print_diags(diags: &[Diagnostic], sources: &SourceMap, color: bool) {
 }
 
 /// `3 pods`, `1 pod`.
-fn plural_count(n: usize, one: &str, many: &str) -> String {
+pub(crate) fn plural_count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", plural(n, one, many))
 }
 
@@ -1226,52 +1226,6 @@ fn doc_of(o: CompileOutput) -> crate::output::Doc {
     } else {
         crate::output::Doc::Json
     }
-}
-
-pub fn matrix(inputs: &Inputs, doc: Option<crate::output::Doc>, color: bool) -> ExitCode {
-    let s = match load(inputs, color) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    warn_without_inventory(inputs);
-    let c = &s.compiled;
-    crate::progress::stage(
-        &format!(
-            "judging every pair of {}",
-            plural_count(c.endpoints.len(), "endpoint", "endpoints")
-        ),
-        0,
-    );
-    let m = simulator::matrix::matrix(c);
-    crate::progress::clear();
-    if let Some(doc) = doc {
-        let rows: Vec<serde_json::Value> = m
-            .iter()
-            .filter(|(_, _, a)| !a.is_none())
-            .map(|(a, b, x)| serde_json::json!({"from": c.endpoints[*a].name, "to": c.endpoints[*b].name, "allowed": x}))
-            .collect();
-        crate::output::print(&serde_json::json!({"schemaVersion": 1, "pairs": rows}), doc);
-        return ExitCode::SUCCESS;
-    }
-    let mut o = std::io::BufWriter::new(std::io::stdout().lock());
-    for (a, b, x) in &m {
-        if !x.is_none() {
-            let line = writeln!(
-                o,
-                "{} => {} : {}",
-                c.endpoints[*a].name,
-                c.endpoints[*b].name,
-                x.text()
-            );
-            if let Err(e) = line {
-                crate::stdout_failed(&e);
-            }
-        }
-    }
-    if let Err(e) = o.flush() {
-        crate::stdout_failed(&e);
-    }
-    ExitCode::SUCCESS
 }
 
 /// ` HTTP PUT /v1/exhaust-port`, ` Kafka key 0 topic t`, ` DNS example.com`.

@@ -520,6 +520,21 @@ enum Command {
         inputs: Inputs,
         #[arg(short, long, value_enum, default_value_t = MatrixOutput::Text)]
         output: MatrixOutput,
+        /// Group pods: one line per pair of groups and what is allowed,
+        /// with how many of their pod pairs it holds for when not all.
+        #[arg(long, value_enum)]
+        by: Option<matrix::GroupBy>,
+        /// Only these sources: a pod, a workload (namespace/name) or a
+        /// label selector (ns=NS,key=value).
+        #[arg(long, value_name = "SEL")]
+        from: Option<String>,
+        /// Only these destinations (as --from).
+        #[arg(long, value_name = "SEL")]
+        to: Option<String>,
+        /// Only these ports: 80, 53/UDP, 8000-8100/TCP (TCP without a
+        /// protocol, as trace --port).
+        #[arg(long)]
+        port: Option<String>,
     },
     /// Enforce policies on this node with the eBPF datapath: compile the
     /// policies and inventory, attach to each local endpoint's host-side
@@ -1008,12 +1023,25 @@ fn run(command: Command, color: bool) -> ExitCode {
             },
             color,
         ),
-        Command::Matrix { inputs, output } => commands::matrix(
+        Command::Matrix {
+            inputs,
+            output,
+            by,
+            from,
+            to,
+            port,
+        } => matrix::matrix(
             &inputs,
-            match output {
-                MatrixOutput::Text => None,
-                MatrixOutput::Json => Some(output::Doc::Json),
-                MatrixOutput::Yaml => Some(output::Doc::Yaml),
+            &matrix::Query {
+                by,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                port: port.as_deref(),
+                doc: match output {
+                    MatrixOutput::Text => None,
+                    MatrixOutput::Json => Some(output::Doc::Json),
+                    MatrixOutput::Yaml => Some(output::Doc::Yaml),
+                },
             },
             color,
         ),
@@ -1053,6 +1081,7 @@ mod git;
 mod lint;
 #[cfg(feature = "datapath")]
 mod live;
+mod matrix;
 mod output;
 mod progress;
 

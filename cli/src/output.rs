@@ -158,6 +158,76 @@ fn plain_is_safe(s: &str) -> bool {
     !numberish
 }
 
+/// A document whose last member is a list, written item by item: a
+/// matrix of millions of pairs costs no memory, and `-o json` and
+/// `-o yaml` stay the documents [`render`] would print for the whole.
+pub struct ListDoc<W: std::io::Write> {
+    out: W,
+    doc: Doc,
+    key: &'static str,
+    first: bool,
+}
+
+impl<W: std::io::Write> ListDoc<W> {
+    /// `head`: the members before the list (an object, e.g. the
+    /// `schemaVersion`); `key`: the list's member.
+    pub fn begin(mut out: W, doc: Doc, head: &Value, key: &'static str) -> std::io::Result<Self> {
+        match doc {
+            Doc::Json => {
+                let text = format!("{head:#}");
+                let members = text
+                    .strip_prefix('{')
+                    .and_then(|t| t.strip_suffix('}'))
+                    .unwrap_or_default()
+                    .trim_end();
+                write!(out, "{{{members},\n  {}: [", Value::from(key))?;
+            }
+            Doc::Yaml => out.write_all(yaml(head).as_bytes())?,
+        }
+        Ok(ListDoc {
+            out,
+            doc,
+            key,
+            first: true,
+        })
+    }
+
+    pub fn item(&mut self, v: Value) -> std::io::Result<()> {
+        match self.doc {
+            Doc::Json => {
+                let text = format!("{v:#}");
+                self.out
+                    .write_all(if self.first { b"\n" } else { b",\n" })?;
+                for (i, line) in text.lines().enumerate() {
+                    if i > 0 {
+                        self.out.write_all(b"\n")?;
+                    }
+                    write!(self.out, "    {line}")?;
+                }
+            }
+            Doc::Yaml => {
+                if self.first {
+                    writeln!(self.out, "{}:", string(self.key))?;
+                }
+                self.out
+                    .write_all(yaml(&Value::Array(vec![v])).as_bytes())?;
+            }
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    pub fn end(mut self) -> std::io::Result<W> {
+        match (self.doc, self.first) {
+            (Doc::Json, true) => self.out.write_all(b"]\n}\n")?,
+            (Doc::Json, false) => self.out.write_all(b"\n  ]\n}\n")?,
+            (Doc::Yaml, true) => writeln!(self.out, "{}: []", string(self.key))?,
+            (Doc::Yaml, false) => {}
+        }
+        Ok(self.out)
+    }
+}
+
 /// Columns sized to their content. The first [`Table::SAMPLE`] rows are
 /// held to measure them; later rows stream with those widths (a longer
 /// cell pushes only its own line), so memory stays bounded on a stream
@@ -235,8 +305,33 @@ fn line(widths: &[usize], cells: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{yaml, Table};
+    use super::{render, yaml, Doc, ListDoc, Table};
     use serde_json::json;
+
+    #[test]
+    fn a_list_written_item_by_item_is_the_whole_document() {
+        let head = json!({"schemaVersion": 1, "by": "namespace"});
+        for items in [
+            vec![],
+            vec![json!({"from": "a", "n": [1, 2]}), json!({"from": "b"})],
+        ] {
+            for doc in [Doc::Json, Doc::Yaml] {
+                let mut w = ListDoc::begin(Vec::new(), doc, &head, "pairs").expect("write");
+                for i in &items {
+                    w.item(i.clone()).expect("write");
+                }
+                let text = String::from_utf8(w.end().expect("write")).expect("utf-8");
+                let mut whole = head.clone();
+                whole["pairs"] = json!(items);
+                assert_eq!(
+                    text,
+                    render(&whole, doc),
+                    "{doc:?} of {} items",
+                    items.len()
+                );
+            }
+        }
+    }
 
     #[test]
     fn nested_documents_read_as_kubectl_prints_them() {

@@ -273,6 +273,66 @@ fn matrix_and_lint_see_the_workloads() {
 }
 
 #[test]
+fn matrix_groups_pods_and_filters_sources_destinations_and_ports() {
+    let lines = |extra: &[&str]| -> Vec<String> {
+        let o = run("matrix", extra);
+        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Workloads are named as their manifests name them.
+    assert_eq!(
+        lines(&["--by", "workload"]),
+        [
+            "shop/backup => tools/toolbox : All connections",
+            "shop/backup => shop/db : TCP 5432",
+            "shop/db => tools/toolbox : All connections",
+            "shop/web => tools/toolbox : All connections",
+            "shop/web => shop/db : TCP 5432",
+        ]
+    );
+    // Three shop pods: six ordered pairs of distinct pods, two of them to
+    // the database; a pod and itself is not a pair.
+    assert_eq!(
+        lines(&["--by", "namespace"]),
+        [
+            "shop => tools : All connections",
+            "shop => shop : TCP 5432 (2 of 6 pod pairs)",
+        ]
+    );
+    assert_eq!(
+        lines(&["--from", "ns=shop", "--to", "shop/db-0"]),
+        [
+            "shop/backup-0 => shop/db-0 : TCP 5432",
+            "shop/web-0 => shop/db-0 : TCP 5432",
+        ]
+    );
+    assert_eq!(
+        lines(&["--from", "shop/web", "--port", "5432"]),
+        [
+            "shop/web-0 => tools/toolbox : TCP 5432",
+            "shop/web-0 => shop/db-0 : TCP 5432",
+        ]
+    );
+    assert!(lines(&["--to", "shop/db-0", "--port", "5432/UDP"]).is_empty());
+    for (bad, says) in [
+        (&["--port", "http"][..], "--port must be"),
+        (&["--from", "shop/nosuch"][..], "no pod `shop/nosuch`"),
+        (&["--to", "1.2.3.4"][..], "the matrix is between pods"),
+    ] {
+        let o = run("matrix", bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{bad:?}: {}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
 fn hubble_replay_judges_new_connections_only_and_marks_changes() {
     let o = run("simulate", &["-f", "fixtures/repo/hubble.jsonl"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -226,6 +226,22 @@ fn every_document_matches_its_schema_and_reads_the_same_in_yaml() {
     }
 
     check(&s, "matrix", &[&["matrix"][..], &EX].concat(), 0);
+    for by in ["identity", "workload", "namespace"] {
+        let v = check(
+            &s,
+            "matrix",
+            &[&["matrix"][..], &EX, &["--by", by]].concat(),
+            0,
+        );
+        assert_eq!(v["by"], by);
+    }
+    let none = check(
+        &s,
+        "matrix",
+        &[&["matrix"][..], &EX, &["--port", "9/UDP"]].concat(),
+        0,
+    );
+    assert_eq!(none["pairs"], serde_json::json!([]));
     check(&s, "graph", &[&["graph"][..], &EX].concat(), 0);
 
     let v = check(

@@ -1,24 +1,31 @@
 //! The full connectivity matrix: for every ordered pair of pods, which
 //! protocols and ports the datapath allows.
 //!
-//! Verdicts only change at port boundaries that appear in some map entry,
-//! so each protocol's port space is cut into intervals at those boundaries
-//! and judged once per interval. Pods that share an identity and a policy
-//! map behave alike as sources and as destinations, so pairs are judged per
-//! class and expanded at the end.
+//! Between two pods the datapath does two lookups: egress in the source's
+//! map for the destination's identity, then ingress in the destination's
+//! map for the source's identity. Each lookup's answer over the whole
+//! port space depends only on (map, direction, peer identity), and for a
+//! peer identity the map never names, only on (map, direction): so the
+//! allowed port set of each is computed once, from the entries of that
+//! identity and of the wildcard identity alone (verdicts change only where
+//! one of them starts or ends), and interned. A pair's answer is the
+//! intersection of two interned sets, itself cached by the pair of
+//! indices. Pods with the same identity and map are one class; pairs are
+//! expanded to pods only when they are written, one at a time.
 
-use crate::eval::{judge, Resolved, Side};
+use crate::eval::{judge, Resolved, Side as Side_};
 use crate::flow::Verdict;
-use compiler::compile::Compiled;
+use compiler::compile::{BuildFnv, Compiled};
+use compiler::mapstate::{Key, PolicyMap};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Protocols judged port by port; every other protocol is judged once
 /// (as ICMP echo) and reported as "other".
 pub const PORT_PROTOCOLS: [(u8, &str); 3] = [(6, "TCP"), (17, "UDP"), (132, "SCTP")];
 
 /// Allowed traffic from one pod to another.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Allowed {
     /// Per protocol name, inclusive port ranges.
     pub ports: BTreeMap<&'static str, Vec<(u16, u16)>>,
@@ -67,11 +74,313 @@ impl Allowed {
     }
 }
 
-/// Port interval starts per protocol, from every entry of every map.
-fn cuts(c: &Compiled) -> BTreeMap<u8, Vec<u16>> {
-    let mut out: BTreeMap<u8, BTreeSet<u32>> = PORT_PROTOCOLS
+/// Intersection of two sorted lists of disjoint inclusive ranges.
+fn meet_ranges(a: &[(u16, u16)], b: &[(u16, u16)]) -> Vec<(u16, u16)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo <= hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+impl Allowed {
+    /// What both allow.
+    pub fn meet(&self, other: &Allowed) -> Allowed {
+        let mut out = Allowed {
+            ports: BTreeMap::new(),
+            other: self.other && other.other,
+        };
+        for (p, a) in &self.ports {
+            if let Some(b) = other.ports.get(p) {
+                let r = meet_ranges(a, b);
+                if !r.is_empty() {
+                    out.ports.insert(p, r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Everything: every port of every protocol.
+    pub fn all() -> Allowed {
+        Allowed {
+            ports: PORT_PROTOCOLS
+                .iter()
+                .map(|(_, n)| (*n, vec![(0, 65535)]))
+                .collect(),
+            other: true,
+        }
+    }
+}
+
+/// The keys of one (identity, direction) of a map, in order.
+fn keys_of(m: &PolicyMap, identity: u32, egress: bool) -> impl Iterator<Item = &Key> {
+    let lo = Key {
+        identity,
+        egress,
+        proto: 0,
+        dport: 0,
+        plen: 0,
+    };
+    let hi = Key {
+        proto: u8::MAX,
+        dport: u16::MAX,
+        plen: u8::MAX,
+        ..lo
+    };
+    m.entries.range(lo..=hi).map(|(k, _)| k)
+}
+
+/// What one lookup allows over the whole port space: `lookup(identity,
+/// egress, ..)` judged once per interval between the boundaries of the
+/// entries that can decide it (those of `identity` and of the wildcard).
+/// Identity 0 stands for every identity the map does not name, as the
+/// datapath's lookup falls back to the wildcard entries for those.
+fn port_set(m: &PolicyMap, identity: u32, egress: bool) -> Allowed {
+    let mut out = Allowed::default();
+    let mut cuts: Vec<Vec<u32>> = vec![vec![0]; PORT_PROTOCOLS.len()];
+    let named = (identity != 0).then(|| keys_of(m, identity, egress));
+    for k in keys_of(m, 0, egress).chain(named.into_iter().flatten()) {
+        if k.plen <= 8 {
+            // Whole protocols (or everything): no boundary inside one.
+            continue;
+        }
+        if let Some(i) = PORT_PROTOCOLS.iter().position(|(p, _)| *p == k.proto) {
+            let size = 1u32 << (24 - u32::from(k.plen));
+            cuts[i].push(u32::from(k.dport));
+            cuts[i].push(u32::from(k.dport) + size);
+        }
+    }
+    let allows = |proto: u8, port: u16| {
+        m.lookup(identity, egress, proto, port)
+            .is_some_and(|h| !h.entry.deny)
+    };
+    for (i, (proto, name)) in PORT_PROTOCOLS.iter().enumerate() {
+        let starts = &mut cuts[i];
+        starts.sort_unstable();
+        starts.dedup();
+        starts.retain(|&x| x <= 65535);
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        for (j, &lo) in starts.iter().enumerate() {
+            let hi = starts.get(j + 1).map_or(65535, |&n| n - 1) as u16;
+            let lo = lo as u16;
+            if allows(*proto, lo) {
+                match ranges.last_mut() {
+                    Some(last) if u32::from(last.1) + 1 == u32::from(lo) => last.1 = hi,
+                    _ => ranges.push((lo, hi)),
+                }
+            }
+        }
+        if !ranges.is_empty() {
+            out.ports.insert(name, ranges);
+        }
+    }
+    // Protocols without ports are judged as ICMP echo, as a flow of them
+    // would be.
+    out.other = allows(1, 8);
+    out
+}
+
+/// One direction of one map: the interned set for each identity it
+/// names, and for every other identity.
+#[derive(Default)]
+struct Side {
+    named: HashMap<u32, u32, BuildFnv>,
+    other: u32,
+}
+
+impl Side {
+    fn get(&self, identity: u32) -> u32 {
+        self.named.get(&identity).copied().unwrap_or(self.other)
+    }
+}
+
+/// The matrix of a compiled state, by classes of pods.
+pub struct Matrix<'c> {
+    c: &'c Compiled,
+    /// Endpoint indices of the pods (host endpoints are not pods), in
+    /// endpoint order.
+    pods: Vec<usize>,
+    /// The class of each of `pods`.
+    class: Vec<u32>,
+    /// Each class's (identity, map).
+    classes: Vec<(u32, usize)>,
+    /// Per map index: [ingress, egress], for the maps pods use.
+    sides: Vec<Option<[Side; 2]>>,
+    sets: Vec<Allowed>,
+    interned: HashMap<Allowed, u32>,
+    meets: HashMap<(u32, u32), u32, BuildFnv>,
+}
+
+impl<'c> Matrix<'c> {
+    /// The matrix of every pair of pods.
+    pub fn new(c: &'c Compiled) -> Self {
+        Matrix::within(c, &Allowed::all())
+    }
+
+    /// The matrix restricted to what `only` allows (e.g. one port).
+    pub fn within(c: &'c Compiled, only: &Allowed) -> Self {
+        let pods: Vec<usize> = (0..c.endpoints.len())
+            .filter(|&i| !c.endpoints[i].host)
+            .collect();
+        let mut m = Matrix {
+            c,
+            class: Vec::with_capacity(pods.len()),
+            pods,
+            classes: Vec::new(),
+            sides: (0..c.maps.len()).map(|_| None).collect(),
+            sets: Vec::new(),
+            interned: HashMap::new(),
+            meets: HashMap::default(),
+        };
+        let mut class_of: HashMap<(u32, usize), u32, BuildFnv> = HashMap::default();
+        for &i in &m.pods {
+            let e = &c.endpoints[i];
+            let key = (e.identity, e.map);
+            let next = m.classes.len() as u32;
+            let id = *class_of.entry(key).or_insert_with(|| {
+                m.classes.push(key);
+                next
+            });
+            m.class.push(id);
+        }
+        let maps: Vec<usize> = {
+            let mut v: Vec<usize> = m.classes.iter().map(|&(_, map)| map).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        for map in maps {
+            let pm = &c.maps[map];
+            let mut both: [Side; 2] = Default::default();
+            for (d, side) in both.iter_mut().enumerate() {
+                let egress = d == 1;
+                let s = port_set(pm, 0, egress).meet(only);
+                side.other = m.intern(s);
+                let mut named: Vec<u32> = pm
+                    .entries
+                    .keys()
+                    .filter(|k| k.egress == egress && k.identity != 0)
+                    .map(|k| k.identity)
+                    .collect();
+                named.dedup();
+                for id in named {
+                    let s = port_set(pm, id, egress).meet(only);
+                    let s = m.intern(s);
+                    side.named.insert(id, s);
+                }
+            }
+            m.sides[map] = Some(both);
+        }
+        m
+    }
+
+    fn intern(&mut self, s: Allowed) -> u32 {
+        if let Some(&i) = self.interned.get(&s) {
+            return i;
+        }
+        let i = self.sets.len() as u32;
+        self.sets.push(s.clone());
+        self.interned.insert(s, i);
+        i
+    }
+
+    fn side(&self, map: usize, egress: bool) -> &Side {
+        // Every class's map has its sides (built in `within`).
+        &self.sides[map].as_ref().expect("sides of a pod's map")[usize::from(egress)]
+    }
+
+    fn meet(&mut self, a: u32, b: u32) -> u32 {
+        if a == b {
+            return a;
+        }
+        if let Some(&r) = self.meets.get(&(a, b)) {
+            return r;
+        }
+        let s = self.sets[a as usize].meet(&self.sets[b as usize]);
+        let r = self.intern(s);
+        self.meets.insert((a, b), r);
+        r
+    }
+
+    /// Endpoint indices of the pods, in endpoint order.
+    pub fn pods(&self) -> &[usize] {
+        &self.pods
+    }
+
+    /// The class of the pod at `pos` in [`Matrix::pods`].
+    pub fn class_of(&self, pos: usize) -> usize {
+        self.class[pos] as usize
+    }
+
+    pub fn class_count(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// An interned set, by its index.
+    pub fn set(&self, i: u32) -> &Allowed {
+        &self.sets[i as usize]
+    }
+
+    /// Number of interned sets so far (indices are below it).
+    pub fn set_count(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// What a pod of class `a` may send to a pod of each class (another
+    /// pod: a pod reaching itself is not judged), as set indices.
+    pub fn row(&mut self, a: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let (id_a, map_a) = self.classes[a];
+        for b in 0..self.classes.len() {
+            let (id_b, map_b) = self.classes[b];
+            let e = self.side(map_a, true).get(id_b);
+            let i = self.side(map_b, false).get(id_a);
+            let r = self.meet(e, i);
+            out.push(r);
+        }
+    }
+
+    /// Every ordered pair of distinct pods, as (source, destination)
+    /// endpoint indices and what is allowed: for small states and tests;
+    /// printing goes through [`Matrix::row`].
+    pub fn pairs(&mut self) -> Vec<(usize, usize, Allowed)> {
+        let mut out = Vec::new();
+        let mut row = Vec::new();
+        for ai in 0..self.pods.len() {
+            self.row(self.class_of(ai), &mut row);
+            for bi in 0..self.pods.len() {
+                if ai != bi {
+                    let s = row[self.class_of(bi)];
+                    out.push((self.pods[ai], self.pods[bi], self.sets[s as usize].clone()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn compiled(&self) -> &'c Compiled {
+        self.c
+    }
+}
+
+/// The definition the classes must agree with: every pair judged by the
+/// simulator's own [`judge`] at every port boundary of any map. Slow
+/// (pairs × boundaries); for tests.
+pub fn by_judging(c: &Compiled) -> Vec<(usize, usize, Allowed)> {
+    let mut cuts: BTreeMap<u8, std::collections::BTreeSet<u32>> = PORT_PROTOCOLS
         .iter()
-        .map(|(p, _)| (*p, BTreeSet::from([0u32])))
+        .map(|(p, _)| (*p, std::collections::BTreeSet::from([0u32])))
         .collect();
     for m in &c.maps {
         for k in m.entries.keys() {
@@ -79,107 +388,63 @@ fn cuts(c: &Compiled) -> BTreeMap<u8, Vec<u16>> {
                 continue;
             }
             let size = 1u32 << (24 - u32::from(k.plen));
-            if let Some(set) = out.get_mut(&k.proto) {
+            if let Some(set) = cuts.get_mut(&k.proto) {
                 set.insert(u32::from(k.dport));
                 set.insert(u32::from(k.dport) + size);
             }
         }
     }
-    out.into_iter()
-        .map(|(p, s)| {
-            (
-                p,
-                s.into_iter()
-                    .filter(|&x| x <= 65535)
-                    .map(|x| x as u16)
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-/// The matrix over every pair of distinct pods, in endpoint order.
-pub fn matrix(c: &Compiled) -> Vec<(usize, usize, Allowed)> {
-    let cuts = cuts(c);
-    let pods: Vec<usize> = (0..c.endpoints.len())
-        .filter(|&i| !c.endpoints[i].host)
-        .collect();
-    // Classes of interchangeable pods: same identity, same map, same node
-    // (node matters for host-relative identities).
-    let mut class_of = BTreeMap::new();
-    let mut reps = Vec::new();
-    let mut class = Vec::with_capacity(pods.len());
-    for &i in &pods {
-        let e = &c.endpoints[i];
-        let key = (e.identity, e.map, e.node.clone());
-        let id = *class_of.entry(key).or_insert_with(|| {
-            reps.push(i);
-            reps.len() - 1
-        });
-        class.push(id);
-    }
     let side = |i: usize| {
         let e = &c.endpoints[i];
-        Side {
+        Side_ {
             endpoint: Some(e),
             ip: e.ips.first().copied(),
             entity: None,
             node: e.node.as_deref(),
         }
     };
-    let allowed = |a: usize, b: usize| -> Allowed {
-        let mut out = Allowed::default();
-        for (proto, name) in PORT_PROTOCOLS {
-            let starts = &cuts[&proto];
-            let mut ranges: Vec<(u16, u16)> = Vec::new();
-            for (j, &lo) in starts.iter().enumerate() {
-                let hi = starts.get(j + 1).map_or(65535, |&n| n - 1);
-                let f = Resolved {
-                    src: side(a),
-                    dst: side(b),
-                    protocol: proto,
-                    port: lo,
-                };
-                if judge(c, &f).verdict == Verdict::Allowed {
-                    match ranges.last_mut() {
-                        Some(last) if u32::from(last.1) + 1 == u32::from(lo) => last.1 = hi,
-                        _ => ranges.push((lo, hi)),
-                    }
-                }
-            }
-            if !ranges.is_empty() {
-                out.ports.insert(name, ranges);
-            }
-        }
-        let f = Resolved {
-            src: side(a),
-            dst: side(b),
-            protocol: 1,
-            port: 8,
-        };
-        out.other = judge(c, &f).verdict == Verdict::Allowed;
-        out
-    };
-    let n = reps.len();
-    let mut by_class = vec![None; n * n];
-    let mut diag: Vec<Option<Allowed>> = vec![None; n];
+    let pods: Vec<usize> = (0..c.endpoints.len())
+        .filter(|&i| !c.endpoints[i].host)
+        .collect();
     let mut out = Vec::new();
-    for (ai, &a) in pods.iter().enumerate() {
-        for (bi, &b) in pods.iter().enumerate() {
+    for &a in &pods {
+        for &b in &pods {
             if a == b {
                 continue;
             }
-            let slot = class[ai] * n + class[bi];
-            // Two pods of one class are still distinct pods: judge them
-            // with their own sides (the loopback shortcut must not apply).
-            let v = if class[ai] == class[bi] {
-                diag[class[ai]].get_or_insert_with(|| allowed(a, b)).clone()
-            } else {
-                by_class[slot]
-                    .get_or_insert_with(|| allowed(reps[class[ai]], reps[class[bi]]))
-                    .clone()
+            let verdict = |protocol: u8, port: u16| {
+                let f = Resolved {
+                    src: side(a),
+                    dst: side(b),
+                    protocol,
+                    port,
+                };
+                judge(c, &f).verdict == Verdict::Allowed
             };
-            out.push((a, b, v));
+            let mut x = Allowed::default();
+            for (proto, name) in PORT_PROTOCOLS {
+                let starts: Vec<u32> = cuts[&proto]
+                    .iter()
+                    .copied()
+                    .filter(|&s| s <= 65535)
+                    .collect();
+                let mut ranges: Vec<(u16, u16)> = Vec::new();
+                for (j, &lo) in starts.iter().enumerate() {
+                    let hi = starts.get(j + 1).map_or(65535, |&n| n - 1) as u16;
+                    let lo = lo as u16;
+                    if verdict(proto, lo) {
+                        match ranges.last_mut() {
+                            Some(last) if u32::from(last.1) + 1 == u32::from(lo) => last.1 = hi,
+                            _ => ranges.push((lo, hi)),
+                        }
+                    }
+                }
+                if !ranges.is_empty() {
+                    x.ports.insert(name, ranges);
+                }
+            }
+            x.other = verdict(1, 8);
+            out.push((a, b, x));
         }
     }
     out
