@@ -608,20 +608,54 @@ fn compile_one(
         }
     }
 
-    // One map per distinct (identity, own named ports, node when host
-    // selection depends on it): pods that share them share a map.
-    let node_sensitive = model.rules.iter().any(|r| {
-        r.rules.iter().any(|nr| match &nr.peers {
-            Peers::Any(s) => s
-                .iter()
-                .any(|p| matches!(p, PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host))),
-            _ => false,
+    // One map per distinct (identity, own named ports, node class): pods
+    // that share them share a map. A map depends on its node only where a
+    // `fromNodes`/`toNodes` selector matches the local node (which it then
+    // sees as `host`), so nodes are classed by which of those selectors
+    // match them: thousands of nodes are a handful of classes.
+    let node_sels: Vec<&Sel> = {
+        let mut v: Vec<&Sel> = Vec::new();
+        for r in &model.rules {
+            for nr in &r.rules {
+                if let Peers::Any(ps) = &nr.peers {
+                    for p in ps {
+                        if let PeerSel::Nodes(sel) = p {
+                            if !v.contains(&sel) {
+                                v.push(sel);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        v
+    };
+    let node_class: HashMap<&str, Vec<bool>> = inv
+        .nodes
+        .iter()
+        .map(|n| {
+            let ls = node_label_set(n);
+            (
+                n.name.as_str(),
+                node_sels.iter().map(|s| s.matches(&ls)).collect(),
+            )
         })
-    });
-    let mut groups: HashMap<(u32, Vec<ContainerPort>, Option<String>), usize> = HashMap::new();
+        .collect();
+    let class_of = |node: Option<&str>| -> Option<Vec<bool>> {
+        if node_sels.is_empty() {
+            return None;
+        }
+        // A node the inventory does not list matches no selector.
+        node.map(|n| {
+            node_class
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| vec![false; node_sels.len()])
+        })
+    };
+    let mut groups: HashMap<(u32, Vec<ContainerPort>, Option<Vec<bool>>), usize> = HashMap::new();
     for (p, id) in pods.iter().zip(&endpoint_ids) {
-        let node = if node_sensitive { p.node.clone() } else { None };
-        let key = (*id, p.ports.clone(), node.clone());
+        let key = (*id, p.ports.clone(), class_of(p.node.as_deref()));
         let map = match groups.get(&key) {
             Some(m) => *m,
             None => {
@@ -665,17 +699,27 @@ fn compile_one(
             );
         }
     }
-    // Host endpoints, when host policies exist (host firewall).
+    // Host endpoints, when host policies exist (host firewall): nodes
+    // selected by the same rules, of one node class, share a map.
+    let mut host_groups: HashMap<(&[usize], Option<Vec<bool>>), usize> = HashMap::new();
     for (ni, rules) in host_rules.iter().collect::<BTreeMap<_, _>>() {
         let node = &inv.nodes[*ni];
-        let map = cx.endpoint_map(model, rules, &[], Some(&node.name), true);
-        cx.out.maps.push(map);
+        let key = (rules.as_slice(), class_of(Some(&node.name)));
+        let map = match host_groups.get(&key) {
+            Some(&m) => m,
+            None => {
+                let map = cx.endpoint_map(model, rules, &[], Some(&node.name), true);
+                cx.out.maps.push(map);
+                host_groups.insert(key, cx.out.maps.len() - 1);
+                cx.out.maps.len() - 1
+            }
+        };
         cx.out.endpoints.push(Endpoint {
             name: format!("node/{}", node.name),
             identity: HOST,
             node: Some(node.name.clone()),
             ips: node.ips.clone(),
-            map: cx.out.maps.len() - 1,
+            map,
             enforced: enforcement(model, rules),
             host: true,
             selected_by: rules
@@ -961,7 +1005,7 @@ impl Ctx<'_> {
         node: Option<&str>,
     ) -> Resolution {
         let node_key = match s {
-            PeerSel::Nodes(_) | PeerSel::Entity(Entity::Host) => node.map(str::to_owned),
+            PeerSel::Nodes(_) => node.map(str::to_owned),
             _ => None,
         };
         // The model outlives the compile, so a selector's address names it;

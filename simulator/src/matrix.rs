@@ -123,8 +123,8 @@ impl Allowed {
     }
 }
 
-/// The keys of one (identity, direction) of a map, in order.
-fn keys_of(m: &PolicyMap, identity: u32, egress: bool) -> impl Iterator<Item = &Key> {
+/// The span of keys of one (identity, direction) in a map's order.
+fn range_of(identity: u32, egress: bool) -> std::ops::RangeInclusive<Key> {
     let lo = Key {
         identity,
         egress,
@@ -138,7 +138,12 @@ fn keys_of(m: &PolicyMap, identity: u32, egress: bool) -> impl Iterator<Item = &
         plen: u8::MAX,
         ..lo
     };
-    m.entries.range(lo..=hi).map(|(k, _)| k)
+    lo..=hi
+}
+
+/// The keys of one (identity, direction) of a map, in order.
+fn keys_of(m: &PolicyMap, identity: u32, egress: bool) -> impl Iterator<Item = &Key> {
+    m.entries.range(range_of(identity, egress)).map(|(k, _)| k)
 }
 
 /// What one lookup allows over the whole port space: `lookup(identity,
@@ -274,9 +279,27 @@ impl<'c> Matrix<'c> {
                     .map(|k| k.identity)
                     .collect();
                 named.dedup();
+                // Identities whose entries are alike (same ports, verdicts
+                // and precedence: a selector that names many) get one set;
+                // the lookups are done once per kind of entry list.
+                let mut by_entries: HashMap<Vec<(u8, u16, u8, bool, u32)>, u32> = HashMap::new();
+                let mut sig = Vec::new();
                 for id in named {
-                    let s = port_set(pm, id, egress).meet(only);
-                    let s = m.intern(s);
+                    sig.clear();
+                    sig.extend(
+                        pm.entries
+                            .range(range_of(id, egress))
+                            .map(|(k, e)| (k.proto, k.dport, k.plen, e.deny, e.precedence)),
+                    );
+                    let s = match by_entries.get(sig.as_slice()) {
+                        Some(&s) => s,
+                        None => {
+                            let s = port_set(pm, id, egress).meet(only);
+                            let s = m.intern(s);
+                            by_entries.insert(sig.clone(), s);
+                            s
+                        }
+                    };
                     side.named.insert(id, s);
                 }
             }
