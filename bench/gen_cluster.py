@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """A realistic generated cluster for the scale benchmarks (issue #18).
 
-What a real cluster dump looks like, at any size: namespaces of teams and
-environments; Deployments and StatefulSets with several replicas each
-(pods named and labelled as their controllers name them, with
+What a real cluster dump looks like, at any size: namespaces of teams (four
+namespaces each: a team's selector selects as many namespaces however large
+the cluster) and environments; Deployments and StatefulSets with several
+replicas each (pods named and labelled as their controllers name them, with
 pod-template-hash and owner references); nodes in zones; named container
 ports; and a policy mix that real repositories hold: CiliumNetworkPolicies
 per app (same-namespace tiers on named ports, cross-namespace peers by
 namespace labels, egress to databases, DNS, CIDR sets with except, entities),
 NetworkPolicies (matchExpressions, namespaceSelector, port ranges, default
-deny), some deny rules, clusterwide policies for monitoring, and host
-policies with nodeSelector. Deterministic for a seed.
+deny), some deny rules, public entry points from world, and a few
+clusterwide policies (monitoring; host policies with nodeSelector).
+Deterministic for a seed.
 
 Usage:
     python3 bench/gen_cluster.py --pods 100000 --policies 10000 --out /tmp/c100k
@@ -34,7 +36,7 @@ def generate(pods, policies, seed=1):
     for n in range(namespaces):
         env = ["prod", "staging", "dev"][n % 3]
         inv.append(f"- {{apiVersion: v1, kind: Namespace, metadata: {{name: ns{n}, labels: "
-                   f"{{kubernetes.io/metadata.name: ns{n}, team: team{n % 40}, env: {env}}}}}}}")
+                   f"{{kubernetes.io/metadata.name: ns{n}, team: team{n // 4}, env: {env}}}}}}}")
     for i in range(nodes):
         inv.append(f"- {{apiVersion: v1, kind: Node, metadata: {{name: node{i}, labels: "
                    f"{{topology.kubernetes.io/zone: zone{i % 3}, node-role: {'infra' if i % 10 == 0 else 'worker'}}}}}, "
@@ -97,7 +99,7 @@ spec:
     toPorts: [{{ports: [{{port: "5432", protocol: TCP}}]}}]
   - toEndpoints: [{{matchLabels: {{k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}}}}]
     toPorts: [{{ports: [{{port: "53", protocol: ANY}}]}}]
-  - toCIDRSet: [{{cidr: 172.{16 + i % 16}.0.0/16, except: [172.{16 + i % 16}.{i % 250}.0/24]}}]
+  - toCIDRSet: [{{cidr: 172.{16 + i % 16}.0.0/16, except: [172.{16 + i % 16}.{i % 4}.0/24]}}]
   - toEntities: [kube-apiserver]
 """)
         elif kind < 17:
@@ -111,7 +113,7 @@ spec:
   policyTypes: [Ingress]
   ingress:
   - from:
-    - namespaceSelector: {{matchLabels: {{team: team{other_ns % 40}}}}}
+    - namespaceSelector: {{matchLabels: {{team: team{other_ns // 4}}}}}
       podSelector: {{matchLabels: {{tier: {r.choice(TIERS)}}}}}
     - podSelector: {{matchLabels: {{app: {peer}}}}}
     ports: [{{port: {PORTS[tier][0][0]}}}, {{protocol: TCP, port: {lo}, endPort: {lo + 100 + i % 50}}}]
@@ -135,7 +137,7 @@ spec:
   - fromEndpoints: [{{matchLabels: {{k8s:io.kubernetes.pod.namespace: ns{other_ns}}}}}]
     toPorts: [{{ports: [{{port: "{port}", protocol: TCP}}]}}]
 """)
-        elif i % 40 == 19:
+        elif i % 400 == 39:
             pol.append(f"""apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy
 metadata: {{name: host-{i}}}
@@ -146,15 +148,27 @@ spec:
   - fromCIDR: [10.{i % 250}.0.0/16]
     toPorts: [{{ports: [{{port: "22", protocol: TCP}}, {{port: "10250", protocol: TCP}}]}}]
 """)
-        else:
+        elif i % 200 == 19:
             pol.append(f"""apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy
 metadata: {{name: monitoring-{i}}}
 spec:
   endpointSelector: {{matchLabels: {{tier: {tier}, k8s:io.cilium.k8s.namespace.labels.env: {['prod', 'staging', 'dev'][i % 3]}}}}}
   ingress:
-  - fromEndpoints: [{{matchLabels: {{k8s:io.cilium.k8s.namespace.labels.team: team{i % 40}, tier: worker}}}}]
+  - fromEndpoints: [{{matchLabels: {{k8s:io.cilium.k8s.namespace.labels.team: team{(i // 20) % max(1, namespaces // 4)}, tier: worker}}}}]
     toPorts: [{{ports: [{{port: "9090", protocol: TCP}}]}}]
+""")
+        else:
+            # Clusterwide policies are few in real clusters: the other
+            # slots are public entry points of a namespace.
+            pol.append(f"""apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: public-{app}-{i}, namespace: ns{n}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: {app}}}}}
+  ingress:
+  - fromEntities: [world]
+    toPorts: [{{ports: [{{port: "443", protocol: TCP}}]}}]
 """)
     return "\n".join(inv) + "\n", "---\n".join(pol)
 

@@ -36,6 +36,8 @@ pub struct LintOptions {
     pub config: Option<PathBuf>,
     pub no_config: bool,
     pub map_capacity: usize,
+    /// Largest accepted file, in bytes.
+    pub max_file_size: u64,
     pub semantics: crate::Semantics,
     /// An assertions file to check as well.
     pub assertions: Option<PathBuf>,
@@ -82,9 +84,14 @@ fn prepare(
     paths: &[PathBuf],
     inventory_paths: &[PathBuf],
     map_capacity: usize,
+    max_file_size: u64,
     semantics: &crate::Semantics,
 ) -> Result<Prepared, String> {
-    let mut loaded = policy_lang::load_paths(paths, &semantics.load_options());
+    let opts = policy_lang::LoadOptions {
+        max_file_size,
+        ..semantics.load_options()
+    };
+    let mut loaded = policy_lang::load_paths(paths, &opts);
     let valid = (loaded.error_count() > 0).then(|| loaded.valid_set());
     let mut diags = Vec::new();
     let mut cfg = CompileConfig {
@@ -99,7 +106,7 @@ fn prepare(
         let inv = inventory::load_all(
             &refs,
             Vec::new(),
-            policy_lang::DEFAULT_MAX_FILE_SIZE,
+            max_file_size,
             semantics.inventory_options(),
             &mut loaded.sources,
             &mut diags,
@@ -158,7 +165,13 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
     if inventory_paths.is_empty() && !o.only_assertions && o.assertions.is_none() {
         eprintln!("note: no inventory (-i, or `inventory` in sluice.toml): no pod is selected, so the rules that need pods are skipped");
     }
-    let p = match prepare(&o.paths, &inventory_paths, o.map_capacity, &o.semantics) {
+    let p = match prepare(
+        &o.paths,
+        &inventory_paths,
+        o.map_capacity,
+        o.max_file_size,
+        &o.semantics,
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

@@ -658,6 +658,9 @@ enum Command {
         /// Entries one endpoint's policy map holds.
         #[arg(long, default_value_t = 16_384)]
         map_capacity: usize,
+        /// Largest accepted file (policies, inventory), in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 32)]
+        max_file_size: u64,
         /// List the rules and exit.
         #[arg(long)]
         list_rules: bool,
@@ -700,6 +703,9 @@ enum Command {
         fail_on: Option<lint::FailOn>,
         #[arg(long, default_value_t = 16_384)]
         map_capacity: usize,
+        /// Largest accepted file (policies, inventory), in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 32)]
+        max_file_size: u64,
         /// Assertions must also hold for every pod that could exist, not
         /// only the inventory's: decided by z3 (docs/exposure.md); each
         /// violation comes with the pods that break it, as manifests.
@@ -923,6 +929,7 @@ fn run(command: Command, color: bool) -> ExitCode {
             config,
             no_config,
             map_capacity,
+            max_file_size,
             list_rules: false,
             assertions,
             any_pod,
@@ -938,6 +945,7 @@ fn run(command: Command, color: bool) -> ExitCode {
                 config,
                 no_config,
                 map_capacity,
+                max_file_size: max_file_size.saturating_mul(1024 * 1024),
                 semantics,
                 assertions,
                 only_assertions: false,
@@ -953,6 +961,7 @@ fn run(command: Command, color: bool) -> ExitCode {
             format,
             fail_on,
             map_capacity,
+            max_file_size,
             any_pod,
             solver,
             report,
@@ -966,6 +975,7 @@ fn run(command: Command, color: bool) -> ExitCode {
                 config: None,
                 no_config: true,
                 map_capacity,
+                max_file_size: max_file_size.saturating_mul(1024 * 1024),
                 semantics,
                 assertions: Some(assertions),
                 only_assertions: true,

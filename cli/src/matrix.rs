@@ -145,6 +145,8 @@ pub fn matrix(inputs: &Inputs, q: &Query, color: bool) -> ExitCode {
     if let Err(e) = r {
         crate::stdout_failed(&e);
     }
+    drop(m);
+    s.leave();
     ExitCode::SUCCESS
 }
 

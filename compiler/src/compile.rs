@@ -653,7 +653,9 @@ fn compile_one(
                 .unwrap_or_else(|| vec![false; node_sels.len()])
         })
     };
-    let mut groups: HashMap<(u32, Vec<ContainerPort>, Option<Vec<bool>>), usize> = HashMap::new();
+    // (identity, own named ports, node class) → map.
+    type MapKey = (u32, Vec<ContainerPort>, Option<Vec<bool>>);
+    let mut groups: HashMap<MapKey, usize> = HashMap::new();
     for (p, id) in pods.iter().zip(&endpoint_ids) {
         let key = (*id, p.ports.clone(), class_of(p.node.as_deref()));
         let map = match groups.get(&key) {

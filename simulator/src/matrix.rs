@@ -196,6 +196,10 @@ fn port_set(m: &PolicyMap, identity: u32, egress: bool) -> Allowed {
     out
 }
 
+/// What of an entry decides a lookup: protocol, port, prefix length,
+/// deny, precedence.
+type EntryShape = (u8, u16, u8, bool, u32);
+
 /// One direction of one map: the interned set for each identity it
 /// names, and for every other identity.
 #[derive(Default)]
@@ -282,7 +286,7 @@ impl<'c> Matrix<'c> {
                 // Identities whose entries are alike (same ports, verdicts
                 // and precedence: a selector that names many) get one set;
                 // the lookups are done once per kind of entry list.
-                let mut by_entries: HashMap<Vec<(u8, u16, u8, bool, u32)>, u32> = HashMap::new();
+                let mut by_entries: HashMap<Vec<EntryShape>, u32> = HashMap::new();
                 let mut sig = Vec::new();
                 for id in named {
                     sig.clear();
