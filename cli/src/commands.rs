@@ -364,15 +364,18 @@ pub fn compile(
         let mut o = std::io::stdout().lock();
         let _ = writeln!(
             o,
-            "compiled {} {} for {} {}: {} identities, {} ipcache entries, {} endpoints ({} distinct policy maps, {entries} entries)",
-            s.loaded.set.policies.len(),
-            plural(s.loaded.set.policies.len(), "policy", "policies"),
-            s.inventory.pods.len(),
-            plural(s.inventory.pods.len(), "pod", "pods"),
-            st.identities,
-            st.ipcache_entries,
-            st.endpoints,
-            st.distinct_maps,
+            "compiled {} for {}: {}, {}, {} ({}, {})",
+            plural_count(s.loaded.set.policies.len(), "policy", "policies"),
+            plural_count(s.inventory.pods.len(), "pod", "pods"),
+            plural_count(st.identities, "identity", "identities"),
+            plural_count(st.ipcache_entries, "ipcache entry", "ipcache entries"),
+            plural_count(st.endpoints, "endpoint", "endpoints"),
+            plural_count(
+                st.distinct_maps,
+                "distinct policy map",
+                "distinct policy maps"
+            ),
+            plural_count(entries, "entry", "entries"),
         );
         if stats {
             // Sized to the longest name: real pod names run past any

@@ -386,8 +386,11 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
     let mut anchored = Instant::now();
     if let Some(a) = adopted.filter(|a| a.endpoints > 0 || a.policy_entries > 0) {
         logln!(
-            "adopted: {} endpoints, {} policy entries, {} ipcache entries (generation {}) left enforced by an earlier agent",
-            a.endpoints, a.policy_entries, a.ipcache_entries, a.generation
+            "adopted: {}, {}, {} (generation {}) left enforced by an earlier agent",
+            crate::commands::plural_count(a.endpoints, "endpoint", "endpoints"),
+            crate::commands::plural_count(a.policy_entries, "policy entry", "policy entries"),
+            crate::commands::plural_count(a.ipcache_entries, "ipcache entry", "ipcache entries"),
+            a.generation
         );
     }
     // The L7 proxy; DNS answers are learned when there are policies to
@@ -492,10 +495,22 @@ pub fn agent(source: &Source, o: &AgentOptions, color: bool) -> ExitCode {
                         proxy.shared.set_state(s.clone());
                         current = Some((s, bytes));
                         logln!(
-                            "applied: {} endpoints, {} policy entries, {} ipcache entries [{}]{}",
-                            a.endpoints.len(),
-                            a.stats.policy_entries,
-                            a.stats.ipcache_hosts + a.stats.ipcache_prefixes,
+                            "applied: {}, {}, {} [{}]{}",
+                            crate::commands::plural_count(
+                                a.endpoints.len(),
+                                "endpoint",
+                                "endpoints"
+                            ),
+                            crate::commands::plural_count(
+                                a.stats.policy_entries,
+                                "policy entry",
+                                "policy entries"
+                            ),
+                            crate::commands::plural_count(
+                                a.stats.ipcache_hosts + a.stats.ipcache_prefixes,
+                                "ipcache entry",
+                                "ipcache entries"
+                            ),
                             a.endpoints.join(", "),
                             if a.unresolved.is_empty() {
                                 String::new()

@@ -1467,7 +1467,7 @@ impl<'a> InvCtx<'a> {
                 if let Some(other) = isolated_ns.iter().find(|o| *o != ns) {
                     if let Some(pod) = eps.first().and_then(|(i, _, _)| self.pod_of(*i)) {
                         out.push(
-                            Finding::new(&NAMESPACE_WITHOUT_POLICY, pod.loc.0, format!("namespace {ns} has {} pods and no policy, while namespace {other} is isolated", eps.len()))
+                            Finding::new(&NAMESPACE_WITHOUT_POLICY, pod.loc.0, format!("namespace {ns} has {} and no policy, while namespace {other} is isolated", if eps.len() == 1 { "1 pod".to_owned() } else { format!("{} pods", eps.len()) }))
                                 .label("first pod of the namespace")
                                 .help("roll the baseline policy out to this namespace too, or document why it stays open"),
                         );
