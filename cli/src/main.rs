@@ -332,6 +332,7 @@ impl Semantics {
         compiler::inventory::Options {
             replicas: self.replicas,
             exclude: self.exclude(),
+            ..compiler::inventory::Options::default()
         }
     }
 

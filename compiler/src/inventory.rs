@@ -212,6 +212,10 @@ pub struct Options {
     pub replicas: u32,
     /// Paths left out of directory walks (`--exclude`).
     pub exclude: policy_lang::scan::Exclude,
+    /// How many pieces a large List is parsed in: `None` splits files of
+    /// 1 MiB or more across the cores; `Some(n)` always tries `n` (tests
+    /// use it to show results never depend on it).
+    pub parse_pieces: Option<usize>,
 }
 
 impl Default for Options {
@@ -219,6 +223,7 @@ impl Default for Options {
         Options {
             replicas: 1,
             exclude: Default::default(),
+            parse_pieces: None,
         }
     }
 }
@@ -252,7 +257,7 @@ pub fn load_all(
             Ok(text) => {
                 let id = sources.add(path.display().to_string(), text);
                 let text = sources.get(id).text.clone();
-                parse_into(&mut inv, &text, id, diags);
+                parse_into(&mut inv, &text, id, diags, opts.parse_pieces);
             }
             Err(d) => diags.push(*d),
         }
@@ -260,7 +265,7 @@ pub fn load_all(
     for (name, text) in texts {
         let id = sources.add(name, text);
         let text = sources.get(id).text.clone();
-        parse_into(&mut inv, &text, id, diags);
+        parse_into(&mut inv, &text, id, diags, opts.parse_pieces);
     }
     finish(&mut inv, &opts, diags);
     inv
@@ -283,16 +288,83 @@ pub fn parse_str(
     load_all(&[], texts, u64::MAX, Options::default(), sources, diags)
 }
 
-fn parse_into(inv: &mut Inventory, text: &str, file: FileId, diags: &mut Vec<Diagnostic>) {
-    let result = yaml::parse_stream(text, file, &yaml::Limits::default(), |e| match e {
-        yaml::Emitted::ListItem(node) => object(inv, &node, diags),
-        yaml::Emitted::Document { root, .. } => object(inv, &root, diags),
-    });
-    if let Err(e) = result {
-        let mut d = policy_lang::yaml_error(e);
-        d.message = format!("inventory: {}", d.message);
-        diags.push(d);
+/// Below this size an inventory file is parsed on one thread.
+const PARALLEL_THRESHOLD: usize = 1 << 20;
+/// Pieces parsed at once per core: bounds the parsed trees held at a time.
+const PIECE_BYTES: usize = 4 << 20;
+
+fn parse_into(
+    inv: &mut Inventory,
+    text: &str,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+    parse_pieces: Option<usize>,
+) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let pieces = match parse_pieces {
+        Some(n) => yaml::split_list_items(text, n),
+        None if text.len() >= PARALLEL_THRESHOLD && threads > 1 => {
+            yaml::split_list_items(text, (text.len() / PIECE_BYTES).max(threads))
+        }
+        None => None,
+    };
+    let Some(pieces) = pieces else {
+        let result = yaml::parse_stream(text, file, &yaml::Limits::default(), |e| match e {
+            yaml::Emitted::ListItem(node) => object(inv, &node, diags),
+            yaml::Emitted::Document { root, .. } => object(inv, &root, diags),
+        });
+        if let Err(e) = result {
+            inventory_yaml_error(e, diags);
+        }
+        return;
+    };
+    // A dump of a big cluster is one List: its items are parsed on all
+    // cores, a few pieces at a time, and read in file order, so the result
+    // (and the first YAML error, after which nothing more is read) is that
+    // of one thread.
+    for wave in pieces.chunks(threads) {
+        let parsed: Vec<(Vec<Node>, Option<yaml::YamlError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = wave
+                .iter()
+                .map(|&(base, piece)| {
+                    scope.spawn(move || {
+                        let limits = yaml::Limits::default();
+                        let mut nodes = Vec::new();
+                        let mut keep = |e| match e {
+                            yaml::Emitted::ListItem(node) => nodes.push(node),
+                            yaml::Emitted::Document { root } => nodes.push(root),
+                        };
+                        // A run of items is a sequence at the piece's root.
+                        let r = if piece.starts_with('-') {
+                            yaml::parse_items_at(piece, file, base, &limits, &mut keep)
+                        } else {
+                            yaml::parse_stream_at(piece, file, base, &limits, &mut keep)
+                        };
+                        (nodes, r.err())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for (nodes, err) in parsed {
+            for n in &nodes {
+                object(inv, n, diags);
+            }
+            if let Some(e) = err {
+                inventory_yaml_error(e, diags);
+                return;
+            }
+        }
     }
+}
+
+fn inventory_yaml_error(e: yaml::YamlError, diags: &mut Vec<Diagnostic>) {
+    let mut d = policy_lang::yaml_error(e);
+    d.message = format!("inventory: {}", d.message);
+    diags.push(d);
 }
 
 pub(crate) fn str_at<'a>(node: &'a Node, path: &[&str]) -> Option<&'a str> {

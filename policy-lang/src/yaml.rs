@@ -393,6 +393,144 @@ pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
     out
 }
 
+/// Cuts a `kind: List` dump as `kubectl get -o yaml` prints it into about
+/// `parts` pieces that parse independently: the head (`apiVersion`,
+/// `items:`) with the first items, then runs of whole items, each a bare
+/// sequence, then the top-level keys after the items (`kind`, `metadata`).
+///
+/// In block YAML a line at column 0 that starts with `- ` can only begin
+/// an entry of a column-0 sequence: everything inside an entry is
+/// indented. The text must be plainly of that shape; `None` (parse it
+/// whole) when it has another document, anchors or aliases (which may
+/// cross items), a tab at a line's start, or a line whose quotes or
+/// brackets do not close on it (a flow scalar or collection that may
+/// continue on a line of its own). `None` too when there is nothing to
+/// cut.
+pub fn split_list_items(text: &str, parts: usize) -> Option<Vec<(Base, &str)>> {
+    if parts < 2 || text.contains('&') || text.contains('*') {
+        return None;
+    }
+    let target = text.len() / parts + 1;
+    // (byte offset, line) of the cuts: after the head, between runs of
+    // items, before the tail.
+    let mut cuts: Vec<(usize, u32)> = Vec::new();
+    let (mut offset, mut line) = (0usize, 1u32);
+    // 0: head, 1: items, 2: tail.
+    let mut state = 0u8;
+    let mut run_start = 0usize;
+    // The top-level keys: one written twice must meet the duplicate-key
+    // check of a whole parse.
+    let mut keys: Vec<&str> = Vec::new();
+    for l in text.split_inclusive('\n') {
+        let body = l.trim_end_matches(['\n', '\r']);
+        if body.starts_with('\t') || !closes_on_its_line(body) {
+            return None;
+        }
+        if body.starts_with("---") || body.starts_with("...") {
+            if offset > 0 {
+                return None;
+            }
+        } else if !body.starts_with(' ') && !body.starts_with('#') && !body.is_empty() {
+            let entry = body == "-" || body.starts_with("- ");
+            if !entry {
+                let key = body.split(':').next().unwrap_or(body).trim();
+                if keys.contains(&key) {
+                    return None;
+                }
+                keys.push(key);
+            }
+            match (state, entry) {
+                (0, false) if body.trim_end() == "items:" => {
+                    state = 1;
+                    cuts.push((offset + l.len(), line + 1));
+                    run_start = offset + l.len();
+                }
+                (0, _) => {
+                    if entry {
+                        return None;
+                    }
+                }
+                (1, true) => {
+                    if offset - run_start >= target {
+                        cuts.push((offset, line));
+                        run_start = offset;
+                    }
+                }
+                (1, false) => {
+                    state = 2;
+                    cuts.push((offset, line));
+                }
+                (_, true) => return None,
+                (_, false) => {}
+            }
+        }
+        offset += l.len();
+        line += 1;
+    }
+    if state == 0 {
+        return None;
+    }
+    // The first cut (after `items:`) joins the head to the first run.
+    cuts.remove(0);
+    cuts.dedup_by_key(|c| c.0);
+    if cuts.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let (mut start, mut start_line) = (0usize, 1u32);
+    for (at, at_line) in cuts {
+        if at > start {
+            out.push((
+                Base {
+                    byte: start as u32,
+                    line: start_line,
+                },
+                &text[start..at],
+            ));
+        }
+        start = at;
+        start_line = at_line;
+    }
+    if start < text.len() {
+        out.push((
+            Base {
+                byte: start as u32,
+                line: start_line,
+            },
+            &text[start..],
+        ));
+    }
+    (out.len() > 1).then_some(out)
+}
+
+/// Whether a line's quotes and brackets close on it (a rough check that
+/// errs on the side of "no": a `'` in a plain scalar says no).
+fn closes_on_its_line(line: &str) -> bool {
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => {
+                if q == '\'' && chars.peek() == Some(&'\'') {
+                    chars.next();
+                } else {
+                    quote = None;
+                }
+            }
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') => depth -= 1,
+            (None, ' ') if chars.peek() == Some(&'#') => break,
+            _ => {}
+        }
+    }
+    quote.is_none() && depth == 0
+}
+
 /// Parses every document of `text`, handing each out through `emit`.
 ///
 /// Stops at the first syntax error or exceeded limit; documents emitted
@@ -412,8 +550,36 @@ pub fn parse_stream_at(
     file: FileId,
     base: Base,
     limits: &Limits,
+    emit: impl FnMut(Emitted),
+) -> Result<(), YamlError> {
+    parse(text, file, base, limits, false, emit)
+}
+
+/// A run of a List's items that [`split_list_items`] cut out (a sequence
+/// at the piece's root): each entry is handed out as a
+/// [`Emitted::ListItem`] as soon as it is complete, and depth counts as
+/// inside the List's `items`, so that errors and limits are those of a
+/// parse of the whole file.
+pub fn parse_items_at(
+    text: &str,
+    file: FileId,
+    base: Base,
+    limits: &Limits,
+    emit: impl FnMut(Emitted),
+) -> Result<(), YamlError> {
+    parse(text, file, base, limits, true, emit)
+}
+
+fn parse(
+    text: &str,
+    file: FileId,
+    base: Base,
+    limits: &Limits,
+    items_run: bool,
     mut emit: impl FnMut(Emitted),
 ) -> Result<(), YamlError> {
+    // The root mapping an items run was cut from.
+    let outer = usize::from(items_run);
     let mut pos = Positions::new(text, file, base);
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
@@ -482,7 +648,7 @@ pub fn parse_stream_at(
                 Some((node, 0))
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                if stack.len() >= limits.max_depth {
+                if stack.len() + outer >= limits.max_depth {
                     return Err(YamlError {
                         span,
                         kind: YamlErrorKind::TooDeep {
@@ -493,9 +659,10 @@ pub fn parse_stream_at(
                 let is_seq = matches!(event, Event::SequenceStart(..));
                 if is_seq {
                     // Stream the elements of a root mapping's `items:` list.
-                    let streamed = stack.len() == 1
-                        && matches!(&stack[0], Frame::Map { key: Some(k), .. }
-                            if k.as_scalar().is_some_and(|s| s.text == "items"));
+                    let streamed = (items_run && stack.is_empty())
+                        || (stack.len() == 1
+                            && matches!(&stack[0], Frame::Map { key: Some(k), .. }
+                                if k.as_scalar().is_some_and(|s| s.text == "items")));
                     stack.push(Frame::Seq {
                         start: span,
                         items: Vec::new(),
