@@ -419,7 +419,7 @@ fn pinned_enforcement_survives_an_agent_restart_and_is_adopted() {
     let (child, rx) = spawn_agent(&pol, &inv, &["--bpffs", &bpffs]);
     fx.run.agent = Some(child);
     let adopted = wait_line(&rx, "adopted:", require).unwrap_or_default();
-    assert!(adopted.contains("1 endpoints"), "{adopted}");
+    assert!(adopted.contains("adopted: 1 endpoint,"), "{adopted}");
     wait_line(&rx, "applied:", require);
     assert!(net.connects(8001), "after the restart the new policy holds");
     assert!(!net.connects(8000), "and the old allow is gone");

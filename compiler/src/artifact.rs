@@ -375,7 +375,7 @@ pub fn decode(bytes: &[u8]) -> Result<Compiled, DecodeError> {
                     redirect: flags & 2 != 0,
                     auth: flags & 4 != 0,
                     precedence,
-                    origins,
+                    origins: origins.into(),
                 },
             );
         }

@@ -122,7 +122,79 @@ pub struct Entry {
     pub auth: bool,
     pub precedence: u32,
     /// Indexes into the artifact's origins: the rules that produced it.
-    pub origins: Vec<u32>,
+    pub origins: Origins,
+}
+
+/// The origins of an entry, sorted: almost always one, kept inline (an
+/// entry is one of tens of millions at 100,000 pods, and a heap list each
+/// cost more than the entry itself).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Origins {
+    One(u32),
+    Many(Box<Vec<u32>>),
+}
+
+impl Origins {
+    pub fn one(origin: u32) -> Origins {
+        Origins::One(origin)
+    }
+
+    /// Adds an origin, keeping them sorted and distinct.
+    pub fn insert(&mut self, o: u32) {
+        match self {
+            Origins::One(x) if *x == o => {}
+            Origins::One(x) => {
+                let mut v = vec![*x, o];
+                v.sort_unstable();
+                *self = Origins::Many(Box::new(v));
+            }
+            Origins::Many(v) => {
+                if let Err(i) = v.binary_search(&o) {
+                    v.insert(i, o);
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Origins {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            Origins::One(x) => std::slice::from_ref(x),
+            Origins::Many(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Origins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Origins {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'a> IntoIterator for &'a Origins {
+    type Item = &'a u32;
+    type IntoIter = std::slice::Iter<'a, u32>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// As read back from an artifact: in the order written.
+impl From<Vec<u32>> for Origins {
+    fn from(v: Vec<u32>) -> Origins {
+        match v.as_slice() {
+            [one] => Origins::One(*one),
+            _ => Origins::Many(Box::new(v)),
+        }
+    }
 }
 
 impl Entry {
@@ -136,7 +208,7 @@ impl Entry {
             } else {
                 ALLOW_PRECEDENCE
             },
-            origins: vec![origin],
+            origins: Origins::one(origin),
         }
     }
 
@@ -161,7 +233,7 @@ impl Entry {
             redirect: false,
             auth: false,
             precedence: DENY_PRECEDENCE,
-            origins: vec![origin],
+            origins: Origins::one(origin),
         }
     }
 
@@ -176,12 +248,9 @@ impl Entry {
                 self.redirect |= other.redirect;
                 self.auth |= other.auth;
                 self.precedence = self.precedence.max(other.precedence);
-                for o in other.origins {
-                    if !self.origins.contains(&o) {
-                        self.origins.push(o);
-                    }
+                for &o in other.origins.iter() {
+                    self.origins.insert(o);
                 }
-                self.origins.sort_unstable();
             }
         }
     }

@@ -616,7 +616,7 @@ fn key_of(o: &Outcome, l7: &Option<Vec<String>>) -> Key {
         o.verdict,
         o.decided_by,
         st.and_then(|s| s.entry)
-            .map(|e| e.origins.clone())
+            .map(|e| e.origins.to_vec())
             .unwrap_or_default(),
         l7.clone(),
     )

@@ -408,7 +408,7 @@ pub fn audit_policies(c: &Compiled, s: &Step) -> Vec<String> {
         return Vec::new();
     };
     let origins: Vec<u32> = match a.entry {
-        Some(e) => e.origins.clone(),
+        Some(e) => e.origins.to_vec(),
         None => c
             .endpoint(s.endpoint)
             .map(|e| e.audit_by.clone())
