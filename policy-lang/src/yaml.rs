@@ -478,7 +478,7 @@ pub fn split_list_items(text: &str, parts: usize) -> Option<Vec<(Base, &str)>> {
     }
     let mut out = Vec::with_capacity(cuts.len() + 1);
     let (mut start, mut start_line) = (0usize, 1u32);
-    for (at, at_line) in cuts {
+    for (at, at_line) in cuts.into_iter().chain([(text.len(), 0)]) {
         if at > start {
             out.push((
                 Base {
@@ -490,15 +490,6 @@ pub fn split_list_items(text: &str, parts: usize) -> Option<Vec<(Base, &str)>> {
         }
         start = at;
         start_line = at_line;
-    }
-    if start < text.len() {
-        out.push((
-            Base {
-                byte: start as u32,
-                line: start_line,
-            },
-            &text[start..],
-        ));
     }
     (out.len() > 1).then_some(out)
 }

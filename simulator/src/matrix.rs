@@ -152,7 +152,6 @@ fn keys_of(m: &PolicyMap, identity: u32, egress: bool) -> impl Iterator<Item = &
 /// Identity 0 stands for every identity the map does not name, as the
 /// datapath's lookup falls back to the wildcard entries for those.
 fn port_set(m: &PolicyMap, identity: u32, egress: bool) -> Allowed {
-    let mut out = Allowed::default();
     let mut cuts: Vec<Vec<u32>> = vec![vec![0]; PORT_PROTOCOLS.len()];
     let named = (identity != 0).then(|| keys_of(m, identity, egress));
     for k in keys_of(m, 0, egress).chain(named.into_iter().flatten()) {
@@ -166,15 +165,24 @@ fn port_set(m: &PolicyMap, identity: u32, egress: bool) -> Allowed {
             cuts[i].push(u32::from(k.dport) + size);
         }
     }
-    let allows = |proto: u8, port: u16| {
-        m.lookup(identity, egress, proto, port)
-            .is_some_and(|h| !h.entry.deny)
-    };
-    for (i, (proto, name)) in PORT_PROTOCOLS.iter().enumerate() {
-        let starts = &mut cuts[i];
+    for starts in &mut cuts {
         starts.sort_unstable();
         starts.dedup();
         starts.retain(|&x| x <= 65535);
+    }
+    sweep(&cuts, |proto, port| {
+        m.lookup(identity, egress, proto, port)
+            .is_some_and(|h| !h.entry.deny)
+    })
+}
+
+/// What `allows` allows, judged once per interval: `starts` holds, per
+/// protocol of [`PORT_PROTOCOLS`], the sorted starts of the intervals over
+/// which the verdict cannot change (the first is 0). Protocols without
+/// ports are judged as ICMP echo, as a flow of them would be.
+fn sweep(starts: &[Vec<u32>], allows: impl Fn(u8, u16) -> bool) -> Allowed {
+    let mut out = Allowed::default();
+    for (starts, (proto, name)) in starts.iter().zip(PORT_PROTOCOLS.iter()) {
         let mut ranges: Vec<(u16, u16)> = Vec::new();
         for (j, &lo) in starts.iter().enumerate() {
             let hi = starts.get(j + 1).map_or(65535, |&n| n - 1) as u16;
@@ -190,8 +198,6 @@ fn port_set(m: &PolicyMap, identity: u32, egress: bool) -> Allowed {
             out.ports.insert(name, ranges);
         }
     }
-    // Protocols without ports are judged as ICMP echo, as a flow of them
-    // would be.
     out.other = allows(1, 8);
     out
 }
@@ -421,6 +427,10 @@ pub fn by_judging(c: &Compiled) -> Vec<(usize, usize, Allowed)> {
             }
         }
     }
+    let starts: Vec<Vec<u32>> = PORT_PROTOCOLS
+        .iter()
+        .map(|(p, _)| cuts[p].iter().copied().filter(|&s| s <= 65535).collect())
+        .collect();
     let side = |i: usize| {
         let e = &c.endpoints[i];
         Side_ {
@@ -448,29 +458,7 @@ pub fn by_judging(c: &Compiled) -> Vec<(usize, usize, Allowed)> {
                 };
                 judge(c, &f).verdict == Verdict::Allowed
             };
-            let mut x = Allowed::default();
-            for (proto, name) in PORT_PROTOCOLS {
-                let starts: Vec<u32> = cuts[&proto]
-                    .iter()
-                    .copied()
-                    .filter(|&s| s <= 65535)
-                    .collect();
-                let mut ranges: Vec<(u16, u16)> = Vec::new();
-                for (j, &lo) in starts.iter().enumerate() {
-                    let hi = starts.get(j + 1).map_or(65535, |&n| n - 1) as u16;
-                    let lo = lo as u16;
-                    if verdict(proto, lo) {
-                        match ranges.last_mut() {
-                            Some(last) if u32::from(last.1) + 1 == u32::from(lo) => last.1 = hi,
-                            _ => ranges.push((lo, hi)),
-                        }
-                    }
-                }
-                if !ranges.is_empty() {
-                    x.ports.insert(name, ranges);
-                }
-            }
-            x.other = verdict(1, 8);
+            let x = sweep(&starts, verdict);
             out.push((a, b, x));
         }
     }
