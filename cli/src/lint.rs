@@ -433,11 +433,15 @@ pub fn lint(o: &LintOptions, color: bool) -> ExitCode {
         Some(FailOn::Error) => Some(Severity::Error),
         None => Some(cfg.fail_on.unwrap_or(Severity::Error)),
     };
-    if threshold.is_some_and(|t| findings.iter().any(|f: &Finding| f.severity >= t)) {
+    let code = if threshold.is_some_and(|t| findings.iter().any(|f: &Finding| f.severity >= t)) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    }
+    };
+    // The process ends now: the compiled state is left to the exit rather
+    // than freed piece by piece (as `Session::leave`).
+    std::mem::forget(p);
+    code
 }
 
 /// `sluice lint --list-rules`.

@@ -36,10 +36,21 @@ pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> 
         return Some(c);
     }
     let lower = input.to_ascii_lowercase();
+    let len = lower.chars().count();
     candidates
         .iter()
-        .map(|c| (levenshtein(&lower, &c.to_ascii_lowercase()), *c))
-        .filter(|&(d, c)| d <= (c.chars().count().max(3) / 3).max(1))
+        .filter_map(|c| {
+            let n = c.chars().count();
+            let limit = (n.max(3) / 3).max(1);
+            // The distance is at least the difference in length: most of
+            // thousands of candidates (label values of a big cluster) are
+            // out of reach without computing it.
+            if n.abs_diff(len) > limit {
+                return None;
+            }
+            let d = levenshtein(&lower, &c.to_ascii_lowercase());
+            (d <= limit).then_some((d, *c))
+        })
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }
@@ -55,6 +66,13 @@ mod tests {
         assert_eq!(did_you_mean("Egress", &fields), Some("egress"));
         assert_eq!(did_you_mean("ingressdeny", &fields), Some("ingressDeny"));
         assert_eq!(did_you_mean("selector", &fields), None);
+        // At the edge of reach: one character more is a typo, two are not.
+        assert_eq!(did_you_mean("web", &["web1"]), Some("web1"));
+        assert_eq!(did_you_mean("we", &["web1"]), None);
+        assert_eq!(
+            did_you_mean("production", &["productoin", "prod"]),
+            Some("productoin")
+        );
         assert_eq!(levenshtein("kitten", "sitting"), 3);
         assert_eq!(levenshtein("form", "from"), 1);
         assert_eq!(did_you_mean("form", &["from", "to", "port"]), Some("from"));
