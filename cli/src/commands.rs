@@ -625,9 +625,20 @@ pub fn simulate(
     };
     let mut first = true;
     let mut differing = 0usize;
+    // The encoding of -o json and -o yaml (the other outputs are not
+    // documents).
+    let doc = if output == SimOutput::Yaml {
+        crate::output::Doc::Yaml
+    } else {
+        crate::output::Doc::Json
+    };
     let begun = match output {
-        SimOutput::Json => write!(out, "{{\n  \"schemaVersion\": 2,\n  \"flows\": ["),
-        SimOutput::Yaml => writeln!(out, "schemaVersion: 2"),
+        SimOutput::Json | SimOutput::Yaml => crate::output::list_begin(
+            &mut out,
+            doc,
+            &serde_json::json!({"schemaVersion": 2}),
+            "flows",
+        ),
         SimOutput::Text | SimOutput::Table | SimOutput::Wide => Ok(()),
     };
     if let Err(e) = begun {
@@ -668,25 +679,9 @@ pub fn simulate(
             || !diff.is_empty();
         buf.clear();
         match output {
-            SimOutput::Json => {
-                let v = flow_json(c, f, o, diff);
-                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-                buf.extend_from_slice(if first { b"\n" } else { b",\n" });
+            SimOutput::Json | SimOutput::Yaml => {
+                crate::output::list_item(&mut buf, doc, "flows", first, flow_json(c, f, o, diff))?;
                 first = false;
-                for (i, line) in text.lines().enumerate() {
-                    if i > 0 {
-                        buf.push(b'\n');
-                    }
-                    write!(buf, "    {line}")?;
-                }
-            }
-            SimOutput::Yaml => {
-                if first {
-                    buf.extend_from_slice(b"flows:\n");
-                    first = false;
-                }
-                let item = serde_json::Value::Array(vec![flow_json(c, f, o, diff)]);
-                buf.extend_from_slice(crate::output::yaml(&item).as_bytes());
             }
             SimOutput::Table | SimOutput::Wide => {
                 let expect = f.expect.map_or("-".to_owned(), |e| e.to_string());
@@ -834,18 +829,8 @@ pub fn simulate(
         "errors": sum.errors,
     });
     let ended = match output {
-        SimOutput::Json => {
-            // The members of `counts`, indented as the document's own.
-            let text = format!("{counts:#}");
-            let members = text
-                .strip_prefix("{\n")
-                .and_then(|t| t.strip_suffix('}'))
-                .unwrap_or_default();
-            write!(out, "{}],\n{members}}}\n", if first { "" } else { "\n  " })
-        }
-        SimOutput::Yaml => {
-            let flows = if first { "flows: []\n" } else { "" };
-            write!(out, "{flows}{}", crate::output::yaml(&counts))
+        SimOutput::Json | SimOutput::Yaml => {
+            crate::output::list_end(&mut out, doc, "flows", first, Some(&counts))
         }
         SimOutput::Table | SimOutput::Wide => Ok(()),
         SimOutput::Text => {

@@ -158,9 +158,91 @@ fn plain_is_safe(s: &str) -> bool {
     !numberish
 }
 
-/// A document whose last member is a list, written item by item: a
-/// matrix of millions of pairs costs no memory, and `-o json` and
-/// `-o yaml` stay the documents [`render`] would print for the whole.
+/// A document whose last member but `tail`'s is a list, written piece by
+/// piece: [`list_begin`], a [`list_item`] for each item, [`list_end`]. A
+/// list of millions of items costs no memory, and the text is what
+/// [`render`] prints for the whole document.
+pub fn list_begin(
+    out: &mut impl std::io::Write,
+    doc: Doc,
+    head: &Value,
+    key: &str,
+) -> std::io::Result<()> {
+    match doc {
+        Doc::Json => write!(out, "{{{},\n  {}: [", members(head), Value::from(key)),
+        Doc::Yaml => out.write_all(yaml(head).as_bytes()),
+    }
+}
+
+/// One item of the list `key`; `first` for the list's first.
+pub fn list_item(
+    out: &mut impl std::io::Write,
+    doc: Doc,
+    key: &str,
+    first: bool,
+    v: Value,
+) -> std::io::Result<()> {
+    match doc {
+        Doc::Json => {
+            out.write_all(if first { b"\n" } else { b",\n" })?;
+            for (i, line) in format!("{v:#}").lines().enumerate() {
+                if i > 0 {
+                    out.write_all(b"\n")?;
+                }
+                write!(out, "    {line}")?;
+            }
+            Ok(())
+        }
+        Doc::Yaml => {
+            if first {
+                writeln!(out, "{}:", string(key))?;
+            }
+            out.write_all(yaml(&Value::Array(vec![v])).as_bytes())
+        }
+    }
+}
+
+/// Closes the list `key` (`empty`: no item was written) and the document,
+/// with the members of `tail` (an object) after the list.
+pub fn list_end(
+    out: &mut impl std::io::Write,
+    doc: Doc,
+    key: &str,
+    empty: bool,
+    tail: Option<&Value>,
+) -> std::io::Result<()> {
+    match doc {
+        Doc::Json => {
+            out.write_all(if empty { b"]" } else { b"\n  ]" })?;
+            match tail {
+                Some(t) => write!(out, ",{}\n}}\n", members(t)),
+                None => out.write_all(b"\n}\n"),
+            }
+        }
+        Doc::Yaml => {
+            if empty {
+                writeln!(out, "{}: []", string(key))?;
+            }
+            match tail {
+                Some(t) => out.write_all(yaml(t).as_bytes()),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// The members of an object as its pretty JSON writes them, without the
+/// braces or the last newline: `\n  "a": 1,\n  "b": 2`.
+fn members(v: &Value) -> String {
+    let text = format!("{v:#}");
+    text.strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
+/// [`list_begin`] .. [`list_end`] over one writer it owns.
 pub struct ListDoc<W: std::io::Write> {
     out: W,
     doc: Doc,
@@ -172,18 +254,7 @@ impl<W: std::io::Write> ListDoc<W> {
     /// `head`: the members before the list (an object, e.g. the
     /// `schemaVersion`); `key`: the list's member.
     pub fn begin(mut out: W, doc: Doc, head: &Value, key: &'static str) -> std::io::Result<Self> {
-        match doc {
-            Doc::Json => {
-                let text = format!("{head:#}");
-                let members = text
-                    .strip_prefix('{')
-                    .and_then(|t| t.strip_suffix('}'))
-                    .unwrap_or_default()
-                    .trim_end();
-                write!(out, "{{{members},\n  {}: [", Value::from(key))?;
-            }
-            Doc::Yaml => out.write_all(yaml(head).as_bytes())?,
-        }
+        list_begin(&mut out, doc, head, key)?;
         Ok(ListDoc {
             out,
             doc,
@@ -193,37 +264,13 @@ impl<W: std::io::Write> ListDoc<W> {
     }
 
     pub fn item(&mut self, v: Value) -> std::io::Result<()> {
-        match self.doc {
-            Doc::Json => {
-                let text = format!("{v:#}");
-                self.out
-                    .write_all(if self.first { b"\n" } else { b",\n" })?;
-                for (i, line) in text.lines().enumerate() {
-                    if i > 0 {
-                        self.out.write_all(b"\n")?;
-                    }
-                    write!(self.out, "    {line}")?;
-                }
-            }
-            Doc::Yaml => {
-                if self.first {
-                    writeln!(self.out, "{}:", string(self.key))?;
-                }
-                self.out
-                    .write_all(yaml(&Value::Array(vec![v])).as_bytes())?;
-            }
-        }
+        list_item(&mut self.out, self.doc, self.key, self.first, v)?;
         self.first = false;
         Ok(())
     }
 
     pub fn end(mut self) -> std::io::Result<W> {
-        match (self.doc, self.first) {
-            (Doc::Json, true) => self.out.write_all(b"]\n}\n")?,
-            (Doc::Json, false) => self.out.write_all(b"\n  ]\n}\n")?,
-            (Doc::Yaml, true) => writeln!(self.out, "{}: []", string(self.key))?,
-            (Doc::Yaml, false) => {}
-        }
+        list_end(&mut self.out, self.doc, self.key, self.first, None)?;
         Ok(self.out)
     }
 }

@@ -77,24 +77,25 @@ impl Key {
         other.plen <= self.plen && other.matches(self.proto, self.dport)
     }
 
+    /// The ports of its protocol this key covers, as `[start, end)` (`end`
+    /// may be 65,536); `None` when it covers whole protocols.
+    pub fn port_span(&self) -> Option<(u32, u32)> {
+        (self.plen > 8).then(|| {
+            let start = u32::from(self.dport);
+            (start, start + (1u32 << (24 - u32::from(self.plen))))
+        })
+    }
+
     /// `ANY`, `TCP`, `80/TCP`, `80-95/TCP`, as `cilium bpf policy get` shows.
     pub fn port_text(&self) -> String {
         if self.plen == 0 {
             return "ANY".into();
         }
         let proto = proto_name(self.proto);
-        if self.plen <= 8 {
-            return proto;
-        }
-        let size = 1u32 << (24 - u32::from(self.plen));
-        if size == 1 {
-            format!("{}/{proto}", self.dport)
-        } else {
-            format!(
-                "{}-{}/{proto}",
-                self.dport,
-                u32::from(self.dport) + size - 1
-            )
+        match self.port_span() {
+            None => proto,
+            Some((start, end)) if end - start == 1 => format!("{start}/{proto}"),
+            Some((start, end)) => format!("{start}-{}/{proto}", end - 1),
         }
     }
 }

@@ -355,8 +355,8 @@ impl Default for Base {
 /// Anchors do not cross documents, so the pieces parse independently.
 pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
     let target = text.len() / parts.max(1) + 1;
-    let mut out = Vec::new();
-    let (mut start, mut line, mut start_line) = (0usize, 1u32, 1u32);
+    let mut cuts = Vec::new();
+    let (mut start, mut line) = (0usize, 1u32);
     let bytes = text.as_bytes();
     let mut i = 0usize;
     while i < bytes.len() {
@@ -365,15 +365,8 @@ pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
                 .get(i + 3)
                 .is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
         if at_marker && i - start >= target && bytes[i..].starts_with(b"---") {
-            out.push((
-                Base {
-                    byte: start as u32,
-                    line: start_line,
-                },
-                &text[start..i],
-            ));
+            cuts.push((i, line));
             start = i;
-            start_line = line;
         }
         match bytes[i..].iter().position(|&b| b == b'\n') {
             Some(n) => {
@@ -382,6 +375,25 @@ pub fn split_documents(text: &str, parts: usize) -> Vec<(Base, &str)> {
             }
             None => break,
         }
+    }
+    pieces(text, cuts)
+}
+
+/// `text` cut at each of `cuts` (byte offset and line, increasing): the
+/// pieces, each with where it starts; the last runs to the end.
+fn pieces(text: &str, cuts: Vec<(usize, u32)>) -> Vec<(Base, &str)> {
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let (mut start, mut start_line) = (0usize, 1u32);
+    for (at, at_line) in cuts {
+        out.push((
+            Base {
+                byte: start as u32,
+                line: start_line,
+            },
+            &text[start..at],
+        ));
+        start = at;
+        start_line = at_line;
     }
     out.push((
         Base {
@@ -472,26 +484,9 @@ pub fn split_list_items(text: &str, parts: usize) -> Option<Vec<(Base, &str)>> {
     }
     // The first cut (after `items:`) joins the head to the first run.
     cuts.remove(0);
+    // A run cut and the tail's can fall on one line.
     cuts.dedup_by_key(|c| c.0);
-    if cuts.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(cuts.len() + 1);
-    let (mut start, mut start_line) = (0usize, 1u32);
-    for (at, at_line) in cuts.into_iter().chain([(text.len(), 0)]) {
-        if at > start {
-            out.push((
-                Base {
-                    byte: start as u32,
-                    line: start_line,
-                },
-                &text[start..at],
-            ));
-        }
-        start = at;
-        start_line = at_line;
-    }
-    (out.len() > 1).then_some(out)
+    (!cuts.is_empty()).then(|| pieces(text, cuts))
 }
 
 /// Whether a line's quotes and brackets close on it (a rough check that

@@ -499,16 +499,14 @@ impl Cuts {
             .entry((side, map, egress))
             .or_insert_with(|| {
                 let mut out: [Vec<u32>; 4] = Default::default();
-                for k in c.maps[map].entries.keys() {
-                    if k.egress != egress || k.plen <= 8 {
-                        continue;
-                    }
-                    let Some(i) = PROTOCOLS.iter().position(|p| p.0 == k.proto) else {
+                for k in c.maps[map].entries.keys().filter(|k| k.egress == egress) {
+                    let (Some((start, end)), Some(i)) =
+                        (k.port_span(), PROTOCOLS.iter().position(|p| p.0 == k.proto))
+                    else {
                         continue;
                     };
-                    let size = 1u32 << (24 - u32::from(k.plen));
-                    out[i].push(u32::from(k.dport));
-                    out[i].push(u32::from(k.dport) + size);
+                    out[i].push(start);
+                    out[i].push(end);
                 }
                 for v in &mut out {
                     v.sort_unstable();

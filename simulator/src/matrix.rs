@@ -155,15 +155,15 @@ fn port_set(m: &PolicyMap, identity: u32, egress: bool) -> Allowed {
     let mut cuts: Vec<Vec<u32>> = vec![vec![0]; PORT_PROTOCOLS.len()];
     let named = (identity != 0).then(|| keys_of(m, identity, egress));
     for k in keys_of(m, 0, egress).chain(named.into_iter().flatten()) {
-        if k.plen <= 8 {
-            // Whole protocols (or everything): no boundary inside one.
+        // Keys of whole protocols (or everything) have no boundary inside one.
+        let (Some((start, end)), Some(i)) = (
+            k.port_span(),
+            PORT_PROTOCOLS.iter().position(|(p, _)| *p == k.proto),
+        ) else {
             continue;
-        }
-        if let Some(i) = PORT_PROTOCOLS.iter().position(|(p, _)| *p == k.proto) {
-            let size = 1u32 << (24 - u32::from(k.plen));
-            cuts[i].push(u32::from(k.dport));
-            cuts[i].push(u32::from(k.dport) + size);
-        }
+        };
+        cuts[i].push(start);
+        cuts[i].push(end);
     }
     for starts in &mut cuts {
         starts.sort_unstable();
@@ -365,11 +365,6 @@ impl<'c> Matrix<'c> {
         &self.sets[i as usize]
     }
 
-    /// Number of interned sets so far (indices are below it).
-    pub fn set_count(&self) -> usize {
-        self.sets.len()
-    }
-
     /// What a pod of class `a` may send to a pod of each class (another
     /// pod: a pod reaching itself is not judged), as set indices.
     pub fn row(&mut self, a: usize, out: &mut Vec<u32>) {
@@ -417,13 +412,9 @@ pub fn by_judging(c: &Compiled) -> Vec<(usize, usize, Allowed)> {
         .collect();
     for m in &c.maps {
         for k in m.entries.keys() {
-            if k.plen <= 8 {
-                continue;
-            }
-            let size = 1u32 << (24 - u32::from(k.plen));
-            if let Some(set) = cuts.get_mut(&k.proto) {
-                set.insert(u32::from(k.dport));
-                set.insert(u32::from(k.dport) + size);
+            if let (Some((start, end)), Some(set)) = (k.port_span(), cuts.get_mut(&k.proto)) {
+                set.insert(start);
+                set.insert(end);
             }
         }
     }
